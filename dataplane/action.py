@@ -1,0 +1,28 @@
+"""XDP verdicts with the kernel's values (enum xdp_action in include/uapi/linux/bpf.h)."""
+
+import enum
+
+XDP_ABORTED = 0
+XDP_DROP = 1
+XDP_PASS = 2
+XDP_TX = 3
+XDP_REDIRECT = 4
+
+
+class XdpAction(enum.IntEnum):
+    """The kernel's ``enum xdp_action``; a program returns one of these."""
+
+    XDP_ABORTED = XDP_ABORTED
+    XDP_DROP = XDP_DROP
+    XDP_PASS = XDP_PASS
+    XDP_TX = XDP_TX
+    XDP_REDIRECT = XDP_REDIRECT
+
+    @property
+    def short(self):
+        """The lower-case name used in file names and JSON keys (``drop``)."""
+        return self.name[4:].lower()
+
+
+#: Verdict names in kernel order, as used for JSON keys and output file names.
+ACTION_NAMES = tuple(a.short for a in XdpAction)

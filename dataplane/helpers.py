@@ -1,0 +1,22 @@
+"""Helpers callable from programs, with the kernel's names and argument order."""
+
+import numpy as np
+from numba import njit
+
+from . import config
+from .action import XDP_ABORTED, XDP_REDIRECT
+from .program_check import mark_api
+
+
+@mark_api
+@njit(**config.INLINE_JIT)
+def bpf_redirect(ifindex, flags):
+    """``bpf_redirect(ifindex, flags)`` (helper 23): return it from the program.
+
+    Returns XDP_REDIRECT carrying the target in its upper 32 bits (the kernel
+    keeps it per CPU instead); the runner decodes it. Non-zero flags give
+    XDP_ABORTED, as the kernel's XDP variant returns for unknown flags.
+    """
+    if flags != 0:
+        return np.int64(XDP_ABORTED)
+    return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | XDP_REDIRECT

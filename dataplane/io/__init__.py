@@ -1,0 +1,1 @@
+"""Packet sources and sinks: PacketBatch, capture files, (later) raw sockets and TAP."""

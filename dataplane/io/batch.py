@@ -1,0 +1,100 @@
+"""PacketBatch: the unit of work of the pipeline (the kernel's xdp_buff, times N).
+
+All packets of a batch share one contiguous uint8 buffer. Packet ``i`` owns the
+slot ``buf[frame_start[i]:frame_end[i]]``: ``HEADROOM`` bytes in front of its
+data (XDP_PACKET_HEADROOM, for bpf_xdp_adjust_head), the data itself in
+``buf[data[i]:data_end[i]]``, then ``TAILROOM`` bytes behind it (for
+bpf_xdp_adjust_tail). Slots are packed back to back, so a batch of small frames
+uses little memory and a jumbo frame still fits.
+
+Per-packet columns are rows of one int64 array ``meta`` (kernels/layout.py), also
+reachable by name as views, one entry per packet, valid for ``i < count``:
+``data``, ``data_end``, ``frame_start``, ``frame_end`` (offsets into ``buf``),
+``ts_ns`` (capture time, ns since the epoch), ``snap_cut`` (bytes of the frame
+on the wire that the capture did not keep: orig_len - caplen; a writer gives the
+output record orig_len = current length + snap_cut), ``ifindex`` (ingress ifindex),
+``rx_queue``; the program's results go in ``action`` and ``redirect``.
+"""
+
+import numpy as np
+
+from .. import config
+from ..kernels import layout
+
+
+class PacketBatch:
+    """A batch of packets in one buffer with per-packet headroom (xdp_buff[]).
+
+    ``capacity`` is the most packets a batch holds; ``buffer_bytes`` the size of
+    the shared buffer (default: room for ``capacity`` full-size Ethernet frames
+    with their headroom and tailroom). A source fills it from index 0 and sets
+    ``count``; it is reused batch after batch, never reallocated on the hot path.
+    """
+
+    def __init__(self, capacity=config.BATCH_SIZE, buffer_bytes=None,
+                 headroom=config.HEADROOM, tailroom=config.TAILROOM):
+        if capacity < 1:
+            raise ValueError("batch capacity must be at least 1")
+        self.capacity = int(capacity)
+        self.headroom = int(headroom)
+        self.tailroom = int(tailroom)
+        if buffer_bytes is None:
+            buffer_bytes = self.capacity * (self.headroom + 2048 + self.tailroom)
+        self.buf = np.zeros(int(buffer_bytes), np.uint8)
+        self.meta = np.zeros((layout.ROWS, self.capacity), np.int64)
+        m = self.meta
+        self.data, self.data_end = m[layout.DATA], m[layout.DATA_END]
+        self.frame_start, self.frame_end = m[layout.FRAME_START], m[layout.FRAME_END]
+        self.ts_ns, self.snap_cut = m[layout.TS_NS], m[layout.SNAP_CUT]
+        self.ifindex, self.rx_queue = m[layout.IFINDEX], m[layout.RX_QUEUE]
+        self.action, self.redirect = m[layout.ACTION], m[layout.REDIRECT]
+        self.count = 0
+
+    @property
+    def slot_overhead(self):
+        """Bytes a packet's slot needs besides its data."""
+        return self.headroom + self.tailroom
+
+    def ensure_buffer(self, nbytes):
+        """Grow the shared buffer to at least ``nbytes`` (only for an outsized frame).
+
+        Only valid on an empty batch: offsets of packets already in it would
+        still be right, but callers refill from index 0 after growing.
+        """
+        if nbytes > self.buf.size:
+            self.buf = np.zeros(int(nbytes), np.uint8)
+
+    def clear(self):
+        """Forget the packets (the buffer is kept for the next fill)."""
+        self.count = 0
+
+    def append(self, frame, ts_ns=0, ifindex=0, rx_queue=0, snap_cut=0):
+        """Add one frame from Python (tests, test_run). Returns False when full.
+
+        Sources on the data path fill the arrays from compiled code instead.
+        """
+        frame = np.frombuffer(bytes(frame), np.uint8)
+        i = self.count
+        start = int(self.frame_end[i - 1]) if i else 0
+        end = start + self.headroom + frame.size + self.tailroom
+        if i >= self.capacity or end > self.buf.size:
+            return False
+        d = start + self.headroom
+        self.buf[d:d + frame.size] = frame
+        self.frame_start[i], self.data[i] = start, d
+        self.data_end[i], self.frame_end[i] = d + frame.size, end
+        self.ts_ns[i] = ts_ns
+        self.snap_cut[i] = snap_cut
+        self.ifindex[i], self.rx_queue[i] = ifindex, rx_queue
+        self.action[i], self.redirect[i] = 0, 0
+        self.count = i + 1
+        return True
+
+    def packet(self, i):
+        """The bytes of packet ``i`` as the program left them (a copy)."""
+        if not 0 <= i < self.count:
+            raise IndexError(f"packet {i} not in batch of {self.count}")
+        return self.buf[self.data[i]:self.data_end[i]].tobytes()
+
+    def __len__(self):
+        return self.count

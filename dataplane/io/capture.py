@@ -1,0 +1,228 @@
+"""Capture files in: the streaming machinery shared by the readers, and ``open_capture``.
+
+``open_capture`` is libpcap's ``pcap_open_offline``: it sniffs the magic and
+returns a ``PcapReader`` (classic pcap) or a ``PcapngReader``. Both stream the
+file through one reused chunk buffer (``config.READ_CHUNK``): memory stays
+bounded whatever the file's size, and Python runs once per batch while a
+compiled walker (``dataplane.kernels.pcap_walk``) does the per-packet work.
+"""
+
+import os
+
+import numpy as np
+
+from .. import config
+from ..errors import CaptureError
+from ..kernels import pcap_walk as K
+
+PCAP_MAGICS = (0xA1B2C3D4, 0xD4C3B2A1, 0xA1B23C4D, 0x4D3CB2A1)
+PCAPNG_MAGIC = 0x0A0D0D0A
+
+
+def _open(path):
+    """Open ``path`` unbuffered for reading, or raise a one-line CaptureError."""
+    try:
+        f = open(path, "rb", buffering=0)
+    except FileNotFoundError:
+        raise CaptureError(path, "no such file") from None
+    except IsADirectoryError:
+        raise CaptureError(path, "is a directory, not a capture file") from None
+    except PermissionError:
+        raise CaptureError(path, "permission denied") from None
+    except OSError as e:
+        raise CaptureError(path, f"cannot open: {(e.strerror or str(e)).lower()}") from None
+    size = os.fstat(f.fileno()).st_size
+    if size == 0:
+        f.close()
+        raise CaptureError(path, "empty file, not a capture")
+    return f, size
+
+
+def open_capture(path, chunk_bytes=config.READ_CHUNK):
+    """Open a pcap or pcapng file by its magic (libpcap's pcap_open_offline).
+
+    Raises CaptureError for a missing or unreadable file, an empty file and a
+    magic that is neither pcap (either byte order, us or ns) nor pcapng.
+    """
+    f, _ = _open(path)
+    with f:
+        head = f.read(4)
+    if len(head) < 4:
+        raise CaptureError(path, f"truncated file header: {len(head)} of 4 magic bytes", offset=0)
+    magic = int.from_bytes(head, "little")
+    if magic in PCAP_MAGICS:
+        from .pcap import PcapReader
+        return PcapReader(path, chunk_bytes)
+    if magic == PCAPNG_MAGIC:
+        from .pcapng import PcapngReader
+        return PcapngReader(path, chunk_bytes)
+    raise CaptureError(path, f"not a pcap or pcapng file (magic 0x{magic:08x})", offset=0)
+
+
+class CaptureReader:
+    """Base of the capture readers: one file, one reused chunk, batches out.
+
+    Attributes: ``path``, ``size`` (file bytes), ``offset`` (bytes consumed),
+    ``packets`` (records delivered), ``linktype``, ``snaplen``, ``nanosecond``,
+    ``warnings`` (one-line strings). Subclasses parse the file header in
+    ``_start()`` and run their walker in ``_walk(batch, n)``.
+    """
+
+    def __init__(self, path, chunk_bytes=config.READ_CHUNK):
+        self.path = str(path)
+        self.linktype = 1
+        self.snaplen = 0
+        self.nanosecond = False
+        self.warnings = []
+        self.packets = 0
+        self._f, self.size = _open(self.path)
+        # np.empty touches no page until read into: a small file costs little.
+        self._chunk = np.empty(max(int(chunk_bytes), 64), np.uint8)
+        self._base = 0     # file offset of chunk[0]
+        self._pos = 0      # next unread byte in the chunk
+        self._end = 0      # bytes of the chunk holding file data
+        self._eof = False
+        self._done = False
+        self._error = None  # a fault found after the packets before it were delivered
+        self._st = np.zeros(K.ST_SIZE, np.int64)
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def offset(self):
+        """Bytes of the file consumed so far (for progress)."""
+        return self._base + self._pos
+
+    # -- chunk management (Python, once per refill) --------------------------
+    def _fill(self, need):
+        """Make ``need`` bytes available at ``_pos``; False at end of file.
+
+        Moves the unread tail to the front, reads to fill the chunk, and grows
+        the chunk for a record larger than it (bounded by the record checks).
+        """
+        if self._end - self._pos >= need:
+            return True
+        if self._eof:
+            return False
+        rest = self._end - self._pos
+        if self._pos:
+            self._chunk[:rest] = self._chunk[self._pos:self._end]
+            self._base += self._pos
+            self._pos, self._end = 0, rest
+        if need > self._chunk.size:
+            grown = np.empty(need, np.uint8)
+            grown[:rest] = self._chunk[:rest]
+            self._chunk = grown
+        view = memoryview(self._chunk)
+        while self._end < self._chunk.size:
+            got = self._f.readinto(view[self._end:])
+            if not got:
+                self._eof = True
+                break
+            self._end += got
+        return self._end - self._pos >= need
+
+    def _skip(self, nbytes):
+        """Consume ``nbytes`` from ``_pos``, seeking past what is not in the chunk."""
+        inside = self._end - self._pos
+        if nbytes <= inside:
+            self._pos += nbytes
+            return
+        self._f.seek(nbytes - inside, os.SEEK_CUR)
+        self._base += self._end + (nbytes - inside)
+        self._pos = self._end = 0
+
+    def _truncated(self, need, n):
+        """Note a record cut short by the end of the file (reading ends there)."""
+        have = self.size - self.offset
+        self.warnings.append(
+            f"truncated record at end of file: offset {self.offset}, packet {self.packets + n}"
+            f" ({have} of {need} bytes present)")
+
+    def _error_at(self, message, n):
+        return CaptureError(self.path, message, offset=self.offset, index=self.packets + n)
+
+    # -- public API -----------------------------------------------------------
+    def read_batch(self, batch):
+        """Fill ``batch`` from index 0 with the next records; return the count (0 at end).
+
+        A fault raises CaptureError, after the packets before it were returned
+        by this call. A record cut by the end of the file ends reading with a
+        warning in ``warnings``.
+        """
+        if self._error is not None:
+            raise self._error
+        n = 0
+        st = self._st
+        while not self._done:
+            status = self._walk(batch, n)
+            n = int(st[K.ST_COUNT])
+            self._pos = int(st[K.ST_POS])
+            if status == K.FULL:
+                break
+            try:
+                if status == K.NEED_MORE:
+                    self._more(int(st[K.ST_NEED]), n)
+                elif status == K.NEED_BUFFER:
+                    batch.ensure_buffer(int(st[K.ST_NEED]))
+                elif status == K.ERROR:
+                    raise self._error_at(self._fault_message(), n)
+                else:
+                    self._block(n)
+            except CaptureError as e:
+                self._error = e
+                self._done = True
+                if n == 0:
+                    raise
+        batch.count = n
+        self.packets += n
+        return n
+
+    def _more(self, need, n):
+        """The walker stopped at a record not wholly in the chunk: refill, or end there."""
+        if self.offset + need <= self.size and self._fill(need):
+            return
+        if self.offset < self.size:
+            self._truncated(need, n)
+        self._done = True
+        cut = int(self._st[K.ST_SNAPCUT])
+        if cut:
+            self.warnings.append(f"{cut} of {self.packets + n} records shorter than on the wire"
+                                 f" (cut by the snap length)")
+
+    def _fault_message(self):
+        """One line for the walker's fault in st (the faults both formats share)."""
+        code, b, c = (int(v) for v in self._st[K.ST_A:K.ST_C + 1])
+        if code == K.E_ZERO:
+            return f"zero-length record (original length {b})"
+        if code == K.E_SNAPLEN:
+            return f"record length {b} exceeds maximum snap length {c}"
+        if code == K.E_ORIGLEN:
+            return f"record length {b} exceeds original length {c}"
+        return self._format_fault(code, b, c)
+
+    def _format_fault(self, code, b, c):
+        return f"bad record (fault {code}: {b}, {c})"
+
+    def _block(self, n):
+        raise NotImplementedError  # only pcapng stops the walker at a block
+
+    def close(self):
+        """Close the file (the reader keeps its counters)."""
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        self._done = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return (f"{type(self).__name__}({self.path!r}, packets={self.packets}, "
+                f"offset={self.offset}/{self.size})")

@@ -1,0 +1,179 @@
+"""Classic pcap files: ``PcapReader`` (libpcap's sf-pcap.c) and ``PcapWriter`` (pcap_dump).
+
+File layout: a 24-byte header (magic, version 2.4, thiszone, sigfigs,
+snaplen, linktype) then records of a 16-byte header (ts_sec, ts_frac, caplen,
+orig_len) and caplen bytes. The magic gives the byte order and the precision:
+0xa1b2c3d4 microseconds, 0xa1b23c4d nanoseconds.
+"""
+
+import struct
+
+import numpy as np
+
+from .. import config
+from ..errors import CaptureError
+from ..kernels import pcap_walk as K
+from .capture import CaptureReader
+
+MAGIC_US = 0xA1B2C3D4
+MAGIC_NS = 0xA1B23C4D
+HEADER = 24
+#: Staging buffer of the writer: records are packed here, then one write().
+STAGE_BYTES = 2 << 20
+
+
+class PcapReader(CaptureReader):
+    """Stream a classic pcap file into PacketBatches (libpcap's pcap_open_offline + pcap_next_ex).
+
+    Both byte orders, microsecond and nanosecond magic. ``ifindex`` is 0 for
+    every packet. Only Ethernet (link type 1) is accepted.
+    """
+
+    def _start(self):
+        if not self._fill(HEADER):
+            raise CaptureError(self.path, f"truncated file header: {self._end} of {HEADER} bytes",
+                               offset=0)
+        head = self._chunk[:HEADER].tobytes()
+        for order in "<>":
+            magic = struct.unpack_from(order + "I", head)[0]
+            if magic in (MAGIC_US, MAGIC_NS):
+                break
+        else:
+            raise CaptureError(self.path, f"not a pcap file (magic 0x{magic:08x})", offset=0)
+        major, minor, _, _, snaplen, linktype = struct.unpack_from(order + "HHiIII", head, 4)
+        if major != 2:
+            raise CaptureError(self.path, f"unsupported pcap version {major}.{minor}", offset=4)
+        self._swap = order == ">"
+        self.nanosecond = magic == MAGIC_NS
+        self._frac_ns = 1 if self.nanosecond else 1000
+        self.snaplen = snaplen
+        # The top 6 bits of the field carry FCS information (LT_LINKTYPE).
+        self.linktype = linktype & 0x03FFFFFF
+        if self.linktype != 1:
+            raise CaptureError(self.path, f"link type {self.linktype} is not supported"
+                               " (only ethernet, 1)", offset=20)
+        self._pos = HEADER
+
+    def _walk(self, batch, n):
+        return K.walk_pcap(
+            self._chunk, self._pos, self._end, self._swap, self._frac_ns, config.MAX_SNAPLEN,
+            batch.buf, batch.data, batch.data_end, batch.frame_start, batch.frame_end,
+            batch.ts_ns, batch.snap_cut, batch.ifindex, batch.rx_queue,
+            n, batch.capacity, batch.headroom, batch.tailroom, self._st)
+
+
+class PcapWriter:
+    """Write packets to a classic little-endian pcap file (libpcap's pcap_dump_open + pcap_dump).
+
+    ``nanosecond`` picks the magic (0xa1b23c4d) and keeps ts_ns whole;
+    otherwise timestamps are truncated to microseconds. Packets longer than
+    ``snaplen`` are cut to it (orig_len keeps their length). Records are packed
+    by a compiled kernel into a reused staging buffer that goes to the
+    unbuffered file in one write() when full and at ``flush()``/``close()``.
+    Counters: ``packets`` written and ``bytes`` of file (header included).
+    """
+
+    def __init__(self, path, nanosecond=True, snaplen=config.MAX_SNAPLEN, linktype=1,
+                 stage_bytes=STAGE_BYTES):
+        self.path = str(path)
+        self.nanosecond = bool(nanosecond)
+        self.snaplen = int(snaplen)
+        self.linktype = int(linktype)
+        try:
+            self._f = open(self.path, "wb", buffering=0)
+        except OSError as e:
+            raise CaptureError(self.path, f"cannot create: {(e.strerror or str(e)).lower()}") from None
+        self._stage = np.empty(max(int(stage_bytes), HEADER), np.uint8)
+        self._st = np.zeros(K.ST_SIZE, np.int64)
+        magic = MAGIC_NS if self.nanosecond else MAGIC_US
+        self._stage[:HEADER] = np.frombuffer(
+            struct.pack("<IHHiIII", magic, 2, 4, 0, 0, self.snaplen, self.linktype), np.uint8)
+        self._spos = HEADER
+        self.packets = 0
+        self.bytes = HEADER
+
+    def write_batch(self, batch, indices, n=None):
+        """Write ``batch`` packets ``indices[:n]`` as the program left them (data..data_end)."""
+        if self._f is None:
+            raise CaptureError(self.path, "write to a closed pcap writer")
+        indices = np.asarray(indices)
+        n = len(indices) if n is None else int(n)
+        if not 0 <= n <= len(indices):
+            raise ValueError(f"n={n} outside the {len(indices)} indices given")
+        i = 0
+        while i < n:
+            j = K.pack_pcap(self._stage, self._spos, batch.buf, batch.data, batch.data_end,
+                            batch.ts_ns, batch.snap_cut, batch.count, indices, i, n,
+                            self.nanosecond, self.snaplen, self._st)
+            spos = int(self._st[K.ST_POS])
+            self.bytes += spos - self._spos
+            self.packets += j - i
+            self._spos = spos
+            if self._st[K.ST_A]:
+                raise IndexError(f"index {int(indices[j])} outside the batch of {batch.count}")
+            if j < n:
+                if j == i and spos == 0:  # larger than the whole staging buffer
+                    k = int(indices[j])
+                    d, e = int(batch.data[k]), int(batch.data_end[k])
+                    self._record(memoryview(batch.buf)[d:e], int(batch.ts_ns[k]),
+                                 e - d + int(batch.snap_cut[k]))
+                    j += 1
+                else:
+                    self.flush()
+            i = j
+
+    def write(self, frame_bytes, ts_ns=0, orig_len=None):
+        """Write one frame from Python (tests, tools); ``orig_len`` defaults to its length."""
+        if self._f is None:
+            raise CaptureError(self.path, "write to a closed pcap writer")
+        frame = memoryview(bytes(frame_bytes))
+        self._record(frame, int(ts_ns), len(frame) if orig_len is None else int(orig_len))
+
+    def _record(self, frame, ts_ns, orig_len):
+        frame = frame[:self.snaplen]
+        sec, frac = divmod(ts_ns, 1_000_000_000)
+        if not self.nanosecond:
+            frac //= 1000
+        head = struct.pack("<IIII", sec & 0xFFFFFFFF, frac, len(frame), min(orig_len, 0xFFFFFFFF))
+        size = len(head) + len(frame)
+        if self._spos + size > self._stage.size:
+            self.flush()
+        if size > self._stage.size:
+            self._write_all(head)
+            self._write_all(frame)
+        else:
+            s = self._spos
+            self._stage[s:s + 16] = np.frombuffer(head, np.uint8)
+            self._stage[s + 16:s + size] = np.frombuffer(frame, np.uint8)
+            self._spos += size
+        self.packets += 1
+        self.bytes += size
+
+    def _write_all(self, data):
+        view = memoryview(data)
+        while len(view):
+            view = view[self._f.write(view):]
+
+    def flush(self):
+        """Write the staged records to the file."""
+        if self._spos and self._f is not None:
+            self._write_all(memoryview(self._stage)[:self._spos])
+            self._spos = 0
+
+    def close(self):
+        """Flush and close the file."""
+        if self._f is not None:
+            try:
+                self.flush()
+            finally:
+                self._f.close()
+                self._f = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"PcapWriter({self.path!r}, packets={self.packets}, bytes={self.bytes})"

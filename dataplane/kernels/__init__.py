@@ -1,0 +1,1 @@
+"""Compiled (@njit) kernels only: no I/O, no Python objects, no policy."""

@@ -1,0 +1,222 @@
+"""The program's view of a packet: ``struct xdp_md`` and a bounds-checked byte view.
+
+A program receives ``ctx`` (the kernel's ``struct xdp_md``) and reads
+``ctx.pkt``: the bytes from data to data_end as a checked view. ``len(pkt)``,
+``pkt[i]`` (an int64 in 0..255) and ``pkt[i] = v`` (the low 8 bits of v) check
+``0 <= i < len(pkt)`` with one unsigned compare; an access outside sets the
+packet's fault flag and reads 0 / writes nothing, so the runner can turn the
+verdict into XDP_ABORTED without the process ever touching another packet's
+bytes. With the usual guards in the program (``if off + 4 > len(pkt)``) LLVM
+removes the checks (numba-notes.md: cost equal to an unchecked pointer).
+
+The raw pointers inside these types are not exposed as attributes: a program
+cannot reach memory other than its packet through them.
+"""
+
+import operator
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from . import layout
+from numba.extending import (intrinsic, make_attribute_wrapper, models, overload,
+                             overload_attribute, register_model)
+
+
+class PacketViewType(types.Type):
+    """A checked view of one packet's bytes (data .. data_end)."""
+
+    def __init__(self):
+        super().__init__(name="xdp_packet")
+
+
+class XdpMdType(types.Type):
+    """``struct xdp_md``: the program's context for one packet."""
+
+    def __init__(self):
+        super().__init__(name="xdp_md")
+
+
+packet_view = PacketViewType()
+xdp_md = XdpMdType()
+_u8p = types.CPointer(types.uint8)
+_i64p = types.CPointer(types.int64)
+
+
+@register_model(PacketViewType)
+class _PacketViewModel(models.StructModel):
+    def __init__(self, dmm, fe_type):
+        members = [("base", _u8p), ("length", types.int64), ("fault", _i64p)]
+        super().__init__(dmm, fe_type, members)
+
+
+@register_model(XdpMdType)
+class _XdpMdModel(models.StructModel):
+    def __init__(self, dmm, fe_type):
+        members = [
+            ("buf", _u8p),                 # batch buffer
+            ("data", _i64p),               # &batch.data[i]: adjust_head moves it
+            ("data_end", _i64p),           # &batch.data_end[i]
+            ("frame_start", types.int64),  # slot bounds (headroom / tailroom limits)
+            ("frame_end", types.int64),
+            ("ingress_ifindex", types.uint32),
+            ("rx_queue_index", types.uint32),
+            ("fault", _i64p),              # set by any out-of-bounds access
+        ]
+        super().__init__(dmm, fe_type, members)
+
+
+# Only the kernel's public xdp_md fields are attributes.
+make_attribute_wrapper(XdpMdType, "ingress_ifindex", "ingress_ifindex")
+make_attribute_wrapper(XdpMdType, "rx_queue_index", "rx_queue_index")
+
+
+def _meta_ptr(context, builder, metaty, meta, row, index, indexty):
+    """Pointer to meta[row, index] of a C-contiguous int64 2-D array."""
+    ary = context.make_array(metaty)(context, builder, meta)
+    ncols = cgutils.unpack_tuple(builder, ary.shape, 2)[1]
+    idx = context.cast(builder, index, indexty, types.int64)
+    flat = builder.add(builder.mul(ir.Constant(ncols.type, row), ncols), idx)
+    return builder.gep(ary.data, [flat])
+
+
+@intrinsic
+def make_xdp_md(typingctx, buf, meta, scratch, i):
+    """Build packet ``i``'s context from a batch's buffer and meta rows (runner only).
+
+    The fault flag is ``scratch[FAULT]`` (kernels/runner.py), cleared per packet.
+    """
+    if not (isinstance(meta, types.Array) and meta.ndim == 2 and meta.dtype == types.int64
+            and meta.layout == "C"):
+        return None
+    sig = xdp_md(buf, meta, scratch, i)
+
+    def codegen(context, builder, signature, args):
+        bufty, metaty, scratchty, ity = signature.args
+        buf_v, meta_v, scratch_v, i_v = args
+
+        def ptr(row):
+            return _meta_ptr(context, builder, metaty, meta_v, row, i_v, ity)
+
+        ctx = cgutils.create_struct_proxy(xdp_md)(context, builder)
+        ctx.buf = context.make_array(bufty)(context, builder, buf_v).data
+        ctx.data = ptr(layout.DATA)
+        ctx.data_end = ptr(layout.DATA_END)
+        ctx.frame_start = builder.load(ptr(layout.FRAME_START))
+        ctx.frame_end = builder.load(ptr(layout.FRAME_END))
+        i32 = ir.IntType(32)
+        ctx.ingress_ifindex = builder.trunc(builder.load(ptr(layout.IFINDEX)), i32)
+        ctx.rx_queue_index = builder.trunc(builder.load(ptr(layout.RX_QUEUE)), i32)
+        scratch_data = context.make_array(scratchty)(context, builder, scratch_v).data
+        ctx.fault = builder.gep(scratch_data, [ir.Constant(ir.IntType(64), layout.SCRATCH_FAULT)])
+        return ctx._getvalue()
+
+    return sig, codegen
+
+
+@intrinsic
+def _ctx_packet(typingctx, ctx):
+    if not isinstance(ctx, XdpMdType):
+        return None
+
+    def codegen(context, builder, signature, args):
+        c = cgutils.create_struct_proxy(xdp_md)(context, builder, value=args[0])
+        start = builder.load(c.data)
+        end = builder.load(c.data_end)
+        view = cgutils.create_struct_proxy(packet_view)(context, builder)
+        view.base = builder.gep(c.buf, [start])
+        view.length = builder.sub(end, start)
+        view.fault = c.fault
+        return view._getvalue()
+
+    return packet_view(ctx), codegen
+
+
+@overload_attribute(XdpMdType, "pkt")
+def _xdp_md_pkt(ctx):
+    """``ctx.pkt``: the packet bytes from data to data_end (re-read after adjust_head)."""
+    return lambda ctx: _ctx_packet(ctx)
+
+
+@intrinsic
+def _view_len(typingctx, view):
+    if not isinstance(view, PacketViewType):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return cgutils.create_struct_proxy(packet_view)(context, builder, value=args[0]).length
+
+    return types.int64(view), codegen
+
+
+@overload(len)
+def _len_packet(view):
+    if isinstance(view, PacketViewType):
+        return lambda view: _view_len(view)
+
+
+def _checked_pointer(context, builder, view_value, index, indexty):
+    """Return (in_bounds, byte pointer, view proxy) for view[index]."""
+    view = cgutils.create_struct_proxy(packet_view)(context, builder, value=view_value)
+    idx = context.cast(builder, index, indexty, types.int64)
+    # One unsigned compare rejects both negative and too-large indices.
+    ok = builder.icmp_unsigned("<", idx, view.length)
+    return ok, builder.gep(view.base, [idx]), view
+
+
+def _set_fault(builder, view):
+    builder.store(ir.Constant(ir.IntType(64), 1), view.fault)
+
+
+@intrinsic
+def _view_load(typingctx, view, index):
+    if not (isinstance(view, PacketViewType) and isinstance(index, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ok, ptr, v = _checked_pointer(context, builder, args[0], args[1], signature.args[1])
+        i64 = ir.IntType(64)
+        with builder.if_else(ok, likely=True) as (then, otherwise):
+            with then:
+                bb_then = builder.block
+                val = builder.zext(builder.load(ptr), i64)
+            with otherwise:
+                bb_else = builder.block
+                _set_fault(builder, v)
+        phi = builder.phi(i64)
+        phi.add_incoming(val, bb_then)
+        phi.add_incoming(i64(0), bb_else)
+        return phi
+
+    return types.int64(view, index), codegen
+
+
+@intrinsic
+def _view_store(typingctx, view, index, value):
+    if not (isinstance(view, PacketViewType) and isinstance(index, types.Integer)
+            and isinstance(value, (types.Integer, types.Boolean))):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ok, ptr, v = _checked_pointer(context, builder, args[0], args[1], signature.args[1])
+        byte = context.cast(builder, args[2], signature.args[2], types.int64)
+        with builder.if_else(ok, likely=True) as (then, otherwise):
+            with then:
+                builder.store(builder.trunc(byte, ir.IntType(8)), ptr)
+            with otherwise:
+                _set_fault(builder, v)
+        return context.get_dummy_value()
+
+    return types.void(view, index, value), codegen
+
+
+@overload(operator.getitem)
+def _getitem_packet(view, index):
+    if isinstance(view, PacketViewType) and isinstance(index, types.Integer):
+        return lambda view, index: _view_load(view, index)
+
+
+@overload(operator.setitem)
+def _setitem_packet(view, index, value):
+    if isinstance(view, PacketViewType) and isinstance(index, types.Integer):
+        return lambda view, index, value: _view_store(view, index, value)

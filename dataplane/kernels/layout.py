@@ -1,0 +1,28 @@
+"""Row numbers of PacketBatch.meta: every per-packet column in one int64 array.
+
+One 2-D array instead of ten columns keeps a compiled call's argument count
+(and so its ~100 ns-per-argument dispatch cost) small.
+"""
+
+DATA = 0          # offset of the first byte of packet data in buf (xdp_md->data)
+DATA_END = 1      # offset one past the last byte (xdp_md->data_end)
+FRAME_START = 2   # start of the packet's slot (data_hard_start): the headroom's limit
+FRAME_END = 3     # end of the slot: the tailroom's limit
+TS_NS = 4         # capture timestamp, ns since the epoch
+SNAP_CUT = 5      # orig_len - caplen: bytes on the wire the capture did not keep
+IFINDEX = 6       # ingress ifindex (xdp_md->ingress_ifindex)
+RX_QUEUE = 7      # receive queue (xdp_md->rx_queue_index)
+ACTION = 8        # the program's verdict (XDP_*)
+REDIRECT = 9      # redirect target ifindex when ACTION is XDP_REDIRECT
+ROWS = 10
+
+# Slots of the runner's int64 scratch array (see kernels/runner.py).
+SCRATCH_IN_PROGRESS = 0   # packet in progress (read by Python when the program raised)
+SCRATCH_FAULTS = 1        # out-of-bounds accesses
+SCRATCH_FIRST_FAULT = 2   # first faulting index, or -1
+SCRATCH_INVALID = 3       # invalid verdicts (unknown action, XDP_REDIRECT without target)
+SCRATCH_FIRST_INVALID = 4 # first invalid index, or -1
+SCRATCH_START = 5         # first packet to run
+SCRATCH_STOP = 6          # one past the last packet to run
+SCRATCH_FAULT = 7         # the current packet's fault flag (the view's pointer)
+SCRATCH_SIZE = 8

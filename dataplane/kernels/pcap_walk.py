@@ -1,0 +1,312 @@
+"""Record walkers for capture files and the pcap writer's record packer.
+
+The compiled half of ``dataplane.io.pcap`` / ``dataplane.io.pcapng``
+(libpcap's ``pcap_next_packet`` in sf-pcap.c / sf-pcapng.c, and ``pcap_dump``):
+each walker parses records from a chunk of file bytes already in memory and
+``memcpy``s them into a PacketBatch's columns, stopping when the batch is full,
+when the chunk runs out (the caller refills and calls again) or at a fault.
+No I/O and no Python objects here.
+
+Walkers return a status and leave their results in ``st`` (int64[ST_SIZE]):
+``st[ST_POS]`` the chunk offset of the first record not consumed,
+``st[ST_COUNT]`` packets in the batch, ``st[ST_NEED]`` bytes needed at
+``st[ST_POS]`` (NEED_MORE / NEED_BUFFER), ``st[ST_A..ST_C]`` details of a fault,
+``st[ST_SNAPCUT]`` a running count of records shorter than on the wire.
+"""
+
+import numpy as np
+from numba import njit
+
+from ..config import KERNEL_JIT
+from .memory import memcpy, prefetch
+
+# Walker statuses.
+FULL = 0          # batch full: capacity reached or the next slot overflows buf
+NEED_MORE = 1     # the record at st[ST_POS] is not wholly in the chunk
+NEED_BUFFER = 2   # the first record does not fit an empty batch's buffer
+BLOCK = 3         # pcapng: a block the Python side parses (SHB, IDB)
+ERROR = 4         # st[ST_A] names the fault, st[ST_B], st[ST_C] its values
+
+# st slots.
+ST_POS, ST_COUNT, ST_NEED, ST_A, ST_B, ST_C, ST_SNAPCUT = range(7)
+ST_SIZE = 8
+
+# Faults (st[ST_A]).
+E_ZERO = 1         # caplen 0 (B: orig_len)
+E_SNAPLEN = 2      # caplen > MAX_SNAPLEN (B: caplen, C: limit)
+E_ORIGLEN = 3      # caplen > orig_len (B: caplen, C: orig_len)
+E_BLOCKLEN = 4     # block length not a multiple of 4 / below minimum (B: length, C: minimum)
+E_TRAILER = 5      # trailing block length differs (B: leading, C: trailing)
+E_NOFIT = 6        # packet does not fit its block (B: caplen, C: block length)
+E_IFACE = 7        # packet names an undefined interface (B: id, C: interfaces)
+E_LINKTYPE = 8     # packet on a non-Ethernet interface (B: id, C: link type)
+
+# pcapng block types.
+SHB = 0x0A0D0D0A
+IDB = 1
+OPB = 2
+SPB = 3
+EPB = 6
+
+# Interface table columns (int64[n, IF_COLS]), one row per IDB of the section.
+IF_LINKTYPE, IF_SNAPLEN, IF_MUL, IF_DIV, IF_SHIFT, IF_OFFSET = range(6)
+IF_COLS = 6
+
+_NS = 1000000000
+# Cache lines ahead of the record being copied that the walker prefetches.
+_PREFETCH = 1024
+
+
+@njit(**KERNEL_JIT)
+def _u32(a, p, swap):
+    # LLVM folds the four loads into one (plus bswap for the other byte order).
+    if swap:
+        return (np.int64(a[p]) << 24) | (np.int64(a[p + 1]) << 16) | \
+            (np.int64(a[p + 2]) << 8) | np.int64(a[p + 3])
+    return np.int64(a[p]) | (np.int64(a[p + 1]) << 8) | \
+        (np.int64(a[p + 2]) << 16) | (np.int64(a[p + 3]) << 24)
+
+
+@njit(**KERNEL_JIT)
+def _put32(a, p, v):
+    a[p] = v & 0xFF
+    a[p + 1] = (v >> 8) & 0xFF
+    a[p + 2] = (v >> 16) & 0xFF
+    a[p + 3] = (v >> 24) & 0xFF
+
+
+@njit(**KERNEL_JIT)
+def _fault(st, code, b, c):
+    st[ST_A] = code
+    st[ST_B] = b
+    st[ST_C] = c
+    return ERROR
+
+
+@njit(**KERNEL_JIT)
+def walk_pcap(chunk, pos, end, swap, frac_ns, snap_limit,
+              buf, data, data_end, frame_start, frame_end, ts_ns, snap_cut,
+              ifindex, rx_queue, n, capacity, headroom, tailroom, st):
+    """Copy classic pcap records from ``chunk[pos:end]`` into batch slots from ``n``.
+
+    ``frac_ns`` scales the sub-second field to ns (1000 for microsecond files,
+    1 for nanosecond files); ``snap_limit`` is the largest valid caplen
+    (MAX_SNAPLEN: like libpcap, a caplen above the file's own snaplen is kept).
+    """
+    fs = frame_end[n - 1] if n > 0 else 0
+    bufsize = buf.size
+    status = FULL
+    while True:
+        if n >= capacity:
+            status = FULL
+            break
+        if pos + 16 > end:
+            st[ST_NEED] = 16
+            status = NEED_MORE
+            break
+        caplen = _u32(chunk, pos + 8, swap)
+        orig = _u32(chunk, pos + 12, swap)
+        # Validate the header before asking for its body: a garbage length must
+        # be reported as such, not as a truncated file.
+        if caplen == 0:
+            status = _fault(st, E_ZERO, orig, 0)
+            break
+        if caplen > snap_limit:
+            status = _fault(st, E_SNAPLEN, caplen, snap_limit)
+            break
+        if caplen > orig:
+            status = _fault(st, E_ORIGLEN, caplen, orig)
+            break
+        if pos + 16 + caplen > end:
+            st[ST_NEED] = 16 + caplen
+            status = NEED_MORE
+            break
+        d = fs + headroom
+        fe = d + caplen + tailroom
+        if fe > bufsize:
+            st[ST_NEED] = fe
+            status = FULL if n > 0 else NEED_BUFFER
+            break
+        if pos + _PREFETCH < end:
+            prefetch(chunk, pos + _PREFETCH)
+        memcpy(buf, d, chunk, pos + 16, caplen)
+        ts_ns[n] = _u32(chunk, pos, swap) * _NS + _u32(chunk, pos + 4, swap) * frac_ns
+        frame_start[n] = fs
+        data[n] = d
+        data_end[n] = d + caplen
+        frame_end[n] = fe
+        snap_cut[n] = orig - caplen
+        ifindex[n] = 0
+        rx_queue[n] = 0
+        if caplen < orig:
+            st[ST_SNAPCUT] += 1
+        fs = fe
+        pos += 16 + caplen
+        n += 1
+    st[ST_POS] = pos
+    st[ST_COUNT] = n
+    return status
+
+
+@njit(**KERNEL_JIT)
+def _pcapng_ts(ifs, k, hi, lo):
+    # Units since the epoch -> ns: multiply (tsresol 10^-k, k <= 9), divide
+    # (k > 9) or shift (2^-k); then add if_tsoffset.
+    raw = np.uint64((hi << 32) | lo)
+    shift = ifs[k, IF_SHIFT]
+    if shift < 0:
+        ns = raw * np.uint64(ifs[k, IF_MUL]) // np.uint64(ifs[k, IF_DIV])
+    else:
+        sec = raw >> np.uint64(shift)
+        frac = raw & ((np.uint64(1) << np.uint64(shift)) - np.uint64(1))
+        if shift > 34:  # keep frac * 1e9 within 64 bits
+            frac >>= np.uint64(shift - 34)
+            shift = 34
+        ns = sec * np.uint64(_NS) + ((frac * np.uint64(_NS)) >> np.uint64(shift))
+    return np.int64(ns) + ifs[k, IF_OFFSET]
+
+
+@njit(**KERNEL_JIT)
+def walk_pcapng(chunk, pos, end, swap, ifs, nif, snap_max,
+                buf, data, data_end, frame_start, frame_end, ts_ns, snap_cut,
+                ifindex, rx_queue, n, capacity, headroom, tailroom, st):
+    """Copy pcapng EPB/SPB/OPB packets from ``chunk[pos:end]`` into batch slots from ``n``.
+
+    Skips NRB, ISB, DSB, custom and unknown blocks; stops with BLOCK at an SHB
+    or IDB (parsed by the caller, who updates ``swap``, ``ifs`` and ``nif``).
+    """
+    fs = frame_end[n - 1] if n > 0 else 0
+    bufsize = buf.size
+    status = FULL
+    while True:
+        if n >= capacity:
+            status = FULL
+            break
+        if pos + 8 > end:
+            st[ST_NEED] = 8
+            status = NEED_MORE
+            break
+        btype = _u32(chunk, pos, swap)
+        if btype == SHB or btype == IDB:
+            status = BLOCK
+            break
+        blen = _u32(chunk, pos + 4, swap)
+        is_pkt = btype == EPB or btype == OPB
+        minlen = 32 if is_pkt else (16 if btype == SPB else 12)
+        if blen < minlen or blen & 3:
+            status = _fault(st, E_BLOCKLEN, blen, minlen)
+            break
+        if pos + blen > end:
+            st[ST_NEED] = blen
+            status = NEED_MORE
+            break
+        tail = _u32(chunk, pos + blen - 4, swap)
+        if tail != blen:
+            status = _fault(st, E_TRAILER, blen, tail)
+            break
+        if is_pkt:
+            if btype == EPB:
+                k = _u32(chunk, pos + 8, swap)
+            elif swap:  # OPB: 16-bit interface id, 16-bit drops count
+                k = (np.int64(chunk[pos + 8]) << 8) | np.int64(chunk[pos + 9])
+            else:
+                k = np.int64(chunk[pos + 8]) | (np.int64(chunk[pos + 9]) << 8)
+            caplen = _u32(chunk, pos + 20, swap)
+            orig = _u32(chunk, pos + 24, swap)
+            off = 28
+        elif btype == SPB:
+            k = 0
+            orig = _u32(chunk, pos + 8, swap)
+            caplen = min(orig, blen - 16)
+            if nif > 0 and ifs[0, IF_SNAPLEN] > 0:
+                caplen = min(caplen, ifs[0, IF_SNAPLEN])
+            off = 12
+        else:
+            pos += blen  # NRB, ISB, DSB, custom, unknown: not packets
+            continue
+        if k >= nif:
+            status = _fault(st, E_IFACE, k, nif)
+            break
+        if ifs[k, IF_LINKTYPE] != 1:
+            status = _fault(st, E_LINKTYPE, k, ifs[k, IF_LINKTYPE])
+            break
+        if caplen == 0:
+            status = _fault(st, E_ZERO, orig, 0)
+            break
+        if caplen > snap_max:
+            status = _fault(st, E_SNAPLEN, caplen, snap_max)
+            break
+        if caplen > orig:
+            status = _fault(st, E_ORIGLEN, caplen, orig)
+            break
+        if off + caplen + 4 > blen:
+            status = _fault(st, E_NOFIT, caplen, blen)
+            break
+        d = fs + headroom
+        fe = d + caplen + tailroom
+        if fe > bufsize:
+            st[ST_NEED] = fe
+            status = FULL if n > 0 else NEED_BUFFER
+            break
+        if pos + _PREFETCH < end:
+            prefetch(chunk, pos + _PREFETCH)
+        memcpy(buf, d, chunk, pos + off, caplen)
+        if btype == SPB:
+            ts_ns[n] = 0
+        else:
+            ts_ns[n] = _pcapng_ts(ifs, k, _u32(chunk, pos + 12, swap), _u32(chunk, pos + 16, swap))
+        frame_start[n] = fs
+        data[n] = d
+        data_end[n] = d + caplen
+        frame_end[n] = fe
+        snap_cut[n] = orig - caplen
+        ifindex[n] = k
+        rx_queue[n] = 0
+        if caplen < orig:
+            st[ST_SNAPCUT] += 1
+        fs = fe
+        pos += blen
+        n += 1
+    st[ST_POS] = pos
+    st[ST_COUNT] = n
+    return status
+
+
+@njit(**KERNEL_JIT)
+def pack_pcap(stage, spos, buf, data, data_end, ts_ns, snap_cut, count, indices, i, n,
+              nanosecond, snaplen, st):
+    """Pack pcap records (little-endian) for ``batch[indices[i:n]]`` into ``stage[spos:]``.
+
+    Stops at the first record that does not fit, or at an index outside the
+    batch's ``count`` (``st[ST_A]`` = 1); returns the next index and leaves the
+    new staging offset in ``st[ST_POS]``. Data longer than ``snaplen`` is cut
+    to it (orig_len keeps the full length).
+    """
+    cap = stage.size
+    st[ST_A] = 0
+    while i < n:
+        k = indices[i]
+        if k < 0 or k >= count:
+            st[ST_A] = 1
+            break
+        d = data[k]
+        length = data_end[k] - d
+        if length < 0:
+            length = 0
+        caplen = min(length, snaplen)
+        if spos + 16 + caplen > cap:
+            break
+        t = ts_ns[k]
+        sec = t // _NS
+        frac = t - sec * _NS
+        if not nanosecond:
+            frac //= 1000
+        _put32(stage, spos, sec)
+        _put32(stage, spos + 4, frac)
+        _put32(stage, spos + 8, caplen)
+        _put32(stage, spos + 12, min(length + snap_cut[k], 0xFFFFFFFF))
+        memcpy(stage, spos + 16, buf, d, caplen)
+        spos += 16 + caplen
+        i += 1
+    st[ST_POS] = spos
+    return i

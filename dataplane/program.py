@@ -1,0 +1,335 @@
+"""ProgramSpec -> Program: Python XDP programs, checked, compiled, cached, run.
+
+A program file is an ordinary module: ``@xdp`` marks its programs. Loading one
+(``load_program("drop_udp")``, ``"path/prog.py"``, ``"path/prog.py:name"``):
+
+1. the file's text and a hash of dataplane's compiled core name a generated
+   module in the cache directory: the program's source verbatim (so line
+   numbers stay the user's) followed by one batch loop per program
+   (kernels/runner.py); numba caches it with ``cache=True``, keyed by us on
+   the hash, so a second run loads machine code instead of compiling;
+2. the generated module is imported (the program's module code runs once);
+3. the chosen program and the file's functions it calls are checked
+   (program_check.py, the verifier of Python programs), given loop budgets and
+   compiled with numba in nopython mode, the program inlined into its loop.
+"""
+
+import ast
+import functools
+import hashlib
+import importlib.util
+import os
+import re
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from . import config
+from .action import XdpAction
+from .errors import DataplaneError, ProgramError
+from .io.batch import PacketBatch
+from .kernels import layout, runner as runner_kernels
+from .program_check import check_program
+
+_CORE_FILES = ("program.py", "program_check.py", "helpers.py", "config.py", "action.py",
+               "kernels/context.py", "kernels/runner.py", "kernels/memory.py",
+               "kernels/layout.py")
+
+
+class ProgramSpec:
+    """What an XDP program is (cilium/ebpf's ProgramSpec): a function, its name, its file."""
+
+    def __init__(self, fn, name=None):
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.source_file = getattr(fn.__code__, "co_filename", None)
+
+    def __repr__(self):
+        return f"ProgramSpec({self.name!r})"
+
+
+def xdp(fn=None, *, name=None):
+    """Mark a function ``prog(ctx) -> XDP_*`` as an XDP program (SEC("xdp") in C)."""
+    if fn is None:
+        return functools.partial(xdp, name=name)
+    return ProgramSpec(fn, name)
+
+
+class TestRun(tuple):
+    """``(action, output_bytes)`` of Program.test_run, plus ``.redirect`` (target ifindex)."""
+
+    __test__ = False  # not a pytest class
+
+    def __new__(cls, action, data, redirect):
+        self = super().__new__(cls, (action, data))
+        self.redirect = redirect
+        return self
+
+    action = property(lambda self: self[0])
+    data = property(lambda self: self[1])
+
+
+class Program:
+    """A loaded, compiled XDP program (cilium/ebpf's Program).
+
+    ``run_batch(batch)`` sets ``batch.action`` and ``batch.redirect`` for every
+    packet; faults (out-of-bounds access, exceptions, loop budget) make that
+    packet XDP_ABORTED and are counted in ``faults`` with the first one kept in
+    ``first_fault`` (packet index) and ``fault_reason``.
+    """
+
+    def __init__(self, spec, run, source_path):
+        self.spec = spec
+        self.name = spec.name
+        self.source_path = source_path
+        self._run = run
+        self.faults = 0
+        self.first_fault = None
+        self.fault_reason = None
+        self.invalid = 0
+        self.first_invalid = None
+
+    def _call(self, b, start, stop, scratch):
+        scratch[layout.SCRATCH_START] = start
+        scratch[layout.SCRATCH_STOP] = stop
+        self._run(b.buf, b.meta, scratch)
+
+    def _note_fault(self, index, reason):
+        self.faults += 1
+        if self.first_fault is None:
+            self.first_fault, self.fault_reason = index, reason
+
+    def run_batch(self, batch, base_index=0, start=0, stop=None):
+        """Run the program on packets ``start..stop`` of ``batch`` (all by default).
+
+        ``base_index`` is the index of the batch's first packet in the stream,
+        used to report faults by packet index.
+        """
+        stop = batch.count if stop is None else stop
+        scratch = runner_kernels.new_scratch()
+        while start < stop:
+            try:
+                self._call(batch, start, stop, scratch)
+                break
+            except Exception as exc:  # the program raised: abort this packet only
+                i = int(scratch[layout.SCRATCH_IN_PROGRESS])
+                batch.action[i], batch.redirect[i] = XdpAction.XDP_ABORTED, 0
+                self._note_fault(base_index + i, _exception_reason(exc))
+                start = i + 1
+        if scratch[runner_kernels.FAULTS]:
+            self.faults += int(scratch[runner_kernels.FAULTS])
+            first = base_index + int(scratch[runner_kernels.FIRST_FAULT])
+            if self.first_fault is None or first < self.first_fault:
+                self.first_fault, self.fault_reason = first, "access outside the packet"
+        if scratch[runner_kernels.INVALID]:
+            self.invalid += int(scratch[runner_kernels.INVALID])
+            if self.first_invalid is None:
+                self.first_invalid = base_index + int(scratch[runner_kernels.FIRST_INVALID])
+
+    def test_run(self, frame, ingress_ifindex=0, rx_queue_index=0):
+        """Run one frame (BPF_PROG_TEST_RUN): ``(XdpAction, output bytes)``, ``.redirect``."""
+        frame = bytes(frame)
+        b = PacketBatch(1, buffer_bytes=len(frame) + config.HEADROOM + config.TAILROOM)
+        b.append(frame, ifindex=ingress_ifindex, rx_queue=rx_queue_index)
+        self.run_batch(b)
+        return TestRun(XdpAction(int(b.action[0])), b.packet(0), int(b.redirect[0]))
+
+    def __repr__(self):
+        return f"Program({self.name!r} from {self.source_path})"
+
+
+def _exception_reason(exc):
+    if isinstance(exc, runner_kernels_budget()):
+        return f"loop budget of {config.LOOP_BUDGET} iterations exceeded"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def runner_kernels_budget():
+    from .program_check import LoopBudgetExceeded
+    return LoopBudgetExceeded
+
+
+# ---------------------------------------------------------------- resolving
+
+def programs_dir():
+    """Where bundled programs live (``programs/`` beside the package, or $DATAPLANE_PROGRAMS)."""
+    env = os.environ.get("DATAPLANE_PROGRAMS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "programs"
+
+
+def bundled_programs():
+    """Names of the bundled programs (``-p NAME``)."""
+    d = programs_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.glob("*.py") if not p.name.startswith("_"))
+
+
+def resolve_program(ref):
+    """``prog.py``, ``prog.py:name`` or a bundled name -> (Path, name or None)."""
+    path, name = ref, None
+    m = re.match(r"^(.*\.py):([A-Za-z_][A-Za-z0-9_]*)$", ref)
+    if m:
+        path, name = m.group(1), m.group(2)
+    elif ":" in ref and not os.path.exists(ref):
+        path, name = ref.rsplit(":", 1)
+    p = Path(path)
+    if p.is_file():
+        return p.resolve(), name
+    if "/" not in path and not path.endswith(".py"):
+        bundled = programs_dir() / f"{path}.py"
+        if bundled.is_file():
+            return bundled.resolve(), name
+    raise ProgramError(f"program '{ref}': not found",
+                       hint="give a file (prog.py or prog.py:name) or a bundled program: "
+                            + ", ".join(bundled_programs()))
+
+
+# ---------------------------------------------------------------- loading
+
+@functools.lru_cache(maxsize=1)
+def _core_hash():
+    h = hashlib.sha256()
+    base = Path(__file__).resolve().parent
+    for rel in _CORE_FILES:
+        h.update((base / rel).read_bytes())
+    import numba
+    h.update(numba.__version__.encode())
+    return h.hexdigest()
+
+
+def _xdp_function_names(tree):
+    """Names of top-level functions decorated with ``xdp`` (or ``xdp(...)``)."""
+    names = []
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for d in node.decorator_list:
+            target = d.func if isinstance(d, ast.Call) else d
+            if (isinstance(target, ast.Name) and target.id == "xdp") or \
+                    (isinstance(target, ast.Attribute) and target.attr == "xdp"):
+                names.append(node.name)
+    return names
+
+
+def _generated_module(path):
+    """Write (once) and import the generated module for the program file ``path``."""
+    text = path.read_bytes()
+    try:
+        tree = ast.parse(text, filename=str(path))
+    except SyntaxError as exc:
+        raise ProgramError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+    names = _xdp_function_names(tree)
+    key = hashlib.sha256(text + _core_hash().encode() + str(path).encode()).hexdigest()[:20]
+    modname = f"dataplane_prog_{re.sub(r'[^A-Za-z0-9_]', '_', path.stem)}_{key}"
+    if modname in sys.modules:
+        return sys.modules[modname], names
+    cache = Path(config.CACHE_DIR)
+    cache.mkdir(parents=True, exist_ok=True)
+    gen = cache / f"{modname}.py"
+    if not gen.exists():
+        tmp = gen.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(text + runner_kernels.runner_source(names).encode())
+        os.replace(tmp, gen)
+    spec = importlib.util.spec_from_file_location(modname, gen)
+    module = importlib.util.module_from_spec(spec)
+    module.__dataplane_source__ = str(path)
+    sys.modules[modname] = module
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    except DataplaneError:
+        del sys.modules[modname]
+        raise
+    except Exception as exc:
+        del sys.modules[modname]
+        line = _line_in(exc.__traceback__, gen)
+        raise ProgramError(f"{path}:{line}: error while loading: {type(exc).__name__}: {exc}") \
+            from None
+    finally:
+        sys.path.remove(str(path.parent))
+    return module, names
+
+
+def _line_in(tb, filename):
+    line = "?"
+    for frame in traceback.extract_tb(tb):
+        if frame.filename == str(filename):
+            line = frame.lineno
+    return line
+
+
+def _compile_functions(module, spec):
+    """Check the program and the functions it calls, then bind numba dispatchers."""
+    from numba import njit
+
+    checked = check_program(spec.fn, module.__dataplane_source__)
+    renamed = {f.__name__: f"_dp_fn_{f.__name__}" for f, _ in checked}
+    body = []
+    for f, tree in checked:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef):
+                node.name = renamed[node.name]
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) \
+                    and node.id in renamed:
+                node.id = renamed[node.id]
+        body.extend(tree.body)
+    code = compile(ast.Module(body=body, type_ignores=[]), module.__file__, "exec")
+    exec(code, module.__dict__)
+    for new in renamed.values():
+        module.__dict__[new] = njit(**config.PROGRAM_JIT)(module.__dict__[new])
+    # The loop is named after the function; expose it under the program's name too.
+    return module.__dict__[f"_dp_run_{spec.fn.__name__}"]
+
+
+def _numba_error(exc, path, gen, program):
+    """The essential line of a numba compile error, located in the user's file."""
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines()]
+    skip = ("Failed in", "During:", "File ", "Enable logging", "This error", "<source",
+            "^", "[1]", "[2]", "- Resolution", "raised from")
+    essential = next((ln for ln in lines if ln and not ln.startswith(skip)
+                      and not ln.startswith("- ")), lines[0] if lines else type(exc).__name__)
+    essential = re.sub(r"\x1b\[[0-9;]*m", "", essential)
+    nums = re.findall(r'File "' + re.escape(str(gen)) + r'", line (\d+)', text)
+    line = nums[-1] if nums else "?"
+    return ProgramError(f"{path}:{line}: {program}: cannot compile: {essential}")
+
+
+def load_program(ref, name=None):
+    """Load a program by reference (file, ``file:name`` or bundled name) -> Program."""
+    path, ref_name = resolve_program(ref)
+    name = name or ref_name
+    module, names = _generated_module(path)
+    specs = {v.name: v for v in vars(module).values() if isinstance(v, ProgramSpec)}
+    if not specs:
+        raise ProgramError(f"{path}: no @xdp program in this file")
+    if name is None:
+        if len(specs) > 1:
+            raise ProgramError(f"{path}: {len(specs)} programs in this file, choose one",
+                               hint="use " + " or ".join(f"{path.name}:{n}" for n in sorted(specs)))
+        name = next(iter(specs))
+    if name not in specs:
+        raise ProgramError(f"{path}: no program '{name}' (programs: {', '.join(sorted(specs))})")
+    spec = specs[name]
+    if spec.fn.__name__ not in names:
+        raise ProgramError(f"{path}: program '{name}' must be a top-level function decorated "
+                           "with @xdp")
+    run = _compile_functions(module, spec)
+    program = Program(spec, run, path)
+    _compile_now(program, module)
+    return program
+
+
+def _compile_now(program, module):
+    """Compile (or load from cache) now, so errors surface at load time."""
+    from numba.core.errors import NumbaError
+
+    b = PacketBatch(1, buffer_bytes=1024)
+    try:
+        program._call(b, 0, 0, runner_kernels.new_scratch())
+    except NumbaError as exc:
+        raise _numba_error(exc, program.source_path, module.__file__, program.name) from None

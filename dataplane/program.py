@@ -35,7 +35,7 @@ from .program_check import check_program
 
 _CORE_FILES = ("program.py", "program_check.py", "helpers.py", "config.py", "action.py",
                "kernels/context.py", "kernels/runner.py", "kernels/memory.py",
-               "kernels/layout.py")
+               "kernels/layout.py", "kernels/parse.py")
 
 
 class ProgramSpec:

@@ -1,0 +1,1 @@
+"""The ``dataplane`` command line: one file per subcommand, one option table."""

@@ -1,0 +1,37 @@
+"""``dataplane bench``: ns/packet of a program on packets in memory."""
+
+from ..bench import bench, load_packets
+from ..errors import DataplaneError
+from ..program import load_program, programs_dir
+from ..stats import print_json
+from .options import add_options
+
+HELP = "measure a program's ns/packet on packets in memory, against the empty program"
+DESCRIPTION = """Measure a program on the packets of a capture held in memory (the
+bundled pcaps/small.pcap without -r): the median and spread of ns/packet over
+--repeat runs, and the same for the empty program (the harness alone) measured
+in the same run, interleaved, so the program's own cost is visible."""
+
+
+def register(sub):
+    p = sub.add_parser("bench", help=HELP, description=DESCRIPTION)
+    add_options(p, "program", "read", "count", "batch", "repeat", "json")
+    return p
+
+
+def default_capture():
+    return str(programs_dir().parent / "pcaps" / "small.pcap")
+
+
+def run(args):
+    program = load_program(args.program)
+    harness = load_program("pass_all")
+    chunks, packets = load_packets(args.read or default_capture(), args.count)
+    if packets == 0:
+        raise DataplaneError(f"{args.read or default_capture()}: no packets to measure")
+    result = bench(program, harness, chunks, packets, batch=args.batch, repeats=args.repeat)
+    if args.json:
+        print_json(result.to_json())
+    else:
+        print(result.format(), flush=True)
+    return 0

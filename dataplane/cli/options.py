@@ -1,0 +1,49 @@
+"""The one option table shared by every subcommand (xdp-tools' habit).
+
+Subcommands pick options by name, so ``-r``, ``-p``, ``-j`` ... mean the same
+thing everywhere and their help is written once.
+"""
+
+import argparse
+
+from .. import config
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
+    return value
+
+
+OPTIONS = {
+    "read": (("-r", "--read"), dict(metavar="FILE", dest="read",
+             help="read packets from a pcap or pcapng capture")),
+    "program": (("-p", "--program"), dict(metavar="PROGRAM", required=True,
+                help="a program file (prog.py), one program of it (prog.py:name) or a "
+                     "bundled program by name (pass_all, drop_all, drop_udp, mac_swap_tx, "
+                     "redirect_by_port, firewall)")),
+    "write": (("-w", "--write"), dict(metavar="OUTDIR", dest="write",
+              help="write each verdict's packets to OUTDIR/<verdict>.pcap (valid verdicts: "
+                   "aborted, drop, pass, tx, redirect-<ifindex>)")),
+    "count": (("-c", "--count"), dict(metavar="N", type=_positive_int,
+              help="stop after N packets")),
+    "batch": (("--batch",), dict(metavar="N", type=_positive_int, default=config.BATCH_SIZE,
+              help=f"packets per batch (default {config.BATCH_SIZE})")),
+    "repeat": (("--repeat",), dict(metavar="N", type=_positive_int, default=7,
+               help="timed runs, the median is reported (default 7)")),
+    "json": (("-j", "--json"), dict(action="store_true",
+             help="print one JSON object instead of the human summary")),
+    "quiet": (("-q", "--quiet"), dict(action="store_true",
+              help="no progress line and no summary (errors and -j output still printed)")),
+}
+
+
+def add_options(parser, *names, **overrides):
+    """Add the named options of the table to ``parser``."""
+    for name in names:
+        flags, kwargs = OPTIONS[name]
+        parser.add_argument(*flags, **{**kwargs, **overrides.get(name, {})})

@@ -1,0 +1,143 @@
+"""Run counters and the one place that formats them (human table, JSON, progress).
+
+Every printed total comes from raw 64-bit counters, never from rates (a known
+xdp-bench gripe); rates are derived at print time.
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from .action import ACTION_NAMES, XdpAction
+
+
+class RunStats:
+    """Raw counters of one run of a program over packets."""
+
+    def __init__(self, program="", source=""):
+        self.program = program
+        self.source = source
+        self.packets = 0
+        self.bytes = 0
+        self.actions = np.zeros(len(ACTION_NAMES), np.int64)
+        self.redirect = {}            # target ifindex -> packets
+        self.faults = 0               # packets aborted by a fault of the program
+        self.first_fault = None
+        self.fault_reason = None
+        self.invalid = 0              # packets aborted for an invalid verdict
+        self.first_invalid = None
+        self.elapsed_ns = 0
+        self.files = {}               # output name -> path
+        self.warnings = []
+        self.error = None             # the error that ended the run early, if any
+        self.interrupted = False
+
+    def take_program_counters(self, program):
+        """Copy the program's fault counters (kept by Program across batches)."""
+        self.faults, self.first_fault = program.faults, program.first_fault
+        self.fault_reason = program.fault_reason
+        self.invalid, self.first_invalid = program.invalid, program.first_invalid
+
+    @property
+    def ns_per_pkt(self):
+        return self.elapsed_ns / self.packets if self.packets else 0.0
+
+    @property
+    def pps(self):
+        return self.packets * 1e9 / self.elapsed_ns if self.elapsed_ns else 0.0
+
+    def to_json(self):
+        """The summary as a JSON-able dict (keys carry their units)."""
+        d = {
+            "program": self.program,
+            "source": self.source,
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "actions": {name: int(c) for name, c in zip(ACTION_NAMES, self.actions)},
+            "redirect": {str(k): v for k, v in sorted(self.redirect.items())},
+            "ns_per_pkt": round(self.ns_per_pkt, 2),
+            "pps": round(self.pps, 1),
+            "elapsed_s": round(self.elapsed_ns / 1e9, 6),
+            "faults": self.faults,
+            "first_fault": self.first_fault,
+            "invalid_verdicts": self.invalid,
+            "files": self.files,
+            "warnings": self.warnings,
+            "interrupted": self.interrupted,
+        }
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+def _n(x):
+    return f"{int(x):,}"
+
+
+def format_summary(stats):
+    """The human summary block of a run: aligned columns, units in labels."""
+    secs = stats.elapsed_ns / 1e9
+    head = f"{stats.program} on {stats.source}" if stats.source else stats.program
+    lines = [f"{head}: {_n(stats.packets)} packets, {_n(stats.bytes)} bytes in {secs:.3f} s"
+             + (" (interrupted)" if stats.interrupted else "")]
+    lines.append(f"  {'verdict':<14}{'packets':>14}{'share':>9}")
+    for action, count in zip(XdpAction, stats.actions):
+        share = 100.0 * count / stats.packets if stats.packets else 0.0
+        lines.append(f"  {action.name:<14}{_n(count):>14}{share:>8.1f}%")
+    for target, count in sorted(stats.redirect.items()):
+        lines.append(f"    {'-> ifindex ' + str(target):<18}{_n(count):>10}")
+    lines.append(f"  {'ns/pkt':<14}{stats.ns_per_pkt:>14.1f}")
+    lines.append(f"  {'Mpps':<14}{stats.pps / 1e6:>14.3f}")
+    if stats.faults:
+        lines.append(f"  aborted by program faults: {_n(stats.faults)} (first: packet "
+                     f"{stats.first_fault}, {stats.fault_reason})")
+    if stats.invalid:
+        lines.append(f"  aborted for invalid verdicts: {_n(stats.invalid)} (first: packet "
+                     f"{stats.first_invalid})")
+    for name, path in stats.files.items():
+        lines.append(f"  {name:<14}{path}")
+    return "\n".join(lines)
+
+
+def print_json(obj, stream=None):
+    """One JSON object per line, flushed (so a pipe sees it at once)."""
+    stream = stream or sys.stdout
+    stream.write(json.dumps(obj) + "\n")
+    stream.flush()
+
+
+class Progress:
+    """A progress line on a terminal (percentage of the file, packets, rate).
+
+    Silent when the stream is not a terminal or ``enabled`` is False.
+    """
+
+    def __init__(self, total_bytes, stream=None, enabled=True, every=0.25):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.total = max(int(total_bytes), 1)
+        self.every = every
+        self.start = self.last = time.monotonic()
+        self.shown = False
+
+    def update(self, done_bytes, packets):
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        pct = min(100.0, 100.0 * done_bytes / self.total)
+        rate = packets / max(now - self.start, 1e-9)
+        bar = "#" * int(pct / 5)
+        self.stream.write(f"\r[{bar:<20}] {pct:5.1f}%  {_n(packets)} packets  "
+                          f"{rate / 1e6:.2f} Mpps ")
+        self.stream.flush()
+        self.shown = True
+
+    def done(self):
+        if self.shown:
+            self.stream.write("\r" + " " * 72 + "\r")
+            self.stream.flush()

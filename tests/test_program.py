@@ -1,0 +1,139 @@
+"""Programs: loading by name/file/file:name, the checker's rejections, compile errors."""
+
+import textwrap
+
+import dpkt
+import pytest
+
+from dataplane import ProgramError, XdpAction, load_program
+from dataplane.program import bundled_programs, resolve_program
+
+
+def write_prog(tmp_path, body, name="prog.py"):
+    path = tmp_path / name
+    path.write_text("from dataplane import *\nimport numpy as np\n" + textwrap.dedent(body))
+    return path
+
+
+def udp_frame(dport=53):
+    return bytes(dpkt.ethernet.Ethernet(
+        src=b"\x02\x00\x00\x00\x00\x01", dst=b"\x02\x00\x00\x00\x00\x02", type=0x0800,
+        data=dpkt.ip.IP(p=17, src=b"\x0a\x00\x00\x01", dst=b"\x0a\x00\x00\x02",
+                        data=dpkt.udp.UDP(sport=1234, dport=dport, data=b"x" * 20))))
+
+
+def test_bundled_programs_listed():
+    assert {"pass_all", "drop_all", "drop_udp", "mac_swap_tx", "redirect_by_port",
+            "firewall"} <= set(bundled_programs())
+
+
+def test_load_by_name_path_and_file_colon_name(tmp_path):
+    assert load_program("drop_udp").test_run(udp_frame())[0] == XdpAction.XDP_DROP
+    path, _ = resolve_program("drop_udp")
+    assert load_program(str(path)).test_run(udp_frame())[0] == XdpAction.XDP_DROP
+    p = write_prog(tmp_path, """
+        @xdp
+        def first(ctx):
+            return XDP_DROP
+
+        @xdp
+        def second(ctx):
+            return XDP_TX
+        """)
+    assert load_program(f"{p}:second").test_run(b"\x00" * 60)[0] == XdpAction.XDP_TX
+    with pytest.raises(ProgramError, match="2 programs in this file, choose one"):
+        load_program(str(p))
+    with pytest.raises(ProgramError, match="no program 'third'"):
+        load_program(f"{p}:third")
+
+
+def test_missing_program_names_the_bundled_ones():
+    with pytest.raises(ProgramError, match="program 'nope': not found") as e:
+        load_program("nope")
+    assert "drop_udp" in e.value.hint
+
+
+def test_program_may_call_functions_of_its_file_and_rewrite_bytes(tmp_path):
+    p = write_prog(tmp_path, """
+        LIMIT = 3
+
+        def bump(pkt, i):
+            pkt[i] = pkt[i] + 1
+
+        @xdp
+        def prog(ctx):
+            pkt = ctx.pkt
+            for i in range(LIMIT):
+                bump(pkt, i)
+            if ctx.ingress_ifindex == 7 and ctx.rx_queue_index == 2:
+                return XDP_TX
+            return XDP_PASS
+        """)
+    prog = load_program(str(p))
+    action, out = prog.test_run(b"\x01\x02\x03\x04", ingress_ifindex=7, rx_queue_index=2)
+    assert (action, out) == (XdpAction.XDP_TX, b"\x02\x03\x04\x04")
+    assert prog.test_run(b"\x01\x02\x03\x04")[0] == XdpAction.XDP_PASS
+
+
+def test_redirect_carries_its_target(tmp_path):
+    p = write_prog(tmp_path, """
+        @xdp
+        def prog(ctx):
+            if len(ctx.pkt) > 10:
+                return bpf_redirect(0, 0)
+            return bpf_redirect(5, 0)
+        """)
+    prog = load_program(str(p))
+    long_, short = prog.test_run(b"\x00" * 20), prog.test_run(b"\x00" * 5)
+    assert (long_.action, long_.redirect) == (XdpAction.XDP_REDIRECT, 0)
+    assert (short.action, short.redirect) == (XdpAction.XDP_REDIRECT, 5)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("import os\n    return XDP_PASS", "import is not allowed"),
+    ("x = ctx.pkt._base\n    return XDP_PASS", "attribute '_base' is not allowed"),
+    ("return open('/etc/passwd')", "builtin 'open' is not allowed"),
+    ("return undefined_name", "name 'undefined_name' is not defined"),
+    ("return np.frombuffer(1)", "numpy attribute 'frombuffer' is not allowed"),
+    ("f = lambda x: x\n    return XDP_PASS", "lambda is not allowed"),
+    ("return TABLE[0]", "global 'TABLE' (list) is not a constant"),
+    ("s = 'text'\n    return XDP_PASS", "str constants are not allowed"),
+    ("__import__('os')\n    return XDP_PASS", "name '__import__' is not allowed"),
+    ("try:\n        pass\n    except Exception:\n        pass\n    return XDP_PASS",
+     "try is not allowed"),
+])
+def test_checker_rejects_with_file_and_line(tmp_path, body, message):
+    p = write_prog(tmp_path, "TABLE = [1, 2]\n\n@xdp\ndef prog(ctx):\n    " + body + "\n")
+    with pytest.raises(ProgramError) as e:
+        load_program(str(p))
+    assert message in str(e.value)
+    assert f"{p}:7: in prog()" in str(e.value)
+
+
+def test_compile_error_names_program_and_essential_line(tmp_path):
+    p = write_prog(tmp_path, """
+        @xdp
+        def prog(ctx):
+            pkt = ctx.pkt
+            return pkt + 1
+        """)
+    with pytest.raises(ProgramError) as e:
+        load_program(str(p))
+    msg = str(e.value)
+    assert msg.startswith(f"{p}:") and "prog: cannot compile:" in msg
+    assert "\n" not in msg and "Failed in nopython" not in msg
+
+
+def test_syntax_error_and_import_error_located(tmp_path):
+    p = write_prog(tmp_path, "@xdp\ndef prog(ctx:\n    return 1\n")
+    with pytest.raises(ProgramError, match=r"prog.py:4: syntax error"):
+        load_program(str(p))
+    p = write_prog(tmp_path, "import not_a_module_here\n", name="imp.py")
+    with pytest.raises(ProgramError, match=r"imp.py:3: error while loading: ModuleNotFoundError"):
+        load_program(str(p))
+
+
+def test_file_without_programs(tmp_path):
+    p = write_prog(tmp_path, "X = 1\n")
+    with pytest.raises(ProgramError, match="no @xdp program in this file"):
+        load_program(str(p))

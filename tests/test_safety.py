@@ -1,0 +1,82 @@
+"""A faulting program aborts only its packet: the process survives, neighbours untouched."""
+
+import textwrap
+
+import numpy as np
+import pytest
+
+from dataplane import PacketBatch, XdpAction, load_program
+from dataplane import config
+
+
+def load(tmp_path, body):
+    path = tmp_path / "faulty.py"
+    path.write_text("from dataplane import *\n\n@xdp\ndef prog(ctx):\n"
+                    + textwrap.indent(textwrap.dedent(body), "    "))
+    return load_program(str(path))
+
+
+def batch_of(frames):
+    b = PacketBatch(len(frames))
+    for f in frames:
+        assert b.append(f)
+    return b
+
+
+def neighbours_intact(b, frames):
+    """Every byte of the buffer outside the frames is still zero (headroom, tailroom)."""
+    mask = np.ones(b.buf.size, bool)
+    for i in range(b.count):
+        mask[b.data[i]:b.data_end[i]] = False
+    return not b.buf[mask].any() and all(b.packet(i) == f for i, f in enumerate(frames))
+
+
+FRAMES = [bytes([i + 1]) * (20 + i) for i in range(8)]
+
+
+@pytest.mark.parametrize("body, faulty, reason", [
+    # read past the end of packets 3 and up (odd lengths past 23 read index 22)
+    ("pkt = ctx.pkt\nif len(pkt) > 22:\n    return XDP_PASS\nx = pkt[22]\nreturn XDP_DROP",
+     {0, 1, 2}, "access outside the packet"),
+    # write before the start
+    ("pkt = ctx.pkt\nif pkt[0] == 3:\n    pkt[-1] = 0xEE\nreturn XDP_PASS",
+     {2}, "access outside the packet"),
+    # write far past the end (a huge index must not reach memory)
+    ("pkt = ctx.pkt\nif pkt[0] == 5:\n    pkt[1 << 40] = 1\nreturn XDP_PASS",
+     {4}, "access outside the packet"),
+    # division by zero raises: that packet only
+    ("pkt = ctx.pkt\nreturn XDP_PASS + 0 * (10 // (pkt[0] - 6))",
+     {5}, "ZeroDivisionError"),
+    # an endless loop hits the loop budget
+    ("pkt = ctx.pkt\nn = 0\nwhile pkt[0] == 8:\n    n += 1\nreturn XDP_PASS",
+     {7}, "loop budget"),
+])
+def test_fault_aborts_only_that_packet(tmp_path, body, faulty, reason):
+    prog = load(tmp_path, body)
+    frames = list(FRAMES)
+    b = batch_of(frames)
+    prog.run_batch(b, base_index=100)
+    aborted = {i for i in range(b.count) if b.action[i] == XdpAction.XDP_ABORTED}
+    assert aborted == faulty
+    assert prog.faults == len(faulty)
+    assert prog.first_fault == 100 + min(faulty)
+    assert reason in prog.fault_reason
+    assert neighbours_intact(b, frames)
+    others = set(range(b.count)) - faulty
+    assert all(b.action[i] in (XdpAction.XDP_PASS, XdpAction.XDP_DROP) for i in others)
+
+
+def test_loop_budget_is_the_configured_one():
+    assert config.LOOP_BUDGET == 1 << 20
+
+
+@pytest.mark.parametrize("ret, expected", [
+    ("7", XdpAction.XDP_ABORTED),          # unknown action
+    ("-1", XdpAction.XDP_ABORTED),
+    ("XDP_REDIRECT", XdpAction.XDP_ABORTED),  # redirect without a target
+    ("bpf_redirect(3, 1)", XdpAction.XDP_ABORTED),  # bad flags
+    ("XDP_TX", XdpAction.XDP_TX),
+])
+def test_invalid_verdicts_abort(tmp_path, ret, expected):
+    prog = load(tmp_path, f"return {ret}\n")
+    assert prog.test_run(b"\x00" * 14)[0] == expected

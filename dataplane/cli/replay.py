@@ -27,7 +27,8 @@ def run(args):
         raise UsageError("replay: -r FILE is required", hint="dataplane replay -r IN.pcap -p drop_udp -w out/")
     program = load_program(args.program)
     with open_capture(args.read) as reader:
-        sinks = VerdictPcaps(args.write, nanosecond=reader.nanosecond) if args.write else None
+        sinks = (VerdictPcaps(args.write, nanosecond=reader.nanosecond, snaplen=reader.snaplen)
+                 if args.write else None)
         progress = Progress(reader.size, enabled=not (args.quiet or args.json))
         stats = replay(reader, program, sinks, batch_size=args.batch, limit=args.count,
                        progress=progress)

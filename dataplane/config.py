@@ -6,22 +6,24 @@ Compiled kernels import their options from here so that a change of policy
 
 import os
 
+# numba's own cache is off everywhere: compiled kernels are cached as shared
+# objects keyed on the hash of all their sources (native.py, jit.py), which
+# numba's cache cannot do (it misses changes in called functions and globals).
+
 #: Options for I/O and runner kernels: no reference counting in the hot loops
 #: (it costs an incref/decref per call with array tuples), no GIL.
-KERNEL_JIT = dict(nogil=True, cache=True, error_model="numpy", _nrt=False)
+KERNEL_JIT = dict(nogil=True, error_model="numpy", _nrt=False)
 
-#: Options for the per-program batch loop (see kernels/runner.py). Python's error
-#: model so that a program's exception propagates to Python, which aborts that
-#: packet and resumes the batch after it.
-RUNNER_JIT = dict(nogil=True, cache=True, error_model="python", _nrt=False)
+#: Options for the per-program batch loop (kernels/runner.py).
+RUNNER_JIT = dict(nogil=True, error_model="numpy", _nrt=False)
 
-#: Options for small kernels that are called from other kernels and must be inlined
-#: by LLVM (numba-level inlining breaks exception handling, see numba-notes.md).
-INLINE_JIT = dict(nogil=True, cache=True, error_model="numpy")
+#: Options for small kernels called from other kernels (inlined by LLVM;
+#: numba-level inlining breaks exception handling, see numba-notes.md).
+INLINE_JIT = dict(nogil=True, error_model="numpy", _nrt=False)
 
-#: Options for users' programs: Python's error model, so a division by zero or a
-#: tuple index out of range raises, and the runner turns it into XDP_ABORTED.
-PROGRAM_JIT = dict(nogil=True, cache=True, error_model="python", _nrt=False)
+#: Options for users' programs. numpy's error model gives eBPF's semantics for
+#: division by zero (the result is 0, RFC 9669), not an exception.
+PROGRAM_JIT = dict(nogil=True, error_model="numpy", _nrt=False)
 
 #: XDP_PACKET_HEADROOM: room in front of every packet for bpf_xdp_adjust_head.
 HEADROOM = 256
@@ -33,7 +35,7 @@ BATCH_SIZE = 256
 MAX_SNAPLEN = 262144
 #: Bytes read from a capture file per read() into a reused buffer.
 READ_CHUNK = 8 << 20
-#: Loop iterations one program invocation may run before it is aborted.
+#: Loop iterations a program may run on one packet before it is aborted.
 LOOP_BUDGET = 1 << 20
 #: Packets ahead of the current one whose headers the runner prefetches.
 PREFETCH_AHEAD = 16

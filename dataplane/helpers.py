@@ -1,15 +1,14 @@
 """Helpers callable from programs, with the kernel's names and argument order."""
 
 import numpy as np
-from numba import njit
 
 from . import config
 from .action import XDP_ABORTED, XDP_REDIRECT
-from .program_check import mark_api
+from .jit import api, kernel
 
 
-@mark_api
-@njit(**config.INLINE_JIT)
+@api
+@kernel(**config.INLINE_JIT)
 def bpf_redirect(ifindex, flags):
     """``bpf_redirect(ifindex, flags)`` (helper 23): return it from the program.
 

@@ -6,12 +6,13 @@ A program file is an ordinary module: ``@xdp`` marks its programs. Loading one
 1. the file's text and a hash of dataplane's compiled core name a generated
    module in the cache directory: the program's source verbatim (so line
    numbers stay the user's) followed by one batch loop per program
-   (kernels/runner.py); numba caches it with ``cache=True``, keyed by us on
-   the hash, so a second run loads machine code instead of compiling;
+   (kernels/runner.py);
 2. the generated module is imported (the program's module code runs once);
-3. the chosen program and the file's functions it calls are checked
-   (program_check.py, the verifier of Python programs), given loop budgets and
-   compiled with numba in nopython mode, the program inlined into its loop.
+3. if the loop's native code is cached (native.py), it is loaded: no numba;
+4. otherwise the chosen program and the file's functions it calls are checked
+   (program_check.py, the verifier of Python programs), given loop budgets,
+   compiled with numba in nopython mode with the program inlined into its
+   loop, and the loop's machine code is cached for the next run.
 """
 
 import ast
@@ -30,12 +31,12 @@ from . import config
 from .action import XdpAction
 from .errors import DataplaneError, ProgramError
 from .io.batch import PacketBatch
+from .jit import address, core_hash, materialize
 from .kernels import layout, runner as runner_kernels
 from .program_check import check_program
 
-_CORE_FILES = ("program.py", "program_check.py", "helpers.py", "config.py", "action.py",
-               "kernels/context.py", "kernels/runner.py", "kernels/memory.py",
-               "kernels/layout.py", "kernels/parse.py")
+#: Argument kinds of a batch loop: (buf uint8[:], meta int64[:, :], scratch int64[:]).
+_RUNNER_KINDS = (("|u1", 1), ("<i8", 2), ("<i8", 1))
 
 
 class ProgramSpec:
@@ -75,16 +76,16 @@ class Program:
     """A loaded, compiled XDP program (cilium/ebpf's Program).
 
     ``run_batch(batch)`` sets ``batch.action`` and ``batch.redirect`` for every
-    packet; faults (out-of-bounds access, exceptions, loop budget) make that
-    packet XDP_ABORTED and are counted in ``faults`` with the first one kept in
+    packet; a fault (out-of-bounds access, exception, loop budget) makes that
+    packet XDP_ABORTED and is counted in ``faults``, the first one kept in
     ``first_fault`` (packet index) and ``fault_reason``.
     """
 
-    def __init__(self, spec, run, source_path):
+    def __init__(self, spec, entry, source_path):
         self.spec = spec
         self.name = spec.name
         self.source_path = source_path
-        self._run = run
+        self._entry = entry
         self.faults = 0
         self.first_fault = None
         self.fault_reason = None
@@ -94,12 +95,8 @@ class Program:
     def _call(self, b, start, stop, scratch):
         scratch[layout.SCRATCH_START] = start
         scratch[layout.SCRATCH_STOP] = stop
-        self._run(b.buf, b.meta, scratch)
-
-    def _note_fault(self, index, reason):
-        self.faults += 1
-        if self.first_fault is None:
-            self.first_fault, self.fault_reason = index, reason
+        self._entry(address(b.buf), b.buf.size, address(b.meta), layout.ROWS, b.capacity,
+                    address(scratch), layout.SCRATCH_SIZE)
 
     def run_batch(self, batch, base_index=0, start=0, stop=None):
         """Run the program on packets ``start..stop`` of ``batch`` (all by default).
@@ -107,26 +104,22 @@ class Program:
         ``base_index`` is the index of the batch's first packet in the stream,
         used to report faults by packet index.
         """
-        stop = batch.count if stop is None else stop
         scratch = runner_kernels.new_scratch()
-        while start < stop:
-            try:
-                self._call(batch, start, stop, scratch)
-                break
-            except Exception as exc:  # the program raised: abort this packet only
-                i = int(scratch[layout.SCRATCH_IN_PROGRESS])
-                batch.action[i], batch.redirect[i] = XdpAction.XDP_ABORTED, 0
-                self._note_fault(base_index + i, _exception_reason(exc))
-                start = i + 1
-        if scratch[runner_kernels.FAULTS]:
-            self.faults += int(scratch[runner_kernels.FAULTS])
-            first = base_index + int(scratch[runner_kernels.FIRST_FAULT])
-            if self.first_fault is None or first < self.first_fault:
-                self.first_fault, self.fault_reason = first, "access outside the packet"
-        if scratch[runner_kernels.INVALID]:
-            self.invalid += int(scratch[runner_kernels.INVALID])
+        self._call(batch, start, batch.count if stop is None else stop, scratch)
+        self.take_counters(scratch, base_index)
+
+    def take_counters(self, scratch, base_index=0):
+        """Add a loop's fault and invalid-verdict counts from its scratch array."""
+        if scratch[layout.SCRATCH_FAULTS]:
+            self.faults += int(scratch[layout.SCRATCH_FAULTS])
+            first = int(scratch[layout.SCRATCH_FIRST_FAULT])
+            if self.first_fault is None:
+                self.first_fault = base_index + (first & ((1 << 56) - 1))
+                self.fault_reason = runner_kernels.FAULT_REASONS[first >> 56]
+        if scratch[layout.SCRATCH_INVALID]:
+            self.invalid += int(scratch[layout.SCRATCH_INVALID])
             if self.first_invalid is None:
-                self.first_invalid = base_index + int(scratch[runner_kernels.FIRST_INVALID])
+                self.first_invalid = base_index + int(scratch[layout.SCRATCH_FIRST_INVALID])
 
     def test_run(self, frame, ingress_ifindex=0, rx_queue_index=0):
         """Run one frame (BPF_PROG_TEST_RUN): ``(XdpAction, output bytes)``, ``.redirect``."""
@@ -138,18 +131,6 @@ class Program:
 
     def __repr__(self):
         return f"Program({self.name!r} from {self.source_path})"
-
-
-def _exception_reason(exc):
-    if isinstance(exc, runner_kernels_budget()):
-        return f"loop budget of {config.LOOP_BUDGET} iterations exceeded"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def runner_kernels_budget():
-    from .program_check import LoopBudgetExceeded
-    return LoopBudgetExceeded
 
 
 # ---------------------------------------------------------------- resolving
@@ -190,17 +171,6 @@ def resolve_program(ref):
 
 # ---------------------------------------------------------------- loading
 
-@functools.lru_cache(maxsize=1)
-def _core_hash():
-    h = hashlib.sha256()
-    base = Path(__file__).resolve().parent
-    for rel in _CORE_FILES:
-        h.update((base / rel).read_bytes())
-    import numba
-    h.update(numba.__version__.encode())
-    return h.hexdigest()
-
-
 def _xdp_function_names(tree):
     """Names of top-level functions decorated with ``xdp`` (or ``xdp(...)``)."""
     names = []
@@ -223,7 +193,7 @@ def _generated_module(path):
     except SyntaxError as exc:
         raise ProgramError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
     names = _xdp_function_names(tree)
-    key = hashlib.sha256(text + _core_hash().encode() + str(path).encode()).hexdigest()[:20]
+    key = hashlib.sha256(text + core_hash().encode() + str(path).encode()).hexdigest()[:20]
     modname = f"dataplane_prog_{re.sub(r'[^A-Za-z0-9_]', '_', path.stem)}_{key}"
     if modname in sys.modules:
         return sys.modules[modname], names
@@ -251,6 +221,9 @@ def _generated_module(path):
             from None
     finally:
         sys.path.remove(str(path.parent))
+    # The loops, before compiling swaps the module's kernels for numba objects.
+    module.__dataplane_runners__ = {k: v for k, v in vars(module).items()
+                                    if k.startswith("_dp_run_")}
     return module, names
 
 
@@ -281,8 +254,8 @@ def _compile_functions(module, spec):
     exec(code, module.__dict__)
     for new in renamed.values():
         module.__dict__[new] = njit(**config.PROGRAM_JIT)(module.__dict__[new])
-    # The loop is named after the function; expose it under the program's name too.
-    return module.__dict__[f"_dp_run_{spec.fn.__name__}"]
+    # Helpers and intrinsics the program's functions name become numba objects.
+    materialize(module.__dict__)
 
 
 def _numba_error(exc, path, gen, program):
@@ -318,18 +291,14 @@ def load_program(ref, name=None):
     if spec.fn.__name__ not in names:
         raise ProgramError(f"{path}: program '{name}' must be a top-level function decorated "
                            "with @xdp")
-    run = _compile_functions(module, spec)
-    program = Program(spec, run, path)
-    _compile_now(program, module)
-    return program
-
-
-def _compile_now(program, module):
-    """Compile (or load from cache) now, so errors surface at load time."""
-    from numba.core.errors import NumbaError
-
+    run = module.__dataplane_runners__[f"_dp_run_{spec.fn.__name__}"]
+    if not run.is_cached(_RUNNER_KINDS):
+        _compile_functions(module, spec)
     b = PacketBatch(1, buffer_bytes=1024)
     try:
-        program._call(b, 0, 0, runner_kernels.new_scratch())
-    except NumbaError as exc:
-        raise _numba_error(exc, program.source_path, module.__file__, program.name) from None
+        entry = run.entry(_RUNNER_KINDS, (b.buf, b.meta, runner_kernels.new_scratch()))
+    except Exception as exc:
+        if type(exc).__module__.startswith("numba"):
+            raise _numba_error(exc, path, module.__file__, name) from None
+        raise
+    return Program(spec, entry, path)

@@ -7,9 +7,10 @@ any road other than its checked packet view (no imports, no attribute access
 but the context's fields and numpy integer types, no underscore names, only
 constant or whitelisted globals, no dunder names). A rejection names file, line and construct.
 
-Every loop is given an iteration budget (config.LOOP_BUDGET per call): a
-program that loops too long raises, and the runner turns that packet's verdict
-into XDP_ABORTED, as the kernel bounds eBPF loops.
+Every loop body starts with ``if _dp_loop_budget_tick(): break``: a packet's
+program may run config.LOOP_BUDGET iterations in all (kernels/budget.py), then
+every loop breaks and the runner turns the verdict into XDP_ABORTED, as the
+kernel bounds eBPF loops.
 """
 
 import ast
@@ -19,7 +20,6 @@ import types as pytypes
 
 import numpy as np
 
-from . import config
 from .errors import ProgramError
 
 _ALLOWED_NODES = (
@@ -33,24 +33,13 @@ _BUILTINS = {"len", "range", "min", "max", "abs", "int", "bool"}
 #: Attributes of the context a program may read (struct xdp_md's public fields).
 CONTEXT_ATTRIBUTES = {"pkt", "ingress_ifindex", "rx_queue_index"}
 _NUMPY_ATTRIBUTES = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"}
-#: Name of the per-call loop counter the check inserts (users cannot write '_' names).
-BUDGET_NAME = "_dp_loop_budget"
-BUDGET_ERROR = "_dp_LoopBudgetExceeded"
-
-
-class LoopBudgetExceeded(Exception):
-    """A program ran more loop iterations in one call than config.LOOP_BUDGET."""
+#: The budget intrinsic the check calls in every loop (users cannot write '_dp_' names).
+BUDGET_TICK = "_dp_loop_budget_tick"
 
 
 def is_api(obj):
-    """True for objects of dataplane's program API (helpers, constants' owners)."""
+    """True for dataplane helpers callable from programs (marked with jit.api)."""
     return getattr(obj, "__dataplane_api__", False)
-
-
-def mark_api(obj):
-    """Mark a helper as callable from programs."""
-    obj.__dataplane_api__ = True
-    return obj
 
 
 def _constant_ok(value):
@@ -128,8 +117,6 @@ class _Checker(ast.NodeVisitor):
         if isinstance(value, pytypes.FunctionType) and value.__module__ == self.fn.__module__:
             self.calls.append(value)
             return
-        if hasattr(value, "py_func") and is_api(value.py_func):
-            return
         self.fail(node, f"global '{name}' ({type(value).__name__}) is not a constant, "
                         "a function of this file or a dataplane helper")
 
@@ -176,19 +163,14 @@ class _Checker(ast.NodeVisitor):
 
 
 class _BudgetInserter(ast.NodeTransformer):
-    """Prefix every loop body with a counter check (the loop bound)."""
+    """Prefix every loop body with the budget check (the loop bound)."""
 
     def _guard(self, loop):
-        inc = ast.AugAssign(target=ast.Name(BUDGET_NAME, ast.Store()), op=ast.Add(),
-                            value=ast.Constant(1))
-        test = ast.Compare(left=ast.Name(BUDGET_NAME, ast.Load()), ops=[ast.Gt()],
-                           comparators=[ast.Constant(config.LOOP_BUDGET)])
-        raise_ = ast.Raise(exc=ast.Name(BUDGET_ERROR, ast.Load()), cause=None)
-        loop.body = [inc, ast.If(test=test, body=[raise_], orelse=[])] + loop.body
-        for n in loop.body[:2]:
-            ast.copy_location(n, loop)
-            for sub in ast.walk(n):
-                ast.copy_location(sub, loop)
+        tick = ast.Call(func=ast.Name(BUDGET_TICK, ast.Load()), args=[], keywords=[])
+        guard = ast.If(test=tick, body=[ast.Break()], orelse=[])
+        for sub in ast.walk(guard):
+            ast.copy_location(sub, loop)
+        loop.body = [guard] + loop.body
         return loop
 
     def visit_For(self, node):
@@ -237,11 +219,6 @@ def check_program(fn, filename=None):
         checker.check(tree)
         todo.extend(checker.calls)
         tree = _BudgetInserter().visit(tree)
-        if any(isinstance(n, (ast.For, ast.While)) for n in ast.walk(tree)):
-            init = ast.Assign(targets=[ast.Name(BUDGET_NAME, ast.Store())], value=ast.Constant(0))
-            fdef = tree.body[0]
-            ast.copy_location(init, fdef.body[0])
-            fdef.body.insert(0, init)
         ast.fix_missing_locations(tree)
         ast.increment_lineno(tree, first - 1)
         order.append((f, tree))

@@ -9,13 +9,13 @@ fixed epoch, no wall clock, no hash-ordered containers).
 
 The mix (approximate shares of packets):
 
-* IPv4 ~74%: TCP and UDP flows (thousands of them) plus ICMP echo request/reply,
+* IPv4 ~73%: TCP and UDP flows (thousands of them) plus ICMP echo request/reply,
   a few fragmented datagrams (first fragment with MF, later ones with a non-zero
   offset) and a few headers with options (IHL > 5);
-* IPv6 ~22%: TCP and UDP flows, ICMPv6 echo request/reply, neighbour
+* IPv6 ~23%: TCP and UDP flows, ICMPv6 echo request/reply, neighbour
   solicitations, and a few packets with a hop-by-hop or destination-options
   extension header in front of TCP/UDP;
-* ARP ~3% requests and replies;
+* ARP ~4% requests and replies;
 * ~5% of flows are VLAN tagged: single 802.1Q (0x8100), a few single 802.1ad
   (0x88a8), and QinQ (0x88a8 outer + 0x8100 inner).
 
@@ -208,7 +208,7 @@ class Generator:
 
     def _new_flow(self):
         f = Flow()
-        f.v6 = self.rand() < 0.21
+        f.v6 = self.rand() < 0.23
         f.proto = PROTO_TCP if self.rand() < 0.68 else PROTO_UDP
         if f.v6:
             f.src, f.dst = self._addr(self.src6), self._addr(self.dst6)
@@ -377,7 +377,7 @@ class Generator:
             src = b'\xfe\x80' + bytes(6) + f.smac[:3] + b'\xff\xfe' + f.smac[3:]
         else:
             src = f.src
-        dst = bytes.fromhex('ff020000000000000000000000000001ff') + target[13:]
+        dst = bytes.fromhex('ff0200000000000000000001ff') + target[13:]
         body = struct.pack('!I16sBB6s', 0, target, 1, 1, f.smac)   # reserved, target, SLLA
         ln = 4 + len(body)
         c = _fold(_words(src) + _words(dst) + PROTO_ICMP6 + ln + (135 << 8) + _words(body))
@@ -458,14 +458,14 @@ class Generator:
     def records(self, count):
         """Yield (ts_us, frame) for count packets."""
         rand = self.rand
-        kinds = ((0.030, self.arp), (0.055, self.icmp4_echo), (0.070, self.icmp6_echo),
-                 (0.077, self.icmp6_ns), (0.082, self.ip4_fragments), (0.090, self.ip4_options),
-                 (0.094, self.ip6_ext))
+        kinds = ((0.040, self.arp), (0.062, self.icmp4_echo), (0.078, self.icmp6_echo),
+                 (0.085, self.icmp6_ns), (0.090, self.ip4_fragments), (0.098, self.ip4_options),
+                 (0.103, self.ip6_ext))
         done = 0
         while done < count:
             r = rand()
             maker = self.flow_packet
-            if r < 0.094:
+            if r < 0.103:
                 for bound, fn in kinds:
                     if r < bound:
                         maker = fn

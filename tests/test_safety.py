@@ -44,9 +44,9 @@ FRAMES = [bytes([i + 1]) * (20 + i) for i in range(8)]
     # write far past the end (a huge index must not reach memory)
     ("pkt = ctx.pkt\nif pkt[0] == 5:\n    pkt[1 << 40] = 1\nreturn XDP_PASS",
      {4}, "access outside the packet"),
-    # division by zero raises: that packet only
-    ("pkt = ctx.pkt\nreturn XDP_PASS + 0 * (10 // (pkt[0] - 6))",
-     {5}, "ZeroDivisionError"),
+    # an exception (tuple index out of range) aborts that packet only
+    ("pkt = ctx.pkt\nreturn (XDP_PASS, XDP_DROP)[pkt[0] - 5]",
+     {0, 1, 6, 7}, "raised an exception"),  # -2 and -1 are valid indices
     # an endless loop hits the loop budget
     ("pkt = ctx.pkt\nn = 0\nwhile pkt[0] == 8:\n    n += 1\nreturn XDP_PASS",
      {7}, "loop budget"),
@@ -68,6 +68,32 @@ def test_fault_aborts_only_that_packet(tmp_path, body, faulty, reason):
 
 def test_loop_budget_is_the_configured_one():
     assert config.LOOP_BUDGET == 1 << 20
+
+
+def test_loop_budget_is_per_packet_across_calls(tmp_path):
+    """Nested loops share one budget: 1024 x 1024 iterations exceed 2**20."""
+    prog = load(tmp_path, """
+        n = 0
+        for i in range(1024):
+            for j in range(1024 + len(ctx.pkt)):
+                n += 1
+        return XDP_PASS
+        """)
+    assert prog.test_run(b"\x00" * 14)[0] == XdpAction.XDP_ABORTED
+    assert "loop budget" in prog.fault_reason
+
+
+def test_division_by_zero_is_zero_as_in_ebpf(tmp_path):
+    """RFC 9669: division by zero gives 0 (and modulo by zero the dividend)."""
+    prog = load(tmp_path, """
+        pkt = ctx.pkt
+        pkt[0] = 10 // pkt[1]
+        pkt[2] = 10 % pkt[1]
+        return XDP_PASS
+        """)
+    action, out = prog.test_run(b"\x05\x00\x07")
+    assert action == XdpAction.XDP_PASS and prog.faults == 0
+    assert out[0] == 0
 
 
 @pytest.mark.parametrize("ret, expected", [

@@ -44,6 +44,7 @@ def open_capture(path, chunk_bytes=config.READ_CHUNK):
     Raises CaptureError for a missing or unreadable file, an empty file and a
     magic that is neither pcap (either byte order, us or ns) nor pcapng.
     """
+    path = str(path)
     f, _ = _open(path)
     with f:
         head = f.read(4)

@@ -57,9 +57,7 @@ class PcapReader(CaptureReader):
     def _walk(self, batch, n):
         return K.walk_pcap(
             self._chunk, self._pos, self._end, self._swap, self._frac_ns, config.MAX_SNAPLEN,
-            batch.buf, batch.data, batch.data_end, batch.frame_start, batch.frame_end,
-            batch.ts_ns, batch.snap_cut, batch.ifindex, batch.rx_queue,
-            n, batch.capacity, batch.headroom, batch.tailroom, self._st)
+            batch.buf, batch.meta, n, batch.capacity, batch.headroom, batch.tailroom, self._st)
 
 
 class PcapWriter:
@@ -82,7 +80,8 @@ class PcapWriter:
         try:
             self._f = open(self.path, "wb", buffering=0)
         except OSError as e:
-            raise CaptureError(self.path, f"cannot create: {(e.strerror or str(e)).lower()}") from None
+            reason = (e.strerror or str(e)).lower()
+            raise CaptureError(self.path, f"cannot create: {reason}") from None
         self._stage = np.empty(max(int(stage_bytes), HEADER), np.uint8)
         self._st = np.zeros(K.ST_SIZE, np.int64)
         magic = MAGIC_NS if self.nanosecond else MAGIC_US
@@ -102,9 +101,8 @@ class PcapWriter:
             raise ValueError(f"n={n} outside the {len(indices)} indices given")
         i = 0
         while i < n:
-            j = K.pack_pcap(self._stage, self._spos, batch.buf, batch.data, batch.data_end,
-                            batch.ts_ns, batch.snap_cut, batch.count, indices, i, n,
-                            self.nanosecond, self.snaplen, self._st)
+            j = K.pack_pcap(self._stage, self._spos, batch.buf, batch.meta, batch.count, indices,
+                            i, n, self.nanosecond, self.snaplen, self._st)
             spos = int(self._st[K.ST_POS])
             self.bytes += spos - self._spos
             self.packets += j - i
@@ -151,8 +149,12 @@ class PcapWriter:
 
     def _write_all(self, data):
         view = memoryview(data)
-        while len(view):
-            view = view[self._f.write(view):]
+        try:
+            while len(view):
+                view = view[self._f.write(view):]
+        except OSError as e:
+            reason = (e.strerror or str(e)).lower()
+            raise CaptureError(self.path, f"write failed: {reason}", offset=self._f.tell()) from None
 
     def flush(self):
         """Write the staged records to the file."""
@@ -174,6 +176,11 @@ class PcapWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+    def __del__(self):
+        # A writer dropped without close() still writes its staged records.
+        if getattr(self, "_f", None) is not None:
+            self.close()
 
     def __repr__(self):
         return f"PcapWriter({self.path!r}, packets={self.packets}, bytes={self.bytes})"

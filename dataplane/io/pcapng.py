@@ -26,7 +26,7 @@ _NAMES = {K.SHB: "section header", K.IDB: "interface description", K.EPB: "enhan
 
 
 class PcapngReader(CaptureReader):
-    """Stream a pcapng file into PacketBatches (libpcap's pcap_ng_check_header + pcap_ng_next_packet).
+    """Stream a pcapng file into PacketBatches (libpcap's sf-pcapng.c).
 
     ``ifindex`` is the packet's interface number in its section (IDB order);
     ``linktype`` and ``snaplen`` are those of the first interface, and
@@ -40,12 +40,13 @@ class PcapngReader(CaptureReader):
         self._swap = False
         self._sections = 0
         self._fill(28)
-        if self._u32(0) != K.SHB:
+        if self._end >= 4 and self._u32(0) != K.SHB:
             raise CaptureError(self.path, f"not a pcapng file (magic 0x{self._u32(0):08x})",
                                offset=0)
-        if not self._fill(min(self._block_len(), LARGE_BLOCK)):
-            raise CaptureError(self.path, f"truncated section header block: {self._end} bytes",
-                               offset=0)
+        blen = self._block_len() if self._end >= 12 else 28
+        if self._end < 28 or (blen <= LARGE_BLOCK and not self._fill(blen)):
+            raise CaptureError(self.path, f"truncated section header block: {self._end} of"
+                               f" {max(blen, 28)} bytes", offset=0)
         self._block(0)
         # The leading IDBs give linktype, snaplen and precision before any packet.
         while not self._done and self._fill(8) and self._u32(self._pos) == K.IDB:
@@ -63,17 +64,16 @@ class PcapngReader(CaptureReader):
     def _walk(self, batch, n):
         return K.walk_pcapng(
             self._chunk, self._pos, self._end, self._swap, self._ifs, self._nif, config.MAX_SNAPLEN,
-            batch.buf, batch.data, batch.data_end, batch.frame_start, batch.frame_end,
-            batch.ts_ns, batch.snap_cut, batch.ifindex, batch.rx_queue,
-            n, batch.capacity, batch.headroom, batch.tailroom, self._st)
+            batch.buf, batch.meta, n, batch.capacity, batch.headroom, batch.tailroom, self._st)
 
     def _more(self, need, n):
-        if need > max(self._chunk.size, LARGE_BLOCK) and self.offset + need <= self.size:
+        if need > max(self._chunk.size, LARGE_BLOCK):
             btype = self._u32(self._pos)
             if btype in (K.EPB, K.SPB, K.OPB):
-                raise self._error_at(f"{_NAMES[btype]} block length {need} is too large", n)
-            self._skip_large(need, n)
-            return
+                raise self._error_at(self._length_fault(btype, need, 0), n)
+            if self.offset + need <= self.size:
+                self._skip_large(need, n)
+                return
         super()._more(need, n)
 
     def _skip_large(self, blen, n):
@@ -92,26 +92,22 @@ class PcapngReader(CaptureReader):
         if not self._fill(12):
             self._more(12, n)
             return
-        was_swap = self._swap
         blen = self._block_len()
         btype = self._u32(self._pos)
         shb = btype == K.SHB
-        if shb and struct.unpack_from(">I" if self._swap else "<I", self._chunk,
-                                      self._pos + 8)[0] != _BOM:
-            self._swap = was_swap
+        if shb and self._u32(self._pos + 8) != _BOM:
             raise self._error_at("bad byte-order magic in section header block", n)
         minlen = 28 if shb else 20
         if blen & 3 or blen < minlen or blen > LARGE_BLOCK:
-            self._swap = was_swap
             raise self._error_at(self._length_fault(btype, blen, minlen), n)
         if not self._fill(blen):
-            self._swap = was_swap
             self._more(blen, n)
             return
         p = self._pos
         tail = self._u32(p + blen - 4)
         if tail != blen:
-            raise self._error_at(f"trailing block length {tail} differs from leading length {blen}", n)
+            raise self._error_at(
+                f"trailing block length {tail} differs from leading length {blen}", n)
         order = ">" if self._swap else "<"
         if shb:
             major, minor = struct.unpack_from(order + "HH", self._chunk, p + 12)
@@ -142,6 +138,9 @@ class PcapngReader(CaptureReader):
             self._ifs = np.concatenate([self._ifs, np.zeros_like(self._ifs)])
         row = self._ifs[k]
         row[K.IF_LINKTYPE], row[K.IF_SNAPLEN] = linktype, snaplen
+        if abs(tsoffset) > 1 << 33:  # beyond int64 ns
+            self.warnings.append(f"interface {k}: if_tsoffset {tsoffset} s ignored")
+            tsoffset = 0
         row[K.IF_OFFSET] = tsoffset * 1_000_000_000
         if tsresol & 0x80:   # 2^-e seconds
             e = tsresol & 0x7F
@@ -152,9 +151,10 @@ class PcapngReader(CaptureReader):
             fine = e > 19
         else:                # 10^-e seconds
             e = tsresol
-            if e > 28:
-                self.warnings.append(f"interface {k}: if_tsresol 10^-{e} not supported, using 10^-28")
-                e = 28
+            if e > 27:  # 10^(e-9) must fit the int64 table
+                self.warnings.append(
+                    f"interface {k}: if_tsresol 10^-{e} not supported, using 10^-27")
+                e = 27
             row[K.IF_MUL] = 10 ** (9 - e) if e <= 9 else 1
             row[K.IF_DIV] = 10 ** (e - 9) if e > 9 else 1
             row[K.IF_SHIFT] = -1

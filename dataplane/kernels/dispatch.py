@@ -1,13 +1,13 @@
 """Kernels between the program and the sinks: byte counts and verdict grouping."""
 
 import numpy as np
-from numba import njit
 
 from .. import config
+from ..jit import kernel
 from .layout import ACTION, DATA, DATA_END
 
 
-@njit(**config.KERNEL_JIT)
+@kernel(**config.KERNEL_JIT)
 def captured_bytes(meta, n):
     """Sum of the captured lengths of packets 0..n-1 (before the program runs)."""
     total = np.int64(0)
@@ -16,7 +16,7 @@ def captured_bytes(meta, n):
     return total
 
 
-@njit(**config.KERNEL_JIT)
+@kernel(**config.KERNEL_JIT)
 def group_by_action(meta, n, order, counts, pos):
     """Counting sort of packet indices by verdict: ``order`` holds the indices of
     action 0, then 1, ... (in packet order within each); ``counts[a]`` how many.

@@ -1,4 +1,4 @@
-"""Raw memory intrinsics for kernels: memcpy and prefetch on uint8 arrays.
+"""Raw memory intrinsics for kernels: memcpy, prefetch, unaligned loads.
 
 ``out[a:b] = src[c:d]`` costs ~180 ns for 700 bytes in numba; ``llvm.memcpy``
 costs ~19 ns (io-notes.md). Prefetching the next packets' headers halves the
@@ -55,3 +55,22 @@ def prefetch(typingctx, arr, offset):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def load32(typingctx, arr, offset):
+    """One unaligned 32-bit load of ``arr[offset:offset + 4]`` in host order (unchecked).
+
+    Indexing byte by byte costs four loads, each with its own negative-index
+    fix-up that keeps LLVM from merging them.
+    """
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        off = context.cast(builder, args[1], signature.args[1], types.int64)
+        p = _byte_pointer(context, builder, signature.args[0], args[0], off)
+        v = builder.load(builder.bitcast(p, ir.IntType(32).as_pointer()), align=1)
+        return builder.zext(v, ir.IntType(64))
+
+    return types.int64(arr, offset), codegen

@@ -7,10 +7,9 @@ the program's loop.
 """
 
 import numpy as np
-from numba import njit
 
 from .. import config
-from ..program_check import mark_api
+from ..jit import api, kernel
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -20,22 +19,22 @@ ETH_HLEN = 14
 VLAN_MAX_DEPTH = 2
 
 
-@mark_api
-@njit(**config.INLINE_JIT)
+@api
+@kernel(**config.INLINE_JIT)
 def load_be16(pkt, off):
     """Big-endian 16-bit load at ``off`` (bpf_ntohs(*(__be16 *)p))."""
     return (pkt[off] << 8) | pkt[off + 1]
 
 
-@mark_api
-@njit(**config.INLINE_JIT)
+@api
+@kernel(**config.INLINE_JIT)
 def load_be32(pkt, off):
     """Big-endian 32-bit load at ``off`` (bpf_ntohl(*(__be32 *)p))."""
     return (pkt[off] << 24) | (pkt[off + 1] << 16) | (pkt[off + 2] << 8) | pkt[off + 3]
 
 
-@mark_api
-@njit(**config.INLINE_JIT)
+@api
+@kernel(**config.INLINE_JIT)
 def parse_ethhdr(pkt):
     """Ethernet header with up to two VLAN tags (802.1Q, QinQ 802.1ad).
 
@@ -55,8 +54,8 @@ def parse_ethhdr(pkt):
     return proto, off + 2
 
 
-@mark_api
-@njit(**config.INLINE_JIT)
+@api
+@kernel(**config.INLINE_JIT)
 def parse_iphdr(pkt, off):
     """IPv4 header at ``off`` (IHL honoured).
 
@@ -74,8 +73,8 @@ def parse_iphdr(pkt, off):
     return pkt[off + 9], off + ihl
 
 
-@mark_api
-@njit(**config.INLINE_JIT)
+@api
+@kernel(**config.INLINE_JIT)
 def parse_ip6hdr(pkt, off):
     """IPv6 fixed header at ``off``: ``(nexthdr, offset after it)`` or ``(-1, -1)``."""
     if len(pkt) < off + 40:

@@ -1,63 +1,71 @@
 """The batch loop: one compiled loop per program, the program inlined into it.
 
-numba's own cache never hits for a factory closure (numba-notes.md), so the
-loop is emitted as source text into the program's generated module (see
-program.py) and compiled there with ``cache=True``: the module's file name
-carries a hash of the program's source and of these kernels, so a cached
-runner is never stale.
+The loop is emitted as source text into the program's generated module (see
+program.py) and compiled there as a kernel (jit.py): its native entry is
+cached on disk keyed by the module's hash, so a later run loads machine code.
 
-``scratch`` (int64, slots in kernels/layout.py) carries the loop's inputs
-(start, stop) and bookkeeping (packet in progress, faults, invalid verdicts), so
-a call passes three arrays: numba's dispatch costs ~100+ ns per argument.
+Per packet, the loop builds ``ctx`` (struct xdp_md), resets the fault flag and
+the loop budget, calls the program inside ``try``/``except`` (numba can catch
+any exception of compiled code: a tuple index out of range, say) and stores
+the verdict. ``scratch`` (int64, slots in kernels/layout.py) carries inputs
+(start, stop) and bookkeeping, so a call passes three arrays.
 """
 
 import numpy as np
-from numba import njit
 
 from .. import config
 from ..action import XDP_ABORTED, XDP_REDIRECT
-from .layout import (ACTION, REDIRECT, SCRATCH_FAULTS as FAULTS,
-                     SCRATCH_FIRST_FAULT as FIRST_FAULT, SCRATCH_FIRST_INVALID as FIRST_INVALID,
-                     SCRATCH_INVALID as INVALID, SCRATCH_SIZE)
+from ..jit import kernel
+from .layout import (ACTION, REDIRECT, SCRATCH_FAULTS, SCRATCH_FIRST_FAULT,
+                     SCRATCH_FIRST_INVALID, SCRATCH_INVALID, SCRATCH_SIZE)
+
+#: Fault kinds (scratch[SCRATCH_FAULT] after a packet; FAULT_KIND_COUNTS + kind counts them).
+FAULT_NONE, FAULT_ACCESS, FAULT_LOOP, FAULT_EXCEPTION = 0, 1, 2, 3
+FAULT_REASONS = {
+    FAULT_ACCESS: "access outside the packet",
+    FAULT_LOOP: f"loop budget of {config.LOOP_BUDGET:,} iterations spent",
+    FAULT_EXCEPTION: "the program raised an exception (e.g. tuple index out of range)",
+}
 
 
 def new_scratch():
     """A zeroed scratch array with 'first' indices set to none (-1)."""
-    s = np.zeros(SCRATCH_SIZE, np.int64)  # noqa: the slots are named in layout.py
-    s[FIRST_FAULT] = s[FIRST_INVALID] = -1
+    s = np.zeros(SCRATCH_SIZE, np.int64)
+    s[SCRATCH_FIRST_FAULT] = s[SCRATCH_FIRST_INVALID] = -1
     return s
 
 
-@njit(**config.INLINE_JIT)
-def store_verdict(ret, faulted, i, meta, scratch):
+@kernel(**config.INLINE_JIT)
+def store_verdict(ret, fault, i, meta, scratch):
     """Decode a program's return value into meta[ACTION, i] and meta[REDIRECT, i].
 
     bpf_redirect() returns XDP_REDIRECT with (ifindex + 1) in the upper 32 bits.
     As in the kernel, an unknown action or a redirect without a target is
     treated as XDP_ABORTED (bpf_warn_invalid_xdp_action / xdp_do_redirect -EINVAL).
+    A faulting packet is XDP_ABORTED; the first fault's index and kind are kept
+    (the kind in the upper bits of scratch[SCRATCH_FIRST_FAULT]).
     """
     r = np.int64(ret)
     code = r & 0xFFFFFFFF
     target = (r >> 32) & 0xFFFFFFFF
-    if faulted != 0:
+    if fault != 0:
         code = XDP_ABORTED
-        scratch[FAULTS] += 1
-        if scratch[FIRST_FAULT] < 0:
-            scratch[FIRST_FAULT] = i
+        scratch[SCRATCH_FAULTS] += 1
+        if scratch[SCRATCH_FIRST_FAULT] < 0:
+            scratch[SCRATCH_FIRST_FAULT] = np.int64(i) | (fault << 56)
     elif r < 0 or code > XDP_REDIRECT or (code == XDP_REDIRECT and target == 0) \
             or (code != XDP_REDIRECT and target != 0):
         code = XDP_ABORTED
-        target = 0
-        scratch[INVALID] += 1
-        if scratch[FIRST_INVALID] < 0:
-            scratch[FIRST_INVALID] = i
+        scratch[SCRATCH_INVALID] += 1
+        if scratch[SCRATCH_FIRST_INVALID] < 0:
+            scratch[SCRATCH_FIRST_INVALID] = i
     meta[ACTION, i] = code
     meta[REDIRECT, i] = target - 1 if code == XDP_REDIRECT else 0
 
 
 #: The loop, instantiated per program by program.py ({name} is the program's name).
 RUNNER_SOURCE = '''
-@_dp_runner_jit
+@_dp_kernel(**_dp_config.RUNNER_JIT)
 def _dp_run_{name}(buf, meta, scratch):
     ahead = _dp_np.uint64({ahead})
     start = _dp_np.uint64(scratch[_dp_layout.SCRATCH_START])
@@ -66,30 +74,39 @@ def _dp_run_{name}(buf, meta, scratch):
         j = i + ahead
         if j < stop:
             _dp_prefetch(buf, meta[_dp_layout.DATA, j])
-        scratch[_dp_layout.SCRATCH_IN_PROGRESS] = i
         scratch[_dp_layout.SCRATCH_FAULT] = 0
-        ctx = _dp_make_xdp_md(buf, meta, scratch, i)
-        _dp_store_verdict(_dp_fn_{name}(ctx), scratch[_dp_layout.SCRATCH_FAULT], i, meta,
-                          scratch)
+        _dp_loop_budget_reset()
+        try:
+            ret = _dp_fn_{name}(_dp_make_xdp_md(buf, meta, scratch, i))
+        except Exception:
+            ret = 0
+            scratch[_dp_layout.SCRATCH_FAULT] = {exception}
+        if _dp_loop_budget_spent():
+            scratch[_dp_layout.SCRATCH_FAULT] = {loop}
+        _dp_store_verdict(ret, scratch[_dp_layout.SCRATCH_FAULT], i, meta, scratch)
 '''
 
-#: Imports the generated module needs (all names reserved with the _dp_ prefix).
+#: Names the generated module needs, all reserved with the _dp_ prefix. Nothing
+#: here imports numba: compiled-only objects are lazy references (jit.py).
 RUNNER_PRELUDE = '''
 
 # ---- generated by dataplane below this line: not part of the program's source ----
 import numpy as _dp_np
-from numba import njit as _dp_njit
 from dataplane import config as _dp_config
+from dataplane.jit import kernel as _dp_kernel, lazy as _dp_lazy
 from dataplane.kernels import layout as _dp_layout
-from dataplane.kernels.context import make_xdp_md as _dp_make_xdp_md
-from dataplane.kernels.memory import prefetch as _dp_prefetch
 from dataplane.kernels.runner import store_verdict as _dp_store_verdict
-from dataplane.program_check import LoopBudgetExceeded as _dp_LoopBudgetExceeded
-_dp_runner_jit = _dp_njit(**_dp_config.RUNNER_JIT)
+_dp_make_xdp_md = _dp_lazy("dataplane.kernels.context", "make_xdp_md")
+_dp_prefetch = _dp_lazy("dataplane.kernels.memory", "prefetch")
+_dp_loop_budget_tick = _dp_lazy("dataplane.kernels.budget", "loop_budget_tick")
+_dp_loop_budget_reset = _dp_lazy("dataplane.kernels.budget", "loop_budget_reset")
+_dp_loop_budget_spent = _dp_lazy("dataplane.kernels.budget", "loop_budget_spent")
 '''
 
 
 def runner_source(names):
     """The generated module's tail: the prelude and one batch loop per program."""
-    loops = "".join(RUNNER_SOURCE.format(name=n, ahead=config.PREFETCH_AHEAD) for n in names)
+    loops = "".join(RUNNER_SOURCE.format(name=n, ahead=config.PREFETCH_AHEAD,
+                                         exception=FAULT_EXCEPTION, loop=FAULT_LOOP)
+                    for n in names)
     return RUNNER_PRELUDE + loops

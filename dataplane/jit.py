@@ -1,0 +1,232 @@
+"""Kernels: numba-compiled functions that do not need numba at run time.
+
+``@kernel(**opts)`` marks a function written for numba's nopython mode. It is
+compiled lazily, in one of two roles:
+- called from another compiled function (a program, a loop): it is a numba
+  dispatcher there, inlined by LLVM;
+- called from Python: through a native entry point (native.py), a C-ABI
+  wrapper whose shared object is cached on disk, so a later process calls the
+  machine code through ctypes without importing numba.
+
+Kernel modules stay importable without numba: numba objects they use
+(intrinsics, types) are named with ``lazy("module", "name")`` and resolved only
+when something is compiled. A native entry is keyed by a hash of every file of
+dataplane's compiled core, the kernel's own file and its argument types, so a
+cached shared object is never stale.
+"""
+
+import functools
+import hashlib
+import types as pytypes
+from pathlib import Path
+
+import numpy as np
+
+from . import native
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+class LazyRef:
+    """A numba object (intrinsic, type) imported only when compiling."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def resolve(self):
+        import importlib
+        return getattr(importlib.import_module(self.module), self.name)
+
+
+def lazy(module, name):
+    """Refer to ``module.name`` without importing it until a compile needs it."""
+    return LazyRef(module, name)
+
+
+@functools.lru_cache(maxsize=1)
+def core_hash():
+    """Hash of the files whose code ends up in compiled kernels."""
+    h = hashlib.sha256()
+    files = sorted((_PACKAGE / "kernels").glob("*.py")) + [
+        _PACKAGE / n for n in ("jit.py", "native.py", "config.py", "action.py",
+                               "program_check.py")]
+    for p in files:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    import importlib.metadata
+    for dist in ("numba", "llvmlite"):
+        try:
+            h.update(importlib.metadata.version(dist).encode())
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _file_hash(filename):
+    try:
+        return hashlib.sha256(Path(filename).read_bytes()).hexdigest()
+    except OSError:
+        return "nofile"
+
+
+def materialize(namespace):
+    """Replace kernels and lazy references in ``namespace`` by numba objects."""
+    for k, v in list(namespace.items()):
+        if isinstance(v, Kernel):
+            namespace[k] = v.dispatcher
+        elif isinstance(v, LazyRef):
+            namespace[k] = v.resolve()
+
+
+_addresses = {}
+
+
+def address(a):
+    """Data pointer of a numpy array (cached by identity: a lookup costs ~1 us)."""
+    e = _addresses.get(id(a))
+    if e is not None and e[0] is a:
+        return e[1]
+    if not a.flags.c_contiguous:
+        raise ValueError("kernel arguments must be C-contiguous arrays")
+    if len(_addresses) > 512:
+        _addresses.clear()
+    p = a.ctypes.data
+    _addresses[id(a)] = (a, p)
+    return p
+
+
+def _kind(a):
+    if isinstance(a, np.ndarray):
+        return (a.dtype.str, a.ndim)
+    if isinstance(a, (float, np.floating)):
+        return "f"
+    return "i"
+
+
+def flatten(args, out):
+    """C-ABI arguments: an array is (pointer, shape...), a scalar itself."""
+    for a in args:
+        if isinstance(a, np.ndarray):
+            out.append(address(a))
+            out.extend(a.shape)
+        else:
+            out.append(a)
+    return out
+
+
+class Kernel:
+    """A compiled function: a numba dispatcher inside compiled code, a cached
+    native entry point when called from Python."""
+
+    __dataplane_api__ = False
+
+    def __init__(self, fn, opts):
+        self.py_func = fn
+        self.opts = opts
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self.__module__ = fn.__module__
+        self._dispatcher = None
+        self._entries = {}
+
+    def __repr__(self):
+        return f"<kernel {self.__module__}.{self.__name__}>"
+
+    @property
+    def dispatcher(self):
+        """The numba dispatcher (compiles nothing until called or inlined)."""
+        if self._dispatcher is None:
+            from numba import njit
+            fn = self.py_func
+            namespace = dict(fn.__globals__)
+            copy = pytypes.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__,
+                                        fn.__closure__)
+            copy.__qualname__, copy.__doc__ = fn.__qualname__, fn.__doc__
+            copy.__module__ = fn.__module__
+            self._dispatcher = njit(**self.opts)(copy)
+            # numba resolves globals when it compiles, so kernels that name each
+            # other (or themselves) can be swapped in after the dispatcher exists.
+            materialize(namespace)
+        return self._dispatcher
+
+    def __call__(self, *args):
+        kinds = tuple(_kind(a) for a in args)
+        entry = self._entries.get(kinds) or self.entry(kinds, args)
+        return entry(*flatten(args, []))
+
+    def _paths(self, kinds):
+        key = hashlib.sha256(repr((core_hash(), _file_hash(self.py_func.__code__.co_filename),
+                                   self.__module__, self.py_func.__qualname__,
+                                   kinds)).encode()).hexdigest()[:24]
+        path = native.shared_object_path(f"{self.__module__.rsplit('.', 1)[-1]}."
+                                         f"{self.__name__}-{key}")
+        return path, path.with_suffix(".sym")
+
+    def is_cached(self, kinds):
+        """True when native code for these argument kinds is on disk."""
+        return all(p.exists() for p in self._paths(kinds))
+
+    def entry(self, kinds, args):
+        """The native entry for these argument kinds (built on a cache miss).
+
+        It takes the flattened C-ABI arguments (see ``flatten``).
+        """
+        path, meta = self._paths(kinds)
+        if path.exists() and meta.exists():
+            symbol, nargs, returns = meta.read_text().split()
+            fn = native.load(path, symbol, int(nargs), returns == "int")
+        else:
+            fn = self._build(kinds, args, path, meta)
+        self._entries[kinds] = fn
+        return fn
+
+    def _build(self, kinds, args, path, meta):
+        from numba import cfunc, types
+        from numba.core.typing.typeof import typeof
+
+        disp = self.dispatcher
+        argtypes = tuple(typeof(a.astype(a.dtype, copy=False)) if isinstance(a, np.ndarray)
+                         else (types.float64 if k == "f" else types.int64)
+                         for a, k in zip(args, kinds))
+        disp.compile(argtypes)
+        ret = disp.overloads[argtypes].signature.return_type
+        returns_int = not isinstance(ret, types.NoneType)
+        params, prelude, call, ctypes_ = [], [], [], []
+        for i, (k, t) in enumerate(zip(kinds, argtypes)):
+            if isinstance(k, tuple):
+                dims = [f"s{i}_{d}" for d in range(k[1])]
+                params += [f"p{i}"] + dims
+                ctypes_ += [types.CPointer(t.dtype)] + [types.int64] * len(dims)
+                prelude.append(f"a{i} = carray(p{i}, ({', '.join(dims)},))")
+                call.append(f"a{i}")
+            else:
+                params.append(f"x{i}")
+                ctypes_.append(t)
+                call.append(f"x{i}")
+        src = (f"def entry({', '.join(params)}):\n    " + "\n    ".join(prelude + [
+            f"return kernel({', '.join(call)})" if returns_int else f"kernel({', '.join(call)})"]))
+        from numba import carray
+        ns = {"carray": carray, "kernel": disp}
+        exec(compile(src, f"<native entry of {self.__name__}>", "exec"), ns)
+        sig = (types.int64 if returns_int else types.void)(*ctypes_)
+        c = cfunc(sig, error_model="numpy")(ns["entry"])
+        try:
+            native.build(c, path)
+        except native.NativeUnavailable:  # run numba's JIT code through the same ABI
+            return native.from_address(c.address, len(ctypes_), returns_int)
+        meta.write_text(f"{c.native_name} {len(ctypes_)} {'int' if returns_int else 'void'}")
+        return native.load(path, c.native_name, len(ctypes_), returns_int)
+
+
+def kernel(**opts):
+    """Decorator: a compiled kernel with the given numba options (config.py)."""
+    def wrap(fn):
+        return Kernel(fn, opts)
+    return wrap
+
+
+def api(obj):
+    """Mark a kernel (or constant holder) as callable from users' programs."""
+    obj.__dataplane_api__ = True
+    return obj

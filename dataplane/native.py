@@ -1,0 +1,123 @@
+"""The native code cache: compiled kernels as shared objects, loaded with dlopen.
+
+numba needs ~0.45 s before it runs anything, even from its own cache (import,
+then the first dispatch's registry set-up): more than tcpdump's whole run on a
+1M-packet capture. So a kernel is compiled by numba once, as a C-ABI ``cfunc``;
+its optimised LLVM module is emitted as position-independent object code and
+linked into a shared object in the cache directory; every later process loads
+it with ctypes (~1 ms) without importing numba. This is the project's analogue
+of the kernel keeping a JITed program image.
+
+The object references a few numba runtime helpers on its error paths
+(``numba_do_raise``, ``NRT_Free``, ...). They are not exported by numba's
+extension modules, and the kernels never reach them (programs' exceptions are
+caught per packet inside the loop), so inert stubs satisfy the linker.
+
+Without a C compiler the cache is unavailable and kernels run through numba's
+JIT (same results, slower start).
+"""
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from . import config
+
+_STUBS_C = r"""
+#include <stdlib.h>
+/* numba runtime helpers referenced on error paths that these kernels never take */
+void NRT_Free(void *p) { free(p); }
+void NRT_MemInfo_call_dtor(void *mi) { (void)mi; }
+int numba_gil_ensure(void *s) { (void)s; return 0; }
+void numba_gil_release(void *s) { (void)s; }
+int numba_do_raise(void *e) { (void)e; return 0; }
+void *numba_unpickle(const char *d, int n, const char *h) { (void)d; (void)n; (void)h; return 0; }
+void *numba_runtime_build_excinfo_struct(void *a, void *b) { (void)a; (void)b; return 0; }
+"""
+
+
+class NativeUnavailable(Exception):
+    """No C compiler/linker: kernels fall back to numba's JIT."""
+
+
+@functools.lru_cache(maxsize=1)
+def compiler():
+    """The C compiler used to link shared objects, or None."""
+    if os.environ.get("DATAPLANE_NO_NATIVE"):
+        return None
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+@functools.lru_cache(maxsize=1)
+def machine_key():
+    """What the machine code depends on: CPU features, architecture, Python."""
+    h = hashlib.sha256(f"{platform.machine()} {sys.version_info[:2]}".encode())
+    try:
+        with open("/proc/cpuinfo", "rb") as f:
+            for line in f:
+                if line.startswith((b"flags", b"model name", b"Features")):
+                    h.update(line)
+                if line.strip() == b"":
+                    break
+    except OSError:
+        pass
+    return h.hexdigest()[:12]
+
+
+def cache_dir():
+    """Where shared objects live: one folder per machine key."""
+    return Path(config.CACHE_DIR) / "native" / machine_key()
+
+
+def shared_object_path(key):
+    return cache_dir() / f"{key}.so"
+
+
+def load(path, symbol, nargs, returns_int):
+    """A ctypes function for ``symbol`` in the shared object at ``path``."""
+    lib = ctypes.CDLL(str(path))
+    proto = ctypes.CFUNCTYPE(ctypes.c_int64 if returns_int else None,
+                             *([ctypes.c_int64] * nargs))
+    return proto((symbol, lib))
+
+
+def from_address(addr, nargs, returns_int):
+    """A ctypes function for machine code already in memory (numba's JIT)."""
+    proto = ctypes.CFUNCTYPE(ctypes.c_int64 if returns_int else None,
+                             *([ctypes.c_int64] * nargs))
+    return proto(addr)
+
+
+def build(cfunc, path):
+    """Emit ``cfunc``'s module as PIC object code and link it into ``path``."""
+    cc = compiler()
+    if cc is None:
+        raise NativeUnavailable("no C compiler")
+    import llvmlite.binding as ll
+
+    module = ll.parse_assembly(cfunc._library.get_llvm_str())
+    module.verify()
+    tm = ll.Target.from_default_triple().create_target_machine(
+        cpu=ll.get_host_cpu_name(), features=ll.get_host_cpu_features().flatten(),
+        opt=3, reloc="pic", codemodel="default")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}")
+    obj, stubs, so = (tmp.with_suffix(s) for s in (".o", ".c", ".so.tmp"))
+    try:
+        obj.write_bytes(tm.emit_object(module))
+        stubs.write_text(_STUBS_C)
+        r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(so), str(obj), str(stubs)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise NativeUnavailable(f"{cc} failed: {r.stderr.strip()[:300]}")
+        os.replace(so, path)
+    finally:
+        for p in (obj, stubs, so):
+            if p.exists():
+                p.unlink()

@@ -29,8 +29,10 @@ PROGRAM_JIT = dict(nogil=True, error_model="numpy", _nrt=False)
 HEADROOM = 256
 #: Room behind every packet for bpf_xdp_adjust_tail to grow into.
 TAILROOM = 256
-#: Default packets per batch.
-BATCH_SIZE = 256
+#: Default packets per batch. Each batch costs a few Python-level calls (~10 us
+#: in all), so 1024 keeps that under 10 ns/packet; the compiled loop itself does
+#: not care (bench shows both).
+BATCH_SIZE = 1024
 #: Largest record a capture may hold (libpcap's MAXIMUM_SNAPLEN).
 MAX_SNAPLEN = 262144
 #: Bytes read from a capture file per read() into a reused buffer.

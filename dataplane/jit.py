@@ -104,17 +104,6 @@ def _kind(a):
     return "i"
 
 
-def flatten(args, out):
-    """C-ABI arguments: an array is (pointer, shape...), a scalar itself."""
-    for a in args:
-        if isinstance(a, np.ndarray):
-            out.append(address(a))
-            out.extend(a.shape)
-        else:
-            out.append(a)
-    return out
-
-
 class Kernel:
     """A compiled function: a numba dispatcher inside compiled code, a cached
     native entry point when called from Python."""
@@ -151,9 +140,22 @@ class Kernel:
         return self._dispatcher
 
     def __call__(self, *args):
-        kinds = tuple(_kind(a) for a in args)
-        entry = self._entries.get(kinds) or self.entry(kinds, args)
-        return entry(*flatten(args, []))
+        # One pass builds the C-ABI arguments (an array is its pointer and shape)
+        # and the key of the entry point; this runs per batch, so keep it lean.
+        flat, key = [], []
+        for a in args:
+            if a.__class__ is np.ndarray:
+                flat.append(address(a))
+                flat += a.shape
+                key.append(a.dtype.char)
+                key.append(a.ndim)
+            else:
+                flat.append(a)
+                key.append(isinstance(a, float))
+        entry = self._entries.get(tuple(key))
+        if entry is None:
+            entry = self._entries[tuple(key)] = self.entry(tuple(_kind(a) for a in args), args)
+        return entry(*flat)
 
     def _paths(self, kinds):
         key = hashlib.sha256(repr((core_hash(), _file_hash(self.py_func.__code__.co_filename),
@@ -170,7 +172,7 @@ class Kernel:
     def entry(self, kinds, args):
         """The native entry for these argument kinds (built on a cache miss).
 
-        It takes the flattened C-ABI arguments (see ``flatten``).
+        It takes the C-ABI arguments: an array as its pointer and shape.
         """
         path, meta = self._paths(kinds)
         if path.exists() and meta.exists():

@@ -42,14 +42,14 @@ class VerdictPcaps:
 
     def write(self, batch, order, counts):
         off = 0
-        for action, count in enumerate(counts):
+        for action, count in enumerate(counts.tolist()):
             if count == 0:
                 continue
-            idx = order[off:off + count]
-            off += count
+            start, off = off, off + count
             if action != XdpAction.XDP_REDIRECT:
-                self._writer(ACTION_NAMES[action]).write_batch(batch, idx, int(count))
+                self._writer(ACTION_NAMES[action]).write_batch(batch, order, off, start)
                 continue
+            idx = order[start:off]
             targets = batch.redirect[idx]
             for t in np.unique(targets):
                 sel = idx[targets == t]

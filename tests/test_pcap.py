@@ -225,3 +225,19 @@ def test_tcpdump_reads_our_files(tmp_path, nano):
     assert [int(ts.replace(".", "")) * 10**(9 - digits) for ts, _ in view] == \
         [dpkt_ns(ts) for ts, _ in ref]
     assert [b for _, b in view] == [buf for _, buf in ref] == pkts
+
+
+def test_writer_replaces_only_plain_files(tmp_path):
+    """An existing output file is replaced; a symlink's target or a device is written in place."""
+    import os
+    from dataplane.io.pcap import PcapWriter
+    target = tmp_path / "target.pcap"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.pcap"
+    link.symlink_to(target)
+    with PcapWriter(link) as w:
+        w.write(b"\x00" * 60)
+    assert link.is_symlink() and target.stat().st_size == 24 + 16 + 60
+    with PcapWriter(os.devnull) as w:
+        w.write(b"\x00" * 60)
+    assert os.path.exists(os.devnull) and not os.path.isfile(os.devnull)

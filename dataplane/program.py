@@ -31,12 +31,13 @@ from . import config
 from .action import XdpAction
 from .errors import DataplaneError, ProgramError
 from .io.batch import PacketBatch
-from .jit import address, core_hash, materialize
+from .jit import core_hash, materialize
 from .kernels import layout, runner as runner_kernels
 from .program_check import check_program
 
-#: Argument kinds of a batch loop: (buf uint8[:], meta int64[:, :], scratch int64[:]).
-_RUNNER_KINDS = (("|u1", 1), ("<i8", 2), ("<i8", 1))
+#: Argument kinds of a batch loop: (buf uint8[:], meta int64[:, :], scratch int64[:],
+#: first, end).
+_RUNNER_KINDS = (("|u1", 1), ("<i8", 2), ("<i8", 1), "i", "i")
 
 
 class ProgramSpec:
@@ -86,17 +87,17 @@ class Program:
         self.name = spec.name
         self.source_path = source_path
         self._entry = entry
+        self._scratch = runner_kernels.new_scratch()
+        self._scratch_args = (self._scratch.ctypes.data, self._scratch.size)
         self.faults = 0
         self.first_fault = None
         self.fault_reason = None
         self.invalid = 0
         self.first_invalid = None
 
-    def _call(self, b, start, stop, scratch):
-        scratch[layout.SCRATCH_START] = start
-        scratch[layout.SCRATCH_STOP] = stop
-        self._entry(address(b.buf), b.buf.size, address(b.meta), layout.ROWS, b.capacity,
-                    address(scratch), layout.SCRATCH_SIZE)
+    def _call(self, b, start, stop):
+        """Run packets start..stop of batch ``b``: one ctypes call (~0.5 us)."""
+        self._entry(*b.native_args, *self._scratch_args, start, stop)
 
     def run_batch(self, batch, base_index=0, start=0, stop=None):
         """Run the program on packets ``start..stop`` of ``batch`` (all by default).
@@ -104,12 +105,15 @@ class Program:
         ``base_index`` is the index of the batch's first packet in the stream,
         used to report faults by packet index.
         """
-        scratch = runner_kernels.new_scratch()
-        self._call(batch, start, batch.count if stop is None else stop, scratch)
-        self.take_counters(scratch, base_index)
+        self._call(batch, start, batch.count if stop is None else stop)
+        self.take_counters(base_index)
 
-    def take_counters(self, scratch, base_index=0):
-        """Add a loop's fault and invalid-verdict counts from its scratch array."""
+    def take_counters(self, base_index=0):
+        """Move the loop's fault and invalid-verdict counts into the program's totals."""
+        scratch = self._scratch
+        if not (scratch[layout.SCRATCH_FAULTS] or scratch[layout.SCRATCH_INVALID]):
+            return
+
         if scratch[layout.SCRATCH_FAULTS]:
             self.faults += int(scratch[layout.SCRATCH_FAULTS])
             first = int(scratch[layout.SCRATCH_FIRST_FAULT])
@@ -120,14 +124,19 @@ class Program:
             self.invalid += int(scratch[layout.SCRATCH_INVALID])
             if self.first_invalid is None:
                 self.first_invalid = base_index + int(scratch[layout.SCRATCH_FIRST_INVALID])
+        scratch[:] = runner_kernels.new_scratch()
 
     def test_run(self, frame, ingress_ifindex=0, rx_queue_index=0):
         """Run one frame (BPF_PROG_TEST_RUN): ``(XdpAction, output bytes)``, ``.redirect``."""
         frame = bytes(frame)
-        b = PacketBatch(1, buffer_bytes=len(frame) + config.HEADROOM + config.TAILROOM)
-        b.append(frame, ifindex=ingress_ifindex, rx_queue=rx_queue_index)
+        b = PacketBatch(1, buffer_bytes=len(frame) + config.HEADROOM + config.TAILROOM
+                        + config.SLOT_ALIGN)
+        if not b.append(frame, ifindex=ingress_ifindex, rx_queue=rx_queue_index):
+            raise AssertionError("test_run: frame does not fit its batch")
         self.run_batch(b)
-        return TestRun(XdpAction(int(b.action[0])), b.packet(0), int(b.redirect[0]))
+        action = XdpAction(int(b.action[0]))
+        redirect = int(b.redirect[0]) if action == XdpAction.XDP_REDIRECT else 0
+        return TestRun(action, b.packet(0), redirect)
 
     def __repr__(self):
         return f"Program({self.name!r} from {self.source_path})"
@@ -202,7 +211,9 @@ def _generated_module(path):
     gen = cache / f"{modname}.py"
     if not gen.exists():
         tmp = gen.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_bytes(text + runner_kernels.runner_source(names).encode())
+        reads_packet = any(isinstance(n, ast.Attribute) and n.attr == "pkt"
+                           for n in ast.walk(tree))
+        tmp.write_bytes(text + runner_kernels.runner_source(names, reads_packet).encode())
         os.replace(tmp, gen)
     spec = importlib.util.spec_from_file_location(modname, gen)
     module = importlib.util.module_from_spec(spec)
@@ -296,7 +307,7 @@ def load_program(ref, name=None):
         _compile_functions(module, spec)
     b = PacketBatch(1, buffer_bytes=1024)
     try:
-        entry = run.entry(_RUNNER_KINDS, (b.buf, b.meta, runner_kernels.new_scratch()))
+        entry = run.entry(_RUNNER_KINDS, (b.buf, b.meta, runner_kernels.new_scratch(), 0, 0))
     except Exception as exc:
         if type(exc).__module__.startswith("numba"):
             raise _numba_error(exc, path, module.__file__, name) from None

@@ -16,10 +16,26 @@ output record orig_len = current length + snap_cut), ``ifindex`` (ingress ifinde
 ``rx_queue``; the program's results go in ``action`` and ``redirect``.
 """
 
+import mmap
+
 import numpy as np
 
 from .. import config
 from ..kernels import layout
+
+
+def alloc_buffer(nbytes):
+    """A zeroed, page-aligned uint8 buffer; huge pages when large (config.HUGE_PAGE_MIN)."""
+    nbytes = max(int(nbytes), 1)
+    if nbytes < config.HUGE_PAGE_MIN:
+        return np.zeros(nbytes, np.uint8)
+    m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            m.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass
+    return np.frombuffer(m, np.uint8)
 
 
 class PacketBatch:
@@ -40,7 +56,7 @@ class PacketBatch:
         self.tailroom = int(tailroom)
         if buffer_bytes is None:
             buffer_bytes = self.capacity * (self.headroom + 2048 + self.tailroom)
-        self.buf = np.zeros(int(buffer_bytes), np.uint8)
+        self.buf = alloc_buffer(buffer_bytes)
         self.meta = np.zeros((layout.ROWS, self.capacity), np.int64)
         m = self.meta
         self.data, self.data_end = m[layout.DATA], m[layout.DATA_END]
@@ -49,6 +65,15 @@ class PacketBatch:
         self.ifindex, self.rx_queue = m[layout.IFINDEX], m[layout.RX_QUEUE]
         self.action, self.redirect = m[layout.ACTION], m[layout.REDIRECT]
         self.count = 0
+        self._native = None
+
+    @property
+    def native_args(self):
+        """(buf pointer, size, meta pointer, rows, columns): a kernel call's batch arguments."""
+        if self._native is None:
+            self._native = (self.buf.ctypes.data, self.buf.size, self.meta.ctypes.data,
+                            self.meta.shape[0], self.meta.shape[1])
+        return self._native
 
     @property
     def slot_overhead(self):
@@ -62,7 +87,8 @@ class PacketBatch:
         still be right, but callers refill from index 0 after growing.
         """
         if nbytes > self.buf.size:
-            self.buf = np.zeros(int(nbytes), np.uint8)
+            self.buf = alloc_buffer(nbytes)
+            self._native = None
 
     def clear(self):
         """Forget the packets (the buffer is kept for the next fill)."""
@@ -76,7 +102,8 @@ class PacketBatch:
         frame = np.frombuffer(bytes(frame), np.uint8)
         i = self.count
         start = int(self.frame_end[i - 1]) if i else 0
-        end = start + self.headroom + frame.size + self.tailroom
+        align = config.SLOT_ALIGN
+        end = (start + self.headroom + frame.size + self.tailroom + align - 1) // align * align
         if i >= self.capacity or end > self.buf.size:
             return False
         d = start + self.headroom

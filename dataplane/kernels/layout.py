@@ -17,12 +17,9 @@ REDIRECT = 9      # redirect target ifindex when ACTION is XDP_REDIRECT
 ROWS = 10
 
 # Slots of the runner's int64 scratch array (see kernels/runner.py).
-SCRATCH_IN_PROGRESS = 0   # packet in progress (read by Python when the program raised)
-SCRATCH_FAULTS = 1        # out-of-bounds accesses
-SCRATCH_FIRST_FAULT = 2   # first faulting index, or -1
-SCRATCH_INVALID = 3       # invalid verdicts (unknown action, XDP_REDIRECT without target)
-SCRATCH_FIRST_INVALID = 4 # first invalid index, or -1
-SCRATCH_START = 5         # first packet to run
-SCRATCH_STOP = 6          # one past the last packet to run
-SCRATCH_FAULT = 7         # the current packet's fault flag (the view's pointer)
-SCRATCH_SIZE = 8
+SCRATCH_FAULTS = 0        # out-of-bounds accesses
+SCRATCH_FIRST_FAULT = 1   # first faulting index, or -1
+SCRATCH_INVALID = 2       # invalid verdicts (unknown action, XDP_REDIRECT without target)
+SCRATCH_FIRST_INVALID = 3 # first invalid index, or -1
+SCRATCH_FAULT = 4         # the current packet's fault flag (the view's pointer)
+SCRATCH_SIZE = 5

@@ -18,7 +18,7 @@ keeps up (measured: no difference with llvm.prefetch 1 KiB ahead).
 
 import numpy as np
 
-from ..config import KERNEL_JIT
+from ..config import KERNEL_JIT, SLOT_ALIGN
 from ..jit import kernel, lazy
 from .layout import DATA, DATA_END, FRAME_END, FRAME_START, IFINDEX, RX_QUEUE, SNAP_CUT, TS_NS
 
@@ -86,7 +86,8 @@ def _fault(st, code, b, c):
 
 @kernel(**KERNEL_JIT)
 def _slot(meta, n, fs, d, caplen, fe, orig, ifindex):
-    # The slot layout of PacketBatch: headroom, data, tailroom, back to back.
+    # The slot layout of PacketBatch: headroom, data, tailroom (to a 64-byte
+    # boundary), back to back.
     meta[FRAME_START, n] = fs
     meta[DATA, n] = d
     meta[DATA_END, n] = d + caplen
@@ -134,7 +135,7 @@ def walk_pcap(chunk, pos, end, swap, frac_ns, snap_limit,
             status = NEED_MORE
             break
         d = fs + headroom
-        fe = d + caplen + tailroom
+        fe = (d + caplen + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
         if fe > bufsize:
             st[ST_NEED] = fe
             status = FULL if n > 0 else NEED_BUFFER
@@ -249,7 +250,7 @@ def walk_pcapng(chunk, pos, end, swap, ifs, nif, snap_max,
             status = _fault(st, E_NOFIT, caplen, blen)
             break
         d = fs + headroom
-        fe = d + caplen + tailroom
+        fe = (d + caplen + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
         if fe > bufsize:
             st[ST_NEED] = fe
             status = FULL if n > 0 else NEED_BUFFER

@@ -7,8 +7,8 @@ cached on disk keyed by the module's hash, so a later run loads machine code.
 Per packet, the loop builds ``ctx`` (struct xdp_md), resets the fault flag and
 the loop budget, calls the program inside ``try``/``except`` (numba can catch
 any exception of compiled code: a tuple index out of range, say) and stores
-the verdict. ``scratch`` (int64, slots in kernels/layout.py) carries inputs
-(start, stop) and bookkeeping, so a call passes three arrays.
+the verdict. ``scratch`` (int64, slots in kernels/layout.py) carries the
+bookkeeping, so a call passes three arrays and the range of packets to run.
 """
 
 import numpy as np
@@ -60,19 +60,20 @@ def store_verdict(ret, fault, i, meta, scratch):
         if scratch[SCRATCH_FIRST_INVALID] < 0:
             scratch[SCRATCH_FIRST_INVALID] = i
     meta[ACTION, i] = code
-    meta[REDIRECT, i] = target - 1 if code == XDP_REDIRECT else 0
+    if code == XDP_REDIRECT:  # read only for redirected packets: no store for the rest
+        meta[REDIRECT, i] = target - 1
 
 
 #: The loop, instantiated per program by program.py ({name} is the program's name).
 RUNNER_SOURCE = '''
 @_dp_kernel(**_dp_config.RUNNER_JIT)
-def _dp_run_{name}(buf, meta, scratch):
+def _dp_run_{name}(buf, meta, scratch, first, end):
     ahead = _dp_np.uint64({ahead})
-    start = _dp_np.uint64(scratch[_dp_layout.SCRATCH_START])
-    stop = _dp_np.uint64(scratch[_dp_layout.SCRATCH_STOP])
+    start = _dp_np.uint64(first)
+    stop = _dp_np.uint64(end)
     for i in range(start, stop):
         j = i + ahead
-        if j < stop:
+        if {prefetch} and j < stop:
             _dp_prefetch(buf, meta[_dp_layout.DATA, j])
         scratch[_dp_layout.SCRATCH_FAULT] = 0
         _dp_loop_budget_reset()
@@ -104,9 +105,15 @@ _dp_loop_budget_spent = _dp_lazy("dataplane.kernels.budget", "loop_budget_spent"
 '''
 
 
-def runner_source(names):
-    """The generated module's tail: the prelude and one batch loop per program."""
+def runner_source(names, reads_packet=True):
+    """The generated module's tail: the prelude and one batch loop per program.
+
+    A module that never reads ``ctx.pkt`` gets loops without prefetching: on a
+    batch larger than the caches, fetching lines nobody reads doubles the cost
+    of an empty program.
+    """
     loops = "".join(RUNNER_SOURCE.format(name=n, ahead=config.PREFETCH_AHEAD,
-                                         exception=FAULT_EXCEPTION, loop=FAULT_LOOP)
+                                         exception=FAULT_EXCEPTION, loop=FAULT_LOOP,
+                                         prefetch=bool(reads_packet))
                     for n in names)
     return RUNNER_PRELUDE + loops

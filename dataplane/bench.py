@@ -2,9 +2,10 @@
 
 The packets are read once into large batches; each timed pass runs the
 program over all of them in windows of ``batch`` packets, one compiled call
-per window from Python, exactly as a pipeline does. The empty program
-(``pass_all``: the harness alone) is timed in the same run, its repeats
-interleaved with the program's, so the program's own cost is the difference.
+per window from Python, exactly as a pipeline does. In the same run, repeats
+interleaved, it also times the program without bounds checks (so the cost of
+checking is visible) and the empty program (``pass_all``: the harness alone,
+so the program's own cost is the difference).
 """
 
 import statistics
@@ -50,10 +51,11 @@ def _one_pass(program, chunks, batch):
 
 
 class BenchResult:
-    """Per-repeat ns/packet of a program and of the harness (empty program)."""
+    """Per-repeat ns/packet of a program, checked and unchecked, and of the harness."""
 
-    def __init__(self, name, ns, harness_ns, packets, batch):
+    def __init__(self, name, ns, unchecked_ns, harness_ns, packets, batch):
         self.name, self.ns, self.harness_ns = name, ns, harness_ns
+        self.unchecked_ns = unchecked_ns
         self.packets, self.batch, self.repeats = packets, batch, len(ns)
 
     @property
@@ -64,6 +66,10 @@ class BenchResult:
     def harness_ns_per_pkt(self):
         return statistics.median(self.harness_ns)
 
+    @property
+    def unchecked_ns_per_pkt(self):
+        return statistics.median(self.unchecked_ns)
+
     def to_json(self):
         return {
             "program": self.name,
@@ -71,6 +77,7 @@ class BenchResult:
             "ns_per_pkt_min": round(min(self.ns), 3),
             "ns_per_pkt_max": round(max(self.ns), 3),
             "harness_ns_per_pkt": round(self.harness_ns_per_pkt, 3),
+            "unchecked_ns_per_pkt": round(self.unchecked_ns_per_pkt, 3),
             "pps": round(1e9 / self.ns_per_pkt, 1),
             "packets": self.packets,
             "repeats": self.repeats,
@@ -83,15 +90,18 @@ class BenchResult:
                 f"{self.harness_ns_per_pkt:.1f} ns/pkt\n"
                 f"  spread {min(self.ns):.1f} .. {max(self.ns):.1f} ns/pkt, "
                 f"{1e3 / self.ns_per_pkt:.1f} Mpps; program's own cost "
-                f"{self.ns_per_pkt - self.harness_ns_per_pkt:.1f} ns/pkt")
+                f"{self.ns_per_pkt - self.harness_ns_per_pkt:.1f} ns/pkt\n"
+                f"  unchecked {self.unchecked_ns_per_pkt:.1f} ns/pkt: bounds checks cost "
+                f"{self.ns_per_pkt - self.unchecked_ns_per_pkt:+.1f} ns/pkt")
 
 
-def bench(program, harness, chunks, packets, batch=256, repeats=7):
-    """Time ``program`` and ``harness`` alternately, after one warm-up pass each."""
-    _one_pass(program, chunks, batch)
-    _one_pass(harness, chunks, batch)
-    ns, hns = [], []
+def bench(program, unchecked, harness, chunks, packets, batch=256, repeats=7):
+    """Time the three programs in turn, after one warm-up pass each."""
+    programs = (program, unchecked, harness)
+    for p in programs:
+        _one_pass(p, chunks, batch)
+    times = [[], [], []]
     for _ in range(repeats):
-        ns.append(_one_pass(program, chunks, batch))
-        hns.append(_one_pass(harness, chunks, batch))
-    return BenchResult(program.name, ns, hns, packets, batch)
+        for p, t in zip(programs, times):
+            t.append(_one_pass(p, chunks, batch))
+    return BenchResult(program.name, *times, packets, batch)

@@ -70,9 +70,14 @@ def _file_hash(filename):
         return "nofile"
 
 
-def materialize(namespace):
-    """Replace kernels and lazy references in ``namespace`` by numba objects."""
-    for k, v in list(namespace.items()):
+def materialize(namespace, names=None):
+    """Replace kernels and lazy references in ``namespace`` by numba objects.
+
+    Only ``names`` when given (a function's ``co_names``): materializing a kernel
+    fixes its own namespace, so kernels nobody calls are left alone.
+    """
+    for k in list(namespace if names is None else names):
+        v = namespace.get(k)
         if isinstance(v, Kernel):
             namespace[k] = v.dispatcher
         elif isinstance(v, LazyRef):
@@ -136,7 +141,7 @@ class Kernel:
             self._dispatcher = njit(**self.opts)(copy)
             # numba resolves globals when it compiles, so kernels that name each
             # other (or themselves) can be swapped in after the dispatcher exists.
-            materialize(namespace)
+            materialize(namespace, fn.__code__.co_names)
         return self._dispatcher
 
     def __call__(self, *args):

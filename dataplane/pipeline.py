@@ -71,7 +71,7 @@ def replay(reader, program, sinks=None, batch_size=256, limit=None, progress=Non
     before it were processed and written (stats.error says where); Ctrl-C ends
     it the same way (stats.interrupted).
     """
-    stats = RunStats(program.name, reader.path)
+    stats = RunStats(program.name, reader.path, program.checked)
     batch = PacketBatch(batch_size)
     order = np.zeros(batch.capacity, np.int64)
     counts = np.zeros(len(ACTION_NAMES), np.int64)

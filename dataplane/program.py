@@ -82,9 +82,10 @@ class Program:
     ``first_fault`` (packet index) and ``fault_reason``.
     """
 
-    def __init__(self, spec, entry, source_path):
+    def __init__(self, spec, entry, source_path, checked=True):
         self.spec = spec
         self.name = spec.name
+        self.checked = checked
         self.source_path = source_path
         self._entry = entry
         self._scratch = runner_kernels.new_scratch()
@@ -139,7 +140,8 @@ class Program:
         return TestRun(action, b.packet(0), redirect)
 
     def __repr__(self):
-        return f"Program({self.name!r} from {self.source_path})"
+        mode = "" if self.checked else ", unchecked"
+        return f"Program({self.name!r} from {self.source_path}{mode})"
 
 
 # ---------------------------------------------------------------- resolving
@@ -232,9 +234,6 @@ def _generated_module(path):
             from None
     finally:
         sys.path.remove(str(path.parent))
-    # The loops, before compiling swaps the module's kernels for numba objects.
-    module.__dataplane_runners__ = {k: v for k, v in vars(module).items()
-                                    if k.startswith("_dp_run_")}
     return module, names
 
 
@@ -247,9 +246,16 @@ def _line_in(tb, filename):
 
 
 def _compile_functions(module, spec):
-    """Check the program and the functions it calls, then bind numba dispatchers."""
+    """Check the program and the functions it calls, then bind numba dispatchers.
+
+    They are compiled in a copy of the module's namespace where helpers are
+    numba objects; only the ``_dp_fn_*`` dispatchers go back into the module
+    (for its loops), so a later check of the same file sees its own globals.
+    """
     from numba import njit
 
+    if f"_dp_fn_{spec.fn.__name__}" in module.__dict__:
+        return
     checked = check_program(spec.fn, module.__dataplane_source__)
     renamed = {f.__name__: f"_dp_fn_{f.__name__}" for f, _ in checked}
     body = []
@@ -261,12 +267,14 @@ def _compile_functions(module, spec):
                     and node.id in renamed:
                 node.id = renamed[node.id]
         body.extend(tree.body)
-    code = compile(ast.Module(body=body, type_ignores=[]), module.__file__, "exec")
-    exec(code, module.__dict__)
+    namespace = dict(module.__dict__)
+    exec(compile(ast.Module(body=body, type_ignores=[]), module.__file__, "exec"), namespace)
+    used = set()
     for new in renamed.values():
-        module.__dict__[new] = njit(**config.PROGRAM_JIT)(module.__dict__[new])
-    # Helpers and intrinsics the program's functions name become numba objects.
-    materialize(module.__dict__)
+        used.update(namespace[new].__code__.co_names)
+        namespace[new] = njit(**config.PROGRAM_JIT)(namespace[new])
+        module.__dict__.setdefault(new, namespace[new])
+    materialize(namespace, used)
 
 
 def _numba_error(exc, path, gen, program):
@@ -283,8 +291,13 @@ def _numba_error(exc, path, gen, program):
     return ProgramError(f"{path}:{line}: {program}: cannot compile: {essential}")
 
 
-def load_program(ref, name=None):
-    """Load a program by reference (file, ``file:name`` or bundled name) -> Program."""
+def load_program(ref, name=None, checked=True):
+    """Load a program by reference (file, ``file:name`` or bundled name) -> Program.
+
+    ``checked=False`` drops the run-time bounds checks of packet accesses (an
+    out-of-bounds access is then undefined behaviour, as it would be in C
+    without the verifier): for programs trusted to guard every access.
+    """
     path, ref_name = resolve_program(ref)
     name = name or ref_name
     module, names = _generated_module(path)
@@ -302,7 +315,8 @@ def load_program(ref, name=None):
     if spec.fn.__name__ not in names:
         raise ProgramError(f"{path}: program '{name}' must be a top-level function decorated "
                            "with @xdp")
-    run = module.__dataplane_runners__[f"_dp_run_{spec.fn.__name__}"]
+    variant = "" if checked else "_unchecked"
+    run = module.__dict__[f"_dp_run{variant}_{spec.fn.__name__}"]
     if not run.is_cached(_RUNNER_KINDS):
         _compile_functions(module, spec)
     b = PacketBatch(1, buffer_bytes=1024)
@@ -312,4 +326,4 @@ def load_program(ref, name=None):
         if type(exc).__module__.startswith("numba"):
             raise _numba_error(exc, path, module.__file__, name) from None
         raise
-    return Program(spec, entry, path)
+    return Program(spec, entry, path, checked)

@@ -16,9 +16,10 @@ from .action import ACTION_NAMES, XdpAction
 class RunStats:
     """Raw counters of one run of a program over packets."""
 
-    def __init__(self, program="", source=""):
+    def __init__(self, program="", source="", checked=True):
         self.program = program
         self.source = source
+        self.checked = checked
         self.packets = 0
         self.bytes = 0
         self.actions = np.zeros(len(ACTION_NAMES), np.int64)
@@ -52,6 +53,7 @@ class RunStats:
         """The summary as a JSON-able dict (keys carry their units)."""
         d = {
             "program": self.program,
+            "checked": self.checked,
             "source": self.source,
             "packets": self.packets,
             "bytes": self.bytes,
@@ -79,7 +81,8 @@ def _n(x):
 def format_summary(stats):
     """The human summary block of a run: aligned columns, units in labels."""
     secs = stats.elapsed_ns / 1e9
-    head = f"{stats.program} on {stats.source}" if stats.source else stats.program
+    name = stats.program + ("" if stats.checked else " (unchecked)")
+    head = f"{name} on {stats.source}" if stats.source else name
     lines = [f"{head}: {_n(stats.packets)} packets, {_n(stats.bytes)} bytes in {secs:.3f} s"
              + (" (interrupted)" if stats.interrupted else "")]
     lines.append(f"  {'verdict':<14}{'packets':>14}{'share':>9}")

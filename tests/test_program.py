@@ -137,3 +137,39 @@ def test_file_without_programs(tmp_path):
     p = write_prog(tmp_path, "X = 1\n")
     with pytest.raises(ProgramError, match="no @xdp program in this file"):
         load_program(str(p))
+
+
+def test_unchecked_mode_drops_the_checks(tmp_path):
+    """Checked: an out-of-bounds read aborts. Unchecked: it reads the tailroom (zeros)."""
+    p = write_prog(tmp_path, """
+        @xdp
+        def prog(ctx):
+            pkt = ctx.pkt
+            if pkt[len(pkt)] == 0:
+                return XDP_DROP
+            return XDP_PASS
+        """)
+    checked, unchecked = load_program(str(p)), load_program(str(p), checked=False)
+    assert checked.test_run(b"ab")[0] == XdpAction.XDP_ABORTED and checked.faults == 1
+    assert unchecked.test_run(b"ab")[0] == XdpAction.XDP_DROP and unchecked.faults == 0
+    assert not unchecked.checked and "unchecked" in repr(unchecked)
+
+
+def test_several_programs_of_one_file_and_both_modes_load(tmp_path):
+    p = write_prog(tmp_path, """
+        from dataplane.parse import parse_ethhdr
+
+        @xdp
+        def a(ctx):
+            proto, off = parse_ethhdr(ctx.pkt)
+            return XDP_DROP if proto == 0x0800 else XDP_PASS
+
+        @xdp
+        def b(ctx):
+            proto, off = parse_ethhdr(ctx.pkt)
+            return XDP_TX if proto == 0x0800 else XDP_PASS
+        """)
+    frame = udp_frame()
+    for checked in (True, False):
+        assert load_program(f"{p}:a", checked=checked).test_run(frame)[0] == XdpAction.XDP_DROP
+        assert load_program(f"{p}:b", checked=checked).test_run(frame)[0] == XdpAction.XDP_TX

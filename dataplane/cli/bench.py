@@ -9,8 +9,9 @@ from .options import add_options
 HELP = "measure a program's ns/packet on packets in memory, against the empty program"
 DESCRIPTION = """Measure a program on the packets of a capture held in memory (the
 bundled pcaps/small.pcap without -r): the median and spread of ns/packet over
---repeat runs, and the same for the empty program (the harness alone) measured
-in the same run, interleaved, so the program's own cost is visible."""
+--repeat runs, and the same for the program without bounds checks and for the
+empty program (the harness alone), measured in the same run, interleaved, so
+the cost of checking and the program's own cost are visible."""
 
 
 def register(sub):
@@ -25,11 +26,13 @@ def default_capture():
 
 def run(args):
     program = load_program(args.program)
+    unchecked = load_program(args.program, checked=False)
     harness = load_program("pass_all")
     chunks, packets = load_packets(args.read or default_capture(), args.count)
     if packets == 0:
         raise DataplaneError(f"{args.read or default_capture()}: no packets to measure")
-    result = bench(program, harness, chunks, packets, batch=args.batch, repeats=args.repeat)
+    result = bench(program, unchecked, harness, chunks, packets, batch=args.batch,
+                   repeats=args.repeat)
     if args.json:
         print_json(result.to_json())
     else:

@@ -35,6 +35,10 @@ OPTIONS = {
               help=f"packets per batch (default {config.BATCH_SIZE})")),
     "repeat": (("--repeat",), dict(metavar="N", type=_positive_int, default=7,
                help="timed runs, the median is reported (default 7)")),
+    "unchecked": (("--unchecked",), dict(action="store_true",
+                  help="no run-time bounds checks on packet accesses: faster, but an "
+                       "access outside the packet is undefined behaviour (bench always "
+                       "measures both)")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

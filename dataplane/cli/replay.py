@@ -18,14 +18,14 @@ Prints packets, bytes, each verdict's count and share, ns/pkt and Mpps."""
 
 def register(sub):
     p = sub.add_parser("replay", help=HELP, description=DESCRIPTION)
-    add_options(p, "read", "program", "write", "count", "batch", "json", "quiet")
+    add_options(p, "read", "program", "write", "count", "batch", "unchecked", "json", "quiet")
     return p
 
 
 def run(args):
     if not args.read:
         raise UsageError("replay: -r FILE is required", hint="dataplane replay -r IN.pcap -p drop_udp -w out/")
-    program = load_program(args.program)
+    program = load_program(args.program, checked=not args.unchecked)
     with open_capture(args.read) as reader:
         sinks = (VerdictPcaps(args.write, nanosecond=reader.nanosecond, snaplen=reader.snaplen)
                  if args.write else None)

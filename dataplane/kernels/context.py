@@ -11,6 +11,10 @@ removes the checks (numba-notes.md: cost equal to an unchecked pointer).
 
 The raw pointers inside these types are not exposed as attributes: a program
 cannot reach memory other than its packet through them.
+
+The unchecked variants (``make_xdp_md_unchecked``) drop the bounds checks:
+``--unchecked``, for programs trusted to guard every access; bench measures
+what the checks cost.
 """
 
 import operator
@@ -24,21 +28,23 @@ from numba.extending import (intrinsic, make_attribute_wrapper, models, overload
 
 
 class PacketViewType(types.Type):
-    """A checked view of one packet's bytes (data .. data_end)."""
+    """A view of one packet's bytes (data .. data_end), bounds-checked unless not ``checked``."""
 
-    def __init__(self):
-        super().__init__(name="xdp_packet")
+    def __init__(self, checked=True):
+        self.checked = checked
+        super().__init__(name="xdp_packet" if checked else "xdp_packet_unchecked")
 
 
 class XdpMdType(types.Type):
     """``struct xdp_md``: the program's context for one packet."""
 
-    def __init__(self):
-        super().__init__(name="xdp_md")
+    def __init__(self, checked=True):
+        self.checked = checked
+        super().__init__(name="xdp_md" if checked else "xdp_md_unchecked")
 
 
-packet_view = PacketViewType()
-xdp_md = XdpMdType()
+packet_view, packet_view_unchecked = PacketViewType(True), PacketViewType(False)
+xdp_md, xdp_md_unchecked = XdpMdType(True), XdpMdType(False)
 _u8p = types.CPointer(types.uint8)
 _i64p = types.CPointer(types.int64)
 
@@ -80,38 +86,43 @@ def _meta_ptr(context, builder, metaty, meta, row, index, indexty):
     return builder.gep(ary.data, [flat])
 
 
-@intrinsic
-def make_xdp_md(typingctx, buf, meta, scratch, i):
-    """Build packet ``i``'s context from a batch's buffer and meta rows (runner only).
+def _make_xdp_md(ctxty):
+    """An intrinsic building a context of type ``ctxty`` (checked or not)."""
+    def make(typingctx, buf, meta, scratch, i):
+        if not (isinstance(meta, types.Array) and meta.ndim == 2 and meta.dtype == types.int64
+                and meta.layout == "C"):
+            return None
+        sig = ctxty(buf, meta, scratch, i)
 
-    The fault flag is ``scratch[FAULT]`` (kernels/runner.py), cleared per packet.
-    """
-    if not (isinstance(meta, types.Array) and meta.ndim == 2 and meta.dtype == types.int64
-            and meta.layout == "C"):
-        return None
-    sig = xdp_md(buf, meta, scratch, i)
+        def codegen(context, builder, signature, args):
+            bufty, metaty, scratchty, ity = signature.args
+            buf_v, meta_v, scratch_v, i_v = args
 
-    def codegen(context, builder, signature, args):
-        bufty, metaty, scratchty, ity = signature.args
-        buf_v, meta_v, scratch_v, i_v = args
+            def ptr(row):
+                return _meta_ptr(context, builder, metaty, meta_v, row, i_v, ity)
 
-        def ptr(row):
-            return _meta_ptr(context, builder, metaty, meta_v, row, i_v, ity)
+            ctx = cgutils.create_struct_proxy(ctxty)(context, builder)
+            ctx.buf = context.make_array(bufty)(context, builder, buf_v).data
+            ctx.data = ptr(layout.DATA)
+            ctx.data_end = ptr(layout.DATA_END)
+            ctx.frame_start = builder.load(ptr(layout.FRAME_START))
+            ctx.frame_end = builder.load(ptr(layout.FRAME_END))
+            i32 = ir.IntType(32)
+            ctx.ingress_ifindex = builder.trunc(builder.load(ptr(layout.IFINDEX)), i32)
+            ctx.rx_queue_index = builder.trunc(builder.load(ptr(layout.RX_QUEUE)), i32)
+            scratch_data = context.make_array(scratchty)(context, builder, scratch_v).data
+            fault_slot = ir.Constant(ir.IntType(64), layout.SCRATCH_FAULT)
+            ctx.fault = builder.gep(scratch_data, [fault_slot])
+            return ctx._getvalue()
 
-        ctx = cgutils.create_struct_proxy(xdp_md)(context, builder)
-        ctx.buf = context.make_array(bufty)(context, builder, buf_v).data
-        ctx.data = ptr(layout.DATA)
-        ctx.data_end = ptr(layout.DATA_END)
-        ctx.frame_start = builder.load(ptr(layout.FRAME_START))
-        ctx.frame_end = builder.load(ptr(layout.FRAME_END))
-        i32 = ir.IntType(32)
-        ctx.ingress_ifindex = builder.trunc(builder.load(ptr(layout.IFINDEX)), i32)
-        ctx.rx_queue_index = builder.trunc(builder.load(ptr(layout.RX_QUEUE)), i32)
-        scratch_data = context.make_array(scratchty)(context, builder, scratch_v).data
-        ctx.fault = builder.gep(scratch_data, [ir.Constant(ir.IntType(64), layout.SCRATCH_FAULT)])
-        return ctx._getvalue()
+        return sig, codegen
+    return intrinsic(make)
 
-    return sig, codegen
+
+#: make_xdp_md(buf, meta, scratch, i): packet ``i``'s context from a batch's buffer
+#: and meta rows (runner only); the fault flag is ``scratch[SCRATCH_FAULT]``.
+make_xdp_md = _make_xdp_md(xdp_md)
+make_xdp_md_unchecked = _make_xdp_md(xdp_md_unchecked)
 
 
 @intrinsic
@@ -119,17 +130,19 @@ def _ctx_packet(typingctx, ctx):
     if not isinstance(ctx, XdpMdType):
         return None
 
+    viewty = packet_view if ctx.checked else packet_view_unchecked
+
     def codegen(context, builder, signature, args):
-        c = cgutils.create_struct_proxy(xdp_md)(context, builder, value=args[0])
+        c = cgutils.create_struct_proxy(ctx)(context, builder, value=args[0])
         start = builder.load(c.data)
         end = builder.load(c.data_end)
-        view = cgutils.create_struct_proxy(packet_view)(context, builder)
+        view = cgutils.create_struct_proxy(viewty)(context, builder)
         view.base = builder.gep(c.buf, [start])
         view.length = builder.sub(end, start)
         view.fault = c.fault
         return view._getvalue()
 
-    return packet_view(ctx), codegen
+    return viewty(ctx), codegen
 
 
 @overload_attribute(XdpMdType, "pkt")
@@ -144,7 +157,7 @@ def _view_len(typingctx, view):
         return None
 
     def codegen(context, builder, signature, args):
-        return cgutils.create_struct_proxy(packet_view)(context, builder, value=args[0]).length
+        return cgutils.create_struct_proxy(view)(context, builder, value=args[0]).length
 
     return types.int64(view), codegen
 
@@ -155,10 +168,12 @@ def _len_packet(view):
         return lambda view: _view_len(view)
 
 
-def _checked_pointer(context, builder, view_value, index, indexty):
+def _checked_pointer(context, builder, viewty, view_value, index, indexty):
     """Return (in_bounds, byte pointer, view proxy) for view[index]."""
-    view = cgutils.create_struct_proxy(packet_view)(context, builder, value=view_value)
+    view = cgutils.create_struct_proxy(viewty)(context, builder, value=view_value)
     idx = context.cast(builder, index, indexty, types.int64)
+    if not viewty.checked:
+        return ir.Constant(ir.IntType(1), 1), builder.gep(view.base, [idx]), view
     # One unsigned compare rejects both negative and too-large indices.
     ok = builder.icmp_unsigned("<", idx, view.length)
     return ok, builder.gep(view.base, [idx]), view
@@ -174,7 +189,8 @@ def _view_load(typingctx, view, index):
         return None
 
     def codegen(context, builder, signature, args):
-        ok, ptr, v = _checked_pointer(context, builder, args[0], args[1], signature.args[1])
+        ok, ptr, v = _checked_pointer(context, builder, signature.args[0], args[0], args[1],
+                                      signature.args[1])
         i64 = ir.IntType(64)
         with builder.if_else(ok, likely=True) as (then, otherwise):
             with then:
@@ -198,7 +214,8 @@ def _view_store(typingctx, view, index, value):
         return None
 
     def codegen(context, builder, signature, args):
-        ok, ptr, v = _checked_pointer(context, builder, args[0], args[1], signature.args[1])
+        ok, ptr, v = _checked_pointer(context, builder, signature.args[0], args[0], args[1],
+                                      signature.args[1])
         byte = context.cast(builder, args[2], signature.args[2], types.int64)
         with builder.if_else(ok, likely=True) as (then, otherwise):
             with then:

@@ -67,7 +67,7 @@ def store_verdict(ret, fault, i, meta, scratch):
 #: The loop, instantiated per program by program.py ({name} is the program's name).
 RUNNER_SOURCE = '''
 @_dp_kernel(**_dp_config.RUNNER_JIT)
-def _dp_run_{name}(buf, meta, scratch, first, end):
+def _dp_run{variant}_{name}(buf, meta, scratch, first, end):
     ahead = _dp_np.uint64({ahead})
     start = _dp_np.uint64(first)
     stop = _dp_np.uint64(end)
@@ -78,7 +78,7 @@ def _dp_run_{name}(buf, meta, scratch, first, end):
         scratch[_dp_layout.SCRATCH_FAULT] = 0
         _dp_loop_budget_reset()
         try:
-            ret = _dp_fn_{name}(_dp_make_xdp_md(buf, meta, scratch, i))
+            ret = _dp_fn_{name}(_dp_make_xdp_md{variant}(buf, meta, scratch, i))
         except Exception:
             ret = 0
             scratch[_dp_layout.SCRATCH_FAULT] = {exception}
@@ -98,6 +98,7 @@ from dataplane.jit import kernel as _dp_kernel, lazy as _dp_lazy
 from dataplane.kernels import layout as _dp_layout
 from dataplane.kernels.runner import store_verdict as _dp_store_verdict
 _dp_make_xdp_md = _dp_lazy("dataplane.kernels.context", "make_xdp_md")
+_dp_make_xdp_md_unchecked = _dp_lazy("dataplane.kernels.context", "make_xdp_md_unchecked")
 _dp_prefetch = _dp_lazy("dataplane.kernels.memory", "prefetch")
 _dp_loop_budget_tick = _dp_lazy("dataplane.kernels.budget", "loop_budget_tick")
 _dp_loop_budget_reset = _dp_lazy("dataplane.kernels.budget", "loop_budget_reset")
@@ -106,7 +107,8 @@ _dp_loop_budget_spent = _dp_lazy("dataplane.kernels.budget", "loop_budget_spent"
 
 
 def runner_source(names, reads_packet=True):
-    """The generated module's tail: the prelude and one batch loop per program.
+    """The generated module's tail: the prelude and two batch loops per program,
+    ``_dp_run_NAME`` (bounds-checked) and ``_dp_run_unchecked_NAME``.
 
     A module that never reads ``ctx.pkt`` gets loops without prefetching: on a
     batch larger than the caches, fetching lines nobody reads doubles the cost
@@ -114,6 +116,6 @@ def runner_source(names, reads_packet=True):
     """
     loops = "".join(RUNNER_SOURCE.format(name=n, ahead=config.PREFETCH_AHEAD,
                                          exception=FAULT_EXCEPTION, loop=FAULT_LOOP,
-                                         prefetch=bool(reads_packet))
-                    for n in names)
+                                         prefetch=bool(reads_packet), variant=variant)
+                    for n in names for variant in ("", "_unchecked"))
     return RUNNER_PRELUDE + loops

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from . import jit
 from .action import ACTION_NAMES, XdpAction
 from .errors import CaptureError, DataplaneError
 from .io.batch import PacketBatch
@@ -76,7 +77,7 @@ def replay(reader, program, sinks=None, batch_size=256, limit=None, progress=Non
     order = np.zeros(batch.capacity, np.int64)
     counts = np.zeros(len(ACTION_NAMES), np.int64)
     pos = np.zeros_like(counts)
-    start = time.perf_counter_ns()
+    start, built = time.perf_counter_ns(), jit.build_ns
     try:
         while limit is None or stats.packets < limit:
             n = reader.read_batch(batch)
@@ -102,7 +103,8 @@ def replay(reader, program, sinks=None, batch_size=256, limit=None, progress=Non
     finally:
         if sinks is not None:
             stats.files = sinks.close()
-        stats.elapsed_ns = time.perf_counter_ns() - start
+        stats.compile_ns = jit.build_ns - built
+        stats.elapsed_ns = time.perf_counter_ns() - start - stats.compile_ns
         if progress is not None:
             progress.done()
     stats.warnings = list(reader.warnings)

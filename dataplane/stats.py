@@ -29,7 +29,8 @@ class RunStats:
         self.fault_reason = None
         self.invalid = 0              # packets aborted for an invalid verdict
         self.first_invalid = None
-        self.elapsed_ns = 0
+        self.elapsed_ns = 0           # processing time, compiling left out
+        self.compile_ns = 0           # time spent compiling kernels during the run
         self.files = {}               # output name -> path
         self.warnings = []
         self.error = None             # the error that ended the run early, if any
@@ -62,6 +63,7 @@ class RunStats:
             "ns_per_pkt": round(self.ns_per_pkt, 2),
             "pps": round(self.pps, 1),
             "elapsed_s": round(self.elapsed_ns / 1e9, 6),
+            "compile_s": round(self.compile_ns / 1e9, 3),
             "faults": self.faults,
             "first_fault": self.first_fault,
             "invalid_verdicts": self.invalid,
@@ -93,6 +95,9 @@ def format_summary(stats):
         lines.append(f"    {'-> ifindex ' + str(target):<18}{_n(count):>10}")
     lines.append(f"  {'ns/pkt':<14}{stats.ns_per_pkt:>14.1f}")
     lines.append(f"  {'Mpps':<14}{stats.pps / 1e6:>14.3f}")
+    if stats.compile_ns:
+        lines.append(f"  compiled kernels in {stats.compile_ns / 1e9:.2f} s (once per version; "
+                     "not in the time above)")
     if stats.faults:
         lines.append(f"  aborted by program faults: {_n(stats.faults)} (first: packet "
                      f"{stats.first_fault}, {stats.fault_reason})")

@@ -145,3 +145,43 @@ def test_bench_human_line():
     r = dp("bench", "-p", "drop_all", "--repeat", "3", "--batch", "512", check=0)
     assert "drop_all:" in r.stdout and "median of 3 runs" in r.stdout
     assert "4,000 packets, batch 512" in r.stdout and "harness alone" in r.stdout
+
+
+def test_pcapng_interfaces_become_ingress_ifindex(tmp_path):
+    """A pcapng with two interfaces: each packet's interface index is its ingress_ifindex."""
+    from test_pcapng import epb, idb, shb
+    prog = tmp_path / "by_ifindex.py"
+    prog.write_text("from dataplane import *\n\n@xdp\ndef by_ifindex(ctx):\n"
+                    "    return bpf_redirect(ctx.ingress_ifindex + 10, 0)\n")
+    frames = read_pcap_frames(SMALL)[:30]
+    body = shb("<") + idb("<") + idb("<", tsresol=9)
+    body += b"".join(epb("<", i % 2, 1000 * i, f) for i, f in enumerate(frames))
+    cap = tmp_path / "two.pcapng"
+    cap.write_bytes(body)
+    d = json.loads(dp("replay", "-r", cap, "-p", prog, "-w", tmp_path / "out", "-j",
+                      check=0).stdout)
+    assert d["redirect"] == {"10": 15, "11": 15}
+    with open(tmp_path / "out" / "redirect-11.pcap", "rb") as f:
+        assert [bytes(b) for _, b in dpkt.pcap.Reader(f)] == frames[1::2]
+
+
+def read_pcap_frames(path):
+    with open(path, "rb") as f:
+        return [bytes(b) for _, b in dpkt.pcap.Reader(f)]
+
+
+def test_progress_line_only_on_a_terminal():
+    import io
+    from dataplane.stats import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty, pipe = Tty(), io.StringIO()
+    for stream in (tty, pipe):
+        p = Progress(1000, stream=stream, every=0)
+        p.update(500, 1234)
+        p.done()
+    assert "50.0%" in tty.getvalue() and "1,234 packets" in tty.getvalue()
+    assert pipe.getvalue() == ""

@@ -98,6 +98,37 @@ def _slot(meta, n, fs, d, caplen, fe, orig, ifindex):
 
 
 @kernel(**KERNEL_JIT)
+def _lengths_fault(st, caplen, orig, limit):
+    """ERROR (with the fault in ``st``) for an impossible record length, else 0.
+
+    Checked before asking for the record's body: a garbage length must be
+    reported as such, not as a truncated file."""
+    if caplen == 0:
+        return _fault(st, E_ZERO, orig, 0)
+    if caplen > limit:
+        return _fault(st, E_SNAPLEN, caplen, limit)
+    if caplen > orig:
+        return _fault(st, E_ORIGLEN, caplen, orig)
+    return 0
+
+
+@kernel(**KERNEL_JIT)
+def _place(chunk, src, caplen, orig, ifindex, buf, meta, n, fs, headroom, tailroom, st):
+    """Copy a record's data into slot ``n`` starting at ``fs``; return the slot's
+    end, or -1 when it does not fit the buffer (``st[ST_NEED]``: bytes needed)."""
+    d = fs + headroom
+    fe = (d + caplen + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
+    if fe > buf.size:
+        st[ST_NEED] = fe
+        return -1
+    memcpy(buf, d, chunk, src, caplen)
+    _slot(meta, n, fs, d, caplen, fe, orig, ifindex)
+    if caplen < orig:
+        st[ST_SNAPCUT] += 1
+    return fe
+
+
+@kernel(**KERNEL_JIT)
 def walk_pcap(chunk, pos, end, swap, frac_ns, snap_limit,
               buf, meta, n, capacity, headroom, tailroom, st):
     """Copy classic pcap records from ``chunk[pos:end]`` into batch slots from ``n``.
@@ -107,7 +138,6 @@ def walk_pcap(chunk, pos, end, swap, frac_ns, snap_limit,
     (MAX_SNAPLEN: like libpcap, a caplen above the file's own snaplen is kept).
     """
     fs = meta[FRAME_END, n - 1] if n > 0 else 0
-    bufsize = buf.size
     status = FULL
     while True:
         if n >= capacity:
@@ -119,32 +149,18 @@ def walk_pcap(chunk, pos, end, swap, frac_ns, snap_limit,
             break
         caplen = _u32(chunk, pos + 8, swap)
         orig = _u32(chunk, pos + 12, swap)
-        # Validate the header before asking for its body: a garbage length must
-        # be reported as such, not as a truncated file.
-        if caplen == 0:
-            status = _fault(st, E_ZERO, orig, 0)
-            break
-        if caplen > snap_limit:
-            status = _fault(st, E_SNAPLEN, caplen, snap_limit)
-            break
-        if caplen > orig:
-            status = _fault(st, E_ORIGLEN, caplen, orig)
+        status = _lengths_fault(st, caplen, orig, snap_limit)
+        if status:
             break
         if pos + 16 + caplen > end:
             st[ST_NEED] = 16 + caplen
             status = NEED_MORE
             break
-        d = fs + headroom
-        fe = (d + caplen + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
-        if fe > bufsize:
-            st[ST_NEED] = fe
+        fe = _place(chunk, pos + 16, caplen, orig, 0, buf, meta, n, fs, headroom, tailroom, st)
+        if fe < 0:
             status = FULL if n > 0 else NEED_BUFFER
             break
-        memcpy(buf, d, chunk, pos + 16, caplen)
         meta[TS_NS, n] = _u32(chunk, pos, swap) * _NS + _u32(chunk, pos + 4, swap) * frac_ns
-        _slot(meta, n, fs, d, caplen, fe, orig, 0)
-        if caplen < orig:
-            st[ST_SNAPCUT] += 1
         fs = fe
         pos += 16 + caplen
         n += 1
@@ -183,7 +199,6 @@ def walk_pcapng(chunk, pos, end, swap, ifs, nif, snap_max,
     or IDB (parsed by the caller, who updates ``swap``, ``ifs`` and ``nif``).
     """
     fs = meta[FRAME_END, n - 1] if n > 0 else 0
-    bufsize = buf.size
     status = FULL
     while True:
         if n >= capacity:
@@ -237,33 +252,21 @@ def walk_pcapng(chunk, pos, end, swap, ifs, nif, snap_max,
         if ifs[k, IF_LINKTYPE] != 1:
             status = _fault(st, E_LINKTYPE, k, ifs[k, IF_LINKTYPE])
             break
-        if caplen == 0:
-            status = _fault(st, E_ZERO, orig, 0)
-            break
-        if caplen > snap_max:
-            status = _fault(st, E_SNAPLEN, caplen, snap_max)
-            break
-        if caplen > orig:
-            status = _fault(st, E_ORIGLEN, caplen, orig)
+        status = _lengths_fault(st, caplen, orig, snap_max)
+        if status:
             break
         if off + caplen + 4 > blen:
             status = _fault(st, E_NOFIT, caplen, blen)
             break
-        d = fs + headroom
-        fe = (d + caplen + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
-        if fe > bufsize:
-            st[ST_NEED] = fe
+        fe = _place(chunk, pos + off, caplen, orig, k, buf, meta, n, fs, headroom, tailroom, st)
+        if fe < 0:
             status = FULL if n > 0 else NEED_BUFFER
             break
-        memcpy(buf, d, chunk, pos + off, caplen)
         if btype == SPB:
             meta[TS_NS, n] = 0
         else:
             meta[TS_NS, n] = _pcapng_ts(ifs, k, _u32(chunk, pos + 12, swap),
                                         _u32(chunk, pos + 16, swap))
-        _slot(meta, n, fs, d, caplen, fe, orig, k)
-        if caplen < orig:
-            st[ST_SNAPCUT] += 1
         fs = fe
         pos += blen
         n += 1

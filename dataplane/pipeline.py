@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import jit
+from . import config, jit
 from .action import ACTION_NAMES, XdpAction
 from .errors import CaptureError, DataplaneError
 from .io.batch import PacketBatch
@@ -65,7 +65,8 @@ class VerdictPcaps:
         return files
 
 
-def replay(reader, program, sinks=None, batch_size=256, limit=None, progress=None):
+def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None,
+           progress=None):
     """Run every packet of ``reader`` through ``program`` into ``sinks``.
 
     Returns RunStats. A capture fault mid-file ends the run after the packets

@@ -25,7 +25,6 @@ import sys
 import traceback
 from pathlib import Path
 
-import numpy as np
 
 from . import config
 from .action import XdpAction
@@ -259,7 +258,7 @@ def _compile_functions(module, spec):
     checked = check_program(spec.fn, module.__dataplane_source__)
     renamed = {f.__name__: f"_dp_fn_{f.__name__}" for f, _ in checked}
     body = []
-    for f, tree in checked:
+    for _, tree in checked:
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef):
                 node.name = renamed[node.name]

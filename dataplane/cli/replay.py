@@ -34,7 +34,8 @@ def output_snaplen(reader):
 
 def run(args):
     if not args.read:
-        raise UsageError("replay: -r FILE is required", hint="dataplane replay -r IN.pcap -p drop_udp -w out/")
+        raise UsageError("replay: -r FILE is required",
+                         hint="dataplane replay -r IN.pcap -p drop_udp -w out/")
     program = load_program(args.program, checked=not args.unchecked)
     with open_capture(args.read) as reader:
         sinks = (VerdictPcaps(args.write, nanosecond=reader.nanosecond,

@@ -181,7 +181,8 @@ class PcapWriter:
                 view = view[self._f.write(view):]
         except OSError as e:
             reason = (e.strerror or str(e)).lower()
-            raise CaptureError(self.path, f"write failed: {reason}", offset=self._f.tell()) from None
+            raise CaptureError(self.path, f"write failed: {reason}",
+                               offset=self._f.tell()) from None
 
     def _wait(self):
         if self._pending is not None:

@@ -18,7 +18,7 @@ def test_readme_program(tmp_path):
     prog = load_program(str(path))
     ip = dpkt.ip.IP(p=17, data=dpkt.udp.UDP(sport=1, dport=2, data=b"x" * 40))
     whole = bytes(dpkt.ethernet.Ethernet(type=0x0800, data=ip))
-    ip.off = dpkt.ip.IP_MF
+    ip.mf = 1
     fragment = bytes(dpkt.ethernet.Ethernet(type=0x0800, data=ip))
     assert prog.test_run(whole)[0] == XdpAction.XDP_PASS
     assert prog.test_run(fragment)[0] == XdpAction.XDP_DROP

@@ -169,36 +169,41 @@ class Kernel:
             entry = self._entries[tuple(key)] = self.entry(tuple(_kind(a) for a in args), args)
         return entry(*flat)
 
-    def _paths(self, kinds):
+    def _paths(self, kinds, block=False):
         key = hashlib.sha256(repr((core_hash(), _file_hash(self.py_func.__code__.co_filename),
                                    self.__module__, self.py_func.__qualname__,
-                                   kinds)).encode()).hexdigest()[:24]
+                                   kinds, block)).encode()).hexdigest()[:24]
         path = native.shared_object_path(f"{self.__module__.rsplit('.', 1)[-1]}."
                                          f"{self.__name__}-{key}")
         return path, path.with_suffix(".sym")
 
-    def is_cached(self, kinds):
+    def is_cached(self, kinds, block=False):
         """True when native code for these argument kinds is on disk."""
-        return all(p.exists() for p in self._paths(kinds))
+        return all(p.exists() for p in self._paths(kinds, block))
 
-    def entry(self, kinds, args):
+    def entry(self, kinds, args, block=False):
         """The native entry for these argument kinds (built on a cache miss).
 
-        It takes the C-ABI arguments: an array as its pointer and shape.
+        It takes the C-ABI arguments: an array as its pointer and shape, a
+        scalar as itself. With ``block``, it takes one pointer to an int64
+        array holding those arguments instead (integer scalars only): a ctypes
+        call costs ~150 ns per argument, so a caller that repeats most of them
+        writes them once and passes the block.
         """
         global build_ns
-        path, meta = self._paths(kinds)
+        path, meta = self._paths(kinds, block)
         if path.exists() and meta.exists():
             symbol, nargs, returns = meta.read_text().split()
             fn = native.load(path, symbol, int(nargs), returns == "int")
         else:
             t0 = time.perf_counter_ns()
-            fn = self._build(kinds, args, path, meta)
+            fn = self._build(kinds, args, path, meta, block)
             build_ns += time.perf_counter_ns() - t0
-        self._entries[kinds] = fn
+        if not block:
+            self._entries[kinds] = fn
         return fn
 
-    def _build(self, kinds, args, path, meta):
+    def _build(self, kinds, args, path, meta, block):
         from numba import cfunc, types
         from numba.core.typing.typeof import typeof
 
@@ -209,22 +214,37 @@ class Kernel:
         disp.compile(argtypes)
         ret = disp.overloads[argtypes].signature.return_type
         returns_int = not isinstance(ret, types.NoneType)
+        from numba import carray
+        ns = {"carray": carray, "kernel": disp, "as_pointer": lazy(
+            "dataplane.kernels.memory", "as_pointer").resolve()}
         params, prelude, call, ctypes_ = [], [], [], []
+        slot = 0  # block ABI: next int64 of the block
         for i, (k, t) in enumerate(zip(kinds, argtypes)):
-            if isinstance(k, tuple):
+            if isinstance(k, tuple) and block:
+                ns[f"dtype{i}"] = np.dtype(k[0]).type
+                dims = [f"blk[{slot + 1 + d}]" for d in range(k[1])]
+                prelude.append(f"a{i} = carray(as_pointer(blk[{slot}], dtype{i}), "
+                               f"({', '.join(dims)},))")
+                call.append(f"a{i}")
+                slot += 1 + k[1]
+            elif isinstance(k, tuple):
                 dims = [f"s{i}_{d}" for d in range(k[1])]
                 params += [f"p{i}"] + dims
                 ctypes_ += [types.CPointer(t.dtype)] + [types.int64] * len(dims)
                 prelude.append(f"a{i} = carray(p{i}, ({', '.join(dims)},))")
                 call.append(f"a{i}")
+            elif block:
+                call.append(f"blk[{slot}]")
+                slot += 1
             else:
                 params.append(f"x{i}")
                 ctypes_.append(t)
                 call.append(f"x{i}")
+        if block:
+            params, ctypes_ = ["blkp"], [types.CPointer(types.int64)]
+            prelude.insert(0, f"blk = carray(blkp, ({slot},))")
         src = (f"def entry({', '.join(params)}):\n    " + "\n    ".join(prelude + [
             f"return kernel({', '.join(call)})" if returns_int else f"kernel({', '.join(call)})"]))
-        from numba import carray
-        ns = {"carray": carray, "kernel": disp}
         exec(compile(src, f"<native entry of {self.__name__}>", "exec"), ns)
         sig = (types.int64 if returns_int else types.void)(*ctypes_)
         c = cfunc(sig, error_model="numpy")(ns["entry"])

@@ -26,6 +26,8 @@ import traceback
 from pathlib import Path
 
 
+import numpy as np
+
 from . import config
 from .action import XdpAction
 from .errors import DataplaneError, ProgramError
@@ -88,7 +90,12 @@ class Program:
         self.source_path = source_path
         self._entry = entry
         self._scratch = runner_kernels.new_scratch()
-        self._scratch_args = (self._scratch.ctypes.data, self._scratch.size)
+        # The loop's argument block (jit.Kernel.entry's block ABI): buf pointer and
+        # size, meta pointer, rows and columns, scratch pointer and size, start, stop.
+        self._block = np.zeros(9, np.int64)
+        self._block_ptr = self._block.ctypes.data
+        self._block[5:7] = self._scratch.ctypes.data, self._scratch.size
+        self._bound = None
         self.faults = 0
         self.first_fault = None
         self.fault_reason = None
@@ -97,7 +104,13 @@ class Program:
 
     def _call(self, b, start, stop):
         """Run packets start..stop of batch ``b``: one ctypes call (~0.5 us)."""
-        self._entry(*b.native_args, *self._scratch_args, start, stop)
+        block = self._block
+        if b is not self._bound:
+            block[0:5] = b.native_args
+            self._bound = b
+        block[7] = start
+        block[8] = stop
+        self._entry(self._block_ptr)
 
     def run_batch(self, batch, base_index=0, start=0, stop=None):
         """Run the program on packets ``start..stop`` of ``batch`` (all by default).
@@ -316,11 +329,12 @@ def load_program(ref, name=None, checked=True):
                            "with @xdp")
     variant = "" if checked else "_unchecked"
     run = module.__dict__[f"_dp_run{variant}_{spec.fn.__name__}"]
-    if not run.is_cached(_RUNNER_KINDS):
+    if not run.is_cached(_RUNNER_KINDS, block=True):
         _compile_functions(module, spec)
     b = PacketBatch(1, buffer_bytes=1024)
     try:
-        entry = run.entry(_RUNNER_KINDS, (b.buf, b.meta, runner_kernels.new_scratch(), 0, 0))
+        entry = run.entry(_RUNNER_KINDS, (b.buf, b.meta, runner_kernels.new_scratch(), 0, 0),
+                          block=True)
     except Exception as exc:
         if type(exc).__module__.startswith("numba"):
             raise _numba_error(exc, path, module.__file__, name) from None

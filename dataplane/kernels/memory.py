@@ -74,3 +74,16 @@ def load32(typingctx, arr, offset):
         return builder.zext(v, ir.IntType(64))
 
     return types.int64(arr, offset), codegen
+
+
+@intrinsic
+def as_pointer(typingctx, addr, dtype):
+    """The int64 ``addr`` as a pointer to ``dtype`` values (a numpy scalar type)."""
+    if not isinstance(dtype, types.NumberClass):
+        return None
+    ptrty = types.CPointer(dtype.instance_type)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptrty))
+
+    return ptrty(addr, dtype), codegen

@@ -46,11 +46,11 @@ def lazy(module, name):
 
 @functools.lru_cache(maxsize=1)
 def core_hash():
-    """Hash of the files whose code ends up in compiled kernels."""
+    """Hash of the files whose code can end up in compiled kernels: every module
+    of the package but the command line (program checking and transforming,
+    map layouts and key packing, helpers, kernels)."""
     h = hashlib.sha256()
-    files = sorted((_PACKAGE / "kernels").glob("*.py")) + [
-        _PACKAGE / n for n in ("jit.py", "native.py", "config.py", "action.py",
-                               "program_check.py")]
+    files = sorted(p for p in _PACKAGE.rglob("*.py") if "cli" not in p.parts)
     for p in files:
         h.update(p.name.encode())
         h.update(p.read_bytes())

@@ -16,6 +16,7 @@ A program file is an ordinary module: ``@xdp`` marks its programs. Loading one
 """
 
 import ast
+import collections
 import functools
 import hashlib
 import importlib.util
@@ -34,6 +35,7 @@ from .errors import DataplaneError, ProgramError
 from .io.batch import PacketBatch
 from .jit import core_hash, materialize
 from .kernels import layout, runner as runner_kernels
+from .maps import Map
 from .program_check import check_program
 
 #: Argument kinds of a batch loop: (buf uint8[:], meta int64[:, :], scratch int64[:],
@@ -83,18 +85,23 @@ class Program:
     ``first_fault`` (packet index) and ``fault_reason``.
     """
 
-    def __init__(self, spec, entry, source_path, checked=True):
+    def __init__(self, spec, entry, source_path, checked=True, maps=None, map_arrays=()):
         self.spec = spec
         self.name = spec.name
         self.checked = checked
+        #: The program's maps by name: the live objects its loop reads and writes.
+        self.maps = maps or {}
         self.source_path = source_path
         self._entry = entry
         self._scratch = runner_kernels.new_scratch()
         # The loop's argument block (jit.Kernel.entry's block ABI): buf pointer and
         # size, meta pointer, rows and columns, scratch pointer and size, start, stop.
-        self._block = np.zeros(9, np.int64)
+        # Then each map array's pointer and shape (Map.program_arrays).
+        tail = [v for a in map_arrays for v in (a.ctypes.data, *a.shape)]
+        self._block = np.array([0] * 9 + tail, np.int64)
         self._block_ptr = self._block.ctypes.data
         self._block[5:7] = self._scratch.ctypes.data, self._scratch.size
+        self._map_arrays = map_arrays  # the block points into them: keep them alive
         self._bound = None
         self.faults = 0
         self.first_fault = None
@@ -225,9 +232,7 @@ def _generated_module(path):
     gen = cache / f"{modname}.py"
     if not gen.exists():
         tmp = gen.with_suffix(f".{os.getpid()}.tmp")
-        reads_packet = any(isinstance(n, ast.Attribute) and n.attr == "pkt"
-                           for n in ast.walk(tree))
-        tmp.write_bytes(text + runner_kernels.runner_source(names, reads_packet).encode())
+        tmp.write_bytes(text + runner_kernels.RUNNER_PRELUDE.encode())
         os.replace(tmp, gen)
     spec = importlib.util.spec_from_file_location(modname, gen)
     module = importlib.util.module_from_spec(spec)
@@ -246,7 +251,23 @@ def _generated_module(path):
             from None
     finally:
         sys.path.remove(str(path.parent))
+    _add_loops(module, gen, tree, names)
     return module, names
+
+
+def _add_loops(module, gen, tree, names):
+    """Define each program's batch loops in the module, with its file's maps."""
+    maps = sorted((g, m) for g, m in vars(module).items() if isinstance(m, Map))
+    module.__dataplane_maps__ = maps
+    for g, m in maps:
+        fields = [n[len(g) + 1:] for n in runner_kernels.map_param_names(g, m)]
+        handle = collections.namedtuple(f"MapHandle_{g}", fields)
+        handle._dp_map = m
+        module.__dict__[f"_dp_H_{g}"] = handle
+        module.__dict__[f"_dp_VT_{g}"] = m.value_dtype
+    reads_packet = any(isinstance(n, ast.Attribute) and n.attr == "pkt" for n in ast.walk(tree))
+    src = "".join(runner_kernels.runner_source(n, maps, reads_packet) for n in names)
+    exec(compile(src, f"{gen}:loops", "exec"), module.__dict__)
 
 
 def _line_in(tb, filename):
@@ -270,14 +291,25 @@ def _compile_functions(module, spec):
         return
     checked = check_program(spec.fn, module.__dataplane_source__)
     renamed = {f.__name__: f"_dp_fn_{f.__name__}" for f, _ in checked}
+    # Maps reach compiled code as arguments (numba freezes globals): every
+    # function gets its file's maps as trailing parameters and passes them on.
+    maps = [g for g, _ in module.__dataplane_maps__]
     body = []
     for _, tree in checked:
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef):
                 node.name = renamed[node.name]
-            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) \
-                    and node.id in renamed:
-                node.id = renamed[node.id]
+                node.args.args += [ast.arg(f"_dp_map_{g}") for g in maps]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in renamed:
+                node.args += [ast.Name(f"_dp_map_{g}", ast.Load()) for g in maps]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                if node.id in renamed:
+                    node.id = renamed[node.id]
+                elif node.id in maps:
+                    node.id = f"_dp_map_{node.id}"
+        ast.fix_missing_locations(tree)
         body.extend(tree.body)
     namespace = dict(module.__dict__)
     exec(compile(ast.Module(body=body, type_ignores=[]), module.__file__, "exec"), namespace)
@@ -329,14 +361,17 @@ def load_program(ref, name=None, checked=True):
                            "with @xdp")
     variant = "" if checked else "_unchecked"
     run = module.__dict__[f"_dp_run{variant}_{spec.fn.__name__}"]
-    if not run.is_cached(_RUNNER_KINDS, block=True):
+    maps = module.__dataplane_maps__
+    map_arrays = [a for _, m in maps for a in m.program_arrays()]
+    kinds = _RUNNER_KINDS + tuple((a.dtype.str, a.ndim) for a in map_arrays)
+    if not run.is_cached(kinds, block=True):
         _compile_functions(module, spec)
     b = PacketBatch(1, buffer_bytes=1024)
     try:
-        entry = run.entry(_RUNNER_KINDS, (b.buf, b.meta, runner_kernels.new_scratch(), 0, 0),
-                          block=True)
+        entry = run.entry(kinds, (b.buf, b.meta, runner_kernels.new_scratch(), 0, 0,
+                                  *map_arrays), block=True)
     except Exception as exc:
         if type(exc).__module__.startswith("numba"):
             raise _numba_error(exc, path, module.__file__, name) from None
         raise
-    return Program(spec, entry, path, checked)
+    return Program(spec, entry, path, checked, {m.name: m for _, m in maps}, map_arrays)

@@ -21,6 +21,7 @@ import types as pytypes
 import numpy as np
 
 from .errors import ProgramError
+from .maps import Map
 
 _ALLOWED_NODES = (
     ast.Module, ast.FunctionDef, ast.arguments, ast.arg, ast.Return, ast.Assign,
@@ -60,6 +61,9 @@ class _Checker(ast.NodeVisitor):
         self.globals = fn.__globals__
         self.calls = []          # same-module Python functions reached
         self.locals = set()
+        # Field names of the file's maps' values: ``v.packets`` after a lookup.
+        self.value_fields = {f for m in self.globals.values() if isinstance(m, Map)
+                             for f in (m.value_dtype.names or ())}
 
     def fail(self, node, what):
         line = self.first_line + getattr(node, "lineno", 1) - 1
@@ -112,12 +116,12 @@ class _Checker(ast.NodeVisitor):
             self.fail(node, f"name '{name}' is not defined")
         if value is np:
             return
-        if _constant_ok(value) or is_api(value):
+        if _constant_ok(value) or is_api(value) or isinstance(value, Map):
             return
         if isinstance(value, pytypes.FunctionType) and value.__module__ == self.fn.__module__:
             self.calls.append(value)
             return
-        self.fail(node, f"global '{name}' ({type(value).__name__}) is not a constant, "
+        self.fail(node, f"global '{name}' ({type(value).__name__}) is not a constant, a map, "
                         "a function of this file or a dataplane helper")
 
     def visit_Attribute(self, node):
@@ -126,9 +130,12 @@ class _Checker(ast.NodeVisitor):
                 self.fail(node, f"numpy attribute '{node.attr}' is not allowed "
                                 f"(valid: {', '.join(sorted(_NUMPY_ATTRIBUTES))})")
             return
+        if node.attr in self.value_fields:  # a map value's field, read or written
+            self.visit(node.value)
+            return
         if node.attr not in CONTEXT_ATTRIBUTES:
-            self.fail(node, f"attribute '{node.attr}' is not allowed "
-                            f"(valid: {', '.join(sorted(CONTEXT_ATTRIBUTES))})")
+            valid = sorted(CONTEXT_ATTRIBUTES | self.value_fields)
+            self.fail(node, f"attribute '{node.attr}' is not allowed (valid: {', '.join(valid)})")
         if isinstance(node.ctx, ast.Store):
             self.fail(node, f"attribute '{node.attr}' is read-only")
         self.visit(node.value)

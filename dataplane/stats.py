@@ -109,6 +109,16 @@ def format_summary(stats):
     return "\n".join(lines)
 
 
+def format_maps(maps):
+    """Maps as ``bpftool map dump`` prints them: a heading per map, an entry per line."""
+    lines = []
+    for name, m in maps.items():
+        entries = m.items()
+        lines.append(f"map {name}: {m.type_name}, {_n(len(m))} of {_n(m.max_entries)} entries")
+        lines.extend(f"  key: {json.dumps(k)}  value: {json.dumps(v)}" for k, v in entries)
+    return "\n".join(lines)
+
+
 def print_json(obj, stream=None):
     """One JSON object per line, flushed (so a pipe sees it at once)."""
     stream = stream or sys.stdout

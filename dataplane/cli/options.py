@@ -39,6 +39,9 @@ OPTIONS = {
                   help="no run-time bounds checks on packet accesses: faster, but an "
                        "access outside the packet is undefined behaviour (bench always "
                        "measures both)")),
+    "dump_maps": (("--dump-maps",), dict(action="store_true",
+                  help="print the program's maps at the end (with -j: under \"maps\", "
+                       "keys and values decoded by their dtypes)")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

@@ -8,7 +8,7 @@ from ..io.capture import open_capture
 from ..io.pcap import PcapReader
 from ..pipeline import VerdictPcaps, replay
 from ..program import load_program
-from ..stats import Progress, format_summary, print_json
+from ..stats import Progress, format_maps, format_summary, print_json
 from .options import add_options
 
 HELP = "run every packet of a capture through a program; write each verdict's packets"
@@ -20,7 +20,8 @@ Prints packets, bytes, each verdict's count and share, ns/pkt and Mpps."""
 
 def register(sub):
     p = sub.add_parser("replay", help=HELP, description=DESCRIPTION)
-    add_options(p, "read", "program", "write", "count", "batch", "unchecked", "json", "quiet")
+    add_options(p, "read", "program", "write", "count", "batch", "unchecked", "dump_maps",
+                "json", "quiet")
     return p
 
 
@@ -46,9 +47,15 @@ def run(args):
     for w in stats.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
-        print_json(stats.to_json())
-    elif not args.quiet:
-        print(format_summary(stats), flush=True)
+        summary = stats.to_json()
+        if args.dump_maps:
+            summary["maps"] = {name: m.to_json() for name, m in program.maps.items()}
+        print_json(summary)
+    else:
+        if not args.quiet:
+            print(format_summary(stats), flush=True)
+        if args.dump_maps:
+            print(format_maps(program.maps), flush=True)
     if stats.error:
         print(f"error: {stats.error}", file=sys.stderr)
         return 1

@@ -67,8 +67,8 @@ def store_verdict(ret, fault, i, meta, scratch):
 #: The loop, instantiated per program by program.py ({name} is the program's name).
 RUNNER_SOURCE = '''
 @_dp_kernel(**_dp_config.RUNNER_JIT)
-def _dp_run{variant}_{name}(buf, meta, scratch, first, end):
-    ahead = _dp_np.uint64({ahead})
+def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
+{map_handles}    ahead = _dp_np.uint64({ahead})
     start = _dp_np.uint64(first)
     stop = _dp_np.uint64(end)
     for i in range(start, stop):
@@ -78,7 +78,7 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end):
         scratch[_dp_layout.SCRATCH_FAULT] = 0
         _dp_loop_budget_reset()
         try:
-            ret = _dp_fn_{name}(_dp_make_xdp_md{variant}(buf, meta, scratch, i))
+            ret = _dp_fn_{name}(_dp_make_xdp_md{variant}(buf, meta, scratch, i){map_args})
         except Exception:
             ret = 0
             scratch[_dp_layout.SCRATCH_FAULT] = {exception}
@@ -106,16 +106,32 @@ _dp_loop_budget_spent = _dp_lazy("dataplane.kernels.budget", "loop_budget_spent"
 '''
 
 
-def runner_source(names, reads_packet=True):
-    """The generated module's tail: the prelude and two batch loops per program,
-    ``_dp_run_NAME`` (bounds-checked) and ``_dp_run_unchecked_NAME``.
+def map_param_names(gname, m):
+    """The loop's parameters for map ``gname`` (its arrays, Map.program_arrays order)."""
+    parts = (("hdr", "buckets", "chain", "hashes", "prev", "next", "free", "keys", "values")
+             if m.is_hash else ("values",))
+    return [f"{gname}_{p}" for p in parts]
 
-    A module that never reads ``ctx.pkt`` gets loops without prefetching: on a
-    batch larger than the caches, fetching lines nobody reads doubles the cost
-    of an empty program.
+
+def runner_source(name, maps, reads_packet=True):
+    """The two batch loops of program ``name``: ``_dp_run_NAME`` (bounds-checked)
+    and ``_dp_run_unchecked_NAME``.
+
+    ``maps`` is [(global name, Map)] of the program's file: each map's arrays are
+    arguments of the loop, which builds the handle (``_dp_H_<global>``) passed to
+    the program. A module that never reads ``ctx.pkt`` gets loops without
+    prefetching: on a batch larger than the caches, fetching lines nobody reads
+    doubles the cost of an empty program.
     """
-    loops = "".join(RUNNER_SOURCE.format(name=n, ahead=config.PREFETCH_AHEAD,
-                                         exception=FAULT_EXCEPTION, loop=FAULT_LOOP,
-                                         prefetch=bool(reads_packet), variant=variant)
-                    for n in names for variant in ("", "_unchecked"))
-    return RUNNER_PRELUDE + loops
+    params, handles, args = "", "", ""
+    for g, m in maps:
+        names = map_param_names(g, m)
+        params += "".join(f", {n}" for n in names)
+        arrays = names[:-1] + [f"{names[-1]}.view(_dp_VT_{g})"]
+        handles += f"    _dp_h_{g} = _dp_H_{g}({', '.join(arrays)})\n"
+        args += f", _dp_h_{g}"
+    return "".join(RUNNER_SOURCE.format(name=name, ahead=config.PREFETCH_AHEAD,
+                                        exception=FAULT_EXCEPTION, loop=FAULT_LOOP,
+                                        prefetch=bool(reads_packet), variant=variant,
+                                        map_params=params, map_handles=handles, map_args=args)
+                   for variant in ("", "_unchecked"))

@@ -1,0 +1,266 @@
+"""BPF maps: the kernel's semantics from Python and from programs, control-plane
+changes seen by the next batch, and flow_counter against a dpkt reference."""
+
+import ipaddress
+import json
+import re
+import struct
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reference
+from dataplane import PacketBatch, ProgramError, XdpAction, load_program
+from dataplane.maps import (BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH,
+                            BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_LRU_HASH,
+                            BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_NOEXIST,
+                            Map, MapError)
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "pcaps" / "small.pcap"
+KEY = np.dtype([("addr", ">u4"), ("port", ">u2")])
+VALUE = np.dtype([("packets", "<u8"), ("bytes", "<u8")])
+
+
+# ---------------------------------------------------------------- from Python
+
+def test_hash_flags_and_errors():
+    m = Map("h", BPF_MAP_TYPE_HASH, key=np.uint32, value=np.uint64, max_entries=2)
+    m.update(1, 10)
+    with pytest.raises(MapError, match=r"map 'h': update 1: key exists \(-EEXIST\)"):
+        m.update(1, 11, BPF_NOEXIST)
+    with pytest.raises(MapError, match=r"no such key \(-ENOENT\)"):
+        m.update(2, 20, BPF_EXIST)
+    m.update(1, 12, BPF_EXIST)
+    m.update(2, 20)
+    with pytest.raises(MapError, match=r"map is full \(2 entries\) \(-E2BIG\)") as e:
+        m.update(3, 30)
+    assert e.value.errno == 7
+    assert sorted(m.items()) == [(1, 12), (2, 20)] and len(m) == 2
+    m.delete(1)
+    with pytest.raises(MapError, match=r"delete 1: no such key \(-ENOENT\)"):
+        m.delete(1)
+    assert m.lookup(1) is None and m.lookup(2) == 20 and 2 in m
+    m.update(3, 30)  # the freed entry is reused
+    m.clear()
+    assert len(m) == 0 and m.items() == []
+
+
+def test_structured_keys_and_values_decode():
+    m = Map("flows", BPF_MAP_TYPE_HASH, key=KEY, value=VALUE, max_entries=8)
+    m.update((0x0A000001, 80), (3, 300))
+    assert m.items() == [({"addr": "10.0.0.1", "port": 80}, {"packets": 3, "bytes": 300})]
+    keys, values = m.dump()
+    assert keys.dtype == KEY and values.dtype == VALUE
+    assert keys[0]["port"] == 80 and values[0]["bytes"] == 300
+    m.update_batch(keys, values)  # same key again: BPF_ANY overwrites
+    assert len(m) == 1
+
+
+def test_lru_evicts_least_recently_used():
+    m = Map("lru", BPF_MAP_TYPE_LRU_HASH, key=np.uint32, value=np.uint64, max_entries=3)
+    for k in (1, 2, 3):
+        m.update(k, k)
+    m.update(1, 100)  # an update refreshes key 1: key 2 is now the oldest
+    m.update(4, 4)
+    assert sorted(k for k, _ in m.items()) == [1, 3, 4]
+    m.update(5, 5)  # then 3
+    assert sorted(k for k, _ in m.items()) == [1, 4, 5]
+
+
+def test_array_semantics():
+    m = Map("a", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.int64, max_entries=4)
+    assert len(m) == 4 and m.lookup(3) == 0 and m.lookup(4) is None
+    m.update(3, -5)
+    assert m.lookup(3) == -5
+    with pytest.raises(MapError, match=r"-EEXIST"):
+        m.update(0, 1, BPF_NOEXIST)
+    with pytest.raises(MapError, match=r"-E2BIG"):
+        m.update(4, 1)
+    with pytest.raises(MapError, match=r"-EINVAL"):
+        m.delete(0)
+
+
+def test_percpu_values_are_lists_per_worker():
+    from dataplane import config
+    for t in (BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH):
+        m = Map("p", t, key=np.uint32, value=np.uint64, max_entries=4)
+        m.update(1, 7)
+        assert m.lookup(1) == [7] * config.WORKERS
+        keys, values = m.dump()
+        assert values.shape[1:] == (config.WORKERS,)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(name="bad name"), "map names are identifiers"),
+    (dict(type=99), "unknown map type 99"),
+    (dict(type=BPF_MAP_TYPE_LPM_TRIE), "map type lpm_trie is not supported yet"),
+    (dict(key=np.float64), "key type float64 must be an integer"),
+    (dict(value=np.dtype([("a", "f8")])), "value field 'a' (float64) must be an integer"),
+    (dict(max_entries=0), "max_entries must be at least 1"),
+    (dict(type=BPF_MAP_TYPE_ARRAY, key=np.uint64), "array maps take a 4-byte integer key"),
+])
+def test_bad_declarations(kwargs, message):
+    args = dict(name="m", type=BPF_MAP_TYPE_HASH, key=np.uint32, value=np.uint64,
+                max_entries=4)
+    args.update(kwargs)
+    with pytest.raises(MapError, match=re.escape(message)):
+        Map(args.pop("name"), args.pop("type"), **args)
+
+
+def test_bad_keys_and_values_name_the_map():
+    m = Map("flows", BPF_MAP_TYPE_HASH, key=KEY, value=VALUE, max_entries=4)
+    with pytest.raises(MapError, match=r"map 'flows': bad key"):
+        m.update("nope", (1, 2))
+    with pytest.raises(MapError, match=r"map 'flows': bad value"):
+        m.update((1, 2), "nope")
+
+
+# ---------------------------------------------------------------- from programs
+
+PROGRAM = """
+import numpy as np
+from dataplane import *
+from dataplane.maps import *
+
+KEY = np.dtype([("addr", ">u4"), ("port", ">u2")])
+VALUE = np.dtype([("packets", "<u8"), ("bytes", "<u8")])
+counts = Map("counts", BPF_MAP_TYPE_HASH, key=KEY, value=VALUE, max_entries=2)
+config = Map("config", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.uint64, max_entries=1)
+lru = Map("lru", BPF_MAP_TYPE_LRU_HASH, key=np.uint32, value=np.uint64, max_entries=2)
+
+def record(pkt, ret):
+    # the helper's return code goes into byte 1 of the packet (two's complement)
+    pkt[1] = ret & 0xFF
+
+@xdp
+def prog(ctx):
+    pkt = ctx.pkt
+    op = pkt[0]
+    key = (pkt[2], pkt[3])
+    if op == 1:    # update NOEXIST
+        record(pkt, bpf_map_update_elem(counts, key, (1, len(pkt)), BPF_NOEXIST))
+    elif op == 2:  # update EXIST
+        record(pkt, bpf_map_update_elem(counts, key, (5, 5), BPF_EXIST))
+    elif op == 3:  # lookup and add in place
+        v = bpf_map_lookup_elem(counts, key)
+        if v is None:
+            record(pkt, 0xEE)
+        else:
+            v.packets += 1
+            v.bytes += len(pkt)
+            record(pkt, 0)
+    elif op == 4:  # delete
+        record(pkt, bpf_map_delete_elem(counts, key))
+    elif op == 5:  # the verdict comes from the config array
+        c = bpf_map_lookup_elem(config, 0)
+        if c is not None:
+            return c[0]
+    elif op == 6:  # LRU: lookup refreshes, update inserts
+        v = bpf_map_lookup_elem(lru, pkt[2])
+        if v is None:
+            record(pkt, bpf_map_update_elem(lru, pkt[2], 1, BPF_ANY))
+        else:
+            v[0] += 1
+            record(pkt, 0)
+    return XDP_PASS
+"""
+
+
+@pytest.fixture(scope="module")
+def prog(tmp_path_factory):
+    path = tmp_path_factory.mktemp("maps") / "maps_prog.py"
+    path.write_text(textwrap.dedent(PROGRAM))
+    return load_program(str(path))
+
+
+def run(prog, *frames):
+    b = PacketBatch(len(frames))
+    for f in frames:
+        assert b.append(bytes(f) + bytes(10))
+    prog.run_batch(b)
+    return [(int(b.action[i]), b.packet(i)[1]) for i in range(len(frames))]
+
+
+def signed(byte):
+    return byte - 256 if byte > 127 else byte
+
+
+def test_program_update_lookup_delete_with_kernel_errors(prog):
+    counts = prog.maps["counts"]
+    counts.clear()
+    r = run(prog, [1, 0, 10, 80], [1, 0, 10, 80], [2, 0, 11, 81], [1, 0, 12, 1],
+            [1, 0, 13, 1], [3, 0, 10, 80], [3, 0, 99, 99], [4, 0, 12, 1], [4, 0, 12, 1])
+    codes = [signed(c) for _, c in r]
+    # NOEXIST ok, NOEXIST -EEXIST, EXIST -ENOENT, ok, full -E2BIG, lookup hit, miss,
+    # delete ok, delete -ENOENT
+    assert codes == [0, -17, -2, 0, -7, 0, signed(0xEE), 0, -2]
+    assert counts.lookup((10, 80)) == {"packets": 2, "bytes": 14 + 14}
+    assert len(counts) == 1
+
+
+def test_control_plane_changes_are_seen_by_the_next_batch(prog):
+    config = prog.maps["config"]
+    config.update(0, XdpAction.XDP_DROP)
+    assert run(prog, [5, 0, 0, 0])[0][0] == XdpAction.XDP_DROP
+    config.update(0, XdpAction.XDP_TX)
+    assert run(prog, [5, 0, 0, 0])[0][0] == XdpAction.XDP_TX
+
+
+def test_program_lru_eviction_follows_use(prog):
+    lru = prog.maps["lru"]
+    lru.clear()
+    run(prog, [6, 0, 1], [6, 0, 2], [6, 0, 1], [6, 0, 3])  # 1 used again: 2 is evicted
+    assert dict(lru.items()) == {1: 2, 3: 1}
+
+
+def test_maps_outside_helpers_are_rejected(tmp_path):
+    path = tmp_path / "bad.py"
+    path.write_text(textwrap.dedent("""
+        import numpy as np
+        from dataplane import *
+        from dataplane.maps import *
+        m = Map("m", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.uint64, max_entries=1)
+
+        @xdp
+        def prog(ctx):
+            return m.values[0, 0]
+        """))
+    with pytest.raises(ProgramError, match=r"bad.py:9: in prog\(\): attribute 'values'"):
+        load_program(str(path))
+
+
+# ---------------------------------------------------------------- flow_counter
+
+def expected_flows():
+    flows = Counter()
+    sizes = Counter()
+    for frame in reference.frames_of_capture(SMALL):
+        p = reference.parse(frame)
+        if p.proto not in (6, 17) or p.l4 is None or len(p.l4) < 4:
+            continue
+        sport, dport = struct.unpack("!HH", bytes(p.l4[:4]))
+        key = (str(ipaddress.ip_address(p.ip.src)), str(ipaddress.ip_address(p.ip.dst)),
+               sport, dport, p.proto)
+        flows[key] += 1
+        sizes[key] += len(frame)
+    return {k: {"packets": flows[k], "bytes": sizes[k]} for k in flows}
+
+
+def test_flow_counter_matches_dpkt():
+    r = subprocess.run([sys.executable, "-m", "dataplane.cli.main", "replay", "-r", str(SMALL),
+                        "-p", "flow_counter", "--dump-maps", "-j"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    got = {(e["key"]["saddr"], e["key"]["daddr"], e["key"]["sport"], e["key"]["dport"],
+            e["key"]["proto"]): e["value"] for e in d["maps"]["flows"]}
+    want = expected_flows()
+    assert len(want) > 1000
+    assert got == want
+    assert d["actions"]["pass"] == d["packets"] == 4000

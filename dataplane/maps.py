@@ -98,6 +98,12 @@ def key_words(dtype):
     return max(1, (dtype.itemsize + 7) // 8)
 
 
+def row_words(dtype):
+    """Words of a hash entry's row (hash + key), padded to whole 64-byte lines so
+    the compare of a key touches one line when it can (keys up to 56 bytes)."""
+    return (1 + key_words(dtype) + 7) // 8 * 8
+
+
 _BSWAP = {
     2: "(((v & 0xFF) << 8) | (v >> 8))",
     4: "(((v & 0xFF) << 24) | ((v & 0xFF00) << 8) | ((v >> 8) & 0xFF00) | (v >> 24))",
@@ -220,10 +226,9 @@ class Map:
         parts = [("values", self.value_dtype.itemsize * n * self.ncpu)]
         if self.is_hash:
             nb = 1 << max(1, (n - 1).bit_length())
-            kw = key_words(self.key_dtype)
             parts = [("hdr", 8 * htab.HDR_SIZE), ("buckets", 4 * nb), ("chain", 4 * n),
-                     ("hashes", 8 * n), ("prev", 4 * n), ("next", 4 * n), ("free", 4 * n),
-                     ("keys", 8 * n * kw)] + parts
+                     ("prev", 4 * n), ("next", 4 * n), ("free", 4 * n),
+                     ("keys", 8 * n * row_words(self.key_dtype))] + parts
         offsets, size = {}, 0
         for part, nbytes in parts:
             size = (size + 63) // 64 * 64
@@ -236,32 +241,32 @@ class Map:
             self.hdr = view["hdr"].view(np.int64)
             self.buckets = view["buckets"].view(np.int32)
             self.chain = view["chain"].view(np.int32)
-            self.hashes = view["hashes"].view(np.uint64)
             self.prev = view["prev"].view(np.int32)
             self.next = view["next"].view(np.int32)
             self.free = view["free"].view(np.int32)
-            self.keys = view["keys"].view(np.uint64).reshape(n, key_words(self.key_dtype))
+            # word 0 of each row is the entry's hash (kernels/htab.py)
+            self.keys = view["keys"].view(np.uint64).reshape(n, row_words(self.key_dtype))
             htab.htab_reset(self.hdr, self.buckets, self.chain, self.prev, self.next, self.free)
 
     def program_arrays(self):
         """The arrays a program's loop receives for this map, in handle order."""
         flat = self.values.reshape(-1).view(np.uint8)
         if self.is_hash:
-            return (self.hdr, self.buckets, self.chain, self.hashes, self.prev, self.next,
-                    self.free, self.keys, flat)
+            return (self.hdr, self.buckets, self.chain, self.prev, self.next, self.free,
+                    self.keys, flat)
         return (flat,)
 
     # -- control plane ----------------------------------------------------
     def _table(self):
-        return (self.hdr, self.buckets, self.chain, self.hashes, self.prev, self.next)
+        return (self.hdr, self.buckets, self.chain, self.prev, self.next, self.free, self.keys)
 
     def _entry(self, key):
         """Entry number (the value slot) of ``key``, or -1."""
         if not self.is_hash:
             index = self._index(key)
             return index if 0 <= index < self.max_entries else -1
-        return int(htab.htab_lookup_py(*self._table(), self.keys,
-                                       _key_bytes(self.key_dtype, key, self.name), self.lru))
+        return int(htab.htab_lookup_py(self.buckets, self.chain, self.keys,
+                                       _key_bytes(self.key_dtype, key, self.name)))
 
     def _index(self, key):
         try:
@@ -296,7 +301,7 @@ class Map:
         A per-CPU map's value is one value for every worker, or a list of them.
         """
         if self.is_hash:
-            e = int(htab.htab_insert_py(*self._table(), self.free, self.keys,
+            e = int(htab.htab_insert_py(*self._table(),
                                         _key_bytes(self.key_dtype, key, self.name),
                                         int(flags), self.lru))
             if e < 0:
@@ -321,7 +326,7 @@ class Map:
         """bpf_map_delete_elem from Python (array maps refuse it, as the kernel does)."""
         if not self.is_hash:
             self._fail(errno.EINVAL, f"delete {key!r}")
-        r = int(htab.htab_delete_py(*self._table(), self.free, self.keys,
+        r = int(htab.htab_delete_py(*self._table(),
                                     _key_bytes(self.key_dtype, key, self.name), self.lru))
         if r < 0:
             self._fail(-r, f"delete {key!r}")
@@ -336,7 +341,7 @@ class Map:
     def _decode_key(self, e):
         if not self.is_hash:
             return int(e)
-        raw = self.keys[e].view(np.uint8)[:self.key_dtype.itemsize].copy()
+        raw = self.keys[e, 1:].view(np.uint8)[:self.key_dtype.itemsize].copy()
         return _to_python(self.key_dtype, raw.view(self.key_dtype)[0])
 
     def items(self):
@@ -357,7 +362,7 @@ class Map:
         per-CPU map: shape (n, workers))."""
         used = self._used()
         if self.is_hash:
-            raw = self.keys[used].view(np.uint8)[:, :self.key_dtype.itemsize]
+            raw = self.keys[used, 1:].view(np.uint8)[:, :self.key_dtype.itemsize]
             keys = np.ascontiguousarray(raw).view(self.key_dtype).reshape(-1)
         else:
             keys = used.astype(self.key_dtype)

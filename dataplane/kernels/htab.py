@@ -3,12 +3,13 @@
 Storage (views of one buffer, see maps.py), for ``n = max_entries`` entries:
 ``hdr`` int64[8] (count, free-stack top, LRU head and tail), ``buckets``
 int32[nb] (first entry of each chain, -1 empty; nb a power of two >= n),
-``chain`` int32[n] (next entry in the chain), ``hashes`` uint64[n],
-``prev``/``next`` int32[n] (the LRU list, most recent at the head), ``free``
-int32[n] (a stack of free entry numbers), ``keys`` uint64[n, kw] (keys as
-8-byte words, zero-padded). Values live apart (maps.py); an entry's number is
-its value slot. Keys are compared a word at a time (numba-notes.md: 6 ns a hit
-against 26 ns for byte-by-byte compares).
+``chain`` int32[n] (next entry in the chain), ``prev``/``next`` int32[n] (the
+LRU list, most recent at the head), ``free`` int32[n] (a stack of free entry
+numbers), ``keys`` uint64[n, 1 + kw]: the entry's hash, then its key as 8-byte
+words, zero-padded (one cache line for the compare of keys up to 56 bytes).
+Values live apart (maps.py); an entry's number is its value slot. Keys are
+compared a word at a time (numba-notes.md: 6 ns a hit against 26 ns for
+byte-by-byte compares).
 
 Error codes are the kernel's: -ENOENT, -EEXIST, -E2BIG (a full map never drops
 an update silently). An LRU map never fails for lack of room: it evicts the
@@ -40,17 +41,17 @@ def key_hash(key):
 @kernel(**config.INLINE_JIT)
 def _same_key(keys, e, key):
     for i in range(len(key)):
-        if keys[e, i] != np.uint64(key[i]):
+        if keys[e, i + 1] != np.uint64(key[i]):
             return False
     return True
 
 
 @kernel(**config.INLINE_JIT)
-def htab_find(buckets, chain, hashes, keys, key, h):
+def htab_find(buckets, chain, keys, key, h):
     """Entry number of ``key`` (hash ``h``), or -1."""
     e = buckets[h & np.uint64(buckets.size - 1)]
     while e >= 0:
-        if hashes[e] == h and _same_key(keys, e, key):
+        if keys[e, 0] == h and _same_key(keys, e, key):
             return np.int64(e)
         e = chain[e]
     return np.int64(-1)
@@ -90,8 +91,8 @@ def lru_touch(hdr, prev, nxt, e):
 
 
 @kernel(**config.INLINE_JIT)
-def _unchain(buckets, chain, hashes, e):
-    b = hashes[e] & np.uint64(buckets.size - 1)
+def _unchain(buckets, chain, keys, e):
+    b = keys[e, 0] & np.uint64(buckets.size - 1)
     p = np.int64(-1)
     c = np.int64(buckets[b])
     while c >= 0 and c != e:
@@ -106,19 +107,19 @@ def _unchain(buckets, chain, hashes, e):
 
 
 @kernel(**config.INLINE_JIT)
-def htab_delete(hdr, buckets, chain, hashes, prev, nxt, free, keys, key, lru):
-    """Remove ``key``: 0, or -ENOENT. Returns the entry number freed via hdr."""
+def htab_delete(hdr, buckets, chain, prev, nxt, free, keys, key, lru):
+    """Remove ``key``: 0, or -ENOENT."""
     h = key_hash(key)
-    e = htab_find(buckets, chain, hashes, keys, key, h)
+    e = htab_find(buckets, chain, keys, key, h)
     if e < 0:
         return np.int64(-ENOENT)
-    _release(hdr, buckets, chain, hashes, prev, nxt, free, e, lru)
+    _release(hdr, buckets, chain, prev, nxt, free, keys, e, lru)
     return np.int64(0)
 
 
 @kernel(**config.INLINE_JIT)
-def _release(hdr, buckets, chain, hashes, prev, nxt, free, e, lru):
-    _unchain(buckets, chain, hashes, e)
+def _release(hdr, buckets, chain, prev, nxt, free, keys, e, lru):
+    _unchain(buckets, chain, keys, e)
     if lru:
         _lru_unlink(hdr, prev, nxt, e)
     free[hdr[H_FREE_TOP]] = e
@@ -127,7 +128,7 @@ def _release(hdr, buckets, chain, hashes, prev, nxt, free, e, lru):
 
 
 @kernel(**config.INLINE_JIT)
-def htab_insert(hdr, buckets, chain, hashes, prev, nxt, free, keys, key, flags, lru):
+def htab_insert(hdr, buckets, chain, prev, nxt, free, keys, key, flags, lru):
     """Find or make the entry for ``key`` under BPF_ANY / BPF_NOEXIST / BPF_EXIST.
 
     Returns ``(entry, created)``; entry < 0 is the kernel's error: -EEXIST
@@ -138,7 +139,7 @@ def htab_insert(hdr, buckets, chain, hashes, prev, nxt, free, keys, key, flags, 
     if flags > BPF_EXIST or flags < 0:
         return np.int64(-EINVAL), False
     h = key_hash(key)
-    e = htab_find(buckets, chain, hashes, keys, key, h)
+    e = htab_find(buckets, chain, keys, key, h)
     if e >= 0:
         if flags == BPF_NOEXIST:
             return np.int64(-EEXIST), False
@@ -150,12 +151,12 @@ def htab_insert(hdr, buckets, chain, hashes, prev, nxt, free, keys, key, flags, 
     if hdr[H_FREE_TOP] == 0:
         if not lru or hdr[H_LRU_TAIL] < 0:
             return np.int64(-E2BIG), False
-        _release(hdr, buckets, chain, hashes, prev, nxt, free, hdr[H_LRU_TAIL], lru)
+        _release(hdr, buckets, chain, prev, nxt, free, keys, hdr[H_LRU_TAIL], lru)
     hdr[H_FREE_TOP] -= 1
     e = np.int64(free[hdr[H_FREE_TOP]])
+    keys[e, 0] = h
     for i in range(len(key)):
-        keys[e, i] = np.uint64(key[i])
-    hashes[e] = h
+        keys[e, i + 1] = np.uint64(key[i])
     b = h & np.uint64(buckets.size - 1)
     chain[e] = buckets[b]
     buckets[b] = e
@@ -183,24 +184,23 @@ def htab_reset(hdr, buckets, chain, prev, nxt, free):
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_lookup_py(hdr, buckets, chain, hashes, prev, nxt, keys, key, lru):
+def htab_lookup_py(buckets, chain, keys, key):
     """Control-plane lookup: the entry number or -1 (an LRU lookup does not
     refresh the entry: bpftool's lookups do not either)."""
-    return htab_find(buckets, chain, hashes, keys, key, key_hash(key))
+    return htab_find(buckets, chain, keys, key, key_hash(key))
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_insert_py(hdr, buckets, chain, hashes, prev, nxt, free, keys, key, flags, lru):
+def htab_insert_py(hdr, buckets, chain, prev, nxt, free, keys, key, flags, lru):
     """Control-plane insert: the entry number, or the kernel's negative error."""
-    e, created = htab_insert(hdr, buckets, chain, hashes, prev, nxt, free, keys, key, flags,
-                             lru)
+    e, created = htab_insert(hdr, buckets, chain, prev, nxt, free, keys, key, flags, lru)
     return e
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_delete_py(hdr, buckets, chain, hashes, prev, nxt, free, keys, key, lru):
+def htab_delete_py(hdr, buckets, chain, prev, nxt, free, keys, key, lru):
     """Control-plane delete: 0 or -ENOENT."""
-    return htab_delete(hdr, buckets, chain, hashes, prev, nxt, free, keys, key, lru)
+    return htab_delete(hdr, buckets, chain, prev, nxt, free, keys, key, lru)
 
 
 @kernel(**config.KERNEL_JIT)

@@ -102,7 +102,7 @@ def _lookup(m, key):
     if scalar:
         def impl(m, key):
             k = pack(key)
-            e = find(m.buckets, m.chain, m.hashes, m.keys, k, key_hash(k))
+            e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
             if e < 0:
                 return None
             if lru:
@@ -111,7 +111,7 @@ def _lookup(m, key):
     else:
         def impl(m, key):
             k = pack(key)
-            e = find(m.buckets, m.chain, m.hashes, m.keys, k, key_hash(k))
+            e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
             if e < 0:
                 return None
             if lru:
@@ -143,7 +143,7 @@ def _update(m, key, value, flags):
     pack, insert = _packer(spec.key_dtype), htab.htab_insert.dispatcher
 
     def impl(m, key, value, flags):
-        e, created = insert(m.hdr, m.buckets, m.chain, m.hashes, m.prev, m.next, m.free, m.keys,
+        e, created = insert(m.hdr, m.buckets, m.chain, m.prev, m.next, m.free, m.keys,
                             pack(key), np.int64(flags), lru)
         if e < 0:
             return e
@@ -163,8 +163,8 @@ def _delete(m, key):
     pack, delete, lru = _packer(spec.key_dtype), htab.htab_delete.dispatcher, spec.lru
 
     def impl(m, key):
-        return delete(m.hdr, m.buckets, m.chain, m.hashes, m.prev, m.next, m.free, m.keys,
-                      pack(key), lru)
+        return delete(m.hdr, m.buckets, m.chain, m.prev, m.next, m.free, m.keys, pack(key),
+                      lru)
     return impl
 
 

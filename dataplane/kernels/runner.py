@@ -108,7 +108,7 @@ _dp_loop_budget_spent = _dp_lazy("dataplane.kernels.budget", "loop_budget_spent"
 
 def map_param_names(gname, m):
     """The loop's parameters for map ``gname`` (its arrays, Map.program_arrays order)."""
-    parts = (("hdr", "buckets", "chain", "hashes", "prev", "next", "free", "keys", "values")
+    parts = (("hdr", "buckets", "chain", "prev", "next", "free", "keys", "values")
              if m.is_hash else ("values",))
     return [f"{gname}_{p}" for p in parts]
 

@@ -9,6 +9,8 @@ __version__ = "0.1.0"
 from .action import (XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,  # noqa: F401
                      XdpAction)
 from .errors import DataplaneError, ProgramError, UsageError, CaptureError  # noqa: F401
-from .helpers import bpf_redirect  # noqa: F401
+from .helpers import (bpf_get_prandom_u32, bpf_get_smp_processor_id,  # noqa: F401
+                      bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
+                      bpf_xdp_adjust_meta, bpf_xdp_adjust_tail)
 from .io.batch import PacketBatch  # noqa: F401
 from .program import Program, ProgramSpec, load_program, xdp  # noqa: F401

@@ -4,7 +4,7 @@ import numpy as np
 
 from . import config
 from .action import XDP_ABORTED, XDP_REDIRECT
-from .jit import api, kernel
+from .jit import api, kernel, lazy
 
 
 @api
@@ -19,3 +19,15 @@ def bpf_redirect(ifindex, flags):
     if flags != 0:
         return np.int64(XDP_ABORTED)
     return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | XDP_REDIRECT
+
+
+def _xdp(name):
+    return api(lazy("dataplane.kernels.xdp", name))
+
+
+bpf_xdp_adjust_head = _xdp("bpf_xdp_adjust_head")
+bpf_xdp_adjust_tail = _xdp("bpf_xdp_adjust_tail")
+bpf_xdp_adjust_meta = _xdp("bpf_xdp_adjust_meta")
+bpf_get_smp_processor_id = _xdp("bpf_get_smp_processor_id")
+bpf_get_prandom_u32 = _xdp("bpf_get_prandom_u32")
+bpf_ktime_get_ns = _xdp("bpf_ktime_get_ns")

@@ -109,6 +109,14 @@ class Program:
         self.invalid = 0
         self.first_invalid = None
 
+    def seed_prandom(self, seed):
+        """Seed bpf_get_prandom_u32 for reproducible runs (applied at the next batch)."""
+        self._scratch[layout.SCRATCH_SEED] = int(seed) & 0x7FFFFFFFFFFFFFFF or 1
+
+    def use_capture_time(self, on=True):
+        """bpf_ktime_get_ns() returns each packet's capture time (replay), or the clock."""
+        self._scratch[layout.SCRATCH_KTIME] = 1 if on else 0
+
     def _call(self, b, start, stop):
         """Run packets start..stop of batch ``b``: one ctypes call (~0.5 us)."""
         block = self._block
@@ -144,7 +152,7 @@ class Program:
             self.invalid += int(scratch[layout.SCRATCH_INVALID])
             if self.first_invalid is None:
                 self.first_invalid = base_index + int(scratch[layout.SCRATCH_FIRST_INVALID])
-        scratch[:] = runner_kernels.new_scratch()
+        scratch[:layout.SCRATCH_FAULT] = runner_kernels.new_scratch()[:layout.SCRATCH_FAULT]
 
     def test_run(self, frame, ingress_ifindex=0, rx_queue_index=0):
         """Run one frame (BPF_PROG_TEST_RUN): ``(XdpAction, output bytes)``, ``.redirect``."""

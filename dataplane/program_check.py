@@ -32,7 +32,7 @@ _ALLOWED_NODES = (
 )
 _BUILTINS = {"len", "range", "min", "max", "abs", "int", "bool"}
 #: Attributes of the context a program may read (struct xdp_md's public fields).
-CONTEXT_ATTRIBUTES = {"pkt", "ingress_ifindex", "rx_queue_index"}
+CONTEXT_ATTRIBUTES = {"pkt", "meta", "ingress_ifindex", "rx_queue_index"}
 _NUMPY_ATTRIBUTES = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"}
 #: The budget intrinsic the check calls in every loop (users cannot write '_dp_' names).
 BUDGET_TICK = "_dp_loop_budget_tick"

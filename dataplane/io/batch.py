@@ -64,6 +64,7 @@ class PacketBatch:
         self.ts_ns, self.snap_cut = m[layout.TS_NS], m[layout.SNAP_CUT]
         self.ifindex, self.rx_queue = m[layout.IFINDEX], m[layout.RX_QUEUE]
         self.action, self.redirect = m[layout.ACTION], m[layout.REDIRECT]
+        self.data_meta = m[layout.DATA_META]
         self.count = 0
         self._native = None
 
@@ -109,6 +110,7 @@ class PacketBatch:
         d = start + self.headroom
         self.buf[d:d + frame.size] = frame
         self.frame_start[i], self.data[i] = start, d
+        self.meta[layout.DATA_META, i] = d
         self.data_end[i], self.frame_end[i] = d + frame.size, end
         self.ts_ns[i] = ts_ns
         self.snap_cut[i] = snap_cut

@@ -18,14 +18,20 @@ from .. import config
 _NAME = "dataplane_loop_budget"
 
 
-def _counter(builder):
+def worker_global(builder, name, initial=0):
+    """An int64 LLVM global shared by every module linked into one loop
+    (linkonce_odr merges the copies): per-worker state of compiled code."""
     module = builder.module
-    gv = module.globals.get(_NAME)
+    gv = module.globals.get(name)
     if gv is None:
-        gv = ir.GlobalVariable(module, ir.IntType(64), _NAME)
+        gv = ir.GlobalVariable(module, ir.IntType(64), name)
         gv.linkage = "linkonce_odr"
-        gv.initializer = ir.Constant(ir.IntType(64), 0)
+        gv.initializer = ir.Constant(ir.IntType(64), initial)
     return gv
+
+
+def _counter(builder):
+    return worker_global(builder, _NAME)
 
 
 @intrinsic

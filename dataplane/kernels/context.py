@@ -63,6 +63,7 @@ class _XdpMdModel(models.StructModel):
             ("buf", _u8p),                 # batch buffer
             ("data", _i64p),               # &batch.data[i]: adjust_head moves it
             ("data_end", _i64p),           # &batch.data_end[i]
+            ("data_meta", _i64p),          # &batch.data_meta[i]: adjust_meta moves it
             ("frame_start", types.int64),  # slot bounds (headroom / tailroom limits)
             ("frame_end", types.int64),
             ("ingress_ifindex", types.uint32),
@@ -105,6 +106,7 @@ def _make_xdp_md(ctxty):
             ctx.buf = context.make_array(bufty)(context, builder, buf_v).data
             ctx.data = ptr(layout.DATA)
             ctx.data_end = ptr(layout.DATA_END)
+            ctx.data_meta = ptr(layout.DATA_META)
             ctx.frame_start = builder.load(ptr(layout.FRAME_START))
             ctx.frame_end = builder.load(ptr(layout.FRAME_END))
             i32 = ir.IntType(32)
@@ -149,6 +151,103 @@ def _ctx_packet(typingctx, ctx):
 def _xdp_md_pkt(ctx):
     """``ctx.pkt``: the packet bytes from data to data_end (re-read after adjust_head)."""
     return lambda ctx: _ctx_packet(ctx)
+
+
+@intrinsic
+def _ctx_metadata(typingctx, ctx):
+    if not isinstance(ctx, XdpMdType):
+        return None
+    viewty = packet_view if ctx.checked else packet_view_unchecked
+
+    def codegen(context, builder, signature, args):
+        c = cgutils.create_struct_proxy(ctx)(context, builder, value=args[0])
+        start = builder.load(c.data_meta)
+        view = cgutils.create_struct_proxy(viewty)(context, builder)
+        view.base = builder.gep(c.buf, [start])
+        view.length = builder.sub(builder.load(c.data), start)
+        view.fault = c.fault
+        return view._getvalue()
+
+    return viewty(ctx), codegen
+
+
+@overload_attribute(XdpMdType, "meta")
+def _xdp_md_meta(ctx):
+    """``ctx.meta``: the metadata bytes from data_meta to data (bpf_xdp_adjust_meta)."""
+    return lambda ctx: _ctx_metadata(ctx)
+
+
+# -- for helpers (kernels/xdp.py) only: programs reach none of these -------
+
+_FIELDS = ("data_meta", "data", "data_end")
+
+
+@intrinsic
+def ctx_bounds(typingctx, ctx):
+    """(data_meta, data, data_end, frame_start, frame_end) as buffer offsets."""
+    if not isinstance(ctx, XdpMdType):
+        return None
+    sig = types.UniTuple(types.int64, 5)(ctx)
+
+    def codegen(context, builder, signature, args):
+        c = cgutils.create_struct_proxy(ctx)(context, builder, value=args[0])
+        vals = [builder.load(c.data_meta), builder.load(c.data), builder.load(c.data_end),
+                c.frame_start, c.frame_end]
+        return context.make_tuple(builder, signature.return_type, vals)
+
+    return sig, codegen
+
+
+def _ctx_store(field):
+    @intrinsic
+    def store(typingctx, ctx, value):
+        if not isinstance(ctx, XdpMdType):
+            return None
+
+        def codegen(context, builder, signature, args):
+            c = cgutils.create_struct_proxy(ctx)(context, builder, value=args[0])
+            v = context.cast(builder, args[1], signature.args[1], types.int64)
+            builder.store(v, getattr(c, field))
+            return context.get_dummy_value()
+
+        return types.void(ctx, value), codegen
+    return store
+
+
+set_data_meta, set_data, set_data_end = (_ctx_store(f) for f in _FIELDS)
+
+
+@intrinsic
+def ctx_memmove(typingctx, ctx, dst, src, length):
+    """memmove inside the batch buffer (offsets checked by the caller)."""
+    if not isinstance(ctx, XdpMdType):
+        return None
+
+    def codegen(context, builder, signature, args):
+        c = cgutils.create_struct_proxy(ctx)(context, builder, value=args[0])
+        i64 = types.int64
+        d, s_, n = (context.cast(builder, a, t, i64) for a, t in zip(args[1:],
+                                                                      signature.args[1:]))
+        cgutils.raw_memmove(builder, builder.gep(c.buf, [d]), builder.gep(c.buf, [s_]), n, 1)
+        return context.get_dummy_value()
+
+    return types.void(ctx, dst, src, length), codegen
+
+
+@intrinsic
+def ctx_memzero(typingctx, ctx, start, length):
+    """Zero bytes of the batch buffer (offsets checked by the caller)."""
+    if not isinstance(ctx, XdpMdType):
+        return None
+
+    def codegen(context, builder, signature, args):
+        c = cgutils.create_struct_proxy(ctx)(context, builder, value=args[0])
+        st = context.cast(builder, args[1], signature.args[1], types.int64)
+        n = context.cast(builder, args[2], signature.args[2], types.int64)
+        cgutils.memset(builder, builder.gep(c.buf, [st]), n, 0)
+        return context.get_dummy_value()
+
+    return types.void(ctx, start, length), codegen
 
 
 @intrinsic

@@ -14,7 +14,8 @@ IFINDEX = 6       # ingress ifindex (xdp_md->ingress_ifindex)
 RX_QUEUE = 7      # receive queue (xdp_md->rx_queue_index)
 ACTION = 8        # the program's verdict (XDP_*)
 REDIRECT = 9      # redirect target ifindex when ACTION is XDP_REDIRECT
-ROWS = 10
+DATA_META = 10    # start of the metadata before data (xdp_md->data_meta; == DATA: none)
+ROWS = 11
 
 # Slots of the runner's int64 scratch array (see kernels/runner.py).
 SCRATCH_FAULTS = 0        # out-of-bounds accesses
@@ -22,4 +23,6 @@ SCRATCH_FIRST_FAULT = 1   # first faulting index, or -1
 SCRATCH_INVALID = 2       # invalid verdicts (unknown action, XDP_REDIRECT without target)
 SCRATCH_FIRST_INVALID = 3 # first invalid index, or -1
 SCRATCH_FAULT = 4         # the current packet's fault flag (the view's pointer)
-SCRATCH_SIZE = 5
+SCRATCH_SEED = 5          # non-zero: reseed bpf_get_prandom_u32 before the batch
+SCRATCH_KTIME = 6         # non-zero: bpf_ktime_get_ns() gives each packet's capture time
+SCRATCH_SIZE = 7

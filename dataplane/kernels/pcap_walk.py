@@ -20,7 +20,8 @@ import numpy as np
 
 from ..config import KERNEL_JIT, SLOT_ALIGN
 from ..jit import kernel, lazy
-from .layout import DATA, DATA_END, FRAME_END, FRAME_START, IFINDEX, RX_QUEUE, SNAP_CUT, TS_NS
+from .layout import (DATA, DATA_END, DATA_META, FRAME_END, FRAME_START, IFINDEX, RX_QUEUE,
+                     SNAP_CUT, TS_NS)
 
 memcpy = lazy("dataplane.kernels.memory", "memcpy")
 _load32 = lazy("dataplane.kernels.memory", "load32")
@@ -90,6 +91,7 @@ def _slot(meta, n, fs, d, caplen, fe, orig, ifindex):
     # boundary), back to back.
     meta[FRAME_START, n] = fs
     meta[DATA, n] = d
+    meta[DATA_META, n] = d
     meta[DATA_END, n] = d + caplen
     meta[FRAME_END, n] = fe
     meta[SNAP_CUT, n] = orig - caplen

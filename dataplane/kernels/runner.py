@@ -71,7 +71,15 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
 {map_handles}    ahead = _dp_np.uint64({ahead})
     start = _dp_np.uint64(first)
     stop = _dp_np.uint64(end)
+    if scratch[_dp_layout.SCRATCH_SEED] != 0:
+        _dp_prandom_seed(scratch[_dp_layout.SCRATCH_SEED])
+        scratch[_dp_layout.SCRATCH_SEED] = 0
+    capture_time = scratch[_dp_layout.SCRATCH_KTIME] != 0
+    if not capture_time:
+        _dp_ktime_set_capture(0)
     for i in range(start, stop):
+        if capture_time:
+            _dp_ktime_set_capture(meta[_dp_layout.TS_NS, i])
         j = i + ahead
         if {prefetch} and j < stop:
             _dp_prefetch(buf, meta[_dp_layout.DATA, j])
@@ -103,6 +111,8 @@ _dp_prefetch = _dp_lazy("dataplane.kernels.memory", "prefetch")
 _dp_loop_budget_tick = _dp_lazy("dataplane.kernels.budget", "loop_budget_tick")
 _dp_loop_budget_reset = _dp_lazy("dataplane.kernels.budget", "loop_budget_reset")
 _dp_loop_budget_spent = _dp_lazy("dataplane.kernels.budget", "loop_budget_spent")
+_dp_prandom_seed = _dp_lazy("dataplane.kernels.xdp", "prandom_seed")
+_dp_ktime_set_capture = _dp_lazy("dataplane.kernels.xdp", "ktime_set_capture")
 '''
 
 

@@ -1,0 +1,163 @@
+"""XDP helpers on the context and the worker: the kernel's names, arguments and
+error codes (numba code; imported only when a program is compiled).
+
+Boundaries follow net/core/filter.c: ``data`` may move down to the slot's start
+plus sizeof(struct xdp_frame) (XDP_FRAME_SIZE) plus the metadata, and up to
+14 bytes before data_end; ``data_end`` may move up to the slot's end (its
+tailroom: new bytes are zeroed, as the kernel clears them) and down to 14
+bytes after data; ``data_meta`` sits below data, at most 32 bytes, a multiple
+of 4. A refused move returns -EINVAL (-EACCES for a bad metadata length) and
+changes nothing. After a move, read ``ctx.pkt`` / ``ctx.meta`` again.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .. import config
+from .budget import worker_global
+from .context import (ctx_bounds, ctx_memmove, ctx_memzero, set_data, set_data_end,
+                      set_data_meta)
+
+XDP_FRAME_SIZE = 40   # sizeof(struct xdp_frame), kept free at the start of the headroom
+ETH_HLEN = 14
+XDP_META_MAX = 32
+EINVAL, EACCES = 22, 13
+
+
+@njit(**config.INLINE_JIT)
+def bpf_xdp_adjust_head(ctx, delta):
+    """``bpf_xdp_adjust_head(ctx, delta)`` (helper 44): move data by delta bytes
+    (negative: grow the packet at its front). 0 or -EINVAL."""
+    meta, data, end, start, _ = ctx_bounds(ctx)
+    metalen = data - meta
+    new = data + np.int64(delta)
+    if new < start + XDP_FRAME_SIZE + metalen or new > end - ETH_HLEN:
+        return np.int64(-EINVAL)
+    if metalen:
+        ctx_memmove(ctx, meta + np.int64(delta), meta, metalen)
+    set_data_meta(ctx, meta + np.int64(delta))
+    set_data(ctx, new)
+    return np.int64(0)
+
+
+@njit(**config.INLINE_JIT)
+def bpf_xdp_adjust_tail(ctx, delta):
+    """``bpf_xdp_adjust_tail(ctx, delta)`` (helper 65): move data_end by delta
+    bytes (positive: grow into the tailroom, zeroed). 0 or -EINVAL."""
+    _, data, end, _, slot_end = ctx_bounds(ctx)
+    new = end + np.int64(delta)
+    if new > slot_end or new < data + ETH_HLEN:
+        return np.int64(-EINVAL)
+    if delta > 0:
+        ctx_memzero(ctx, end, np.int64(delta))
+    set_data_end(ctx, new)
+    return np.int64(0)
+
+
+@njit(**config.INLINE_JIT)
+def bpf_xdp_adjust_meta(ctx, delta):
+    """``bpf_xdp_adjust_meta(ctx, delta)`` (helper 54): move data_meta by delta
+    (negative: reserve metadata before the packet, read as ``ctx.meta``).
+    0, -EINVAL (out of the headroom) or -EACCES (length not a multiple of 4 or
+    over 32 bytes)."""
+    meta, data, _, start, _ = ctx_bounds(ctx)
+    new = meta + np.int64(delta)
+    if new < start + XDP_FRAME_SIZE or new > data:
+        return np.int64(-EINVAL)
+    metalen = data - new
+    if (metalen & 3) != 0 or metalen > XDP_META_MAX:
+        return np.int64(-EACCES)
+    set_data_meta(ctx, new)
+    return np.int64(0)
+
+
+@njit(**config.INLINE_JIT)
+def bpf_get_smp_processor_id():
+    """``bpf_get_smp_processor_id()`` (helper 8): the worker running the program
+    (0 until multi-worker runs exist)."""
+    return np.int64(0)
+
+
+# -- the worker's random state and clock source (LLVM globals, see budget.py) --
+
+_PRANDOM = "dataplane_prandom_state"
+_KTIME = "dataplane_ktime_capture"
+_PRANDOM_DEFAULT = 0x853C49E6748FEA9B
+
+
+@intrinsic
+def _prandom_next(typingctx):
+    def codegen(context, builder, signature, args):
+        gv = worker_global(builder, _PRANDOM, _PRANDOM_DEFAULT)
+        i64 = ir.IntType(64)
+        x = builder.load(gv)  # xorshift64*: fast, reproducible from its seed
+        x = builder.xor(x, builder.lshr(x, i64(12)))
+        x = builder.xor(x, builder.shl(x, i64(25)))
+        x = builder.xor(x, builder.lshr(x, i64(27)))
+        builder.store(x, gv)
+        r = builder.mul(x, i64(0x2545F4914F6CDD1D))
+        return builder.lshr(r, i64(32))
+    return types.int64(), codegen
+
+
+@intrinsic
+def prandom_seed(typingctx, seed):
+    """Reseed the worker's generator (runner only; 0 picks the default seed)."""
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        v = context.cast(builder, args[0], signature.args[0], types.int64)
+        v = builder.select(builder.icmp_signed("==", v, i64(0)), i64(_PRANDOM_DEFAULT), v)
+        builder.store(v, worker_global(builder, _PRANDOM, _PRANDOM_DEFAULT))
+        return context.get_dummy_value()
+    return types.void(seed), codegen
+
+
+@intrinsic
+def ktime_set_capture(typingctx, ts):
+    """Make bpf_ktime_get_ns() return ``ts`` (replay with capture time; 0: the clock)."""
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], types.int64)
+        builder.store(v, worker_global(builder, _KTIME))
+        return context.get_dummy_value()
+    return types.void(ts), codegen
+
+
+@intrinsic
+def _monotonic_ns(typingctx):
+    def codegen(context, builder, signature, args):
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        ts = cgutils.alloca_once(builder, ir.ArrayType(i64, 2))
+        fnty = ir.FunctionType(i32, [i32, ts.type])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
+        builder.call(fn, [i32(1), ts])  # CLOCK_MONOTONIC
+        sec = builder.load(builder.gep(ts, [i32(0), i32(0)]))
+        nsec = builder.load(builder.gep(ts, [i32(0), i32(1)]))
+        return builder.add(builder.mul(sec, i64(1_000_000_000)), nsec)
+    return types.int64(), codegen
+
+
+@intrinsic
+def _ktime_capture(typingctx):
+    def codegen(context, builder, signature, args):
+        return builder.load(worker_global(builder, _KTIME))
+    return types.int64(), codegen
+
+
+@njit(**config.INLINE_JIT)
+def bpf_get_prandom_u32():
+    """``bpf_get_prandom_u32()`` (helper 7): a pseudo-random u32, reproducible
+    from the run's seed (``--seed``)."""
+    return _prandom_next()
+
+
+@njit(**config.INLINE_JIT)
+def bpf_ktime_get_ns():
+    """``bpf_ktime_get_ns()`` (helper 5): CLOCK_MONOTONIC in ns, or the packet's
+    capture time when the run replays with ``--ktime capture``."""
+    t = _ktime_capture()
+    if t != 0:
+        return t
+    return _monotonic_ns()

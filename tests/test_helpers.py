@@ -1,0 +1,181 @@
+"""XDP helpers: bpf_xdp_adjust_head/tail/meta with the kernel's limits and error
+codes, bpf_get_prandom_u32 seeding, bpf_ktime_get_ns sources."""
+
+import textwrap
+
+import numpy as np
+import pytest
+
+from dataplane import PacketBatch, XdpAction, load_program
+from dataplane import config
+
+HEADER = """
+from dataplane import *
+"""
+
+
+def load(tmp_path, body, name="helpers_prog.py"):
+    path = tmp_path / name
+    path.write_text(HEADER + textwrap.dedent(body))
+    return load_program(str(path))
+
+
+def run_one(prog, frame):
+    b = PacketBatch(1)
+    assert b.append(frame)
+    prog.run_batch(b)
+    return b
+
+
+# The program puts the helper's return code in byte 0 of the (new) packet.
+ADJUST = """
+@xdp
+def prog(ctx):
+    delta = (ctx.pkt[0] << 8 | ctx.pkt[1]) - 32768
+    which = ctx.pkt[2]
+    if which == 0:
+        r = bpf_xdp_adjust_head(ctx, delta)
+    elif which == 1:
+        r = bpf_xdp_adjust_tail(ctx, delta)
+    else:
+        r = bpf_xdp_adjust_meta(ctx, delta)
+    pkt = ctx.pkt
+    pkt[0] = r & 0xFF
+    return XDP_PASS
+"""
+
+
+def frame(which, delta, size=60):
+    d = delta + 32768
+    return bytes([d >> 8, d & 0xFF, which]) + bytes(range(3, size))
+
+
+HEADROOM, XDP_FRAME = config.HEADROOM, 40
+
+
+@pytest.mark.parametrize("delta, ok", [
+    (-(HEADROOM - XDP_FRAME), True),       # all the usable headroom
+    (-(HEADROOM - XDP_FRAME) - 1, False),  # one byte more: -EINVAL
+    (46, True),                            # shrink to 14 bytes
+    (47, False),                           # below ETH_HLEN
+    (0, True),
+])
+def test_adjust_head_limits(tmp_path, delta, ok):
+    prog = load(tmp_path, ADJUST)
+    b = run_one(prog, frame(0, delta))
+    out = b.packet(0)
+    if ok:
+        assert out[0] == 0 and len(out) == 60 - delta
+        if delta < 0:  # the old bytes follow the new head, unchanged after byte 0
+            assert out[-delta + 3:] == bytes(range(3, 60))
+    else:
+        assert out[0] == (-22) & 0xFF and len(out) == 60  # -EINVAL, nothing moved
+
+
+@pytest.mark.parametrize("delta, ok", [(-46, True), (-47, False), (200, True), (10**4, False)])
+def test_adjust_tail_limits_and_zeroed_growth(tmp_path, delta, ok):
+    prog = load(tmp_path, ADJUST)
+    b = run_one(prog, frame(1, delta))
+    out = b.packet(0)
+    if ok:
+        assert out[0] == 0 and len(out) == 60 + delta
+        if delta > 0:
+            assert out[60:] == bytes(delta)
+    else:
+        assert out[0] == (-22) & 0xFF and len(out) == 60
+
+
+@pytest.mark.parametrize("delta, code", [(-4, 0), (-32, 0), (-36, -13), (-6, -13), (4, -22)])
+def test_adjust_meta(tmp_path, delta, code):
+    prog = load(tmp_path, ADJUST)
+    b = run_one(prog, frame(2, delta))
+    assert b.packet(0)[0] == code & 0xFF
+    assert int(b.data[0] - b.data_meta[0]) == (-delta if code == 0 else 0)
+
+
+def test_meta_is_visible_and_moves_with_head(tmp_path):
+    prog = load(tmp_path, """
+        @xdp
+        def prog(ctx):
+            if bpf_xdp_adjust_meta(ctx, -8) != 0:
+                return XDP_ABORTED
+            meta = ctx.meta
+            for i in range(8):
+                meta[i] = 0xA0 + i
+            if bpf_xdp_adjust_head(ctx, -20) != 0:
+                return XDP_ABORTED
+            meta = ctx.meta
+            if len(meta) != 8 or meta[7] != 0xA7:
+                return XDP_DROP
+            return XDP_PASS
+        """)
+    b = run_one(prog, bytes(60))
+    assert b.action[0] == XdpAction.XDP_PASS
+    m = b.buf[b.data_meta[0]:b.data[0]]
+    assert bytes(m) == bytes(range(0xA0, 0xA8)) and int(b.data_end[0] - b.data[0]) == 80
+
+
+def test_neighbours_untouched_by_head_and_tail_moves(tmp_path):
+    prog = load(tmp_path, ADJUST)
+    frames = [frame(0, -100), frame(1, 200), frame(0, -300), frame(1, 10**4)]
+    b = PacketBatch(len(frames))
+    for f in frames:
+        b.append(f)
+    before = b.buf.copy()
+    prog.run_batch(b)
+    # bytes outside each packet's own slot are unchanged
+    for i in range(b.count):
+        s, e = int(b.frame_start[i]), int(b.frame_end[i])
+        before[s:e] = b.buf[s:e]
+    assert np.array_equal(before, b.buf)
+
+
+def test_prandom_is_reproducible_from_the_seed(tmp_path):
+    prog = load(tmp_path, """
+        @xdp
+        def prog(ctx):
+            pkt = ctx.pkt
+            for i in range(8):
+                pkt[i] = bpf_get_prandom_u32() & 0xFF
+            return XDP_PASS
+        """)
+
+    def draws(seed):
+        prog.seed_prandom(seed)
+        return [run_one(prog, bytes(60)).packet(0)[:8] for _ in range(3)]
+
+    a, b, c = draws(7), draws(7), draws(8)
+    assert a == b and a != c
+    assert len(set(a)) == 3  # successive packets draw new numbers
+
+
+def test_ktime_monotonic_or_capture_time(tmp_path):
+    prog = load(tmp_path, """
+        @xdp
+        def prog(ctx):
+            t = bpf_ktime_get_ns()
+            pkt = ctx.pkt
+            for i in range(8):
+                pkt[i] = (t >> (8 * i)) & 0xFF
+            return XDP_PASS
+        """)
+    b = PacketBatch(2)
+    b.append(bytes(60), ts_ns=1_700_000_000_123_456_789)
+    b.append(bytes(60), ts_ns=1_700_000_000_999_000_000)
+    prog.use_capture_time(True)
+    prog.run_batch(b)
+    got = [int.from_bytes(b.packet(i)[:8], "little") for i in range(2)]
+    assert got == [1_700_000_000_123_456_789, 1_700_000_000_999_000_000]
+    prog.use_capture_time(False)
+    prog.run_batch(b)
+    t0, t1 = (int.from_bytes(b.packet(i)[:8], "little") for i in range(2))
+    assert 0 < t0 <= t1 < 1_700_000_000_000_000_000  # CLOCK_MONOTONIC, not the epoch
+
+
+def test_smp_processor_id_is_the_worker(tmp_path):
+    prog = load(tmp_path, """
+        @xdp
+        def prog(ctx):
+            return XDP_PASS if bpf_get_smp_processor_id() == 0 else XDP_DROP
+        """)
+    assert prog.test_run(bytes(60))[0] == XdpAction.XDP_PASS

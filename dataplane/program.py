@@ -17,6 +17,7 @@ A program file is an ordinary module: ``@xdp`` marks its programs. Loading one
 
 import ast
 import collections
+import contextlib
 import functools
 import hashlib
 import importlib.util
@@ -329,6 +330,29 @@ def _compile_functions(module, spec):
     materialize(namespace, used)
 
 
+@contextlib.contextmanager
+def _wrapping_integers():
+    """Compile programs with wrap-around integer arithmetic (eBPF's semantics).
+
+    numba marks signed +, - and * as unable to overflow (LLVM's ``nsw``). After a
+    guard like ``if off + 4 > len(pkt)`` whose sum overflowed, LLVM may then
+    "prove" ``off`` in bounds and delete the view's check: a crash. Without the
+    flag only checks that are really redundant go.
+    """
+    import numba.cpython.numbers as cpython_numbers
+    import numba.np.math.numbers as np_numbers
+
+    modules = (cpython_numbers, np_numbers)
+    saved = [m._int_arith_flags for m in modules]
+    for m in modules:
+        m._int_arith_flags = lambda rettype: []
+    try:
+        yield
+    finally:
+        for m, f in zip(modules, saved):
+            m._int_arith_flags = f
+
+
 def _numba_error(exc, path, gen, program):
     """The essential line of a numba compile error, located in the user's file."""
     text = str(exc)
@@ -376,8 +400,10 @@ def load_program(ref, name=None, checked=True):
         _compile_functions(module, spec)
     b = PacketBatch(1, buffer_bytes=1024)
     try:
-        entry = run.entry(kinds, (b.buf, b.meta, runner_kernels.new_scratch(), 0, 0,
-                                  *map_arrays), block=True)
+        with _wrapping_integers() if not run.is_cached(kinds, block=True) \
+                else contextlib.nullcontext():
+            entry = run.entry(kinds, (b.buf, b.meta, runner_kernels.new_scratch(), 0, 0,
+                                      *map_arrays), block=True)
     except Exception as exc:
         if type(exc).__module__.startswith("numba"):
             raise _numba_error(exc, path, module.__file__, name) from None

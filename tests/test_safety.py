@@ -106,3 +106,23 @@ def test_division_by_zero_is_zero_as_in_ebpf(tmp_path):
 def test_invalid_verdicts_abort(tmp_path, ret, expected):
     prog = load(tmp_path, f"return {ret}\n")
     assert prog.test_run(b"\x00" * 14)[0] == expected
+
+
+def test_overflowing_guard_cannot_remove_the_bounds_check(tmp_path):
+    """``off + 4 > len(pkt)`` with off near 2**63 overflows: the access must still be
+    checked (programs compile with wrap-around arithmetic), so the packet aborts
+    and the process lives."""
+    prog = load(tmp_path, """
+        pkt = ctx.pkt
+        off = 0
+        for i in range(8):
+            off = (off << 8) | pkt[i]
+        if off < 0 or off + 4 > len(pkt):
+            return XDP_PASS
+        return XDP_DROP if pkt[off] + pkt[off + 3] == 0 else XDP_TX
+        """)
+    huge = (2**63 - 2).to_bytes(8, "big") + bytes(52)
+    small = (8).to_bytes(8, "big") + bytes(52)
+    assert prog.test_run(huge)[0] == XdpAction.XDP_ABORTED
+    assert "access outside the packet" in prog.fault_reason
+    assert prog.test_run(small)[0] == XdpAction.XDP_DROP

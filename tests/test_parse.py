@@ -512,27 +512,3 @@ def test_everything_public_is_re_exported():
 
 
 # ---------------------------------------------------------------- code generation
-
-def test_no_bounds_check_survives_behind_the_helpers_guards():
-    """header_fits is written so that LLVM drops the view's per-byte checks after
-    it, even for an offset it knows nothing about: the only fault stores left in
-    the optimised code are the deliberate ones of a load and a store outside."""
-    @njit
-    def parse_all(buf, meta, scratch, off):
-        pkt = make_xdp_md(buf, meta, scratch, 0).pkt
-        return (_pe(pkt)[0] + _pev(pkt)[3] + _pi(pkt, off)[1] + _pif(pkt, off)[8]
-                + _p6(pkt, off)[0] + _p6x(pkt, off)[1] + _pt(pkt, off)[5] + _pu(pkt, off)[2]
-                + _pic(pkt, off)[3] + _pic6(pkt, off)[2] + _pl4(pkt)[3])
-
-    @njit
-    def load_store(buf, meta, scratch, off):
-        pkt = make_xdp_md(buf, meta, scratch, 0).pkt
-        _s32(pkt, off, 7)
-        return _l64(pkt, off + 20)
-
-    b = PacketBatch(1)
-    b.append(bytes(100))
-    for fn, deliberate in ((parse_all, 0), (load_store, 2)):
-        fn(b.buf, b.meta, new_scratch(), 14)
-        ir = fn.inspect_llvm(fn.signatures[0])
-        assert ir.count("store i64 1, ptr") == deliberate, fn.__name__

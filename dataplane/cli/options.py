@@ -42,6 +42,11 @@ OPTIONS = {
     "dump_maps": (("--dump-maps",), dict(action="store_true",
                   help="print the program's maps at the end (with -j: under \"maps\", "
                        "keys and values decoded by their dtypes)")),
+    "seed": (("--seed",), dict(metavar="N", type=int,
+             help="seed bpf_get_prandom_u32 for a reproducible run")),
+    "ktime": (("--ktime",), dict(choices=("monotonic", "capture"), default="monotonic",
+              help="what bpf_ktime_get_ns returns (valid values: monotonic, the clock; "
+                   "capture, each packet's capture time; default monotonic)")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

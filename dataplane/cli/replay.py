@@ -20,8 +20,8 @@ Prints packets, bytes, each verdict's count and share, ns/pkt and Mpps."""
 
 def register(sub):
     p = sub.add_parser("replay", help=HELP, description=DESCRIPTION)
-    add_options(p, "read", "program", "write", "count", "batch", "unchecked", "dump_maps",
-                "json", "quiet")
+    add_options(p, "read", "program", "write", "count", "batch", "unchecked", "seed", "ktime",
+                "dump_maps", "json", "quiet")
     return p
 
 
@@ -38,6 +38,9 @@ def run(args):
         raise UsageError("replay: -r FILE is required",
                          hint="dataplane replay -r IN.pcap -p drop_udp -w out/")
     program = load_program(args.program, checked=not args.unchecked)
+    if args.seed is not None:
+        program.seed_prandom(args.seed)
+    program.use_capture_time(args.ktime == "capture")
     with open_capture(args.read) as reader:
         sinks = (VerdictPcaps(args.write, nanosecond=reader.nanosecond,
                               snaplen=output_snaplen(reader)) if args.write else None)

@@ -127,48 +127,35 @@ make_xdp_md = _make_xdp_md(xdp_md)
 make_xdp_md_unchecked = _make_xdp_md(xdp_md_unchecked)
 
 
-@intrinsic
-def _ctx_packet(typingctx, ctx):
-    if not isinstance(ctx, XdpMdType):
-        return None
+def _view_intrinsic(first, last):
+    """An intrinsic ``(ctx) -> view`` of the bytes between two of its boundaries."""
+    @intrinsic
+    def view_of(typingctx, ctx):
+        if not isinstance(ctx, XdpMdType):
+            return None
+        viewty = packet_view if ctx.checked else packet_view_unchecked
 
-    viewty = packet_view if ctx.checked else packet_view_unchecked
+        def codegen(context, builder, signature, args):
+            c = cgutils.create_struct_proxy(ctx)(context, builder, value=args[0])
+            start = builder.load(getattr(c, first))
+            view = cgutils.create_struct_proxy(viewty)(context, builder)
+            view.base = builder.gep(c.buf, [start])
+            view.length = builder.sub(builder.load(getattr(c, last)), start)
+            view.fault = c.fault
+            return view._getvalue()
 
-    def codegen(context, builder, signature, args):
-        c = cgutils.create_struct_proxy(ctx)(context, builder, value=args[0])
-        start = builder.load(c.data)
-        end = builder.load(c.data_end)
-        view = cgutils.create_struct_proxy(viewty)(context, builder)
-        view.base = builder.gep(c.buf, [start])
-        view.length = builder.sub(end, start)
-        view.fault = c.fault
-        return view._getvalue()
+        return viewty(ctx), codegen
+    return view_of
 
-    return viewty(ctx), codegen
+
+_ctx_packet = _view_intrinsic("data", "data_end")
+_ctx_metadata = _view_intrinsic("data_meta", "data")
 
 
 @overload_attribute(XdpMdType, "pkt")
 def _xdp_md_pkt(ctx):
     """``ctx.pkt``: the packet bytes from data to data_end (re-read after adjust_head)."""
     return lambda ctx: _ctx_packet(ctx)
-
-
-@intrinsic
-def _ctx_metadata(typingctx, ctx):
-    if not isinstance(ctx, XdpMdType):
-        return None
-    viewty = packet_view if ctx.checked else packet_view_unchecked
-
-    def codegen(context, builder, signature, args):
-        c = cgutils.create_struct_proxy(ctx)(context, builder, value=args[0])
-        start = builder.load(c.data_meta)
-        view = cgutils.create_struct_proxy(viewty)(context, builder)
-        view.base = builder.gep(c.buf, [start])
-        view.length = builder.sub(builder.load(c.data), start)
-        view.fault = c.fault
-        return view._getvalue()
-
-    return viewty(ctx), codegen
 
 
 @overload_attribute(XdpMdType, "meta")

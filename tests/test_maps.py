@@ -99,7 +99,7 @@ def test_percpu_values_are_lists_per_worker():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(name="bad name"), "map names are identifiers"),
     (dict(type=99), "unknown map type 99"),
-    (dict(type=BPF_MAP_TYPE_LPM_TRIE), "map type lpm_trie is not supported yet"),
+    (dict(type=BPF_MAP_TYPE_LPM_TRIE), "lpm_trie keys are a ('prefixlen', '<u4') field"),
     (dict(key=np.float64), "key type float64 must be an integer"),
     (dict(value=np.dtype([("a", "f8")])), "value field 'a' (float64) must be an integer"),
     (dict(max_entries=0), "max_entries must be at least 1"),

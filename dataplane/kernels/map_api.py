@@ -9,6 +9,11 @@ A value is given in place, as the kernel gives a pointer into the map: a
 record for a structured value (``v.packets += 1``), a one-element array for a
 scalar (``v[0] += 1``), or None when the key is missing. Per-CPU maps give the
 running worker's slot (worker 0 until workers exist).
+
+LPM tries (maps.py, kernels/lpm.py): a lookup takes the address (W <= 64 bits:
+an int; wider: a tuple of the first 8 data bytes and the rest, as big-endian
+ints) or the kernel's full key with the prefixlen first; update and delete
+take the full key ``(prefixlen, addr)`` / ``(prefixlen, hi, lo)``.
 """
 
 import numpy as np
@@ -16,8 +21,9 @@ from numba import njit, types
 from numba.extending import overload
 
 from .. import config
+from ..errors import ProgramError
 from ..maps import pack_source
-from . import htab
+from . import htab, lpm
 
 _CPU = 0  # the worker's slot in per-CPU values (multi-worker: issue 7)
 
@@ -76,11 +82,125 @@ def _slot_base(spec):
     return _CPU * spec.max_entries if spec.percpu else 0
 
 
+# ---------------------------------------------------------------- LPM tries
+
+def _key_arity(key):
+    """1 for an integer key, the length of a tuple key, else 0."""
+    if isinstance(key, types.Integer):
+        return 1
+    if isinstance(key, types.BaseTuple) and all(isinstance(t, types.Integer) for t in key):
+        return len(key)
+    return 0
+
+
+def _lpm_forms(spec, key, full_only, what):
+    """(has_prefixlen, to_words) for an LPM key of numba type ``key``:
+    ``to_words(key) -> (prefixlen, hi, lo)`` (left-aligned words, kernels/lpm.py)."""
+    width = spec.lpm_width
+    words = 1 if width <= 64 else 2
+    arity = _key_arity(key)
+    if arity == words + 1 or (arity == words and not full_only):
+        full = arity == words + 1
+    else:
+        addr = "an int" if words == 1 else "a tuple (first 8 data bytes, rest) of ints"
+        form = "(prefixlen, addr)" if words == 1 else "(prefixlen, hi, lo)"
+        raise ProgramError(f"map '{spec.name}': {what} of a {width}-bit lpm_trie takes "
+                          + (f"the full key {form}" if full_only else
+                             f"the address ({addr}) or the full key {form}") + f", not {key}")
+    if words == 1:
+        lsh, amask = np.uint64(64 - width), np.uint64((1 << width) - 1)
+        if full:
+            def to_words(k):
+                return np.int64(k[0]), (np.uint64(k[1]) & amask) << lsh, np.uint64(0)
+        else:
+            def to_words(k):
+                return np.int64(width), (np.uint64(k) & amask) << lsh, np.uint64(0)
+    else:
+        lsh, amask = np.uint64(128 - width), np.uint64((1 << (width - 64)) - 1)
+        if full:
+            def to_words(k):
+                return np.int64(k[0]), np.uint64(k[1]), (np.uint64(k[2]) & amask) << lsh
+        else:
+            def to_words(k):
+                return np.int64(width), np.uint64(k[0]), (np.uint64(k[1]) & amask) << lsh
+    return full, njit(**config.INLINE_JIT)(to_words)
+
+
+def _lpm_lookup(spec, key):
+    # numpy scalars, not Python ints: a literal type would compile the kernels
+    # again for each width (the control plane's calls pass int64 and uint64)
+    width, shift, scalar = np.int64(spec.lpm_width), np.uint64(spec.lpm_shift), \
+        spec.value_dtype.names is None
+    full, to_words = _lpm_forms(spec, key, False, "bpf_map_lookup_elem")
+    find1, find2 = lpm.lpm_find1.dispatcher, lpm.lpm_find2.dispatcher
+    slow = lpm.lpm_lookup.dispatcher
+    one_word = spec.lpm_width <= 64
+
+    def entry(m, key):
+        plen, hi, lo = to_words(key)
+        if full and plen != width:  # a shorter prefixlen: longest match of <= plen bits
+            return slow(m.buckets, m.chain, m.keys, m.index, m.rchild, m.nhdr, m.nent, m.bhi,
+                        m.blo, m.rval, plen, hi, lo, width, shift)
+        if one_word:
+            return np.int64(m.rval[find1(m.index, m.rchild, m.nhdr, m.nent, m.bhi, hi, shift)])
+        return np.int64(m.rval[find2(m.index, m.rchild, m.nhdr, m.nent, m.bhi, m.blo, hi, lo,
+                                     shift)])
+    entry = njit(**config.INLINE_JIT)(entry)
+    if scalar:
+        def impl(m, key):
+            e = entry(m, key)
+            if e < 0:
+                return None
+            return m.values[e:e + 1]
+    else:
+        def impl(m, key):
+            e = entry(m, key)
+            if e < 0:
+                return None
+            return m.values[e]
+    return impl
+
+
+def _lpm_update(spec, key):
+    width, shift = np.int64(spec.lpm_width), np.uint64(spec.lpm_shift)
+    write = _writer(spec.value_dtype)
+    _, to_words = _lpm_forms(spec, key, True, "bpf_map_update_elem")
+    insert = lpm.lpm_insert.dispatcher
+
+    def impl(m, key, value, flags):
+        plen, hi, lo = to_words(key)
+        e = insert(m.hdr, m.buckets, m.chain, m.prev, m.next, m.free, m.keys, m.index,
+                   m.rchild, m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo,
+                   np.int64(flags), width, shift)
+        if e < 0:
+            return e
+        write(m.values, e, value)
+        return np.int64(0)
+    return impl
+
+
+def _lpm_delete(spec, key):
+    width, shift = np.int64(spec.lpm_width), np.uint64(spec.lpm_shift)
+    _, to_words = _lpm_forms(spec, key, True, "bpf_map_delete_elem")
+    delete = lpm.lpm_delete.dispatcher
+
+    def impl(m, key):
+        plen, hi, lo = to_words(key)
+        return delete(m.hdr, m.buckets, m.chain, m.prev, m.next, m.free, m.keys, m.index,
+                      m.rchild, m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo, width,
+                      shift)
+    return impl
+
+
+# ---------------------------------------------------------------- overloads
+
 @overload(bpf_map_lookup_elem)
 def _lookup(m, key):
     spec = _spec(m)
     if spec is None:
         return None
+    if spec.is_lpm:
+        return _lpm_lookup(spec, key)
     base, n, lru, scalar = _slot_base(spec), spec.max_entries, spec.lru, \
         spec.value_dtype.names is None
     if not spec.is_hash:
@@ -125,6 +245,8 @@ def _update(m, key, value, flags):
     spec = _spec(m)
     if spec is None:
         return None
+    if spec.is_lpm:
+        return _lpm_update(spec, key)
     base, n, lru, write = _slot_base(spec), spec.max_entries, spec.lru, \
         _writer(spec.value_dtype)
     E2BIG, EEXIST, EINVAL = -htab.E2BIG, -htab.EEXIST, -htab.EINVAL
@@ -157,6 +279,8 @@ def _delete(m, key):
     spec = _spec(m)
     if spec is None:
         return None
+    if spec.is_lpm:
+        return _lpm_delete(spec, key)
     if not spec.is_hash:
         EINVAL = -htab.EINVAL
         return lambda m, key: np.int64(EINVAL)

@@ -118,8 +118,13 @@ _dp_ktime_set_capture = _dp_lazy("dataplane.kernels.xdp", "ktime_set_capture")
 
 def map_param_names(gname, m):
     """The loop's parameters for map ``gname`` (its arrays, Map.program_arrays order)."""
-    parts = (("hdr", "buckets", "chain", "prev", "next", "free", "keys", "values")
-             if m.is_hash else ("values",))
+    if getattr(m, "is_lpm", False):
+        parts = ("hdr", "buckets", "chain", "prev", "next", "free", "keys", "index", "rchild",
+                 "nhdr", "nent", "bhi", "blo", "rval", "values")
+    elif m.is_hash:
+        parts = ("hdr", "buckets", "chain", "prev", "next", "free", "keys", "values")
+    else:
+        parts = ("values",)
     return [f"{gname}_{p}" for p in parts]
 
 

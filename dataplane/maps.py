@@ -315,6 +315,41 @@ def _to_python(dtype, item):
     return out
 
 
+def _from_python(dtype, obj, map_name):
+    """Inverse of _to_python: a decoded key or value back to an int or a tuple."""
+    if dtype.names is None:
+        if not isinstance(obj, int):
+            raise MapError(map_name, f"expected an integer for {dtype}, not {obj!r}")
+        return obj
+    if not isinstance(obj, dict):
+        raise MapError(map_name, f"expected an object with fields {list(dtype.names)}, "
+                                 f"not {obj!r}")
+    out, used = [], set()
+    for n in dtype.names:
+        base = n[:-3]
+        try:
+            if n.endswith(("_hi", "_lo")) and base in obj:
+                ip = ipaddress.ip_address(obj[base])
+                v = int(ip) if ip.version == 6 else (0xFFFF << 32) | int(ip)
+                out.append(v >> 64 if n.endswith("_hi") else v & (2**64 - 1))
+                used.add(base)
+            elif isinstance(obj.get(n), str) and "addr" in n:
+                out.append(int(ipaddress.IPv4Address(obj[n])))
+                used.add(n)
+            elif isinstance(obj.get(n), str) and "mac" in n:
+                out.append(int(obj[n].replace(":", ""), 16))
+                used.add(n)
+            else:
+                out.append(int(obj[n]))
+                used.add(n)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise MapError(map_name, f"field '{n}' of {obj!r}: {exc}") from None
+    extra = set(obj) - used
+    if extra:
+        raise MapError(map_name, f"unknown fields {sorted(extra)} (fields: {list(dtype.names)})")
+    return tuple(out)
+
+
 # ---------------------------------------------------------------- the map
 
 #: lpm_py's native entries (block ABI) by argument kinds: one per process.
@@ -329,7 +364,7 @@ class Map:
     the kernel.
     """
 
-    def __init__(self, name, type, key, value, max_entries):
+    def __init__(self, name, type, key, value, max_entries, attach=None):
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
             raise MapError(str(name), "map names are identifiers (letters, digits, _)")
         self.name = name
@@ -355,7 +390,8 @@ class Map:
             self._key_fields = _field_list(self.key_dtype, "key", name)
         _field_list(self.value_dtype, "value", name)
         self.ncpu = config.WORKERS if type in _PERCPU else 1
-        self._allocate()
+        self.pinned = None
+        self._allocate(attach)
 
     @property
     def type_name(self):
@@ -377,7 +413,9 @@ class Map:
     def percpu(self):
         return self.type in _PERCPU
 
-    def _allocate(self):
+    def _allocate(self, buffer=None):
+        """Lay the map's arrays out in one buffer: a new zeroed one (then reset to
+        empty), or ``buffer`` as it is (a pinned map attached to: pin.py)."""
         n = self.max_entries
         parts = [("values", self.value_dtype.itemsize * n * self.ncpu)]
         if self.is_hash or self.is_lpm:
@@ -397,7 +435,14 @@ class Map:
             size = (size + 63) // 64 * 64
             offsets[part] = (size, nbytes)
             size += nbytes
-        self.buffer = np.zeros(max(size, 64), np.uint8)
+        self.nbytes = max(size, 64)
+        fresh = buffer is None
+        if fresh:
+            buffer = np.zeros(self.nbytes, np.uint8)
+        elif buffer.size != self.nbytes:
+            raise MapError(self.name, f"storage of {buffer.size} bytes, the map needs "
+                                      f"{self.nbytes}")
+        self.buffer = buffer
         view = {p: self.buffer[o:o + nb_] for p, (o, nb_) in offsets.items()}
         self.values = view["values"].view(self.value_dtype).reshape(self.ncpu, n)
         if self.is_hash or self.is_lpm:
@@ -409,7 +454,9 @@ class Map:
             self.free = view["free"].view(np.int32)
             # word 0 of each row is the entry's hash (kernels/htab.py)
             self.keys = view["keys"].view(np.uint64).reshape(n, self._row_words())
-            htab.htab_reset(self.hdr, self.buckets, self.chain, self.prev, self.next, self.free)
+            if fresh:
+                htab.htab_reset(self.hdr, self.buckets, self.chain, self.prev, self.next,
+                                self.free)
         if self.is_lpm:
             self.index = view["index"].view(np.int32)
             self.rchild = view["rchild"].view(np.int32)
@@ -418,7 +465,30 @@ class Map:
             self.bhi = view["bhi"].view(np.uint64)
             self.blo = view["blo"].view(np.uint64)
             self.rval = view["rval"].view(np.int32)
-            lpm.lpm_clear(self.hdr, self.index, self.rchild, self.bhi, self.blo, self.rval)
+            if fresh:
+                lpm.lpm_clear(self.hdr, self.index, self.rchild, self.bhi, self.blo, self.rval)
+
+    def pin(self, directory):
+        """Move the map's storage into ``directory`` (pin.py), contents kept: from
+        now on other processes can open, read and change it."""
+        from .pin import pin_buffer
+
+        pinned = pin_buffer(directory, self, self.nbytes)
+        pinned[:] = self.buffer
+        self._allocate(pinned)
+        self.pinned = str(directory)
+
+    def encode_key(self, obj):
+        """A key from its decoded (JSON) form, as ``items()`` prints it."""
+        if self.is_lpm:
+            return obj
+        return _from_python(self.key_dtype, obj, self.name)
+
+    def encode_value(self, obj):
+        """A value from its decoded (JSON) form; a list for per-CPU maps."""
+        if self.percpu and isinstance(obj, list):
+            return [_from_python(self.value_dtype, v, self.name) for v in obj]
+        return _from_python(self.value_dtype, obj, self.name)
 
     def _row_words(self):
         if self.is_lpm:  # (prefixlen, hi, lo): kernels/lpm.py

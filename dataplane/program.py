@@ -367,12 +367,14 @@ def _numba_error(exc, path, gen, program):
     return ProgramError(f"{path}:{line}: {program}: cannot compile: {essential}")
 
 
-def load_program(ref, name=None, checked=True):
+def load_program(ref, name=None, checked=True, pin=None):
     """Load a program by reference (file, ``file:name`` or bundled name) -> Program.
 
     ``checked=False`` drops the run-time bounds checks of packet accesses (an
     out-of-bounds access is then undefined behaviour, as it would be in C
     without the verifier): for programs trusted to guard every access.
+    ``pin`` is a directory: the program's maps move into files there, shared
+    with other processes (pin.py).
     """
     path, ref_name = resolve_program(ref)
     name = name or ref_name
@@ -394,6 +396,9 @@ def load_program(ref, name=None, checked=True):
     variant = "" if checked else "_unchecked"
     run = module.__dict__[f"_dp_run{variant}_{spec.fn.__name__}"]
     maps = module.__dataplane_maps__
+    if pin is not None:
+        for _, m in maps:
+            m.pin(pin)
     map_arrays = [a for _, m in maps for a in m.program_arrays()]
     kinds = _RUNNER_KINDS + tuple((a.dtype.str, a.ndim) for a in map_arrays)
     if not run.is_cached(kinds, block=True):

@@ -10,9 +10,9 @@ import json
 import sys
 
 from .. import __version__
-from . import bench, replay
+from . import bench, map_cmd, replay
 
-COMMANDS = {"replay": replay, "bench": bench}
+COMMANDS = {"replay": replay, "bench": bench, "map": map_cmd}
 
 
 class _Parser(argparse.ArgumentParser):

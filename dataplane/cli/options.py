@@ -47,6 +47,10 @@ OPTIONS = {
     "ktime": (("--ktime",), dict(choices=("monotonic", "capture"), default="monotonic",
               help="what bpf_ktime_get_ns returns (valid values: monotonic, the clock; "
                    "capture, each packet's capture time; default monotonic)")),
+    "pin": (("--pin",), dict(metavar="DIR",
+            help="back the program's maps by files in DIR, shared with other processes "
+                 "(dataplane map ... --pin DIR); default for dataplane map: "
+                 "$DATAPLANE_PIN_DIR")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

@@ -21,7 +21,7 @@ Prints packets, bytes, each verdict's count and share, ns/pkt and Mpps."""
 def register(sub):
     p = sub.add_parser("replay", help=HELP, description=DESCRIPTION)
     add_options(p, "read", "program", "write", "count", "batch", "unchecked", "seed", "ktime",
-                "dump_maps", "json", "quiet")
+                "pin", "dump_maps", "json", "quiet")
     return p
 
 
@@ -37,7 +37,7 @@ def run(args):
     if not args.read:
         raise UsageError("replay: -r FILE is required",
                          hint="dataplane replay -r IN.pcap -p drop_udp -w out/")
-    program = load_program(args.program, checked=not args.unchecked)
+    program = load_program(args.program, checked=not args.unchecked, pin=args.pin)
     if args.seed is not None:
         program.seed_prandom(args.seed)
     program.use_capture_time(args.ktime == "capture")

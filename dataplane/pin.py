@@ -1,0 +1,100 @@
+"""Pinned maps: a map's storage in a file, shared with other processes.
+
+``dataplane replay/run --pin DIR`` backs each map of the program by
+``DIR/<name>.bin`` (its one buffer, memory-mapped: the running program and any
+other process that maps the file share the same bytes) and describes it in
+``DIR/<name>.json`` (type, key and value dtypes, max_entries, workers), the
+way bpffs pins a map and ``bpftool map show`` describes it. ``open_pinned``
+rebuilds the Map in another process; ``dataplane map list|dump|update|delete``
+uses it. Without ``--pin`` nothing is written to disk. Pinned files stay when
+the run ends (unpin by deleting them, or ``dataplane map unpin``).
+"""
+
+import json
+import mmap
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataplaneError
+
+_FORMAT = 1
+
+
+def _descr(dtype):
+    """A JSON form of a numpy dtype (its ``descr``, or the scalar's string)."""
+    return dtype.descr if dtype.names else dtype.str
+
+
+def _dtype(d):
+    return np.dtype([tuple(f) for f in d] if isinstance(d, list) else d)
+
+
+def map_file(directory, name):
+    return Path(directory) / f"{name}.bin"
+
+
+def spec_file(directory, name):
+    return Path(directory) / f"{name}.json"
+
+
+def pin_buffer(directory, m, nbytes):
+    """A zero-filled, memory-mapped buffer of ``nbytes`` for map ``m`` in ``directory``
+    (replacing an earlier pin of the same name), and its spec file."""
+    d = Path(directory)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        path = map_file(d, m.name)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            f.truncate(nbytes)
+        os.replace(tmp, path)
+        spec = {"format": _FORMAT, "name": m.name, "type": m.type, "type_name": m.type_name,
+                "key": _descr(m.key_dtype), "value": _descr(m.value_dtype),
+                "max_entries": m.max_entries, "workers": m.ncpu, "bytes": nbytes}
+        spec_file(d, m.name).write_text(json.dumps(spec, indent=1) + "\n")
+    except OSError as exc:
+        raise DataplaneError(f"{d}: cannot pin map '{m.name}': {exc.strerror}") from None
+    return _map_file(path, nbytes)
+
+
+def _map_file(path, nbytes):
+    with open(path, "r+b") as f:
+        mm = mmap.mmap(f.fileno(), nbytes)
+    return np.frombuffer(mm, np.uint8)
+
+
+def list_pinned(directory):
+    """Specs of the maps pinned in ``directory`` (sorted by name)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise DataplaneError(f"{d}: no such pin directory",
+                             hint="run a program with --pin DIR first")
+    specs = []
+    for p in sorted(d.glob("*.json")):
+        try:
+            spec = json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataplaneError(f"{p}: not a pinned map's spec: {exc}") from None
+        if spec.get("format") == _FORMAT and map_file(d, spec.get("name", "")).exists():
+            specs.append(spec)
+    return specs
+
+
+def open_pinned(directory, name):
+    """The Map pinned as ``name`` in ``directory``, on the same shared bytes."""
+    from .maps import Map
+
+    for spec in list_pinned(directory):
+        if spec["name"] == name:
+            break
+    else:
+        names = ", ".join(s["name"] for s in list_pinned(directory)) or "none"
+        raise DataplaneError(f"{directory}: no pinned map '{name}' (pinned: {names})")
+    path = map_file(directory, name)
+    if path.stat().st_size != spec["bytes"]:
+        raise DataplaneError(f"{path}: size {path.stat().st_size} does not match its spec "
+                             f"({spec['bytes']} bytes)")
+    return Map(spec["name"], spec["type"], key=_dtype(spec["key"]), value=_dtype(spec["value"]),
+               max_entries=spec["max_entries"], attach=_map_file(path, spec["bytes"]))

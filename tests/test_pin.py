@@ -1,0 +1,89 @@
+"""Pinned maps: replay --pin DIR, then dataplane map list/dump/update/delete from
+other processes, including while the program is running."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "pcaps" / "small.pcap"
+
+
+def dp(*args, check=0, **kw):
+    r = subprocess.run([sys.executable, "-m", "dataplane.cli.main", *map(str, args)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300, **kw)
+    assert r.returncode == check, (r.returncode, r.stdout, r.stderr)
+    return r
+
+
+def test_replay_pin_then_inspect_and_change_from_the_cli(tmp_path):
+    pin = tmp_path / "pinned"
+    d = json.loads(dp("replay", "-r", SMALL, "-p", "flow_counter", "--pin", pin,
+                      "--dump-maps", "-j").stdout)
+    assert sorted(p.name for p in pin.iterdir()) == ["flows.bin", "flows.json"]
+    listed = json.loads(dp("map", "list", "--pin", pin, "-j").stdout)
+    assert listed == [{"name": "flows", "type_name": "lru_hash", "max_entries": 65536,
+                       "workers": 1}]
+    dumped = json.loads(dp("map", "dump", "flows", "--pin", pin, "-j").stdout)
+    assert dumped == d["maps"]["flows"]
+    key = {"saddr": "10.9.9.9", "daddr": "10.8.8.8", "sport": 1, "dport": 2, "proto": 17}
+    dp("map", "update", "flows", json.dumps(key), '{"packets": 7, "bytes": 700}', "--pin", pin)
+    after = json.loads(dp("map", "dump", "flows", "--pin", pin, "-j").stdout)
+    assert {"key": key, "value": {"packets": 7, "bytes": 700}} in after
+    assert len(after) == len(dumped) + 1
+    dp("map", "delete", "flows", json.dumps(key), "--pin", pin)
+    r = dp("map", "delete", "flows", json.dumps(key), "--pin", pin, check=1)
+    assert "map 'flows': delete" in r.stderr and "-ENOENT" in r.stderr
+    human = dp("map", "dump", "flows", "--pin", pin).stdout
+    assert human.startswith(f"map flows: lru_hash, {len(dumped):,} of 65,536 entries")
+
+
+def test_map_cli_errors(tmp_path):
+    r = dp("map", "list", check=2, env={"PATH": "/usr/bin:/bin"})
+    assert "--pin DIR is required" in r.stderr
+    r = dp("map", "dump", "nope", "--pin", tmp_path, check=1)
+    assert "no pinned map 'nope'" in r.stderr
+    r = dp("map", "list", "--pin", tmp_path / "missing", check=1)
+    assert "no such pin directory" in r.stderr
+    dp("replay", "-r", SMALL, "-p", "ddos_guard", "--pin", tmp_path, "-q")
+    r = dp("map", "update", "config", "0", "not-json", "--pin", tmp_path, check=2)
+    assert "value 'not-json' is not JSON" in r.stderr
+    r = dp("map", "update", "config", "0", '{"rate": 1}', "--pin", tmp_path, check=1)
+    assert "map 'config'" in r.stderr and "rate_pps" in r.stderr
+
+
+RUNNER = """
+import sys
+from dataplane import PacketBatch, load_program
+prog = load_program("ddos_guard", pin=sys.argv[1])
+prog.maps["config"].update(0, (0, 1))  # rate 0: pass everything
+b = PacketBatch(1)
+b.append(bytes(12) + b"\\x08\\x00\\x45" + bytes(45))
+for step in range(2):
+    b.action[0] = 0
+    prog.run_batch(b)
+    print(int(b.action[0]), flush=True)   # 2 = XDP_PASS, 1 = XDP_DROP
+    sys.stdin.readline()                  # wait for the other process
+"""
+
+
+def test_a_second_process_changes_a_running_programs_map(tmp_path):
+    pin = tmp_path / "pinned"
+    run = subprocess.Popen([sys.executable, "-c", textwrap.dedent(RUNNER), str(pin)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert run.stdout.readline().strip() == "2"   # first batch: passes
+        # from another process, while the program is loaded and running:
+        dp("map", "update", "config", "0", '{"rate_pps": 1, "burst": 1}', "--pin", pin)
+        dp("map", "update", "buckets", '{"saddr": "0.0.0.0"}',
+           '{"tokens": 0, "last_ns": 9000000000000000000}', "--pin", pin)
+        run.stdin.write("\n")
+        run.stdin.flush()
+        assert run.stdout.readline().strip() == "1"   # second batch: the new config drops
+        run.stdin.write("\n")
+        run.stdin.flush()
+        assert run.wait(timeout=60) == 0
+    finally:
+        run.kill()

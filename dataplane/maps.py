@@ -103,9 +103,10 @@ MAP_TYPE_NAMES = {
     BPF_MAP_TYPE_DEVMAP: "devmap", BPF_MAP_TYPE_DEVMAP_HASH: "devmap_hash",
     BPF_MAP_TYPE_RINGBUF: "ringbuf",
 }
+_DEVMAPS = {BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH}
 _HASHES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_HASH,
-           BPF_MAP_TYPE_LRU_PERCPU_HASH}
-_ARRAYS = {BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY}
+           BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_DEVMAP_HASH}
+_ARRAYS = {BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_DEVMAP}
 _PERCPU = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 _LRU = {BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 SUPPORTED = _HASHES | _ARRAYS | {BPF_MAP_TYPE_LPM_TRIE}
@@ -380,6 +381,10 @@ class Map:
             raise MapError(name, f"max_entries must be at least 1, not {max_entries}")
         if type in _ARRAYS and (self.key_dtype.names or self.key_dtype.itemsize != 4):
             raise MapError(name, f"array maps take a 4-byte integer key, not {self.key_dtype}")
+        if type in _DEVMAPS and (self.value_dtype.names or self.value_dtype.itemsize != 4
+                                 or self.value_dtype.kind not in "iu"):
+            raise MapError(name, f"device maps hold an ifindex: a 4-byte integer value, "
+                                 f"not {self.value_dtype}")
         if type == BPF_MAP_TYPE_LPM_TRIE:
             self.lpm_width = _lpm_width(self.key_dtype, name)
             self.lpm_ibits = lpm.index_bits(self.max_entries, self.lpm_width)
@@ -400,6 +405,11 @@ class Map:
     @property
     def is_hash(self):
         return self.type in _HASHES
+
+    @property
+    def is_devmap(self):
+        """DEVMAP / DEVMAP_HASH: redirect targets (an ifindex, 0 for none)."""
+        return self.type in _DEVMAPS
 
     @property
     def is_lpm(self):
@@ -551,6 +561,9 @@ class Map:
             return self._lpm_op(lpm.OP_LOOKUP, key)
         if not self.is_hash:
             index = self._index(key)
+            if self.type == BPF_MAP_TYPE_DEVMAP and 0 <= index < self.max_entries \
+                    and self.values[0, index] == 0:
+                return -1  # an empty device slot
             return index if 0 <= index < self.max_entries else -1
         return int(htab.htab_lookup_py(self.buckets, self.chain, self.keys,
                                        _key_bytes(self.key_dtype, key, self.name)))
@@ -623,6 +636,12 @@ class Map:
             if r < 0:
                 self._fail(-r, f"delete {key!r}")
             return
+        if self.type == BPF_MAP_TYPE_DEVMAP:  # the kernel empties the slot
+            index = self._index(key)
+            if not 0 <= index < self.max_entries:
+                self._fail(errno.EINVAL, f"delete {key!r}")
+            self.values[:, index] = 0
+            return
         if not self.is_hash:
             self._fail(errno.EINVAL, f"delete {key!r}")
         r = int(htab.htab_delete_py(*self._table(),
@@ -631,6 +650,8 @@ class Map:
             self._fail(-r, f"delete {key!r}")
 
     def _used(self):
+        if self.type == BPF_MAP_TYPE_DEVMAP:
+            return np.flatnonzero(self.values[0])
         if not (self.is_hash or self.is_lpm):
             return np.arange(self.max_entries)
         out = np.zeros(self.max_entries, np.int64)
@@ -655,6 +676,8 @@ class Map:
         return [(self._decode_key(e), self._decode_value(e)) for e in self._used()]
 
     def __len__(self):
+        if self.type == BPF_MAP_TYPE_DEVMAP:
+            return int(np.count_nonzero(self.values[0]))
         return int(self.hdr[htab.H_COUNT]) if (self.is_hash or self.is_lpm) else self.max_entries
 
     def clear(self):
@@ -717,3 +740,4 @@ class Map:
 bpf_map_lookup_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_lookup_elem"))
 bpf_map_update_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_update_elem"))
 bpf_map_delete_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_delete_elem"))
+bpf_redirect_map = api(lazy("dataplane.kernels.map_api", "bpf_redirect_map"))

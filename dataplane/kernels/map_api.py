@@ -295,3 +295,52 @@ def _delete(m, key):
 def is_map_handle(t):
     """True for the numba type of a map handle (used by the checker's tests)."""
     return isinstance(t, types.NamedTuple) and _spec(t) is not None
+
+
+def bpf_redirect_map(m, key, flags):
+    """``bpf_redirect_map(devmap, key, flags)`` (helper 51): return it from the
+    program. XDP_REDIRECT to the device in slot ``key``; a missing key gives
+    the fallback action in the low two bits of ``flags`` (XDP_PASS, ...).
+    Other flags (BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS) are not supported:
+    XDP_ABORTED, as the kernel returns for flags it does not know."""
+    raise NotImplementedError("bpf_redirect_map runs only inside a program")
+
+
+_ACTION_MASK = 3  # BPF_F_ACTION_MASK: XDP_ABORTED .. XDP_TX
+
+
+@overload(bpf_redirect_map)
+def _redirect_map(m, key, flags):
+    spec = _spec(m)
+    if spec is None or not spec.is_devmap:
+        return None
+    n = spec.max_entries
+    ABORTED, REDIRECT = 0, 4
+
+    def target(ifindex):
+        return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | REDIRECT
+
+    target = njit(**config.INLINE_JIT)(target)
+    if not spec.is_hash:
+        def impl(m, key, flags):
+            f = np.int64(flags)
+            if f & ~_ACTION_MASK:
+                return np.int64(ABORTED)
+            i = np.int64(key) & 0xFFFFFFFF
+            if i < n and m.values[i] != 0:
+                return target(m.values[i])
+            return f & _ACTION_MASK
+        return impl
+    pack, find, key_hash = _packer(spec.key_dtype), htab.htab_find.dispatcher, \
+        htab.key_hash.dispatcher
+
+    def impl(m, key, flags):
+        f = np.int64(flags)
+        if f & ~_ACTION_MASK:
+            return np.int64(ABORTED)
+        k = pack(key)
+        e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
+        if e >= 0 and m.values[e] != 0:
+            return target(m.values[e])
+        return f & _ACTION_MASK
+    return impl

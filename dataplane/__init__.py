@@ -12,5 +12,6 @@ from .errors import DataplaneError, ProgramError, UsageError, CaptureError  # no
 from .helpers import (bpf_get_prandom_u32, bpf_get_smp_processor_id,  # noqa: F401
                       bpf_ktime_get_ns, bpf_redirect, bpf_xdp_adjust_head,
                       bpf_xdp_adjust_meta, bpf_xdp_adjust_tail)
+from .helpers import bpf_printk, bpf_trace_printk  # noqa: F401
 from .io.batch import PacketBatch  # noqa: F401
 from .program import Program, ProgramSpec, load_program, xdp  # noqa: F401

@@ -31,3 +31,23 @@ bpf_xdp_adjust_meta = _xdp("bpf_xdp_adjust_meta")
 bpf_get_smp_processor_id = _xdp("bpf_get_smp_processor_id")
 bpf_get_prandom_u32 = _xdp("bpf_get_prandom_u32")
 bpf_ktime_get_ns = _xdp("bpf_ktime_get_ns")
+
+
+@api
+def bpf_trace_printk(fmt, *args):
+    """``bpf_trace_printk(fmt, ...)`` (helper 6): a debug line with the packet's index.
+
+    ``fmt`` is a string constant (the kernel's ``fmt, fmt_size`` in one), with up
+    to 3 integer arguments, one per directive: %d %i %u %x %X (32 bits, as the
+    kernel reads them), the same with l or ll (64 bits), %c, %% (flags '-' and
+    '0' and a width allowed); other formats are refused at load with their line.
+    Returns the formatted line's length in bytes, or -EAGAIN (-11) when the
+    program's trace ring is full (the line is dropped, and counted). ``replay``
+    prints the lines on stderr after each batch as ``trace: packet N: <line>``
+    (with -j also under "trace"); ``Program.trace_lines()`` drains them.
+    """
+    raise NotImplementedError("bpf_trace_printk runs only inside a program")
+
+
+#: libbpf's name for it.
+bpf_printk = bpf_trace_printk

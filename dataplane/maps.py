@@ -105,16 +105,27 @@ MAP_TYPE_NAMES = {
 }
 _DEVMAPS = {BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH}
 _HASHES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_HASH,
-           BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_DEVMAP_HASH}
-_ARRAYS = {BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_DEVMAP}
+           BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_DEVMAP_HASH, BPF_MAP_TYPE_HASH_OF_MAPS}
+_ARRAYS = {BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_DEVMAP,
+           BPF_MAP_TYPE_ARRAY_OF_MAPS}
 _PERCPU = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 _LRU = {BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH}
-SUPPORTED = _HASHES | _ARRAYS | {BPF_MAP_TYPE_LPM_TRIE}
+_MAP_IN_MAP = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
+SUPPORTED = _HASHES | _ARRAYS | _MAP_IN_MAP | {BPF_MAP_TYPE_LPM_TRIE}
+SUPPORTED |= {BPF_MAP_TYPE_RINGBUF}  # a RingBuf (below): Map(...) of this type makes one
 
 #: ``struct bpf_lpm_trie_key`` of IPv4 and IPv6 LPM tries: prefixlen, then the
 #: address in network order.
 LPM_V4 = np.dtype([("prefixlen", "<u4"), ("data", "u1", (4,))])
 LPM_V6 = np.dtype([("prefixlen", "<u4"), ("data", "u1", (16,))])
+
+
+class InnerMap:
+    """The shape of the inner maps of an ARRAY_OF_MAPS / HASH_OF_MAPS (the
+    kernel's inner_map_fd template): type, key, value, max_entries."""
+
+    def __init__(self, type, key, value, max_entries):
+        self.type, self.key, self.value, self.max_entries = type, key, value, max_entries
 
 
 class MapError(DataplaneError):
@@ -365,7 +376,15 @@ class Map:
     the kernel.
     """
 
-    def __init__(self, name, type, key, value, max_entries, attach=None):
+    def __new__(cls, *args, **kwargs):
+        """``Map(name, BPF_MAP_TYPE_RINGBUF, ...)`` makes a RingBuf (no keys; below)."""
+        kind = args[1] if len(args) > 1 else kwargs.get("type")
+        if cls is Map and kind == BPF_MAP_TYPE_RINGBUF:
+            cls = RingBuf
+        return super().__new__(cls)
+
+    def __init__(self, name, type, key, value=np.uint32, max_entries=None, attach=None,
+                 inner=None, pool=None):
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
             raise MapError(str(name), "map names are identifiers (letters, digits, _)")
         self.name = name
@@ -376,6 +395,8 @@ class Map:
         self.type = type
         self.key_dtype = np.dtype(key)
         self.value_dtype = np.dtype(value)
+        if max_entries is None:
+            raise MapError(name, "max_entries is required")
         self.max_entries = int(max_entries)
         if self.max_entries < 1:
             raise MapError(name, f"max_entries must be at least 1, not {max_entries}")
@@ -396,6 +417,9 @@ class Map:
         _field_list(self.value_dtype, "value", name)
         self.ncpu = config.WORKERS if type in _PERCPU else 1
         self.pinned = None
+        self.inner_maps = ()
+        if type in _MAP_IN_MAP:
+            self._make_pool(inner, pool)
         self._allocate(attach)
 
     @property
@@ -405,6 +429,38 @@ class Map:
     @property
     def is_hash(self):
         return self.type in _HASHES
+
+    @property
+    def is_map_in_map(self):
+        """ARRAY_OF_MAPS / HASH_OF_MAPS: values are inner maps of one shape."""
+        return self.type in _MAP_IN_MAP
+
+    def _make_pool(self, inner, pool):
+        """The inner maps: ``pool`` maps of the ``inner`` spec, back to back in one
+        2-D byte array (a program builds an inner map's handle from its row)."""
+        if not isinstance(inner, InnerMap):
+            raise MapError(self.name, "a map of maps needs inner=InnerMap(type, key, value, "
+                                      "max_entries)")
+        if self.value_dtype.names or self.value_dtype.itemsize != 4:
+            raise MapError(self.name, "a map of maps holds 4-byte values (inner map numbers)")
+        n = int(pool if pool is not None else self.max_entries)
+        if n < 1:
+            raise MapError(self.name, f"pool must be at least 1, not {pool}")
+        first = Map(f"{self.name}_inner", inner.type, inner.key, inner.value, inner.max_entries)
+        if first.is_map_in_map:
+            raise MapError(self.name, "inner maps cannot be maps of maps")
+        self.pool = np.zeros((n, first.nbytes), np.uint8)
+        self.inner_maps = tuple(
+            Map(f"{self.name}_inner{i}", inner.type, inner.key, inner.value, inner.max_entries,
+                attach=self.pool[i]) for i in range(n))
+        for m in self.inner_maps:
+            m.clear()  # attached storage starts zeroed: make each an empty map
+        self.inner_spec = self.inner_maps[0]
+
+    def inner_map(self, key):
+        """The inner Map stored under ``key``, or None."""
+        e = self._entry(key)
+        return None if e < 0 else self.inner_maps[int(self.values[0, e]) - 1]
 
     @property
     def is_devmap(self):
@@ -511,10 +567,11 @@ class Map:
         flat = self.values.reshape(-1).view(np.uint8)
         if self.is_lpm:
             return self._table() + self._ranges() + (flat,)
+        pool = (self.pool,) if self.is_map_in_map else ()
         if self.is_hash:
             return (self.hdr, self.buckets, self.chain, self.prev, self.next, self.free,
-                    self.keys, flat)
-        return (flat,)
+                    self.keys, flat) + pool
+        return (flat,) + pool
 
     # -- control plane ----------------------------------------------------
     def _table(self):
@@ -561,9 +618,9 @@ class Map:
             return self._lpm_op(lpm.OP_LOOKUP, key)
         if not self.is_hash:
             index = self._index(key)
-            if self.type == BPF_MAP_TYPE_DEVMAP and 0 <= index < self.max_entries \
-                    and self.values[0, index] == 0:
-                return -1  # an empty device slot
+            if self.type in (BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_ARRAY_OF_MAPS) \
+                    and 0 <= index < self.max_entries and self.values[0, index] == 0:
+                return -1  # an empty device or inner-map slot
             return index if 0 <= index < self.max_entries else -1
         return int(htab.htab_lookup_py(self.buckets, self.chain, self.keys,
                                        _key_bytes(self.key_dtype, key, self.name)))
@@ -584,6 +641,9 @@ class Map:
                                   f"(-{errno.errorcode.get(err, err)})", err)
 
     def _decode_value(self, e):
+        if self.is_map_in_map:  # the inner map: its number and entries
+            i = int(self.values[0, e]) - 1
+            return {"inner": i, "entries": self.inner_maps[i].to_json()}
         if self.percpu:
             return [_to_python(self.value_dtype, self.values[c, e]) for c in range(self.ncpu)]
         return _to_python(self.value_dtype, self.values[0, e])
@@ -618,6 +678,12 @@ class Map:
                 self._fail(errno.EEXIST, f"update {key!r}")
             if not 0 <= e < self.max_entries:
                 self._fail(errno.E2BIG, f"update {key!r}")
+        if self.is_map_in_map:  # the value: an inner map (or its number, 0-based)
+            index = self.inner_maps.index(value) if isinstance(value, Map) else value
+            if not (isinstance(index, int) and 0 <= index < len(self.inner_maps)):
+                raise MapError(self.name, f"bad inner map {value!r} "
+                                          f"(0..{len(self.inner_maps) - 1})")
+            value = index + 1
         values = value if (self.percpu and isinstance(value, list)) else [value] * self.ncpu
         if len(values) != self.ncpu:
             raise MapError(self.name, f"{len(values)} per-CPU values for {self.ncpu} workers")
@@ -636,7 +702,7 @@ class Map:
             if r < 0:
                 self._fail(-r, f"delete {key!r}")
             return
-        if self.type == BPF_MAP_TYPE_DEVMAP:  # the kernel empties the slot
+        if self.type in (BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_ARRAY_OF_MAPS):  # empty the slot
             index = self._index(key)
             if not 0 <= index < self.max_entries:
                 self._fail(errno.EINVAL, f"delete {key!r}")
@@ -650,7 +716,7 @@ class Map:
             self._fail(-r, f"delete {key!r}")
 
     def _used(self):
-        if self.type == BPF_MAP_TYPE_DEVMAP:
+        if self.type in (BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_ARRAY_OF_MAPS):
             return np.flatnonzero(self.values[0])
         if not (self.is_hash or self.is_lpm):
             return np.arange(self.max_entries)
@@ -676,7 +742,7 @@ class Map:
         return [(self._decode_key(e), self._decode_value(e)) for e in self._used()]
 
     def __len__(self):
-        if self.type == BPF_MAP_TYPE_DEVMAP:
+        if self.type in (BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_ARRAY_OF_MAPS):
             return int(np.count_nonzero(self.values[0]))
         return int(self.hdr[htab.H_COUNT]) if (self.is_hash or self.is_lpm) else self.max_entries
 
@@ -741,3 +807,219 @@ bpf_map_lookup_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_lookup_elem
 bpf_map_update_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_update_elem"))
 bpf_map_delete_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_delete_elem"))
 bpf_redirect_map = api(lazy("dataplane.kernels.map_api", "bpf_redirect_map"))
+
+
+# ---------------------------------------------------------------- ring buffers
+
+#: bpf_ringbuf_output flags: accepted and ignored (no reader sleeps on the ring).
+BPF_RB_NO_WAKEUP, BPF_RB_FORCE_WAKEUP = 1, 2
+#: Words of a ring's int64 header: the consumer's cache line, then the producer's.
+RB_CONSUMER = 0     # consumer position in bytes: written by readers (read, clear)
+RB_PRODUCER = 8     # producer position in bytes: written by the program
+RB_DROPPED = 9      # records refused for lack of room (-EAGAIN)
+RB_WRITTEN = 10     # records written
+RB_AUX = 11         # free for internal rings (the trace ring's packet index, program.py)
+RB_HDR_WORDS = 16
+#: The kernel wants the ring's size a power of 2 and a multiple of the page size.
+RB_PAGE = 4096
+ENOTSUPP = 524      # the kernel's answer to element operations on a ring
+
+
+class RingBuf(Map):
+    """BPF_MAP_TYPE_RINGBUF: records from programs to Python, in arrival order.
+
+    Declared as any map: ``Map("events", BPF_MAP_TYPE_RINGBUF, key=None,
+    value=EVENT, max_entries=1 << 16)``. ``max_entries`` is the ring's size in
+    bytes (a power of 2 and a multiple of 4096, else -EINVAL, as in the kernel);
+    there is no key (``key=None``, or ``0``: the kernel's key_size 0; anything
+    else is refused); ``value`` is the record's layout (an integer type or a
+    structured dtype of integer fields), used to write and to decode records.
+
+    A program writes with ``bpf_ringbuf_output(events, (f1, f2, ...), 0)`` (an
+    int for a scalar value): 0, or -EAGAIN when the ring has no room (the record
+    is dropped, counted in ``dropped``; the program may count it too).
+
+    From Python: ``read()`` (or ``poll()``) drains the pending records as a
+    numpy array of the value dtype; ``peek()`` gives them without draining;
+    ``items()`` / ``to_json()`` decode them (structured -> dicts, ``*addr*``
+    fields as addresses) without draining, so ``--dump-maps`` shows them;
+    ``len()`` is the number pending, ``dropped`` the records refused for lack
+    of room, ``written`` those accepted; ``clear()`` discards the pending
+    records and zeroes both counters. Element operations (lookup, update,
+    delete, dump) fail with -ENOTSUPP, as in the kernel.
+
+    Storage (one buffer, so ``--pin`` shares it and another process can drain
+    it): an int64 header of 16 words (RB_*: consumer position, then on its own
+    cache line the producer position and the counters) and the ring's bytes.
+    Positions are byte counters that only grow; a record is an 8-byte header
+    (``u32 len`` = the value's itemsize, ``u32 pg_off`` = 0), the value, padded
+    to 8 bytes, at ``pos & (size - 1)``, running on at the ring's start past its
+    end. A record needs ``8 + itemsize`` rounded up to 8 bytes, and a ring of
+    ``size`` bytes holds at most ``size - 8`` bytes of records (the kernel's
+    ``new_prod - cons > size - 1`` check).
+    """
+
+    is_ringbuf = True
+
+    def __init__(self, name, type, key, value, max_entries, attach=None):
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+            raise MapError(str(name), "map names are identifiers (letters, digits, _)")
+        self.name = name
+        self.type = BPF_MAP_TYPE_RINGBUF
+        if key is None or (isinstance(key, int) and key == 0):
+            key = np.dtype("V0")
+        try:
+            self.key_dtype = np.dtype(key)
+        except TypeError:
+            self.key_dtype = None
+        if self.key_dtype is None or self.key_dtype.itemsize != 0:
+            raise MapError(name, f"ringbuf maps have no key: give key=None (the kernel "
+                                 f"requires key_size 0), not {key!r}")
+        self.value_dtype = np.dtype(value)
+        _field_list(self.value_dtype, "value", name)
+        if self.value_dtype.itemsize == 0:
+            raise MapError(name, "a ringbuf record needs at least one field")
+        try:
+            n = int(max_entries)
+        except (TypeError, ValueError):
+            n = 0
+        if n < RB_PAGE or n & (n - 1):
+            raise MapError(name, f"max_entries of a ringbuf is its size in bytes: a power of 2 "
+                                 f"and a multiple of {RB_PAGE}, not {max_entries} (-EINVAL)",
+                           errno.EINVAL)
+        self.max_entries = n
+        if self.record_bytes > n - 8:
+            raise MapError(name, f"a record of {self.value_dtype.itemsize} bytes does not fit a "
+                                 f"ring of {n} bytes (-E2BIG)", errno.E2BIG)
+        self.ncpu = 1
+        self.pinned = None
+        self._allocate(attach)
+
+    @property
+    def record_bytes(self):
+        """Bytes of one record in the ring: its 8-byte header and the value, padded."""
+        return 8 + 8 * key_words(self.value_dtype)
+
+    def _allocate(self, buffer=None):
+        """The header (RB_HDR_WORDS int64) and the ring (max_entries bytes, as
+        uint64 words) in one buffer: a new zeroed one, or ``buffer`` as it is."""
+        hdr_bytes = 8 * RB_HDR_WORDS
+        self.nbytes = hdr_bytes + self.max_entries
+        if buffer is None:
+            buffer = np.zeros(self.nbytes, np.uint8)
+        elif buffer.size != self.nbytes:
+            raise MapError(self.name, f"storage of {buffer.size} bytes, the map needs "
+                                      f"{self.nbytes}")
+        self.buffer = buffer
+        self.hdr = buffer[:hdr_bytes].view(np.int64)
+        self.ring = buffer[hdr_bytes:].view(np.uint64)
+
+    def program_arrays(self):
+        """The arrays a program's loop receives: the header, the ring's words."""
+        return (self.hdr, self.ring)
+
+    # -- reading ------------------------------------------------------------
+    def _records(self, max_records, drain):
+        hdr = self.hdr
+        cons, prod = int(hdr[RB_CONSUMER]), int(hdr[RB_PRODUCER])
+        rec, size = self.record_bytes, self.value_dtype.itemsize
+        if cons & 7 or not 0 <= prod - cons <= self.max_entries or (prod - cons) % rec:
+            raise MapError(self.name, f"corrupt ring: consumer at {cons}, producer at {prod}, "
+                                      f"records of {rec} bytes")
+        n = (prod - cons) // rec
+        if max_records is not None:
+            n = max(0, min(n, int(max_records)))
+        if n == 0:
+            return np.zeros(0, self.value_dtype)
+        words, first = rec // 8, (cons >> 3) & (self.ring.size - 1)
+        if first + n * words <= self.ring.size:  # no record runs past the ring's end
+            rows = self.ring[first:first + n * words].reshape(n, words)
+        else:
+            idx = (first + words * np.arange(n, dtype=np.int64)[:, None]
+                   + np.arange(words, dtype=np.int64)) & (self.ring.size - 1)
+            rows = self.ring[idx]
+        bad = np.flatnonzero((rows[:, 0] & np.uint64(0xFFFFFFFF)) != size)
+        if bad.size:
+            raise MapError(self.name, f"corrupt ring: record at {cons + rec * int(bad[0])} has "
+                                      f"header {int(rows[bad[0], 0]):#x}")
+        data = np.ascontiguousarray(rows[:, 1:]).view(np.uint8)[:, :size]
+        out = np.ascontiguousarray(data).view(self.value_dtype).reshape(n)
+        if drain:
+            hdr[RB_CONSUMER] = cons + n * rec
+        return out
+
+    def read(self, max_records=None):
+        """Drain the pending records (at most ``max_records``): a numpy array of the
+        value dtype, oldest first. Their room is free for the program again."""
+        return self._records(max_records, True)
+
+    def poll(self, max_records=None):
+        """libbpf's name for read()."""
+        return self.read(max_records)
+
+    def peek(self, max_records=None):
+        """The pending records, like read(), but left in the ring."""
+        return self._records(max_records, False)
+
+    def __len__(self):
+        return (int(self.hdr[RB_PRODUCER]) - int(self.hdr[RB_CONSUMER])) // self.record_bytes
+
+    @property
+    def dropped(self):
+        """Records refused for lack of room (bpf_ringbuf_output gave -EAGAIN)."""
+        return int(self.hdr[RB_DROPPED])
+
+    @property
+    def written(self):
+        """Records accepted since the ring was created (or cleared)."""
+        return int(self.hdr[RB_WRITTEN])
+
+    def items(self):
+        """The pending records decoded (dicts for structured values), not drained."""
+        return [_to_python(self.value_dtype, r) for r in self.peek()]
+
+    def to_json(self):
+        """The pending records as JSON values (what ``--dump-maps -j`` prints)."""
+        return self.items()
+
+    def clear(self):
+        """Discard the pending records and zero the counters."""
+        self.hdr[RB_CONSUMER] = self.hdr[RB_PRODUCER]
+        self.hdr[RB_DROPPED] = 0
+        self.hdr[RB_WRITTEN] = 0
+
+    # -- no elements --------------------------------------------------------
+    def _no_elements(self, what):
+        raise MapError(self.name, f"{what}: a ringbuf has no keys, use read() or peek() "
+                                  f"(-ENOTSUPP)", ENOTSUPP)
+
+    def lookup(self, key):
+        self._no_elements("lookup")
+
+    def __contains__(self, key):
+        self._no_elements("lookup")
+
+    def update(self, key, value, flags=BPF_ANY):
+        self._no_elements("update")
+
+    def delete(self, key):
+        self._no_elements("delete")
+
+    def dump(self):
+        self._no_elements("dump")
+
+    def update_batch(self, keys, values, flags=BPF_ANY):
+        self._no_elements("update")
+
+    def encode_key(self, obj):
+        self._no_elements("key")
+
+    def encode_value(self, obj):
+        return _from_python(self.value_dtype, obj, self.name)
+
+    def __repr__(self):
+        return (f"Map({self.name!r}, ringbuf, value={self.value_dtype}, "
+                f"max_entries={self.max_entries})")
+
+
+bpf_ringbuf_output = api(lazy("dataplane.kernels.ringbuf", "bpf_ringbuf_output"))

@@ -1,10 +1,13 @@
 """Source -> PacketBatch -> Program -> sinks by verdict, with counters.
 
 Python touches a batch, never a packet: reading, running and grouping are
-compiled; per batch Python makes a handful of calls.
+compiled; per batch Python makes a handful of calls. After each batch the
+program's bpf_trace_printk lines are printed (``trace: packet N: <text>``,
+N the packet's index in the run) and counted in the stats.
 """
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -66,13 +69,15 @@ class VerdictPcaps:
 
 
 def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None,
-           progress=None):
+           progress=None, trace_stream=None):
     """Run every packet of ``reader`` through ``program`` into ``sinks``.
 
     Returns RunStats. A capture fault mid-file ends the run after the packets
     before it were processed and written (stats.error says where); Ctrl-C ends
-    it the same way (stats.interrupted).
+    it the same way (stats.interrupted). The program's trace lines go to
+    ``trace_stream`` after each batch (None: stderr; False: only the stats).
     """
+    tracing = getattr(program, "traces", False)
     stats = RunStats(program.name, reader.path, program.checked)
     batch = PacketBatch(batch_size)
     order = np.zeros(batch.capacity, np.int64)
@@ -88,6 +93,8 @@ def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None
                 n = batch.count = limit - stats.packets
             stats.bytes += int(captured_bytes(batch.meta, n))
             program.run_batch(batch, base_index=stats.packets)
+            if tracing:
+                _emit_trace(program, stats, trace_stream, progress)
             group_by_action(batch.meta, n, order, counts, pos)
             stats.actions += counts
             if counts[XdpAction.XDP_REDIRECT]:
@@ -102,6 +109,8 @@ def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None
     except KeyboardInterrupt:
         stats.interrupted = True
     finally:
+        if tracing:  # lines of a batch cut short by Ctrl-C
+            _emit_trace(program, stats, trace_stream, progress)
         if sinks is not None:
             stats.files = sinks.close()
         stats.compile_ns = jit.build_ns - built
@@ -111,6 +120,20 @@ def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None
     stats.warnings = list(reader.warnings)
     stats.take_program_counters(program)
     return stats
+
+
+def _emit_trace(program, stats, stream, progress):
+    lines = program.trace_lines()
+    if not lines:
+        return
+    stats.add_trace(lines)
+    if stream is False:
+        return
+    stream = stream or sys.stderr
+    if progress is not None:
+        progress.clear()
+    stream.write("".join(f"trace: packet {ln.packet}: {ln.text}\n" for ln in lines))
+    stream.flush()
 
 
 def _count_redirects(stats, batch, n):

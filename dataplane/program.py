@@ -36,8 +36,8 @@ from .errors import DataplaneError, ProgramError
 from .io.batch import PacketBatch
 from .jit import core_hash, materialize
 from .kernels import layout, runner as runner_kernels
-from .maps import Map
-from .program_check import check_program
+from .maps import BPF_MAP_TYPE_RINGBUF, Map, RingBuf
+from .program_check import check_program, parse_trace_format, trace_format_table
 
 #: Argument kinds of a batch loop: (buf uint8[:], meta int64[:, :], scratch int64[:],
 #: first, end).
@@ -77,6 +77,21 @@ class TestRun(tuple):
     data = property(lambda self: self[1])
 
 
+class TraceLine(collections.namedtuple("TraceLine", "packet text")):
+    """One bpf_trace_printk line: the packet's index in the run and the text
+    (without a trailing newline); ``str()`` gives ``packet 17: x=5``."""
+
+    __slots__ = ()
+
+    def __str__(self):
+        return f"packet {self.packet}: {self.text}"
+
+
+#: Trace records a Program keeps for trace_lines() at most (the rest are counted
+#: in trace_dropped): a caller that never drains them does not grow without bound.
+TRACE_PENDING_MAX = 1 << 18
+
+
 class Program:
     """A loaded, compiled XDP program (cilium/ebpf's Program).
 
@@ -84,9 +99,17 @@ class Program:
     packet; a fault (out-of-bounds access, exception, loop budget) makes that
     packet XDP_ABORTED and is counted in ``faults``, the first one kept in
     ``first_fault`` (packet index) and ``fault_reason``.
+
+    A program whose file calls ``bpf_trace_printk`` has a trace ring
+    (``traces``): after each run_batch its records are kept, and
+    ``trace_lines()`` drains them as TraceLine(packet index, text);
+    ``trace_formats`` is the file's format table (a format's id is its index),
+    ``trace_dropped`` counts the lines lost (the ring was full during a batch,
+    or more than TRACE_PENDING_MAX were waiting).
     """
 
-    def __init__(self, spec, entry, source_path, checked=True, maps=None, map_arrays=()):
+    def __init__(self, spec, entry, source_path, checked=True, maps=None, map_arrays=(),
+                 trace=None):
         self.spec = spec
         self.name = spec.name
         self.checked = checked
@@ -109,6 +132,50 @@ class Program:
         self.fault_reason = None
         self.invalid = 0
         self.first_invalid = None
+        # the trace ring (a RingBuf) and the file's formats, parsed when first used
+        self._trace, self.trace_formats = trace if trace is not None else (None, [])
+        self._trace_render = []  # each format's TraceFormat.render, by id
+        self._trace_pending, self._trace_pending_n, self._trace_lost = [], 0, 0
+
+    @property
+    def traces(self):
+        """True when the program's file calls bpf_trace_printk."""
+        return self._trace is not None
+
+    @property
+    def trace_dropped(self):
+        """Trace lines lost: the trace ring was full, or too many were waiting."""
+        return (self._trace.dropped if self._trace is not None else 0) + self._trace_lost
+
+    def _take_trace(self):
+        """Move the trace ring's records into the pending list (after a batch)."""
+        ring = self._trace
+        if not len(ring):
+            return
+        records = ring.read()
+        room = TRACE_PENDING_MAX - self._trace_pending_n
+        if len(records) > room:
+            self._trace_lost += len(records) - room
+            records = records[:room]
+        if len(records):
+            self._trace_pending.append(records)
+            self._trace_pending_n += len(records)
+
+    def trace_lines(self):
+        """Drain the bpf_trace_printk lines of the batches run so far, oldest first:
+        a list of TraceLine(packet, text), packet the index in the run."""
+        if self._trace is None:
+            return []
+        self._take_trace()
+        lines, render, make = [], self._trace_render, tuple.__new__
+        for records in self._trace_pending:
+            for packet, fid, a1, a2, a3 in records.tolist():
+                if fid >= len(render):
+                    render.extend(parse_trace_format(f).render
+                                  for f in self.trace_formats[len(render):])
+                lines.append(make(TraceLine, (packet, render[fid](a1, a2, a3))))
+        self._trace_pending, self._trace_pending_n = [], 0
+        return lines
 
     def seed_prandom(self, seed):
         """Seed bpf_get_prandom_u32 for reproducible runs (applied at the next batch)."""
@@ -134,8 +201,12 @@ class Program:
         ``base_index`` is the index of the batch's first packet in the stream,
         used to report faults by packet index.
         """
+        if self._trace is not None:
+            self._trace.hdr[runner_kernels.TRACE_BASE] = base_index
         self._call(batch, start, batch.count if stop is None else stop)
         self.take_counters(base_index)
+        if self._trace is not None:
+            self._take_trace()
 
     def take_counters(self, base_index=0):
         """Move the loop's fault and invalid-verdict counts into the program's totals."""
@@ -268,15 +339,30 @@ def _add_loops(module, gen, tree, names):
     """Define each program's batch loops in the module, with its file's maps."""
     maps = sorted((g, m) for g, m in vars(module).items() if isinstance(m, Map))
     module.__dataplane_maps__ = maps
-    for g, m in maps:
+    # bpf_trace_printk's formats, by id: the file's text fixes them (cached code agrees)
+    module.__dataplane_trace__ = trace_format_table(tree, module.__dict__)
+    loop_maps = maps + ([(runner_kernels.TRACE_HANDLE, _trace_ring())]
+                        if module.__dataplane_trace__ else [])
+    for g, m in loop_maps:
         fields = [n[len(g) + 1:] for n in runner_kernels.map_param_names(g, m)]
         handle = collections.namedtuple(f"MapHandle_{g}", fields)
-        handle._dp_map = m
+        if getattr(m, "is_ringbuf", False):
+            handle._dp_ringbuf = m  # kernels/ringbuf.py; the element helpers refuse it
+        else:
+            handle._dp_map = m
         module.__dict__[f"_dp_H_{g}"] = handle
         module.__dict__[f"_dp_VT_{g}"] = m.value_dtype
     reads_packet = any(isinstance(n, ast.Attribute) and n.attr == "pkt" for n in ast.walk(tree))
-    src = "".join(runner_kernels.runner_source(n, maps, reads_packet) for n in names)
+    src = "".join(runner_kernels.runner_source(n, loop_maps, reads_packet,
+                                               bool(module.__dataplane_trace__))
+                  for n in names)
     exec(compile(src, f"{gen}:loops", "exec"), module.__dict__)
+
+
+def _trace_ring():
+    """A program's trace ring (kernels/runner.py's TRACE_RECORD records)."""
+    return RingBuf("trace", BPF_MAP_TYPE_RINGBUF, None, runner_kernels.TRACE_RECORD,
+                   runner_kernels.TRACE_RING_BYTES)
 
 
 def _line_in(tb, filename):
@@ -298,11 +384,14 @@ def _compile_functions(module, spec):
 
     if f"_dp_fn_{spec.fn.__name__}" in module.__dict__:
         return
-    checked = check_program(spec.fn, module.__dataplane_source__)
+    checked = check_program(spec.fn, module.__dataplane_source__, module.__dataplane_trace__)
     renamed = {f.__name__: f"_dp_fn_{f.__name__}" for f, _ in checked}
     # Maps reach compiled code as arguments (numba freezes globals): every
-    # function gets its file's maps as trailing parameters and passes them on.
+    # function gets its file's maps as trailing parameters and passes them on,
+    # and the trace ring's handle last when the file traces.
     maps = [g for g, _ in module.__dataplane_maps__]
+    if module.__dataplane_trace__:
+        maps.append(runner_kernels.TRACE_HANDLE)
     body = []
     for _, tree in checked:
         for node in ast.walk(tree):
@@ -400,6 +489,11 @@ def load_program(ref, name=None, checked=True, pin=None):
         for _, m in maps:
             m.pin(pin)
     map_arrays = [a for _, m in maps for a in m.program_arrays()]
+    trace = None
+    if module.__dataplane_trace__:
+        ring = _trace_ring()
+        map_arrays += ring.program_arrays()
+        trace = (ring, module.__dataplane_trace__)
     kinds = _RUNNER_KINDS + tuple((a.dtype.str, a.ndim) for a in map_arrays)
     if not run.is_cached(kinds, block=True):
         _compile_functions(module, spec)
@@ -413,4 +507,4 @@ def load_program(ref, name=None, checked=True, pin=None):
         if type(exc).__module__.startswith("numba"):
             raise _numba_error(exc, path, module.__file__, name) from None
         raise
-    return Program(spec, entry, path, checked, {m.name: m for _, m in maps}, map_arrays)
+    return Program(spec, entry, path, checked, {m.name: m for _, m in maps}, map_arrays, trace)

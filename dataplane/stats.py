@@ -12,6 +12,9 @@ import numpy as np
 
 from .action import ACTION_NAMES, XdpAction
 
+#: bpf_trace_printk lines kept for the JSON summary (all are printed on stderr).
+TRACE_KEEP = 1000
+
 
 class RunStats:
     """Raw counters of one run of a program over packets."""
@@ -35,12 +38,23 @@ class RunStats:
         self.warnings = []
         self.error = None             # the error that ended the run early, if any
         self.interrupted = False
+        self.trace = []               # the first TRACE_KEEP trace lines (TraceLine)
+        self.trace_lines = 0          # trace lines the program wrote
+        self.trace_dropped = 0        # trace lines lost: the program's trace ring was full
+
+    def add_trace(self, lines):
+        """Count a batch's trace lines, keeping the first TRACE_KEEP of the run."""
+        self.trace_lines += len(lines)
+        room = TRACE_KEEP - len(self.trace)
+        if room > 0:
+            self.trace.extend(lines[:room])
 
     def take_program_counters(self, program):
         """Copy the program's fault counters (kept by Program across batches)."""
         self.faults, self.first_fault = program.faults, program.first_fault
         self.fault_reason = program.fault_reason
         self.invalid, self.first_invalid = program.invalid, program.first_invalid
+        self.trace_dropped = getattr(program, "trace_dropped", 0)
 
     @property
     def ns_per_pkt(self):
@@ -70,6 +84,9 @@ class RunStats:
             "files": self.files,
             "warnings": self.warnings,
             "interrupted": self.interrupted,
+            "trace": [{"packet": ln.packet, "text": ln.text} for ln in self.trace],
+            "trace_lines": self.trace_lines,
+            "trace_dropped": self.trace_dropped,
         }
         if self.error:
             d["error"] = self.error
@@ -104,6 +121,10 @@ def format_summary(stats):
     if stats.invalid:
         lines.append(f"  aborted for invalid verdicts: {_n(stats.invalid)} (first: packet "
                      f"{stats.first_invalid})")
+    if stats.trace_lines or stats.trace_dropped:
+        lines.append(f"  trace lines: {_n(stats.trace_lines)} (on stderr)"
+                     + (f", {_n(stats.trace_dropped)} dropped: the trace ring was full"
+                        if stats.trace_dropped else ""))
     for name, path in stats.files.items():
         lines.append(f"  {name:<14}{path}")
     return "\n".join(lines)
@@ -113,6 +134,12 @@ def format_maps(maps):
     """Maps as ``bpftool map dump`` prints them: a heading per map, an entry per line."""
     lines = []
     for name, m in maps.items():
+        if getattr(m, "is_ringbuf", False):
+            records = m.items()
+            lines.append(f"map {name}: ringbuf, {_n(len(records))} records pending, "
+                         f"{_n(m.dropped)} dropped, {_n(m.max_entries)} bytes")
+            lines.extend(f"  value: {json.dumps(v)}" for v in records)
+            continue
         entries = m.items()
         lines.append(f"map {name}: {m.type_name}, {_n(len(m))} of {_n(m.max_entries)} entries")
         lines.extend(f"  key: {json.dumps(k)}  value: {json.dumps(v)}" for k, v in entries)
@@ -155,7 +182,12 @@ class Progress:
         self.stream.flush()
         self.shown = True
 
-    def done(self):
+    def clear(self):
+        """Erase the progress line (before other output on the same stream)."""
         if self.shown:
             self.stream.write("\r" + " " * 72 + "\r")
             self.stream.flush()
+            self.shown = False
+
+    def done(self):
+        self.clear()

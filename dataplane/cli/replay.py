@@ -15,7 +15,9 @@ HELP = "run every packet of a capture through a program; write each verdict's pa
 DESCRIPTION = """Run every packet of a capture through an XDP program and write each
 verdict's packets to its own pcap in OUTDIR: pass.pcap, drop.pcap, tx.pcap,
 aborted.pcap and redirect-<ifindex>.pcap (only files that receive packets exist).
-Prints packets, bytes, each verdict's count and share, ns/pkt and Mpps."""
+Prints packets, bytes, each verdict's count and share, ns/pkt and Mpps. The
+program's bpf_trace_printk lines go to stderr after each batch, as
+"trace: packet N: <text>" (with -j also under "trace" in the summary)."""
 
 
 def register(sub):

@@ -194,11 +194,47 @@ def _lpm_delete(spec, key):
 
 # ---------------------------------------------------------------- overloads
 
+_inner_builders = {}
+
+
+def _inner_builder(spec):
+    """A compiled ``build(row)`` giving the handle of an inner map from its row of
+    the outer map's pool: the same views at the same offsets as the inner spec."""
+    if spec.name in _inner_builders:
+        return _inner_builders[spec.name]
+    from collections import namedtuple
+
+    from .runner import map_param_names
+
+    inner = spec.inner_spec
+    base = inner.buffer.ctypes.data
+    fields = [n[len("m_"):] for n in map_param_names("m", inner)]
+    handle = namedtuple(f"InnerMapHandle_{spec.name}", fields)
+    handle._dp_map = inner
+    from .memory import view_bytes
+
+    ns, parts = {"H": handle, "view_bytes": view_bytes}, []
+    for i, (field, a) in enumerate(zip(fields, inner.program_arrays())):
+        off = a.ctypes.data - base
+        if field == "values":  # records (or scalars) of the value dtype
+            ns[f"DT{i}"] = inner.value_dtype
+            shape = (inner.values.size,)
+        else:
+            ns[f"DT{i}"] = a.dtype.type
+            shape = a.shape
+        parts.append(f"view_bytes(row, {off}, DT{i}, {shape})")
+    exec(f"def build(row):\n    return H({', '.join(parts)})\n", ns)
+    _inner_builders[spec.name] = njit(**config.INLINE_JIT)(ns["build"])
+    return _inner_builders[spec.name]
+
+
 @overload(bpf_map_lookup_elem)
 def _lookup(m, key):
     spec = _spec(m)
     if spec is None:
         return None
+    if spec.is_map_in_map:
+        return _lookup_inner(spec)
     if spec.is_lpm:
         return _lpm_lookup(spec, key)
     base, n, lru, scalar = _slot_base(spec), spec.max_entries, spec.lru, \
@@ -240,11 +276,38 @@ def _lookup(m, key):
     return impl
 
 
+def _lookup_inner(spec):
+    """Lookup in an ARRAY_OF_MAPS / HASH_OF_MAPS: the inner map's handle, or None."""
+    build, n = _inner_builder(spec), spec.max_entries
+    if not spec.is_hash:
+        def impl(m, key):
+            i = np.int64(key) & 0xFFFFFFFF
+            if i >= n or m.values[i] == 0:
+                return None
+            return build(m.pool[m.values[i] - 1])
+        return impl
+    pack, find, key_hash = _packer(spec.key_dtype), htab.htab_find.dispatcher, \
+        htab.key_hash.dispatcher
+
+    def impl(m, key):
+        k = pack(key)
+        e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
+        if e < 0:
+            return None
+        return build(m.pool[m.values[e] - 1])
+    return impl
+
+
+EOPNOTSUPP = 95  # maps of maps are changed by the control plane only, as in the kernel
+
+
 @overload(bpf_map_update_elem)
 def _update(m, key, value, flags):
     spec = _spec(m)
     if spec is None:
         return None
+    if spec.is_map_in_map:
+        return lambda m, key, value, flags: np.int64(-EOPNOTSUPP)
     if spec.is_lpm:
         return _lpm_update(spec, key)
     base, n, lru, write = _slot_base(spec), spec.max_entries, spec.lru, \
@@ -279,6 +342,8 @@ def _delete(m, key):
     spec = _spec(m)
     if spec is None:
         return None
+    if spec.is_map_in_map:
+        return lambda m, key: np.int64(-EOPNOTSUPP)
     if spec.is_lpm:
         return _lpm_delete(spec, key)
     if not spec.is_hash:

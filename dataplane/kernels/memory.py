@@ -87,3 +87,39 @@ def as_pointer(typingctx, addr, dtype):
         return builder.inttoptr(args[0], context.get_value_type(ptrty))
 
     return ptrty(addr, dtype), codegen
+
+
+@intrinsic
+def view_bytes(typingctx, buf, offset, dtype, shape):
+    """A C-contiguous array of ``dtype`` and ``shape`` over ``buf[offset:]`` (no
+    copy, no check: the caller's layout guarantees the bytes are there). ``dtype``
+    is a numpy scalar type or a dtype constant (records), ``shape`` a tuple."""
+    if isinstance(dtype, types.NumberClass):
+        dt = dtype.instance_type
+    elif isinstance(dtype, types.DType):
+        dt = dtype.dtype
+    else:
+        return None
+    if not (isinstance(buf, types.Array) and isinstance(shape, types.UniTuple)):
+        return None
+    arrty = types.Array(dt, shape.count, "C")
+
+    def codegen(context, builder, signature, args):
+        from numba.np.arrayobj import populate_array
+
+        off = context.cast(builder, args[1], signature.args[1], types.int64)
+        base = _byte_pointer(context, builder, signature.args[0], args[0], off)
+        out = context.make_array(arrty)(context, builder)
+        intp = context.get_value_type(types.intp)
+        dims = [context.cast(builder, d, signature.args[3].dtype, types.intp)
+                for d in cgutils.unpack_tuple(builder, args[3])]
+        itemsize = context.get_abi_sizeof(context.get_data_type(dt))
+        strides, stride = [], ir.Constant(intp, itemsize)
+        for d in reversed(dims):
+            strides.insert(0, stride)
+            stride = builder.mul(stride, d)
+        populate_array(out, data=builder.bitcast(base, out.data.type), shape=dims,
+                       strides=strides, itemsize=ir.Constant(intp, itemsize), meminfo=None)
+        return out._getvalue()
+
+    return arrty(buf, offset, dtype, shape), codegen

@@ -9,6 +9,13 @@ the loop budget, calls the program inside ``try``/``except`` (numba can catch
 any exception of compiled code: a tuple index out of range, say) and stores
 the verdict. ``scratch`` (int64, slots in kernels/layout.py) carries the
 bookkeeping, so a call passes three arrays and the range of packets to run.
+
+A program's maps follow as arrays (Map.program_arrays), from which the loop
+builds each map's handle. A file that calls ``bpf_trace_printk`` gets one more,
+hidden handle, ``_dp_trace``: the program's trace ring (a RingBuf of
+TRACE_RECORD). Before each packet the loop stores the packet's index in the
+whole run (TRACE_BASE, set by Program.run_batch, plus its index in the batch)
+in the ring's header, where kernels/trace.py reads it.
 """
 
 import numpy as np
@@ -16,6 +23,7 @@ import numpy as np
 from .. import config
 from ..action import XDP_ABORTED, XDP_REDIRECT
 from ..jit import kernel
+from ..maps import RB_AUX
 from .layout import (ACTION, REDIRECT, SCRATCH_FAULTS, SCRATCH_FIRST_FAULT,
                      SCRATCH_FIRST_INVALID, SCRATCH_INVALID, SCRATCH_SIZE)
 
@@ -26,6 +34,16 @@ FAULT_REASONS = {
     FAULT_LOOP: f"loop budget of {config.LOOP_BUDGET:,} iterations spent",
     FAULT_EXCEPTION: "the program raised an exception (e.g. tuple index out of range)",
 }
+
+
+#: The trace ring: its records, its size (bytes), and the header words for the
+#: first packet's index in the run (Python) and the current packet's (the loop).
+TRACE_RECORD = np.dtype([("packet", "<i8"), ("fmt", "<i8"), ("a1", "<u8"), ("a2", "<u8"),
+                         ("a3", "<u8")])
+TRACE_RING_BYTES = 1 << 20
+TRACE_BASE, TRACE_PACKET = RB_AUX, RB_AUX + 1
+#: The hidden map-like argument of every function of a file that traces.
+TRACE_HANDLE = "_dp_trace"
 
 
 def new_scratch():
@@ -77,10 +95,10 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
     capture_time = scratch[_dp_layout.SCRATCH_KTIME] != 0
     if not capture_time:
         _dp_ktime_set_capture(0)
-    for i in range(start, stop):
+{trace_setup}    for i in range(start, stop):
         if capture_time:
             _dp_ktime_set_capture(meta[_dp_layout.TS_NS, i])
-        j = i + ahead
+{trace_packet}        j = i + ahead
         if {prefetch} and j < stop:
             _dp_prefetch(buf, meta[_dp_layout.DATA, j])
         scratch[_dp_layout.SCRATCH_FAULT] = 0
@@ -113,22 +131,27 @@ _dp_loop_budget_reset = _dp_lazy("dataplane.kernels.budget", "loop_budget_reset"
 _dp_loop_budget_spent = _dp_lazy("dataplane.kernels.budget", "loop_budget_spent")
 _dp_prandom_seed = _dp_lazy("dataplane.kernels.xdp", "prandom_seed")
 _dp_ktime_set_capture = _dp_lazy("dataplane.kernels.xdp", "ktime_set_capture")
+_dp_trace_printk = _dp_lazy("dataplane.kernels.trace", "trace_printk")
 '''
 
 
 def map_param_names(gname, m):
     """The loop's parameters for map ``gname`` (its arrays, Map.program_arrays order)."""
-    if getattr(m, "is_lpm", False):
+    if getattr(m, "is_ringbuf", False):
+        parts = ("hdr", "ring")
+    elif getattr(m, "is_lpm", False):
         parts = ("hdr", "buckets", "chain", "prev", "next", "free", "keys", "index", "rchild",
                  "nhdr", "nent", "bhi", "blo", "rval", "values")
     elif m.is_hash:
         parts = ("hdr", "buckets", "chain", "prev", "next", "free", "keys", "values")
     else:
         parts = ("values",)
+    if getattr(m, "is_map_in_map", False):
+        parts += ("pool",)  # the inner maps' buffers, one row each
     return [f"{gname}_{p}" for p in parts]
 
 
-def runner_source(name, maps, reads_packet=True):
+def runner_source(name, maps, reads_packet=True, trace=False):
     """The two batch loops of program ``name``: ``_dp_run_NAME`` (bounds-checked)
     and ``_dp_run_unchecked_NAME``.
 
@@ -137,16 +160,25 @@ def runner_source(name, maps, reads_packet=True):
     the program. A module that never reads ``ctx.pkt`` gets loops without
     prefetching: on a batch larger than the caches, fetching lines nobody reads
     doubles the cost of an empty program.
+
+    ``trace``: the last of ``maps`` is the trace ring (TRACE_HANDLE); the loop
+    stores each packet's index in its header.
     """
     params, handles, args = "", "", ""
     for g, m in maps:
         names = map_param_names(g, m)
         params += "".join(f", {n}" for n in names)
-        arrays = names[:-1] + [f"{names[-1]}.view(_dp_VT_{g})"]
+        arrays = [f"{n}.view(_dp_VT_{g})" if n.endswith("_values") else n for n in names]
         handles += f"    _dp_h_{g} = _dp_H_{g}({', '.join(arrays)})\n"
         args += f", _dp_h_{g}"
+    setup = packet = ""
+    if trace:
+        hdr = f"{TRACE_HANDLE}_hdr"
+        setup = f"    _dp_trace_base = {hdr}[{TRACE_BASE}]\n"
+        packet = f"        {hdr}[{TRACE_PACKET}] = _dp_trace_base + _dp_np.int64(i)\n"
     return "".join(RUNNER_SOURCE.format(name=name, ahead=config.PREFETCH_AHEAD,
                                         exception=FAULT_EXCEPTION, loop=FAULT_LOOP,
                                         prefetch=bool(reads_packet), variant=variant,
-                                        map_params=params, map_handles=handles, map_args=args)
+                                        map_params=params, map_handles=handles, map_args=args,
+                                        trace_setup=setup, trace_packet=packet)
                    for variant in ("", "_unchecked"))

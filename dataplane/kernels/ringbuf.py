@@ -1,0 +1,151 @@
+"""BPF_MAP_TYPE_RINGBUF inside programs: ``bpf_ringbuf_output`` (numba code,
+imported only when a program is compiled).
+
+The ring's layout and its Python side (``read``, ``peek``, ...) are in maps.py
+(``RingBuf``); this is the producer. A record is written as the kernel writes
+one (kernel/bpf/ringbuf.c): an 8-byte header (``u32 len``, ``u32 pg_off``,
+here 0), then the data, padded to 8 bytes, at the producer position (a byte
+counter that only grows; its offset in the ring is ``pos & (size - 1)``). The
+room check is the kernel's: ``new_prod - cons > size - 1`` fails with -EAGAIN
+and the record is dropped (counted in the ring's header as well). The data
+and the header are stored before the producer position is published with a
+release store, and the consumer position is read with an acquire load, so a
+process draining a pinned ring never sees half a record.
+
+The data is written as 8-byte words (the record's bytes as numpy stores them,
+read as little-endian words: maps.pack_source), each at ``(pos + 8 k) & mask``:
+a record that runs past the end of the ring continues at its start (the
+kernel maps the data pages twice for the same effect).
+"""
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+from .. import config
+from ..errors import ProgramError
+from ..maps import (BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, RB_CONSUMER, RB_DROPPED,
+                    RB_PRODUCER, RB_WRITTEN, pack_source)
+
+EAGAIN, EINVAL = 11, 22
+_FLAGS = BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP
+
+
+def bpf_ringbuf_output(ringbuf, data, flags):
+    """``bpf_ringbuf_output(ringbuf, data, flags)`` (helper 130): copy one record
+    of the ring's value dtype into it: 0, -EAGAIN when there is no room (the
+    record is dropped and counted in ``ringbuf.dropped``), -EINVAL for flags
+    other than BPF_RB_NO_WAKEUP / BPF_RB_FORCE_WAKEUP (accepted and ignored).
+    ``data`` is an int for a scalar value dtype, a tuple of ints (one per
+    field, in order) for a structured one; the kernel's ``size`` argument is
+    the dtype's itemsize."""
+    raise NotImplementedError("bpf_ringbuf_output runs only inside a program")
+
+
+def _element_pointer(context, builder, arrty, arr, index, indexty):
+    ary = context.make_array(arrty)(context, builder, arr)
+    idx = context.cast(builder, index, indexty, types.int64)
+    return builder.gep(ary.data, [idx])
+
+
+@intrinsic
+def load_acquire(typingctx, arr, index):
+    """``arr[index]`` of an int64 array, an acquire load (the other side's release)."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1],
+                               signature.args[1])
+        return builder.load_atomic(ptr, "acquire", 8)
+
+    return types.int64(arr, index), codegen
+
+
+@intrinsic
+def store_release(typingctx, arr, index, value):
+    """``arr[index] = value`` of an int64 array, a release store: every store
+    before it is visible to a reader that sees this one."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1],
+                               signature.args[1])
+        v = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(v, ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(arr, index, value), codegen
+
+
+@njit(**config.INLINE_JIT)
+def ringbuf_write(hdr, ring, head, words, flags):
+    """Append one record (header word ``head``, then ``words``) to the ring
+    ``hdr`` (int64 positions) / ``ring`` (uint64 words): 0, -EAGAIN or -EINVAL."""
+    if np.int64(flags) & ~np.int64(_FLAGS):
+        return np.int64(-EINVAL)
+    nbytes = np.int64(8 * (len(words) + 1))
+    wmask = np.int64(ring.size - 1)
+    cons = load_acquire(hdr, RB_CONSUMER)
+    prod = hdr[RB_PRODUCER]
+    if prod + nbytes - cons > 8 * wmask + 7:  # the kernel's "new_prod - cons > mask"
+        hdr[RB_DROPPED] += 1
+        return np.int64(-EAGAIN)
+    w = prod >> 3
+    k = np.int64(1)
+    for x in words:
+        ring[(w + k) & wmask] = x
+        k += 1
+    ring[w & wmask] = head
+    hdr[RB_WRITTEN] += 1
+    store_release(hdr, RB_PRODUCER, prod + nbytes)
+    return np.int64(0)
+
+
+_packers = {}
+
+
+def _packer(dtype):
+    """A compiled ``pack(record) -> tuple of uint64 words`` for records of ``dtype``."""
+    if dtype not in _packers:
+        ns = {"_dp_np": np}
+        exec(pack_source(dtype, "pack"), ns)
+        _packers[dtype] = njit(**config.INLINE_JIT)(ns["pack"])
+    return _packers[dtype]
+
+
+def _ring_spec(rb):
+    return getattr(getattr(rb, "instance_class", None), "_dp_ringbuf", None)
+
+
+def _is_int(t):
+    return isinstance(t, (types.Integer, types.Boolean))
+
+
+@overload(bpf_ringbuf_output)
+def _output(rb, data, flags):
+    spec = _ring_spec(rb)
+    if spec is None:
+        return None
+    dtype = spec.value_dtype
+    names = dtype.names
+    if names is None:
+        ok = _is_int(data)
+        want = f"an int ({dtype})"
+    else:
+        ok = isinstance(data, types.BaseTuple) and len(data) == len(names) \
+            and all(_is_int(t) for t in data)
+        want = f"a tuple of {len(names)} ints ({', '.join(names)})"
+    if not ok:
+        raise ProgramError(f"map '{spec.name}': bpf_ringbuf_output takes a record as {want}, "
+                           f"not {data}")
+    if not _is_int(flags):
+        raise ProgramError(f"map '{spec.name}': bpf_ringbuf_output's flags are an int, "
+                           f"not {flags}")
+    pack = _packer(dtype)
+    head = np.uint64(dtype.itemsize)  # struct bpf_ringbuf_hdr: len, pg_off = 0
+
+    def impl(rb, data, flags):
+        return ringbuf_write(rb.hdr, rb.ring, head, pack(data), flags)
+    return impl

@@ -107,7 +107,9 @@ _DEVMAPS = {BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH}
 _HASHES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_HASH,
            BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_DEVMAP_HASH, BPF_MAP_TYPE_HASH_OF_MAPS}
 _ARRAYS = {BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_DEVMAP,
-           BPF_MAP_TYPE_ARRAY_OF_MAPS}
+           BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_PROG_ARRAY}
+#: Array maps whose value 0 is an empty slot (lookups miss, delete empties it).
+_SLOTTED = (BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_PROG_ARRAY)
 _PERCPU = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 _LRU = {BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 _MAP_IN_MAP = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
@@ -418,6 +420,7 @@ class Map:
         self.ncpu = config.WORKERS if type in _PERCPU else 1
         self.pinned = None
         self.inner_maps = ()
+        self.programs, self._pending = None, {}  # PROG_ARRAY: the file's programs
         if type in _MAP_IN_MAP:
             self._make_pool(inner, pool)
         self._allocate(attach)
@@ -456,6 +459,28 @@ class Map:
         for m in self.inner_maps:
             m.clear()  # attached storage starts zeroed: make each an empty map
         self.inner_spec = self.inner_maps[0]
+
+    def bind_programs(self, names):
+        """The programs of the map's file, in order (a PROG_ARRAY's values name
+        them); entries set by name before the file was loaded are resolved."""
+        self.programs = list(names)
+        for key, name in self._pending.items():
+            self.update(key, name)
+        self._pending = {}
+
+    def _program_number(self, key, value):
+        """A PROG_ARRAY value: 1 + the program's number; None when kept for later."""
+        if isinstance(value, str):
+            if self.programs is None:  # declared at import, before the programs exist
+                self._pending[key] = value
+                return None
+            if value not in self.programs:
+                raise MapError(self.name, f"no program '{value}' in this file (programs: "
+                                          f"{', '.join(self.programs)})")
+            return self.programs.index(value) + 1
+        if not (isinstance(value, int) and 0 <= value < len(self.programs or ())):
+            raise MapError(self.name, f"bad program {value!r}: a program of this file by name")
+        return value + 1
 
     def inner_map(self, key):
         """The inner Map stored under ``key``, or None."""
@@ -618,7 +643,7 @@ class Map:
             return self._lpm_op(lpm.OP_LOOKUP, key)
         if not self.is_hash:
             index = self._index(key)
-            if self.type in (BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_ARRAY_OF_MAPS) \
+            if self.type in _SLOTTED \
                     and 0 <= index < self.max_entries and self.values[0, index] == 0:
                 return -1  # an empty device or inner-map slot
             return index if 0 <= index < self.max_entries else -1
@@ -641,6 +666,9 @@ class Map:
                                   f"(-{errno.errorcode.get(err, err)})", err)
 
     def _decode_value(self, e):
+        if self.type == BPF_MAP_TYPE_PROG_ARRAY:  # the program's name
+            i = int(self.values[0, e]) - 1
+            return self.programs[i] if self.programs and i < len(self.programs) else i
         if self.is_map_in_map:  # the inner map: its number and entries
             i = int(self.values[0, e]) - 1
             return {"inner": i, "entries": self.inner_maps[i].to_json()}
@@ -678,7 +706,11 @@ class Map:
                 self._fail(errno.EEXIST, f"update {key!r}")
             if not 0 <= e < self.max_entries:
                 self._fail(errno.E2BIG, f"update {key!r}")
-        if self.is_map_in_map:  # the value: an inner map (or its number, 0-based)
+        if self.type == BPF_MAP_TYPE_PROG_ARRAY:  # a program of the file, by name or number
+            value = self._program_number(key, value)
+            if value is None:
+                return
+        elif self.is_map_in_map:  # the value: an inner map (or its number, 0-based)
             index = self.inner_maps.index(value) if isinstance(value, Map) else value
             if not (isinstance(index, int) and 0 <= index < len(self.inner_maps)):
                 raise MapError(self.name, f"bad inner map {value!r} "
@@ -702,7 +734,7 @@ class Map:
             if r < 0:
                 self._fail(-r, f"delete {key!r}")
             return
-        if self.type in (BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_ARRAY_OF_MAPS):  # empty the slot
+        if self.type in _SLOTTED:  # empty the slot
             index = self._index(key)
             if not 0 <= index < self.max_entries:
                 self._fail(errno.EINVAL, f"delete {key!r}")
@@ -716,7 +748,7 @@ class Map:
             self._fail(-r, f"delete {key!r}")
 
     def _used(self):
-        if self.type in (BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_ARRAY_OF_MAPS):
+        if self.type in _SLOTTED:
             return np.flatnonzero(self.values[0])
         if not (self.is_hash or self.is_lpm):
             return np.arange(self.max_entries)
@@ -742,7 +774,7 @@ class Map:
         return [(self._decode_key(e), self._decode_value(e)) for e in self._used()]
 
     def __len__(self):
-        if self.type in (BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_ARRAY_OF_MAPS):
+        if self.type in _SLOTTED:
             return int(np.count_nonzero(self.values[0]))
         return int(self.hdr[htab.H_COUNT]) if (self.is_hash or self.is_lpm) else self.max_entries
 
@@ -807,6 +839,7 @@ bpf_map_lookup_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_lookup_elem
 bpf_map_update_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_update_elem"))
 bpf_map_delete_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_delete_elem"))
 bpf_redirect_map = api(lazy("dataplane.kernels.map_api", "bpf_redirect_map"))
+bpf_tail_call = api(lazy("dataplane.kernels.map_api", "bpf_tail_call"))
 
 
 # ---------------------------------------------------------------- ring buffers

@@ -36,7 +36,7 @@ from .errors import DataplaneError, ProgramError
 from .io.batch import PacketBatch
 from .jit import core_hash, materialize
 from .kernels import layout, runner as runner_kernels
-from .maps import BPF_MAP_TYPE_RINGBUF, Map, RingBuf
+from .maps import BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF, Map, RingBuf
 from .program_check import check_program, parse_trace_format, trace_format_table
 
 #: Argument kinds of a batch loop: (buf uint8[:], meta int64[:, :], scratch int64[:],
@@ -353,8 +353,14 @@ def _add_loops(module, gen, tree, names):
         module.__dict__[f"_dp_H_{g}"] = handle
         module.__dict__[f"_dp_VT_{g}"] = m.value_dtype
     reads_packet = any(isinstance(n, ast.Attribute) and n.attr == "pkt" for n in ast.walk(tree))
+    # A PROG_ARRAY names the file's programs: each loop can run any of them.
+    prog_arrays = [m for _, m in maps if m.type == BPF_MAP_TYPE_PROG_ARRAY]
+    for m in prog_arrays:
+        m.bind_programs(names)
+    module.__dataplane_tail__ = tuple(names) if prog_arrays else ()
     src = "".join(runner_kernels.runner_source(n, loop_maps, reads_packet,
-                                               bool(module.__dataplane_trace__))
+                                               bool(module.__dataplane_trace__),
+                                               module.__dataplane_tail__)
                   for n in names)
     exec(compile(src, f"{gen}:loops", "exec"), module.__dict__)
 
@@ -496,7 +502,11 @@ def load_program(ref, name=None, checked=True, pin=None):
         trace = (ring, module.__dataplane_trace__)
     kinds = _RUNNER_KINDS + tuple((a.dtype.str, a.ndim) for a in map_arrays)
     if not run.is_cached(kinds, block=True):
-        _compile_functions(module, spec)
+        by_function = {v.fn.__name__: v for v in specs.values()}
+        # tail calls can reach every program of the file: compile them all
+        for s_ in ([by_function[n] for n in module.__dataplane_tail__]
+                   if module.__dataplane_tail__ else [spec]):
+            _compile_functions(module, s_)
     b = PacketBatch(1, buffer_bytes=1024)
     try:
         with _wrapping_integers() if not run.is_cached(kinds, block=True) \

@@ -409,3 +409,29 @@ def _redirect_map(m, key, flags):
             return target(m.values[e])
         return f & _ACTION_MASK
     return impl
+
+
+def bpf_tail_call(ctx, m, index):
+    """``bpf_tail_call(ctx, prog_array, index)`` (helper 12): run the program in
+    slot ``index`` on this packet instead of returning; its verdict is the
+    packet's. Returns -ENOENT (and the caller goes on) for an empty slot or past
+    33 chained calls, as the kernel does. Write ``return`` right after it: unlike
+    the kernel, the call comes back (0) and the caller's verdict is then ignored."""
+    raise NotImplementedError("bpf_tail_call runs only inside a program")
+
+
+@overload(bpf_tail_call)
+def _tail_call(ctx, m, index):
+    spec = _spec(m)
+    if spec is None or spec.type != 3:  # BPF_MAP_TYPE_PROG_ARRAY
+        return None
+    from .xdp import tail_call_request
+
+    n, ENOENT = spec.max_entries, -htab.ENOENT
+
+    def impl(ctx, m, index):
+        i = np.int64(index) & 0xFFFFFFFF
+        if i >= n or m.values[i] == 0 or not tail_call_request(m.values[i]):
+            return np.int64(ENOENT)
+        return np.int64(0)
+    return impl

@@ -103,9 +103,9 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
             _dp_prefetch(buf, meta[_dp_layout.DATA, j])
         scratch[_dp_layout.SCRATCH_FAULT] = 0
         _dp_loop_budget_reset()
-        try:
+{tail_reset}        try:
             ret = _dp_fn_{name}(_dp_make_xdp_md{variant}(buf, meta, scratch, i){map_args})
-        except Exception:
+{tail_loop}        except Exception:
             ret = 0
             scratch[_dp_layout.SCRATCH_FAULT] = {exception}
         if _dp_loop_budget_spent():
@@ -131,6 +131,8 @@ _dp_loop_budget_reset = _dp_lazy("dataplane.kernels.budget", "loop_budget_reset"
 _dp_loop_budget_spent = _dp_lazy("dataplane.kernels.budget", "loop_budget_spent")
 _dp_prandom_seed = _dp_lazy("dataplane.kernels.xdp", "prandom_seed")
 _dp_ktime_set_capture = _dp_lazy("dataplane.kernels.xdp", "ktime_set_capture")
+_dp_tail_call_reset = _dp_lazy("dataplane.kernels.xdp", "tail_call_reset")
+_dp_tail_call_take = _dp_lazy("dataplane.kernels.xdp", "tail_call_take")
 _dp_trace_printk = _dp_lazy("dataplane.kernels.trace", "trace_printk")
 '''
 
@@ -151,7 +153,18 @@ def map_param_names(gname, m):
     return [f"{gname}_{p}" for p in parts]
 
 
-def runner_source(name, maps, reads_packet=True, trace=False):
+def _tail_calls(programs, variant, map_args):
+    """Code running the tail calls a program asked for (bpf_tail_call), in turn."""
+    lines = ["            target = _dp_tail_call_take()", "            while target != 0:"]
+    for k, p in enumerate(programs):
+        lines.append(f"                {'if' if k == 0 else 'elif'} target == {k + 1}:")
+        lines.append(f"                    ret = _dp_fn_{p}(_dp_make_xdp_md{variant}(buf, meta, "
+                     f"scratch, i){map_args})")
+    lines.append("                target = _dp_tail_call_take()")
+    return "\n".join(lines) + "\n"
+
+
+def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=()):
     """The two batch loops of program ``name``: ``_dp_run_NAME`` (bounds-checked)
     and ``_dp_run_unchecked_NAME``.
 
@@ -163,6 +176,9 @@ def runner_source(name, maps, reads_packet=True, trace=False):
 
     ``trace``: the last of ``maps`` is the trace ring (TRACE_HANDLE); the loop
     stores each packet's index in its header.
+
+    ``tail_programs``: the file's programs, when it has a PROG_ARRAY: after the
+    program returns, the loop runs the tail calls it asked for (by number).
     """
     params, handles, args = "", "", ""
     for g, m in maps:
@@ -176,9 +192,13 @@ def runner_source(name, maps, reads_packet=True, trace=False):
         hdr = f"{TRACE_HANDLE}_hdr"
         setup = f"    _dp_trace_base = {hdr}[{TRACE_BASE}]\n"
         packet = f"        {hdr}[{TRACE_PACKET}] = _dp_trace_base + _dp_np.int64(i)\n"
+    reset = "        _dp_tail_call_reset()\n" if tail_programs else ""
     return "".join(RUNNER_SOURCE.format(name=name, ahead=config.PREFETCH_AHEAD,
                                         exception=FAULT_EXCEPTION, loop=FAULT_LOOP,
                                         prefetch=bool(reads_packet), variant=variant,
                                         map_params=params, map_handles=handles, map_args=args,
-                                        trace_setup=setup, trace_packet=packet)
+                                        trace_setup=setup, trace_packet=packet,
+                                        tail_reset=reset,
+                                        tail_loop=_tail_calls(tail_programs, variant, args)
+                                        if tail_programs else "")
                    for variant in ("", "_unchecked"))

@@ -161,3 +161,48 @@ def bpf_ktime_get_ns():
     if t != 0:
         return t
     return _monotonic_ns()
+
+
+# -- tail calls: a pending target and a count per packet (worker globals) --------
+
+_TAIL_TARGET = "dataplane_tail_target"
+_TAIL_COUNT = "dataplane_tail_count"
+MAX_TAIL_CALL_CNT = 33  # the kernel's limit on chained tail calls
+
+
+@intrinsic
+def tail_call_request(typingctx, target):
+    """Ask the loop to run program ``target`` (1-based) next; False past the limit."""
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        count = worker_global(builder, _TAIL_COUNT)
+        n = builder.load(count)
+        ok = builder.icmp_signed("<", n, i64(MAX_TAIL_CALL_CNT))
+        with builder.if_then(ok):
+            builder.store(builder.add(n, i64(1)), count)
+            v = context.cast(builder, args[0], signature.args[0], types.int64)
+            builder.store(v, worker_global(builder, _TAIL_TARGET))
+        return ok
+    return types.boolean(target), codegen
+
+
+@intrinsic
+def tail_call_take(typingctx):
+    """The pending tail call's target (1-based), cleared; 0 for none (loop only)."""
+    def codegen(context, builder, signature, args):
+        gv = worker_global(builder, _TAIL_TARGET)
+        v = builder.load(gv)
+        builder.store(ir.Constant(ir.IntType(64), 0), gv)
+        return v
+    return types.int64(), codegen
+
+
+@intrinsic
+def tail_call_reset(typingctx):
+    """A new packet: no pending call, no calls made (loop only)."""
+    def codegen(context, builder, signature, args):
+        zero = ir.Constant(ir.IntType(64), 0)
+        builder.store(zero, worker_global(builder, _TAIL_TARGET))
+        builder.store(zero, worker_global(builder, _TAIL_COUNT))
+        return context.get_dummy_value()
+    return types.void(), codegen

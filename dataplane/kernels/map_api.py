@@ -48,11 +48,15 @@ def bpf_map_delete_elem(m, key):
     raise NotImplementedError("bpf_map_delete_elem runs only inside a program")
 
 
-_packers, _writers = {}, {}
+_packers, _writers = {}, {}  # by dtype
 
 
-def _packer(dtype):
-    """A compiled ``pack(key) -> words`` for keys of ``dtype``."""
+def key_packer(dtype):
+    """A compiled ``pack(key) -> words`` for keys of ``dtype`` (also ring records).
+
+    Note for value lookups below: a function compiled without reference
+    counting may return only views of its own arguments, so the scalar and
+    record forms are written out rather than shared through a helper."""
     if dtype not in _packers:
         ns = {"_dp_np": np}
         exec(pack_source(dtype, "pack"), ns)
@@ -253,7 +257,7 @@ def _lookup(m, key):
                     return None
                 return m.values[base + i]
         return impl
-    pack, find = _packer(spec.key_dtype), htab.htab_find.dispatcher
+    pack, find = key_packer(spec.key_dtype), htab.htab_find.dispatcher
     key_hash, touch = htab.key_hash.dispatcher, htab.lru_touch.dispatcher
     if scalar:
         def impl(m, key):
@@ -286,7 +290,7 @@ def _lookup_inner(spec):
                 return None
             return build(m.pool[m.values[i] - 1])
         return impl
-    pack, find, key_hash = _packer(spec.key_dtype), htab.htab_find.dispatcher, \
+    pack, find, key_hash = key_packer(spec.key_dtype), htab.htab_find.dispatcher, \
         htab.key_hash.dispatcher
 
     def impl(m, key):
@@ -325,7 +329,7 @@ def _update(m, key, value, flags):
             write(m.values, base + i, value)
             return np.int64(0)
         return impl
-    pack, insert = _packer(spec.key_dtype), htab.htab_insert.dispatcher
+    pack, insert = key_packer(spec.key_dtype), htab.htab_insert.dispatcher
 
     def impl(m, key, value, flags):
         e, created = insert(m.hdr, m.buckets, m.chain, m.prev, m.next, m.free, m.keys,
@@ -349,7 +353,7 @@ def _delete(m, key):
     if not spec.is_hash:
         EINVAL = -htab.EINVAL
         return lambda m, key: np.int64(EINVAL)
-    pack, delete, lru = _packer(spec.key_dtype), htab.htab_delete.dispatcher, spec.lru
+    pack, delete, lru = key_packer(spec.key_dtype), htab.htab_delete.dispatcher, spec.lru
 
     def impl(m, key):
         return delete(m.hdr, m.buckets, m.chain, m.prev, m.next, m.free, m.keys, pack(key),
@@ -396,7 +400,7 @@ def _redirect_map(m, key, flags):
                 return target(m.values[i])
             return f & _ACTION_MASK
         return impl
-    pack, find, key_hash = _packer(spec.key_dtype), htab.htab_find.dispatcher, \
+    pack, find, key_hash = key_packer(spec.key_dtype), htab.htab_find.dispatcher, \
         htab.key_hash.dispatcher
 
     def impl(m, key, flags):

@@ -24,8 +24,9 @@ from numba.extending import intrinsic, overload
 
 from .. import config
 from ..errors import ProgramError
+from .map_api import key_packer as packer
 from ..maps import (BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, RB_CONSUMER, RB_DROPPED,
-                    RB_PRODUCER, RB_WRITTEN, pack_source)
+                    RB_PRODUCER, RB_WRITTEN)
 
 EAGAIN, EINVAL = 11, 22
 _FLAGS = BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP
@@ -103,18 +104,6 @@ def ringbuf_write(hdr, ring, head, words, flags):
     return np.int64(0)
 
 
-_packers = {}
-
-
-def _packer(dtype):
-    """A compiled ``pack(record) -> tuple of uint64 words`` for records of ``dtype``."""
-    if dtype not in _packers:
-        ns = {"_dp_np": np}
-        exec(pack_source(dtype, "pack"), ns)
-        _packers[dtype] = njit(**config.INLINE_JIT)(ns["pack"])
-    return _packers[dtype]
-
-
 def _ring_spec(rb):
     return getattr(getattr(rb, "instance_class", None), "_dp_ringbuf", None)
 
@@ -143,7 +132,7 @@ def _output(rb, data, flags):
     if not _is_int(flags):
         raise ProgramError(f"map '{spec.name}': bpf_ringbuf_output's flags are an int, "
                            f"not {flags}")
-    pack = _packer(dtype)
+    pack = packer(dtype)
     head = np.uint64(dtype.itemsize)  # struct bpf_ringbuf_hdr: len, pg_off = 0
 
     def impl(rb, data, flags):

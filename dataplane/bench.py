@@ -20,12 +20,14 @@ _CHUNK = 65536
 _SLOT_OVERHEAD = config.HEADROOM + config.TAILROOM
 
 
-def load_packets(path, limit=None):
-    """Read up to ``limit`` packets of a capture into a list of large batches."""
+def load_packets(path, limit=None, tailroom=config.TAILROOM):
+    """Read up to ``limit`` packets of a capture into a list of large batches
+    (with ``tailroom`` bytes behind each packet: Program.tailroom)."""
     chunks, total = [], 0
     with open_capture(path) as reader:
         while limit is None or total < limit:
-            b = PacketBatch(_CHUNK, buffer_bytes=_CHUNK * (_SLOT_OVERHEAD + 1600))
+            b = PacketBatch(_CHUNK, buffer_bytes=_CHUNK * (_SLOT_OVERHEAD + 1600),
+                            tailroom=tailroom)
             n = reader.read_batch(b)
             if n == 0:
                 break

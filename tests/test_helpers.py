@@ -179,3 +179,29 @@ def test_smp_processor_id_is_the_worker(tmp_path):
             return XDP_PASS if bpf_get_smp_processor_id() == 0 else XDP_DROP
         """)
     assert prog.test_run(bytes(60))[0] == XdpAction.XDP_PASS
+
+
+def test_tailroom_only_for_programs_that_grow_the_tail(tmp_path):
+    """Batches keep room behind packets only for files that call bpf_xdp_adjust_tail;
+    replaying one that grows every packet by 100 bytes still works end to end."""
+    import dpkt
+    from pathlib import Path
+    from dataplane.io.capture import open_capture
+    from dataplane.pipeline import VerdictPcaps, replay
+
+    assert load_program("drop_udp").tailroom == 0
+    grow = load(tmp_path, """
+        @xdp
+        def prog(ctx):
+            if bpf_xdp_adjust_tail(ctx, 100) != 0:
+                return XDP_ABORTED
+            return XDP_PASS
+        """, name="grow.py")
+    assert grow.tailroom == config.TAILROOM
+    small = Path(__file__).resolve().parent.parent / "pcaps" / "small.pcap"
+    with open_capture(small) as r:
+        stats = replay(r, grow, VerdictPcaps(tmp_path / "out", snaplen=262144))
+    assert stats.actions[XdpAction.XDP_PASS] == stats.packets == 4000
+    with open(small, "rb") as a, open(tmp_path / "out" / "pass.pcap", "rb") as b:
+        for (_, before), (_, after) in zip(dpkt.pcap.Reader(a), dpkt.pcap.Reader(b)):
+            assert after == before + bytes(100)

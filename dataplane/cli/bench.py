@@ -28,7 +28,8 @@ def run(args):
     program = load_program(args.program)
     unchecked = load_program(args.program, checked=False)
     harness = load_program("pass_all")
-    chunks, packets = load_packets(args.read or default_capture(), args.count)
+    chunks, packets = load_packets(args.read or default_capture(), args.count,
+                                   max(program.tailroom, harness.tailroom))
     if packets == 0:
         raise DataplaneError(f"{args.read or default_capture()}: no packets to measure")
     result = bench(program, unchecked, harness, chunks, packets, batch=args.batch,

@@ -840,6 +840,7 @@ bpf_map_update_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_update_elem
 bpf_map_delete_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_delete_elem"))
 bpf_redirect_map = api(lazy("dataplane.kernels.map_api", "bpf_redirect_map"))
 bpf_tail_call = api(lazy("dataplane.kernels.map_api", "bpf_tail_call"))
+sync_fetch_and_add = api(lazy("dataplane.kernels.map_api", "sync_fetch_and_add"))
 
 
 # ---------------------------------------------------------------- ring buffers

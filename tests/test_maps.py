@@ -264,3 +264,27 @@ def test_flow_counter_matches_dpkt():
     assert len(want) > 1000
     assert got == want
     assert d["actions"]["pass"] == d["packets"] == 4000
+
+
+def test_sync_fetch_and_add_on_a_scalar_value(tmp_path):
+    path = tmp_path / "atomic.py"
+    path.write_text(textwrap.dedent("""
+        import numpy as np
+        from dataplane import *
+        from dataplane.maps import *
+        hits = Map("hits", BPF_MAP_TYPE_PERCPU_ARRAY, key=np.uint32, value=np.uint64,
+                   max_entries=2)
+
+        @xdp
+        def prog(ctx):
+            v = bpf_map_lookup_elem(hits, ctx.pkt[0])
+            if v is None:
+                return XDP_ABORTED
+            old = sync_fetch_and_add(v, 2)
+            ctx.pkt[1] = old & 0xFF
+            return XDP_PASS
+        """))
+    prog = load_program(str(path))
+    outs = [prog.test_run(bytes([1, 0]) + bytes(60))[1][1] for _ in range(3)]
+    assert outs == [0, 2, 4]  # the old values
+    assert prog.maps["hits"].lookup(1) == [6]

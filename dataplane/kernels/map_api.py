@@ -439,3 +439,20 @@ def _tail_call(ctx, m, index):
             return np.int64(ENOENT)
         return np.int64(0)
     return impl
+
+
+def sync_fetch_and_add(v, delta):
+    """``__sync_fetch_and_add(v, delta)`` on a scalar map value (the one-element
+    view bpf_map_lookup_elem gives): an atomic add, for counters that several
+    workers update; returns the old value."""
+    raise NotImplementedError("sync_fetch_and_add runs only inside a program")
+
+
+@overload(sync_fetch_and_add)
+def _sync_fetch_and_add(v, delta):
+    if not (isinstance(v, types.Array) and v.ndim == 1
+            and isinstance(v.dtype, types.Integer)):
+        return None
+    from .memory import atomic_add
+
+    return lambda v, delta: atomic_add(v, 0, delta)

@@ -123,3 +123,22 @@ def view_bytes(typingctx, buf, offset, dtype, shape):
         return out._getvalue()
 
     return arrty(buf, offset, dtype, shape), codegen
+
+
+@intrinsic
+def atomic_add(typingctx, arr, index, delta):
+    """``__sync_fetch_and_add(&arr[index], delta)``: an atomic add (LLVM atomicrmw,
+    sequentially consistent) on an integer array element; returns the old value.
+    Unchecked: callers pass a valid index (a map value's one-element view)."""
+    if not (isinstance(arr, types.Array) and isinstance(arr.dtype, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        arrty, idxty, dty = signature.args
+        ary = context.make_array(arrty)(context, builder, args[0])
+        idx = context.cast(builder, args[1], idxty, types.intp)
+        ptr = builder.gep(ary.data, [idx])
+        d = context.cast(builder, args[2], dty, arrty.dtype)
+        return builder.atomic_rmw("add", ptr, d, "seq_cst")
+
+    return arr.dtype(arr, index, delta), codegen

@@ -45,43 +45,31 @@ def key_of(pkt, i):
     return ((pkt[20 + i] << 8) | pkt[21 + i]) & MASK
 
 
-@xdp
-def hash_lookups(ctx):
-    pkt = ctx.pkt
+def index_lookups(pkt, m):
+    """LOOKUPS hits in map ``m`` (a map reaches a function as an argument too)."""
     if len(pkt) < 30:
         return XDP_PASS
     hits = 0
     for i in range(LOOKUPS):
-        v = bpf_map_lookup_elem(hash_map, key_of(pkt, i))
+        v = bpf_map_lookup_elem(m, key_of(pkt, i))
         if v is not None:
             hits += v[0]
     return XDP_DROP if hits == 0 else XDP_PASS
+
+
+@xdp
+def hash_lookups(ctx):
+    return index_lookups(ctx.pkt, hash_map)
 
 
 @xdp
 def lru_lookups(ctx):
-    pkt = ctx.pkt
-    if len(pkt) < 30:
-        return XDP_PASS
-    hits = 0
-    for i in range(LOOKUPS):
-        v = bpf_map_lookup_elem(lru_map, key_of(pkt, i))
-        if v is not None:
-            hits += v[0]
-    return XDP_DROP if hits == 0 else XDP_PASS
+    return index_lookups(ctx.pkt, lru_map)
 
 
 @xdp
 def array_lookups(ctx):
-    pkt = ctx.pkt
-    if len(pkt) < 30:
-        return XDP_PASS
-    hits = 0
-    for i in range(LOOKUPS):
-        v = bpf_map_lookup_elem(array_map, key_of(pkt, i))
-        if v is not None:
-            hits += v[0]
-    return XDP_DROP if hits == 0 else XDP_PASS
+    return index_lookups(ctx.pkt, array_map)
 
 
 def addr4_of(pkt, i):

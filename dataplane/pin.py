@@ -27,7 +27,8 @@ def _descr(dtype):
     return dtype.descr if dtype.names else dtype.str
 
 
-def _dtype(d):
+def spec_dtype(d):
+    """The numpy dtype of a spec file's ``key`` / ``value`` entry."""
     return np.dtype([tuple(f) for f in d] if isinstance(d, list) else d)
 
 
@@ -96,5 +97,6 @@ def open_pinned(directory, name):
     if path.stat().st_size != spec["bytes"]:
         raise DataplaneError(f"{path}: size {path.stat().st_size} does not match its spec "
                              f"({spec['bytes']} bytes)")
-    return Map(spec["name"], spec["type"], key=_dtype(spec["key"]), value=_dtype(spec["value"]),
+    return Map(spec["name"], spec["type"], key=spec_dtype(spec["key"]),
+               value=spec_dtype(spec["value"]),
                max_entries=spec["max_entries"], attach=_map_file(path, spec["bytes"]))

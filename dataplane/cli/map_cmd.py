@@ -10,7 +10,7 @@ import json
 import os
 
 from ..errors import UsageError
-from ..pin import list_pinned, open_pinned
+from ..pin import list_pinned, open_pinned, spec_dtype
 from ..stats import format_maps, print_json
 from .options import add_options
 
@@ -55,9 +55,11 @@ def run(args):
             print_json([{k: s[k] for k in ("name", "type_name", "max_entries", "workers")}
                         for s in specs])
         else:
-            for s in specs:
-                print(f"{s['name']}: {s['type_name']}  key {s['key']}  value {s['value']}  "
-                      f"max_entries {s['max_entries']:,}", flush=True)
+            for s in specs:  # bpftool's map show: sizes; dump decodes the fields
+                key = spec_dtype(s["key"]).itemsize if s["key"] else 0
+                print(f"{s['name']}: {s['type_name']}  key {key}B  value "
+                      f"{spec_dtype(s['value']).itemsize}B  max_entries {s['max_entries']:,}",
+                      flush=True)
         return 0
     m = open_pinned(pin, args.name)
     if args.op == "dump":

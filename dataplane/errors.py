@@ -48,3 +48,11 @@ class ProgramError(DataplaneError):
 
 class ProgramFault(DataplaneError):
     """A program that faulted at run time outside the per-packet safety net."""
+
+
+class MapError(DataplaneError):
+    """A map operation the kernel would refuse (``errno`` holds the error number)."""
+
+    def __init__(self, map_name, message, err=None):
+        super().__init__(f"map '{map_name}': {message}")
+        self.errno = err

@@ -68,15 +68,19 @@ LPM tries (BPF_MAP_TYPE_LPM_TRIE, kernel/bpf/lpm_trie.c semantics)::
 """
 
 import errno
-import ipaddress
 import re
 
 import numpy as np
 
 from . import config
-from .errors import DataplaneError
+from .errors import MapError
 from .jit import api, lazy
 from .kernels import htab, lpm
+from .lpm_keys import (lpm_join as _lpm_join, lpm_key, lpm_key_text, lpm_split as _lpm_split,
+                       lpm_width as _lpm_width)
+from .map_json import from_python as _from_python, to_python as _to_python
+from .map_layout import (field_list as _field_list, key_bytes as _key_bytes,
+                         key_words, row_words)
 
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
@@ -129,239 +133,6 @@ class InnerMap:
     def __init__(self, type, key, value, max_entries):
         self.type, self.key, self.value, self.max_entries = type, key, value, max_entries
 
-
-class MapError(DataplaneError):
-    """A map operation the kernel would refuse (``errno`` holds the error number)."""
-
-    def __init__(self, map_name, message, err=None):
-        super().__init__(f"map '{map_name}': {message}")
-        self.errno = err
-
-
-# ---------------------------------------------------------------- key layout
-
-def _field_list(dtype, what, map_name):
-    """[(name, offset, size, big_endian)] of a key/value dtype's integer fields."""
-    if dtype.names is None:
-        fields = [("", 0, dtype)]
-    else:
-        fields = [(n, dtype.fields[n][1], dtype.fields[n][0]) for n in dtype.names]
-    out = []
-    for name, off, ft in fields:
-        if ft.kind not in "iub" or ft.itemsize not in (1, 2, 4, 8) or ft.shape:
-            which = f"{what} field '{name}' ({ft})" if name else f"{what} type {ft}"
-            raise MapError(map_name, f"{which} must be an integer of 1, 2, 4 or 8 bytes")
-        out.append((name, off, ft.itemsize, ft.byteorder == ">" or
-                    (ft.byteorder == "=" and np.little_endian is False)))
-    return out
-
-
-def key_words(dtype):
-    """How many 8-byte words hold a key of this dtype."""
-    return max(1, (dtype.itemsize + 7) // 8)
-
-
-def row_words(dtype):
-    """Words of a hash entry's row (hash + key), padded to whole 64-byte lines so
-    the compare of a key touches one line when it can (keys up to 56 bytes)."""
-    return (1 + key_words(dtype) + 7) // 8 * 8
-
-
-_BSWAP = {
-    2: "(((v & 0xFF) << 8) | (v >> 8))",
-    4: "(((v & 0xFF) << 24) | ((v & 0xFF00) << 8) | ((v >> 8) & 0xFF00) | (v >> 24))",
-    8: "(((v & 0xFF) << 56) | ((v & 0xFF00) << 40) | ((v & 0xFF0000) << 24) "
-       "| ((v & 0xFF000000) << 8) | ((v >> 8) & 0xFF000000) | ((v >> 24) & 0xFF0000) "
-       "| ((v >> 40) & 0xFF00) | (v >> 56))",
-}
-
-
-def pack_source(dtype, fname="pack"):
-    """Python source of ``fname(key) -> tuple of uint64 words`` for keys of
-    ``dtype``: the same bytes numpy stores for the key, read as little-endian
-    words (so a program's packed key equals the control plane's). Each field is
-    masked, byte-swapped if big-endian, and shifted into one or two words."""
-    fields = _field_list(dtype, "key", "?")
-    nw = key_words(dtype)
-    lines, parts = [f"def {fname}(key):", "    u = _dp_np.uint64"], [[] for _ in range(nw)]
-    for k, (_, off, size, big) in enumerate(fields):
-        src = "key" if dtype.names is None else f"key[{k}]"
-        mask = "" if size == 8 else f" & u({(1 << (8 * size)) - 1})"
-        lines.append(f"    v = u(_dp_np.int64({src})){mask}")
-        if big and size > 1:  # memory holds the most significant byte first
-            lines.append("    v = " + re.sub(r"(\b\d+\b|0x[0-9A-F]+)", r"u(\1)", _BSWAP[size]))
-        w, b = divmod(off, 8)
-        lines.append(f"    f{k} = v")
-        parts[w].append(f"(f{k} << u({8 * b}))" if b else f"f{k}")
-        if b + size > 8:  # the field runs into the next word
-            parts[w + 1].append(f"(f{k} >> u({8 * (8 - b)}))")
-    words = [" | ".join(p) if p else "u(0)" for p in parts]
-    lines.append(f"    return ({', '.join(words)},)")
-    return "\n".join(lines) + "\n"
-
-
-def _key_bytes(dtype, key, map_name):
-    """A key (int or tuple) as the uint64 words the table stores."""
-    try:
-        rec = np.array([key if dtype.names is None else tuple(key)], dtype)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise MapError(map_name, f"bad key {key!r} for {dtype}: {exc}") from None
-    raw = np.zeros(key_words(dtype) * 8, np.uint8)
-    raw[:dtype.itemsize] = rec.view(np.uint8)
-    return raw.view("<u8")
-
-
-def _lpm_width(dtype, map_name):
-    """Bits of an LPM key's data (``struct bpf_lpm_trie_key``: prefixlen, data)."""
-    names = dtype.names or ()
-    why = (f"lpm_trie keys are a ('prefixlen', '<u4') field and one data field of 1 to 16 "
-           f"bytes (LPM_V4, LPM_V6), not {dtype}")
-    if len(names) != 2 or names[0] != "prefixlen":
-        raise MapError(map_name, why)
-    pt, poff = dtype.fields["prefixlen"][:2]
-    dt, doff = dtype.fields[names[1]][:2]
-    base = dt.subdtype[0] if dt.subdtype else dt
-    if pt.kind != "u" or pt.itemsize != 4 or pt.byteorder == ">" or poff != 0 or doff != 4 \
-            or dtype.itemsize != 4 + dt.itemsize or not 1 <= dt.itemsize <= 16 \
-            or base.kind != "u" or (base.itemsize > 1 and dt.subdtype) \
-            or (base.itemsize > 1 and base.byteorder != ">"):
-        raise MapError(map_name, why)
-    return 8 * dt.itemsize
-
-
-def _lpm_split(value, width):
-    """A ``width``-bit address as the left-aligned words (hi, lo) the kernels use."""
-    if width <= 64:
-        return value << (64 - width), 0
-    v = value << (128 - width)
-    return v >> 64, v & 0xFFFFFFFFFFFFFFFF
-
-
-def _lpm_join(hi, lo, width):
-    if width <= 64:
-        return hi >> (64 - width)
-    return ((hi << 64) | lo) >> (128 - width)
-
-
-def _lpm_address(text, width):
-    if width == 32:
-        return int(ipaddress.IPv4Address(text))
-    if width == 128:
-        return int(ipaddress.IPv6Address(text))
-    return int(text, 16)
-
-
-def lpm_key(key, width, map_name):
-    """A Python LPM key (see the module docstring) as (prefixlen, address int)."""
-    def bad(why):
-        raise MapError(map_name, f"bad key {key!r} for a {width}-bit lpm_trie: {why}")
-    try:
-        if isinstance(key, str):
-            addr, sep, plen = key.strip().partition("/")
-            plen, value = (int(plen) if sep else width), _lpm_address(addr, width)
-        elif isinstance(key, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-            if key.max_prefixlen != width:
-                bad(f"an IPv{key.version} network")
-            plen, value = key.prefixlen, int(key.network_address)
-        elif isinstance(key, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-            if key.max_prefixlen != width:
-                bad(f"an IPv{key.version} address")
-            plen, value = width, int(key)
-        elif isinstance(key, np.void) and key.dtype.names and key.dtype.names[0] == "prefixlen":
-            raw = key.tobytes()
-            plen, value = int(key["prefixlen"]), int.from_bytes(raw[4:4 + width // 8], "big")
-        elif isinstance(key, tuple) and len(key) == 2:
-            plen, addr = int(key[0]), key[1]
-            if isinstance(addr, str):
-                value = _lpm_address(addr, width)
-            elif isinstance(addr, (bytes, bytearray, np.ndarray, list)):
-                raw = bytes(addr) if isinstance(addr, (bytes, bytearray)) else \
-                    np.asarray(addr, np.uint8).reshape(-1).tobytes()
-                if len(raw) != width // 8:
-                    bad(f"{len(raw)} data bytes for {width // 8}")
-                value = int.from_bytes(raw, "big")
-            else:
-                value = int(addr)
-        elif isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-            plen, value = width, int(key)
-        else:
-            bad("give 'a.b.c.d/len', an address, or (prefixlen, address)")
-    except (ValueError, TypeError, ipaddress.AddressValueError) as exc:
-        bad(str(exc))
-    if not 0 <= value < (1 << width):
-        bad(f"the address does not fit {width} bits")
-    if plen < 0 or plen >= 1 << 32:
-        bad("prefixlen is a __u32")
-    return plen, value
-
-
-def lpm_key_text(plen, value, width):
-    """A prefix as ``bpftool``-like text: ``10.0.0.0/8``, ``2001:db8::/32``, ``0x0a/8``."""
-    if width == 32:
-        return f"{ipaddress.IPv4Address(value)}/{plen}"
-    if width == 128:
-        return f"{ipaddress.IPv6Address(value)}/{plen}"
-    return f"0x{value:0{width // 4}x}/{plen}"
-
-
-# ---------------------------------------------------------------- decoding
-
-def _to_python(dtype, item):
-    """A numpy scalar or record as JSON-able Python (structured -> dict, integers,
-    ``*addr*`` fields as IP address strings, ``*mac*`` fields as MAC strings)."""
-    if dtype.names is None:
-        return item.item() if hasattr(item, "item") else item
-    raw = {n: item[n].item() for n in dtype.names}
-    out = {}
-    for n, v in raw.items():
-        base, size = n[:-3], dtype.fields[n][0].itemsize
-        if n.endswith("_hi") and "addr" in base and base + "_lo" in raw:
-            ip = ipaddress.IPv6Address((v << 64) | raw[base + "_lo"])
-            out[base] = str(ip.ipv4_mapped or ip)
-        elif n.endswith("_lo") and "addr" in n[:-3] and n[:-3] + "_hi" in raw:
-            continue  # printed with its _hi half
-        elif "addr" in n and size == 4:
-            out[n] = str(ipaddress.IPv4Address(v & 0xFFFFFFFF))
-        elif "mac" in n and size == 8:
-            out[n] = ":".join(f"{(v >> (8 * i)) & 0xFF:02x}" for i in range(5, -1, -1))
-        else:
-            out[n] = v
-    return out
-
-
-def _from_python(dtype, obj, map_name):
-    """Inverse of _to_python: a decoded key or value back to an int or a tuple."""
-    if dtype.names is None:
-        if not isinstance(obj, int):
-            raise MapError(map_name, f"expected an integer for {dtype}, not {obj!r}")
-        return obj
-    if not isinstance(obj, dict):
-        raise MapError(map_name, f"expected an object with fields {list(dtype.names)}, "
-                                 f"not {obj!r}")
-    out, used = [], set()
-    for n in dtype.names:
-        base = n[:-3]
-        try:
-            if n.endswith(("_hi", "_lo")) and base in obj:
-                ip = ipaddress.ip_address(obj[base])
-                v = int(ip) if ip.version == 6 else (0xFFFF << 32) | int(ip)
-                out.append(v >> 64 if n.endswith("_hi") else v & (2**64 - 1))
-                used.add(base)
-            elif isinstance(obj.get(n), str) and "addr" in n:
-                out.append(int(ipaddress.IPv4Address(obj[n])))
-                used.add(n)
-            elif isinstance(obj.get(n), str) and "mac" in n:
-                out.append(int(obj[n].replace(":", ""), 16))
-                used.add(n)
-            else:
-                out.append(int(obj[n]))
-                used.add(n)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise MapError(map_name, f"field '{n}' of {obj!r}: {exc}") from None
-    extra = set(obj) - used
-    if extra:
-        raise MapError(map_name, f"unknown fields {sorted(extra)} (fields: {list(dtype.names)})")
-    return tuple(out)
 
 
 # ---------------------------------------------------------------- the map

@@ -22,7 +22,7 @@ from numba.extending import overload
 
 from .. import config
 from ..errors import ProgramError
-from ..maps import pack_source
+from ..map_layout import pack_source
 from . import htab, lpm
 
 _CPU = 0  # the worker's slot in per-CPU values (multi-worker: issue 7)

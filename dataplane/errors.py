@@ -46,10 +46,6 @@ class ProgramError(DataplaneError):
     """A program that cannot be found, checked or compiled (the verifier's reject)."""
 
 
-class ProgramFault(DataplaneError):
-    """A program that faulted at run time outside the per-packet safety net."""
-
-
 class MapError(DataplaneError):
     """A map operation the kernel would refuse (``errno`` holds the error number)."""
 

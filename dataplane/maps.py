@@ -186,7 +186,7 @@ class Map:
             self._kw = np.zeros(lpm.KEY_WORDS, np.uint64)
             self._lpm_block_of = None
         else:
-            self._key_fields = _field_list(self.key_dtype, "key", name)
+            _field_list(self.key_dtype, "key", name)  # validates: integer fields only
         _field_list(self.value_dtype, "value", name)
         self.ncpu = config.WORKERS if type in _PERCPU else 1
         self.pinned = None

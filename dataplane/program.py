@@ -50,7 +50,6 @@ class ProgramSpec:
     def __init__(self, fn, name=None):
         self.fn = fn
         self.name = name or fn.__name__
-        self.source_file = getattr(fn.__code__, "co_filename", None)
 
     def __repr__(self):
         return f"ProgramSpec({self.name!r})"

@@ -361,11 +361,6 @@ def _delete(m, key):
     return impl
 
 
-def is_map_handle(t):
-    """True for the numba type of a map handle (used by the checker's tests)."""
-    return isinstance(t, types.NamedTuple) and _spec(t) is not None
-
-
 def bpf_redirect_map(m, key, flags):
     """``bpf_redirect_map(devmap, key, flags)`` (helper 51): return it from the
     program. XDP_REDIRECT to the device in slot ``key``; a missing key gives

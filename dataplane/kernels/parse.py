@@ -151,58 +151,43 @@ def load_be64(pkt, off):
     return (hi << np.uint64(32)) | lo
 
 
-@api
 @kernel(**config.INLINE_JIT)
-def store_be16(pkt, off, value):
-    """Store the low 16 bits of ``value`` big-endian at ``off`` (*(__be16 *)p = bpf_htons(v)).
+def _store_be(pkt, off, value, size):
+    """Store the low ``size`` bytes of ``value`` big-endian at ``off``.
 
     All or nothing: when a byte would fall outside the packet, nothing is
     written and the packet faults (XDP_ABORTED), as any access outside does.
     """
     off = np.int64(off)
-    if not header_fits(pkt, off, 2):
+    if not header_fits(pkt, off, size):
         pkt[len(pkt)]  # an access outside: sets the packet's fault flag, writes nothing
         return
-    pkt[off] = value >> 8
-    pkt[off + 1] = value
+    for k in range(size):  # size is a constant where inlined: unrolled
+        pkt[off + k] = value >> (8 * (size - 1 - k))
+
+
+@api
+@kernel(**config.INLINE_JIT)
+def store_be16(pkt, off, value):
+    """Store the low 16 bits of ``value`` big-endian at ``off`` (*(__be16 *)p =
+    bpf_htons(v)); all or nothing, faulting the packet outside it."""
+    _store_be(pkt, off, value, 2)
 
 
 @api
 @kernel(**config.INLINE_JIT)
 def store_be32(pkt, off, value):
-    """Store the low 32 bits of ``value`` big-endian at ``off`` (*(__be32 *)p = bpf_htonl(v)).
-
-    All or nothing, like store_be16.
-    """
-    off = np.int64(off)
-    if not header_fits(pkt, off, 4):
-        pkt[len(pkt)]  # an access outside: sets the packet's fault flag, writes nothing
-        return
-    pkt[off] = value >> 24
-    pkt[off + 1] = value >> 16
-    pkt[off + 2] = value >> 8
-    pkt[off + 3] = value
+    """Store the low 32 bits of ``value`` big-endian at ``off`` (*(__be32 *)p =
+    bpf_htonl(v)); all or nothing, faulting the packet outside it."""
+    _store_be(pkt, off, value, 4)
 
 
 @api
 @kernel(**config.INLINE_JIT)
 def store_be64(pkt, off, value):
-    """Store ``value`` (int64 or uint64) big-endian at ``off`` (*(__be64 *)p = bpf_cpu_to_be64(v)).
-
-    All or nothing, like store_be16.
-    """
-    off = np.int64(off)
-    if not header_fits(pkt, off, 8):
-        pkt[len(pkt)]  # an access outside: sets the packet's fault flag, writes nothing
-        return
-    pkt[off] = value >> 56
-    pkt[off + 1] = value >> 48
-    pkt[off + 2] = value >> 40
-    pkt[off + 3] = value >> 32
-    pkt[off + 4] = value >> 24
-    pkt[off + 5] = value >> 16
-    pkt[off + 6] = value >> 8
-    pkt[off + 7] = value
+    """Store ``value`` (int64 or uint64) big-endian at ``off`` (*(__be64 *)p =
+    bpf_cpu_to_be64(v)); all or nothing, faulting the packet outside it."""
+    _store_be(pkt, off, value, 8)
 
 
 # ---------------------------------------------------------------- Ethernet

@@ -2,10 +2,8 @@
 
 import sys
 
-from .. import config
 from ..errors import UsageError
 from ..io.capture import open_capture
-from ..io.pcap import PcapReader
 from ..pipeline import VerdictPcaps, replay
 from ..program import load_program
 from ..stats import Progress, format_maps, format_summary, print_json
@@ -27,14 +25,6 @@ def register(sub):
     return p
 
 
-def output_snaplen(reader):
-    """A classic pcap's snap length carries over (pass_all then copies the file
-    byte for byte); pcapng's is per interface, where 0 means none: use the maximum."""
-    if isinstance(reader, PcapReader) and reader.snaplen > 0:
-        return reader.snaplen
-    return config.MAX_SNAPLEN
-
-
 def run(args):
     if not args.read:
         raise UsageError("replay: -r FILE is required",
@@ -45,7 +35,7 @@ def run(args):
     program.use_capture_time(args.ktime == "capture")
     with open_capture(args.read) as reader:
         sinks = (VerdictPcaps(args.write, nanosecond=reader.nanosecond,
-                              snaplen=output_snaplen(reader)) if args.write else None)
+                              snaplen=reader.output_snaplen) if args.write else None)
         progress = Progress(reader.size, enabled=not (args.quiet or args.json))
         stats = replay(reader, program, sinks, batch_size=args.batch, limit=args.count,
                        progress=progress)

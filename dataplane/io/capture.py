@@ -93,6 +93,13 @@ class CaptureReader:
             raise
 
     @property
+    def output_snaplen(self):
+        """The snap length for pcaps written from this capture: its own (so a
+        pass-everything replay copies a pcap byte for byte), or the maximum
+        when it has none (0)."""
+        return self.snaplen if self.snaplen > 0 else config.MAX_SNAPLEN
+
+    @property
     def offset(self):
         """Bytes of the file consumed so far (for progress)."""
         return self._base + self._pos

@@ -34,6 +34,9 @@ class PcapngReader(CaptureReader):
     A packet on a non-Ethernet interface is an error.
     """
 
+    #: Interfaces may each have their own snap length (0: none): write with the maximum.
+    output_snaplen = config.MAX_SNAPLEN
+
     def _start(self):
         self._ifs = np.zeros((4, K.IF_COLS), np.int64)
         self._nif = 0

@@ -509,7 +509,8 @@ def load_program(ref, name=None, checked=True, pin=None):
         map_arrays += ring.program_arrays()
         trace = (ring, module.__dataplane_trace__)
     kinds = _RUNNER_KINDS + tuple((a.dtype.str, a.ndim) for a in map_arrays)
-    if not run.is_cached(kinds, block=True):
+    cached = run.is_cached(kinds, block=True)
+    if not cached:
         by_function = {v.fn.__name__: v for v in specs.values()}
         # tail calls can reach every program of the file: compile them all
         for s_ in ([by_function[n] for n in module.__dataplane_tail__]
@@ -517,8 +518,7 @@ def load_program(ref, name=None, checked=True, pin=None):
             _compile_functions(module, s_)
     b = PacketBatch(1, buffer_bytes=1024)
     try:
-        with _wrapping_integers() if not run.is_cached(kinds, block=True) \
-                else contextlib.nullcontext():
+        with contextlib.nullcontext() if cached else _wrapping_integers():
             entry = run.entry(kinds, (b.buf, b.meta, runner_kernels.new_scratch(), 0, 0,
                                       *map_arrays), block=True)
     except Exception as exc:

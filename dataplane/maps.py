@@ -283,7 +283,7 @@ class Map:
         if self.is_hash or self.is_lpm:
             nb = 1 << max(1, (n - 1).bit_length())
             parts = [("hdr", 8 * htab.HDR_SIZE), ("buckets", 4 * nb), ("chain", 4 * n),
-                     ("prev", 4 * n), ("next", 4 * n), ("free", 4 * n),
+                     ("refs", n), ("free", 4 * n),
                      ("keys", 8 * n * self._row_words())] + parts
         if self.is_lpm:
             cap = 2 * n + 1  # n prefixes cut the address space into <= 2n + 1 intervals
@@ -311,14 +311,12 @@ class Map:
             self.hdr = view["hdr"].view(np.int64)
             self.buckets = view["buckets"].view(np.int32)
             self.chain = view["chain"].view(np.int32)
-            self.prev = view["prev"].view(np.int32)
-            self.next = view["next"].view(np.int32)
+            self.refs = view["refs"]
             self.free = view["free"].view(np.int32)
             # word 0 of each row is the entry's hash (kernels/htab.py)
             self.keys = view["keys"].view(np.uint64).reshape(n, self._row_words())
             if fresh:
-                htab.htab_reset(self.hdr, self.buckets, self.chain, self.prev, self.next,
-                                self.free)
+                htab.htab_reset(self.hdr, self.buckets, self.chain, self.refs, self.free)
         if self.is_lpm:
             self.index = view["index"].view(np.int32)
             self.rchild = view["rchild"].view(np.int32)
@@ -365,13 +363,13 @@ class Map:
             return self._table() + self._ranges() + (flat,)
         pool = (self.pool,) if self.is_map_in_map else ()
         if self.is_hash:
-            return (self.hdr, self.buckets, self.chain, self.prev, self.next, self.free,
+            return (self.hdr, self.buckets, self.chain, self.refs, self.free,
                     self.keys, flat) + pool
         return (flat,) + pool
 
     # -- control plane ----------------------------------------------------
     def _table(self):
-        return (self.hdr, self.buckets, self.chain, self.prev, self.next, self.free, self.keys)
+        return (self.hdr, self.buckets, self.chain, self.refs, self.free, self.keys)
 
     def _ranges(self):
         return (self.index, self.rchild, self.nhdr, self.nent, self.bhi, self.blo, self.rval)
@@ -513,8 +511,8 @@ class Map:
             return
         if not self.is_hash:
             self._fail(errno.EINVAL, f"delete {key!r}")
-        r = int(htab.htab_delete_py(*self._table(),
-                                    _key_bytes(self.key_dtype, key, self.name), self.lru))
+        r = int(htab.htab_delete_py(self.hdr, self.buckets, self.chain, self.free, self.keys,
+                                    _key_bytes(self.key_dtype, key, self.name)))
         if r < 0:
             self._fail(-r, f"delete {key!r}")
 
@@ -524,7 +522,7 @@ class Map:
         if not (self.is_hash or self.is_lpm):
             return np.arange(self.max_entries)
         out = np.zeros(self.max_entries, np.int64)
-        n = htab.htab_entries(self.hdr, self.prev, self.next, self.free, out)
+        n = htab.htab_entries(self.hdr, self.free, out)
         return out[:n]
 
     def _lpm_prefix(self, e):
@@ -553,7 +551,7 @@ class Map:
         """Delete every entry (array maps: zero every value)."""
         self.values[...] = 0
         if self.is_hash or self.is_lpm:
-            htab.htab_reset(self.hdr, self.buckets, self.chain, self.prev, self.next, self.free)
+            htab.htab_reset(self.hdr, self.buckets, self.chain, self.refs, self.free)
         if self.is_lpm:
             lpm.lpm_clear(self.hdr, self.index, self.rchild, self.bhi, self.blo, self.rval)
 

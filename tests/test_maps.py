@@ -73,6 +73,20 @@ def test_lru_evicts_least_recently_used():
     assert sorted(k for k, _ in m.items()) == [1, 4, 5]
 
 
+def test_lru_keeps_an_entry_in_use_through_a_flood_of_new_keys():
+    m = Map("lru", BPF_MAP_TYPE_LRU_HASH, key=np.uint32, value=np.uint64, max_entries=4)
+    for k in range(1, 5):
+        m.update(k, k)
+    for k in range(100, 140):  # every new key evicts one; key 1 is used between them
+        m.update(1, k)
+        m.update(k, k)
+        keys = sorted(key for key, _ in m.items())
+        assert len(keys) == 4 and keys[0] == 1 and k in keys
+    m.delete(1)
+    m.update(7, 7)  # a free entry is taken before anything is evicted
+    assert len(m) == 4 and m.lookup(7) == 7
+
+
 def test_array_semantics():
     m = Map("a", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.int64, max_entries=4)
     assert len(m) == 4 and m.lookup(3) == 0 and m.lookup(4) is None

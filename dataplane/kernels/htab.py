@@ -1,19 +1,25 @@
 """Hash-table kernels of BPF_MAP_TYPE_HASH / LRU_HASH (and their per-CPU forms).
 
 Storage (views of one buffer, see maps.py), for ``n = max_entries`` entries:
-``hdr`` int64[8] (count, free-stack top, LRU head and tail), ``buckets``
-int32[nb] (first entry of each chain, -1 empty; nb a power of two >= n),
-``chain`` int32[n] (next entry in the chain), ``prev``/``next`` int32[n] (the
-LRU list, most recent at the head), ``free`` int32[n] (a stack of free entry
-numbers), ``keys`` uint64[n, 1 + kw]: the entry's hash, then its key as 8-byte
-words, zero-padded (one cache line for the compare of keys up to 56 bytes).
-Values live apart (maps.py); an entry's number is its value slot. Keys are
-compared a word at a time (numba-notes.md: 6 ns a hit against 26 ns for
-byte-by-byte compares).
+``hdr`` int64[8] (count, free-stack top, CLOCK hand), ``buckets`` int32[nb]
+(first entry of each chain, -1 empty; nb a power of two >= n), ``chain``
+int32[n] (next entry in the chain), ``refs`` uint8[n] (LRU reference bits),
+``free`` int32[n] (a stack of free entry numbers), ``keys`` uint64[n, 1 + kw]:
+the entry's hash, then its key as 8-byte words, zero-padded (one cache line
+for the compare of keys up to 56 bytes). Values live apart (maps.py); an
+entry's number is its value slot. Keys are compared a word at a time
+(numba-notes.md: 6 ns a hit against 26 ns for byte-by-byte compares).
 
 Error codes are the kernel's: -ENOENT, -EEXIST, -E2BIG (a full map never drops
-an update silently). An LRU map never fails for lack of room: it evicts the
-least recently used entry, as BPF_MAP_TYPE_LRU_HASH does.
+an update silently). An LRU map never fails for lack of room: it evicts an
+entry not used lately. Like the kernel's (kernel/bpf/bpf_lru_list.c), the LRU
+is approximate so that a hit stays cheap: a hit only sets the entry's
+reference bit (the kernel's ``node->ref``), and a full map evicts by CLOCK:
+the hand walks the entries in order, clearing set bits, and takes the first
+entry whose bit is clear (not used since the hand last passed). Entries taken
+in order and never deleted are evicted least recently used first; a doubly
+linked list kept exact on every hit cost 55 ns a packet in flow_counter
+(two more cache misses and a chain of dependent stores).
 """
 
 import numpy as np
@@ -23,7 +29,7 @@ from ..jit import kernel
 
 ENOENT, EEXIST, E2BIG, EINVAL = 2, 17, 7, 22
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
-H_COUNT, H_FREE_TOP, H_LRU_HEAD, H_LRU_TAIL = 0, 1, 2, 3
+H_COUNT, H_FREE_TOP, H_CLOCK = 0, 1, 2
 HDR_SIZE = 8
 _NIL = -1
 
@@ -58,36 +64,23 @@ def htab_find(buckets, chain, keys, key, h):
 
 
 @kernel(**config.INLINE_JIT)
-def _lru_unlink(hdr, prev, nxt, e):
-    p, n = prev[e], nxt[e]
-    if p >= 0:
-        nxt[p] = n
-    else:
-        hdr[H_LRU_HEAD] = n
-    if n >= 0:
-        prev[n] = p
-    else:
-        hdr[H_LRU_TAIL] = p
+def lru_touch(refs, e):
+    """Mark entry ``e`` used (bpf_lru_node_set_ref: written only when clear, so
+    a hot entry's line is not dirtied on every hit)."""
+    if refs[e] == 0:
+        refs[e] = 1
 
 
 @kernel(**config.INLINE_JIT)
-def _lru_push_head(hdr, prev, nxt, e):
-    head = hdr[H_LRU_HEAD]
-    prev[e] = _NIL
-    nxt[e] = head
-    if head >= 0:
-        prev[head] = e
-    else:
-        hdr[H_LRU_TAIL] = e
-    hdr[H_LRU_HEAD] = e
-
-
-@kernel(**config.INLINE_JIT)
-def lru_touch(hdr, prev, nxt, e):
-    """Make entry ``e`` the most recently used."""
-    if hdr[H_LRU_HEAD] != e:
-        _lru_unlink(hdr, prev, nxt, e)
-        _lru_push_head(hdr, prev, nxt, e)
+def _lru_victim(hdr, refs):
+    """The entry CLOCK evicts (the map is full: every entry is in use)."""
+    n = refs.size
+    hand = hdr[H_CLOCK]
+    while refs[hand]:  # at most one lap: the bits it passes are cleared
+        refs[hand] = 0
+        hand = hand + 1 if hand + 1 < n else 0
+    hdr[H_CLOCK] = hand + 1 if hand + 1 < n else 0
+    return hand
 
 
 @kernel(**config.INLINE_JIT)
@@ -107,34 +100,32 @@ def _unchain(buckets, chain, keys, e):
 
 
 @kernel(**config.INLINE_JIT)
-def htab_delete(hdr, buckets, chain, prev, nxt, free, keys, key, lru):
+def htab_delete(hdr, buckets, chain, free, keys, key):
     """Remove ``key``: 0, or -ENOENT."""
     h = key_hash(key)
     e = htab_find(buckets, chain, keys, key, h)
     if e < 0:
         return np.int64(-ENOENT)
-    _release(hdr, buckets, chain, prev, nxt, free, keys, e, lru)
+    _release(hdr, buckets, chain, free, keys, e)
     return np.int64(0)
 
 
 @kernel(**config.INLINE_JIT)
-def _release(hdr, buckets, chain, prev, nxt, free, keys, e, lru):
+def _release(hdr, buckets, chain, free, keys, e):
     _unchain(buckets, chain, keys, e)
-    if lru:
-        _lru_unlink(hdr, prev, nxt, e)
     free[hdr[H_FREE_TOP]] = e
     hdr[H_FREE_TOP] += 1
     hdr[H_COUNT] -= 1
 
 
 @kernel(**config.INLINE_JIT)
-def htab_insert(hdr, buckets, chain, prev, nxt, free, keys, key, flags, lru):
+def htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru):
     """Find or make the entry for ``key`` under BPF_ANY / BPF_NOEXIST / BPF_EXIST.
 
     Returns ``(entry, created)``; entry < 0 is the kernel's error: -EEXIST
     (NOEXIST on a present key), -ENOENT (EXIST on a missing key), -E2BIG (full
-    non-LRU map), -EINVAL (unknown flags). A full LRU map evicts its least
-    recently used entry. The caller writes the value.
+    non-LRU map), -EINVAL (unknown flags). A full LRU map evicts (CLOCK, above).
+    The caller writes the value.
     """
     if flags > BPF_EXIST or flags < 0:
         return np.int64(-EINVAL), False
@@ -144,14 +135,14 @@ def htab_insert(hdr, buckets, chain, prev, nxt, free, keys, key, flags, lru):
         if flags == BPF_NOEXIST:
             return np.int64(-EEXIST), False
         if lru:
-            lru_touch(hdr, prev, nxt, e)
+            lru_touch(refs, e)
         return e, False
     if flags == BPF_EXIST:
         return np.int64(-ENOENT), False
     if hdr[H_FREE_TOP] == 0:
-        if not lru or hdr[H_LRU_TAIL] < 0:
+        if not lru or free.size == 0:
             return np.int64(-E2BIG), False
-        _release(hdr, buckets, chain, prev, nxt, free, keys, hdr[H_LRU_TAIL], lru)
+        _release(hdr, buckets, chain, free, keys, _lru_victim(hdr, refs))
     hdr[H_FREE_TOP] -= 1
     e = np.int64(free[hdr[H_FREE_TOP]])
     keys[e, 0] = h
@@ -160,25 +151,22 @@ def htab_insert(hdr, buckets, chain, prev, nxt, free, keys, key, flags, lru):
     b = h & np.uint64(buckets.size - 1)
     chain[e] = buckets[b]
     buckets[b] = e
-    if lru:
-        _lru_push_head(hdr, prev, nxt, e)
+    refs[e] = 0  # new: first in line for the hand until used
     hdr[H_COUNT] += 1
     return e, True
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_reset(hdr, buckets, chain, prev, nxt, free):
+def htab_reset(hdr, buckets, chain, refs, free):
     """Empty the table (every entry free)."""
     hdr[H_COUNT] = 0
-    hdr[H_LRU_HEAD] = _NIL
-    hdr[H_LRU_TAIL] = _NIL
+    hdr[H_CLOCK] = 0
     for i in range(buckets.size):
         buckets[i] = _NIL
     n = free.size
     for i in range(n):
         chain[i] = _NIL
-        prev[i] = _NIL
-        nxt[i] = _NIL
+        refs[i] = 0
         free[i] = n - 1 - i  # entry 0 is taken first
     hdr[H_FREE_TOP] = n
 
@@ -186,25 +174,25 @@ def htab_reset(hdr, buckets, chain, prev, nxt, free):
 @kernel(**config.KERNEL_JIT)
 def htab_lookup_py(buckets, chain, keys, key):
     """Control-plane lookup: the entry number or -1 (an LRU lookup does not
-    refresh the entry: bpftool's lookups do not either)."""
+    mark the entry used: bpftool's lookups do not either)."""
     return htab_find(buckets, chain, keys, key, key_hash(key))
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_insert_py(hdr, buckets, chain, prev, nxt, free, keys, key, flags, lru):
+def htab_insert_py(hdr, buckets, chain, refs, free, keys, key, flags, lru):
     """Control-plane insert: the entry number, or the kernel's negative error."""
-    e, created = htab_insert(hdr, buckets, chain, prev, nxt, free, keys, key, flags, lru)
+    e, created = htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru)
     return e
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_delete_py(hdr, buckets, chain, prev, nxt, free, keys, key, lru):
+def htab_delete_py(hdr, buckets, chain, free, keys, key):
     """Control-plane delete: 0 or -ENOENT."""
-    return htab_delete(hdr, buckets, chain, prev, nxt, free, keys, key, lru)
+    return htab_delete(hdr, buckets, chain, free, keys, key)
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_entries(hdr, prev, nxt, free, out):
+def htab_entries(hdr, free, out):
     """Write the numbers of the used entries to ``out``; returns how many."""
     n = free.size
     used = np.int64(0)

@@ -3,7 +3,7 @@
 An LPM map keeps two structures, all views of the map's one buffer:
 
 - the exact prefixes, in a hash table (kernels/htab.py: ``hdr``, ``buckets``,
-  ``chain``, ``prev``, ``next``, ``free``, ``keys``) keyed by the words
+  ``chain``, ``refs``, ``free``, ``keys``) keyed by the words
   ``(prefixlen, hi, lo)``; an entry's number is its value slot, as in hash maps.
   Exact-prefix update (BPF_ANY / NOEXIST / EXIST), delete and dumps use it.
 - the longest match, as a sorted **range table**: the prefixes cut the address
@@ -458,7 +458,7 @@ def lpm_lookup(buckets, chain, keys, index, rchild, nhdr, nent, bhi, blo, rval, 
 
 
 @kernel(**config.INLINE_JIT)
-def lpm_insert(hdr, buckets, chain, prev, nxt, free, keys, index, rchild, nhdr, nent, bhi,
+def lpm_insert(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent, bhi,
                blo, rval, plen, hi, lo, flags, width, shift):
     """bpf_map_update_elem's key part: the entry of prefix (hi, lo)/plen, made if
     new; or -EINVAL (flags, prefixlen), -EEXIST (NOEXIST), -ENOENT (EXIST),
@@ -467,7 +467,7 @@ def lpm_insert(hdr, buckets, chain, prev, nxt, free, keys, index, rchild, nhdr, 
         return np.int64(-EINVAL)
     hi, lo = mask128(hi, lo, plen)
     key = (np.uint64(plen), hi, lo)
-    e, created = htab_insert(hdr, buckets, chain, prev, nxt, free, keys, key,
+    e, created = htab_insert(hdr, buckets, chain, refs, free, keys, key,
                              np.int64(flags), False)
     if e < 0:
         return np.int64(-ENOSPC) if e == -E2BIG else e
@@ -486,7 +486,7 @@ def lpm_insert(hdr, buckets, chain, prev, nxt, free, keys, index, rchild, nhdr, 
 
 
 @kernel(**config.INLINE_JIT)
-def lpm_delete(hdr, buckets, chain, prev, nxt, free, keys, index, rchild, nhdr, nent, bhi,
+def lpm_delete(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent, bhi,
                blo, rval, plen, hi, lo, width, shift):
     """bpf_map_delete_elem: remove the exact prefix (hi, lo)/plen: 0, -ENOENT or
     -EINVAL (prefixlen above the key's width)."""
@@ -516,7 +516,7 @@ def lpm_delete(hdr, buckets, chain, prev, nxt, free, keys, index, rchild, nhdr, 
         _remove_bound(hdr, index, rchild, nhdr, nent, bhi, blo, rval, stop, shift, width)
     if start > 0 and rval[start] == rval[start - 1]:
         _remove_bound(hdr, index, rchild, nhdr, nent, bhi, blo, rval, start, shift, width)
-    htab_delete(hdr, buckets, chain, prev, nxt, free, keys, (np.uint64(plen), hi, lo), False)
+    htab_delete(hdr, buckets, chain, free, keys, (np.uint64(plen), hi, lo))
     return np.int64(0)
 
 
@@ -537,7 +537,7 @@ def lpm_clear(hdr, index, rchild, bhi, blo, rval):
 
 
 @kernel(**config.KERNEL_JIT)
-def lpm_py(op, hdr, buckets, chain, prev, nxt, free, keys, index, rchild, nhdr, nent, bhi, blo,
+def lpm_py(op, hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent, bhi, blo,
            rval, kw, flags, width, shift):
     """A control-plane operation on key ``kw`` (uint64[3]: prefixlen, hi, lo; ctypes
     passes int64 scalars): OP_LOOKUP (kernel semantics) gives the entry or -1,
@@ -549,10 +549,10 @@ def lpm_py(op, hdr, buckets, chain, prev, nxt, free, keys, index, rchild, nhdr, 
         return lpm_lookup(buckets, chain, keys, index, rchild, nhdr, nent, bhi, blo, rval,
                           plen, kw[1], kw[2], width, ushift)
     if op == OP_UPDATE:
-        return lpm_insert(hdr, buckets, chain, prev, nxt, free, keys, index, rchild, nhdr,
+        return lpm_insert(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
                           nent, bhi, blo, rval, plen, kw[1], kw[2], flags, width, ushift)
     if op == OP_DELETE:
-        return lpm_delete(hdr, buckets, chain, prev, nxt, free, keys, index, rchild, nhdr,
+        return lpm_delete(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
                           nent, bhi, blo, rval, plen, kw[1], kw[2], width, ushift)
     if op == OP_REBUILD:
         lpm_rebuild_nodes(hdr, index, rchild, nhdr, nent, bhi, blo, width, ushift)

@@ -173,7 +173,7 @@ def _lpm_update(spec, key):
 
     def impl(m, key, value, flags):
         plen, hi, lo = to_words(key)
-        e = insert(m.hdr, m.buckets, m.chain, m.prev, m.next, m.free, m.keys, m.index,
+        e = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, m.index,
                    m.rchild, m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo,
                    np.int64(flags), width, shift)
         if e < 0:
@@ -190,7 +190,7 @@ def _lpm_delete(spec, key):
 
     def impl(m, key):
         plen, hi, lo = to_words(key)
-        return delete(m.hdr, m.buckets, m.chain, m.prev, m.next, m.free, m.keys, m.index,
+        return delete(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, m.index,
                       m.rchild, m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo, width,
                       shift)
     return impl
@@ -266,7 +266,7 @@ def _lookup(m, key):
             if e < 0:
                 return None
             if lru:
-                touch(m.hdr, m.prev, m.next, e)
+                touch(m.refs, e)
             return m.values[base + e:base + e + 1]
     else:
         def impl(m, key):
@@ -275,7 +275,7 @@ def _lookup(m, key):
             if e < 0:
                 return None
             if lru:
-                touch(m.hdr, m.prev, m.next, e)
+                touch(m.refs, e)
             return m.values[base + e]
     return impl
 
@@ -332,7 +332,7 @@ def _update(m, key, value, flags):
     pack, insert = key_packer(spec.key_dtype), htab.htab_insert.dispatcher
 
     def impl(m, key, value, flags):
-        e, created = insert(m.hdr, m.buckets, m.chain, m.prev, m.next, m.free, m.keys,
+        e, created = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys,
                             pack(key), np.int64(flags), lru)
         if e < 0:
             return e
@@ -353,11 +353,10 @@ def _delete(m, key):
     if not spec.is_hash:
         EINVAL = -htab.EINVAL
         return lambda m, key: np.int64(EINVAL)
-    pack, delete, lru = key_packer(spec.key_dtype), htab.htab_delete.dispatcher, spec.lru
+    pack, delete = key_packer(spec.key_dtype), htab.htab_delete.dispatcher
 
     def impl(m, key):
-        return delete(m.hdr, m.buckets, m.chain, m.prev, m.next, m.free, m.keys, pack(key),
-                      lru)
+        return delete(m.hdr, m.buckets, m.chain, m.free, m.keys, pack(key))
     return impl
 
 

@@ -142,10 +142,10 @@ def map_param_names(gname, m):
     if getattr(m, "is_ringbuf", False):
         parts = ("hdr", "ring")
     elif getattr(m, "is_lpm", False):
-        parts = ("hdr", "buckets", "chain", "prev", "next", "free", "keys", "index", "rchild",
+        parts = ("hdr", "buckets", "chain", "refs", "free", "keys", "index", "rchild",
                  "nhdr", "nent", "bhi", "blo", "rval", "values")
     elif m.is_hash:
-        parts = ("hdr", "buckets", "chain", "prev", "next", "free", "keys", "values")
+        parts = ("hdr", "buckets", "chain", "refs", "free", "keys", "values")
     else:
         parts = ("values",)
     if getattr(m, "is_map_in_map", False):

@@ -94,6 +94,21 @@ def from_address(addr, nargs, returns_int):
     return proto(addr)
 
 
+def _inline_all(ll, module, tm, entry):
+    """Give every function but ``entry`` internal linkage and optimise again.
+
+    numba gives each compiled function ODR linkage, so LLVM inlines only the
+    small ones: a program's per-packet code stayed a chain of calls (runner ->
+    program -> its helpers -> htab_insert), each passing tuples through memory
+    and checking a status word. Internal functions called once are always
+    inlined, so the whole per-packet path becomes the runner's loop body."""
+    for fn in module.functions:
+        if not fn.is_declaration and fn.name != entry:
+            fn.linkage = "internal"
+    pb = ll.create_pass_builder(tm, ll.PipelineTuningOptions(speed_level=3))
+    pb.getModulePassManager().run(module, pb)
+
+
 def build(cfunc, path):
     """Emit ``cfunc``'s module as PIC object code and link it into ``path``."""
     cc = compiler()
@@ -106,6 +121,7 @@ def build(cfunc, path):
     tm = ll.Target.from_default_triple().create_target_machine(
         cpu=ll.get_host_cpu_name(), features=ll.get_host_cpu_features().flatten(),
         opt=3, reloc="pic", codemodel="default")
+    _inline_all(ll, module, tm, cfunc.native_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}")
     obj, stubs, so = (tmp.with_suffix(s) for s in (".o", ".c", ".so.tmp"))

@@ -29,10 +29,12 @@ def key_words(dtype):
     return max(1, (dtype.itemsize + 7) // 8)
 
 
-def row_words(dtype):
-    """Words of a hash entry's row (hash + key), padded to whole 64-byte lines so
-    the compare of a key touches one line when it can (keys up to 56 bytes)."""
-    return (1 + key_words(dtype) + 7) // 8 * 8
+def row_words(dtype, value_dtype=None):
+    """Words of a hash entry's row (hash, key, then the value when it is kept
+    inline), padded to whole 64-byte lines so that the compare of a key, and a
+    value that fits beside it, touch one line."""
+    vwords = 0 if value_dtype is None else (value_dtype.itemsize + 7) // 8
+    return (1 + key_words(dtype) + vwords + 7) // 8 * 8
 
 
 _BSWAP = {

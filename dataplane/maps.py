@@ -116,6 +116,7 @@ _ARRAYS = {BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_DEVMAP,
 _SLOTTED = (BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_PROG_ARRAY)
 _PERCPU = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 _LRU = {BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH}
+_INLINE_VALUES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH}
 _MAP_IN_MAP = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
 SUPPORTED = _HASHES | _ARRAYS | _MAP_IN_MAP | {BPF_MAP_TYPE_LPM_TRIE}
 SUPPORTED |= {BPF_MAP_TYPE_RINGBUF}  # a RingBuf (below): Map(...) of this type makes one
@@ -275,16 +276,22 @@ class Map:
     def percpu(self):
         return self.type in _PERCPU
 
+    @property
+    def inline_values(self):
+        """HASH / LRU_HASH keep each value in its entry's key row (kernels/htab.py),
+        so a hit touches one cache line where a separate value array cost two."""
+        return self.type in _INLINE_VALUES
+
     def _allocate(self, buffer=None):
         """Lay the map's arrays out in one buffer: a new zeroed one (then reset to
         empty), or ``buffer`` as it is (a pinned map attached to: pin.py)."""
         n = self.max_entries
-        parts = [("values", self.value_dtype.itemsize * n * self.ncpu)]
+        parts = [] if self.inline_values else \
+            [("values", self.value_dtype.itemsize * n * self.ncpu)]
         if self.is_hash or self.is_lpm:
             nb = 1 << max(1, (n - 1).bit_length())
             parts = [("hdr", 8 * htab.HDR_SIZE), ("buckets", 4 * nb), ("chain", 4 * n),
-                     ("refs", n), ("free", 4 * n),
-                     ("keys", 8 * n * self._row_words())] + parts
+                     ("refs", n), ("free", 4 * n), ("keys", 8 * n * self._row_words())] + parts
         if self.is_lpm:
             cap = 2 * n + 1  # n prefixes cut the address space into <= 2n + 1 intervals
             nodes, nroot = lpm.node_pool(n), 1 << self.lpm_ibits
@@ -306,7 +313,8 @@ class Map:
                                       f"{self.nbytes}")
         self.buffer = buffer
         view = {p: self.buffer[o:o + nb_] for p, (o, nb_) in offsets.items()}
-        self.values = view["values"].view(self.value_dtype).reshape(self.ncpu, n)
+        if not self.inline_values:
+            self.values = view["values"].view(self.value_dtype).reshape(self.ncpu, n)
         if self.is_hash or self.is_lpm:
             self.hdr = view["hdr"].view(np.int64)
             self.buckets = view["buckets"].view(np.int32)
@@ -315,6 +323,11 @@ class Map:
             self.free = view["free"].view(np.int32)
             # word 0 of each row is the entry's hash (kernels/htab.py)
             self.keys = view["keys"].view(np.uint64).reshape(n, self._row_words())
+            if self.inline_values:  # values[0, e] is in row e, after the key
+                row = self.keys.strides[0]
+                self.values = np.ndarray((1, n), self.value_dtype, self.buffer,
+                                         offsets["keys"][0] + self.value_offset,
+                                         (n * row, row))
             if fresh:
                 htab.htab_reset(self.hdr, self.buckets, self.chain, self.refs, self.free)
         if self.is_lpm:
@@ -353,11 +366,18 @@ class Map:
     def _row_words(self):
         if self.is_lpm:  # (prefixlen, hi, lo): kernels/lpm.py
             return (1 + lpm.KEY_WORDS + 7) // 8 * 8
-        return row_words(self.key_dtype)
+        return row_words(self.key_dtype, self.value_dtype if self.inline_values else None)
+
+    @property
+    def value_offset(self):
+        """Byte offset of an inline value in its row: after the hash and the key."""
+        return 8 * (1 + key_words(self.key_dtype))
 
     def program_arrays(self):
         """The arrays a program's loop receives for this map, in handle order
         (kernels/runner.py's map_param_names names them)."""
+        if self.inline_values:
+            return self._table()
         flat = self.values.reshape(-1).view(np.uint8)
         if self.is_lpm:
             return self._table() + self._ranges() + (flat,)

@@ -87,6 +87,20 @@ def test_lru_keeps_an_entry_in_use_through_a_flood_of_new_keys():
     assert len(m) == 4 and m.lookup(7) == 7
 
 
+def test_values_wider_than_a_row_line_stay_apart():
+    wide = np.dtype([(f"f{i}", "<u8") for i in range(9)])  # 72 bytes: rows of two lines
+    m = Map("wide", BPF_MAP_TYPE_HASH, key=np.uint32, value=wide, max_entries=16)
+    for k in range(16):
+        m.update(k, tuple(range(k, k + 9)))
+    m.delete(3)
+    m.update(99, (7,) * 9)
+    got = dict(m.items())
+    assert len(got) == 16 and 3 not in got and got[99] == {f"f{i}": 7 for i in range(9)}
+    assert all(got[k] == {f"f{i}": k + i for i in range(9)} for k in got if k != 99)
+    keys, values = m.dump()
+    assert sorted(keys.tolist()) == sorted(got) and values.dtype == wide
+
+
 def test_array_semantics():
     m = Map("a", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.int64, max_entries=4)
     assert len(m) == 4 and m.lookup(3) == 0 and m.lookup(4) is None

@@ -5,9 +5,10 @@ Storage (views of one buffer, see maps.py), for ``n = max_entries`` entries:
 (first entry of each chain, -1 empty; nb a power of two >= n), ``chain``
 int32[n] (next entry in the chain), ``refs`` uint8[n] (LRU reference bits),
 ``free`` int32[n] (a stack of free entry numbers), ``keys`` uint64[n, 1 + kw]:
-the entry's hash, then its key as 8-byte words, zero-padded (one cache line
-for the compare of keys up to 56 bytes). Values live apart (maps.py); an
-entry's number is its value slot. Keys are compared a word at a time
+the entry's hash, then its key as 8-byte words, zero-padded, in whole 64-byte
+lines. HASH and LRU_HASH keep the value in the row after the key (maps.py),
+so that a hit reads one line; other tables keep values apart, in the slot of
+the entry's number. Keys are compared a word at a time
 (numba-notes.md: 6 ns a hit against 26 ns for byte-by-byte compares).
 
 Error codes are the kernel's: -ENOENT, -EEXIST, -E2BIG (a full map never drops

@@ -24,6 +24,7 @@ from .. import config
 from ..errors import ProgramError
 from ..map_layout import pack_source
 from . import htab, lpm
+from .memory import view_bytes
 
 _CPU = 0  # the worker's slot in per-CPU values (multi-worker: issue 7)
 
@@ -215,8 +216,6 @@ def _inner_builder(spec):
     fields = [n[len("m_"):] for n in map_param_names("m", inner)]
     handle = namedtuple(f"InnerMapHandle_{spec.name}", fields)
     handle._dp_map = inner
-    from .memory import view_bytes
-
     ns, parts = {"H": handle, "view_bytes": view_bytes}, []
     for i, (field, a) in enumerate(zip(fields, inner.program_arrays())):
         off = a.ctypes.data - base
@@ -259,25 +258,33 @@ def _lookup(m, key):
         return impl
     pack, find = key_packer(spec.key_dtype), htab.htab_find.dispatcher
     key_hash, touch = htab.key_hash.dispatcher, htab.lru_touch.dispatcher
-    if scalar:
-        def impl(m, key):
-            k = pack(key)
-            e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
-            if e < 0:
-                return None
-            if lru:
-                touch(m.refs, e)
-            return m.values[base + e:base + e + 1]
-    else:
-        def impl(m, key):
-            k = pack(key)
-            e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
-            if e < 0:
-                return None
-            if lru:
-                touch(m.refs, e)
-            return m.values[base + e]
+    inline, row, voff, vt = _inline_value(spec)
+
+    def impl(m, key):
+        k = pack(key)
+        e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
+        if e < 0:
+            return None
+        if lru:
+            touch(m.refs, e)
+        if inline:  # compile-time constants: numba keeps one branch of each
+            v = view_bytes(m.keys, e * row + voff, vt, (1,))
+        else:
+            v = m.values[base + e:base + e + 1]
+        if scalar:
+            return v
+        return v[0]
     return impl
+
+
+def _inline_value(spec):
+    """(inline, row bytes, value offset in the row, value type) of a hash map:
+    HASH / LRU_HASH keep an entry's value in its key row (maps.py), read through
+    a view of the row; the others in the value array, at the entry's slot."""
+    if not spec.inline_values:
+        return False, 0, 0, np.uint8
+    vt = spec.value_dtype
+    return True, spec.keys.strides[0], spec.value_offset, vt.type if vt.names is None else vt
 
 
 def _lookup_inner(spec):
@@ -330,13 +337,17 @@ def _update(m, key, value, flags):
             return np.int64(0)
         return impl
     pack, insert = key_packer(spec.key_dtype), htab.htab_insert.dispatcher
+    inline, row, voff, vt = _inline_value(spec)
 
     def impl(m, key, value, flags):
         e, created = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys,
                             pack(key), np.int64(flags), lru)
         if e < 0:
             return e
-        write(m.values, base + e, value)
+        if inline:
+            write(view_bytes(m.keys, e * row + voff, vt, (1,)), 0, value)
+        else:
+            write(m.values, base + e, value)
         return np.int64(0)
     return impl
 

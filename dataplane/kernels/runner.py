@@ -145,7 +145,8 @@ def map_param_names(gname, m):
         parts = ("hdr", "buckets", "chain", "refs", "free", "keys", "index", "rchild",
                  "nhdr", "nent", "bhi", "blo", "rval", "values")
     elif m.is_hash:
-        parts = ("hdr", "buckets", "chain", "refs", "free", "keys", "values")
+        parts = ("hdr", "buckets", "chain", "refs", "free", "keys") \
+            + (() if m.inline_values else ("values",))
     else:
         parts = ("values",)
     if getattr(m, "is_map_in_map", False):

@@ -2,7 +2,7 @@
 
 Storage (views of one buffer, see maps.py), for ``n = max_entries`` entries:
 ``hdr`` int64[8] (count, free-stack top, CLOCK hand), ``buckets`` int32[nb]
-(first entry of each chain, -1 empty; nb a power of two >= n), ``chain``
+(first entry of each chain, -1 empty; nb a power of two >= 4n), ``chain``
 int32[n] (next entry in the chain), ``refs`` uint8[n] (LRU reference bits),
 ``free`` int32[n] (a stack of free entry numbers), ``keys`` uint64[n, 1 + kw]:
 the entry's hash, then its key as 8-byte words, zero-padded, in whole 64-byte
@@ -32,6 +32,7 @@ ENOENT, EEXIST, E2BIG, EINVAL = 2, 17, 7, 22
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 H_COUNT, H_FREE_TOP, H_CLOCK = 0, 1, 2
 HDR_SIZE = 8
+BUCKETS_PER_ENTRY = 4
 _NIL = -1
 
 

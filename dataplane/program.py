@@ -457,17 +457,38 @@ def _wrapping_integers():
 
 
 def _numba_error(exc, path, gen, program):
-    """The essential line of a numba compile error, located in the user's file."""
-    text = str(exc)
+    """The essential line of a numba compile error, located in the user's file
+    (the innermost frame there: the generated module keeps the user's lines)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
     lines = [ln.strip() for ln in text.splitlines()]
     skip = ("Failed in", "During:", "File ", "Enable logging", "This error", "<source",
             "^", "[1]", "[2]", "- Resolution", "raised from")
     essential = next((ln for ln in lines if ln and not ln.startswith(skip)
                       and not ln.startswith("- ")), lines[0] if lines else type(exc).__name__)
-    essential = re.sub(r"\x1b\[[0-9;]*m", "", essential)
-    nums = re.findall(r'File "' + re.escape(str(gen)) + r'", line (\d+)', text)
-    line = nums[-1] if nums else "?"
+    call = re.search(r"No implementation of function Function\(<function (\w+)[^>]*>\) "
+                     r"found for signature:\s*>>> \w+\((.*)\)", text)
+    if call:
+        essential = f"{call[1]}() does not take arguments of types ({_short_types(call[2])})"
+    base = os.path.basename(str(gen))
+    nums = [n for f, n in re.findall(r'File "([^"]+)", line (\d+)', text)
+            if os.path.basename(f) == base]
+    line = nums[0] if nums else "?"
     return ProgramError(f"{path}:{line}: {program}: cannot compile: {essential}")
+
+
+def _short_types(types_text):
+    """numba's argument types with each map handle's arrays elided: ``map 'flows'``."""
+    out, i = [], 0
+    for m in re.finditer(r"MapHandle_(\w+)\(", types_text):
+        if m.start() < i:
+            continue
+        depth, j = 1, m.end()
+        while j < len(types_text) and depth:
+            depth += {"(": 1, ")": -1}.get(types_text[j], 0)
+            j += 1
+        out.append(types_text[i:m.start()] + f"map '{m[1]}'")
+        i = j
+    return "".join(out) + types_text[i:]
 
 
 def load_program(ref, name=None, checked=True, pin=None):

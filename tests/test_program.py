@@ -124,6 +124,23 @@ def test_compile_error_names_program_and_essential_line(tmp_path):
     assert "\n" not in msg and "Failed in nopython" not in msg
 
 
+def test_compile_error_of_a_helper_call_names_the_call_and_its_line(tmp_path):
+    p = write_prog(tmp_path, """
+        from dataplane.maps import BPF_MAP_TYPE_HASH, Map, bpf_map_lookup_elem
+        m = Map("m", BPF_MAP_TYPE_HASH, key=np.uint32, value=np.uint64, max_entries=4)
+
+        @xdp
+        def prog(ctx):
+            v = bpf_map_lookup_elem(m, (1, 2))
+            return XDP_PASS
+        """)
+    with pytest.raises(ProgramError) as e:
+        load_program(str(p))
+    assert str(e.value).startswith(
+        f"{p}:9: prog: cannot compile: bpf_map_lookup_elem() does not take arguments of "
+        "types (map 'm', ")
+
+
 def test_syntax_error_and_import_error_located(tmp_path):
     p = write_prog(tmp_path, "@xdp\ndef prog(ctx:\n    return 1\n")
     with pytest.raises(ProgramError, match=r"prog.py:4: syntax error"):

@@ -31,6 +31,7 @@ bpf_xdp_adjust_meta = _xdp("bpf_xdp_adjust_meta")
 bpf_get_smp_processor_id = _xdp("bpf_get_smp_processor_id")
 bpf_get_prandom_u32 = _xdp("bpf_get_prandom_u32")
 bpf_ktime_get_ns = _xdp("bpf_ktime_get_ns")
+bpf_ktime_get_coarse_ns = _xdp("bpf_ktime_get_coarse_ns")
 
 
 @api

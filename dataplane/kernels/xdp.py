@@ -125,18 +125,27 @@ def ktime_set_capture(typingctx, ts):
     return types.void(ts), codegen
 
 
-@intrinsic
-def _monotonic_ns(typingctx):
-    def codegen(context, builder, signature, args):
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        ts = cgutils.alloca_once(builder, ir.ArrayType(i64, 2))
-        fnty = ir.FunctionType(i32, [i32, ts.type])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
-        builder.call(fn, [i32(1), ts])  # CLOCK_MONOTONIC
-        sec = builder.load(builder.gep(ts, [i32(0), i32(0)]))
-        nsec = builder.load(builder.gep(ts, [i32(0), i32(1)]))
-        return builder.add(builder.mul(sec, i64(1_000_000_000)), nsec)
-    return types.int64(), codegen
+def _clock_ns(clock_id):
+    """An intrinsic reading clock ``clock_id`` (clock_gettime, through the vDSO)."""
+    def clock(typingctx):
+        return types.int64(), lambda context, builder, signature, args: \
+            _clock_gettime(builder, clock_id)
+    return intrinsic(clock)
+
+
+def _clock_gettime(builder, clock_id):
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    ts = cgutils.alloca_once(builder, ir.ArrayType(i64, 2))
+    fnty = ir.FunctionType(i32, [i32, ts.type])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "clock_gettime")
+    builder.call(fn, [i32(clock_id), ts])
+    sec = builder.load(builder.gep(ts, [i32(0), i32(0)]))
+    nsec = builder.load(builder.gep(ts, [i32(0), i32(1)]))
+    return builder.add(builder.mul(sec, i64(1_000_000_000)), nsec)
+
+
+_monotonic_ns = _clock_ns(1)         # CLOCK_MONOTONIC
+_monotonic_coarse_ns = _clock_ns(6)  # CLOCK_MONOTONIC_COARSE: the last tick, ~5x cheaper
 
 
 @intrinsic
@@ -161,6 +170,18 @@ def bpf_ktime_get_ns():
     if t != 0:
         return t
     return _monotonic_ns()
+
+
+@njit(**config.INLINE_JIT)
+def bpf_ktime_get_coarse_ns():
+    """``bpf_ktime_get_coarse_ns()`` (helper 160): CLOCK_MONOTONIC_COARSE in ns
+    (the last timer tick: milliseconds of resolution, for timeouts, at a fifth
+    of the cost: 4 ns a call against 19 on this VM), or the capture time with
+    ``--ktime capture``."""
+    t = _ktime_capture()
+    if t != 0:
+        return t
+    return _monotonic_coarse_ns()
 
 
 # -- tail calls: a pending target and a count per packet (worker globals) --------

@@ -258,7 +258,9 @@ def bundled_programs():
     d = programs_dir()
     if not d.is_dir():
         return []
-    return sorted(p.stem for p in d.glob("*.py") if not p.name.startswith("_"))
+    files = [p.stem for p in d.glob("*.py") if not p.name.startswith("_")]
+    folders = [p.parent.name for p in d.glob("*/*.py") if p.stem == p.parent.name]
+    return sorted(files + folders)
 
 
 def resolve_program(ref):
@@ -273,9 +275,9 @@ def resolve_program(ref):
     if p.is_file():
         return p.resolve(), name
     if "/" not in path and not path.endswith(".py"):
-        bundled = programs_dir() / f"{path}.py"
-        if bundled.is_file():
-            return bundled.resolve(), name
+        for bundled in (programs_dir() / f"{path}.py", programs_dir() / path / f"{path}.py"):
+            if bundled.is_file():  # programs/NAME.py, or programs/NAME/NAME.py with its files
+                return bundled.resolve(), name
     raise ProgramError(f"program '{ref}': not found",
                        hint="give a file (prog.py or prog.py:name) or a bundled program: "
                             + ", ".join(bundled_programs()))
@@ -362,13 +364,13 @@ def _add_loops(module, gen, tree, names):
     module.__dataplane_tail__ = tuple(names) if prog_arrays else ()
     # Only bpf_xdp_adjust_tail reaches the room behind a packet: files that never
     # call it get batches without it (denser slots, fewer cache lines per batch).
-    module.__dataplane_grows_tail__ = any(
-        isinstance(n, (ast.Name, ast.Attribute)) and
-        getattr(n, "id", getattr(n, "attr", None)) == "bpf_xdp_adjust_tail"
-        for n in ast.walk(tree))
+    called = {getattr(n, "id", getattr(n, "attr", None)) for n in ast.walk(tree)
+              if isinstance(n, (ast.Name, ast.Attribute))}
+    module.__dataplane_grows_tail__ = "bpf_xdp_adjust_tail" in called
+    grows_head = bool(called & {"bpf_xdp_adjust_head", "bpf_xdp_adjust_meta"})
     src = "".join(runner_kernels.runner_source(n, loop_maps, reads_packet,
                                                bool(module.__dataplane_trace__),
-                                               module.__dataplane_tail__)
+                                               module.__dataplane_tail__, grows_head)
                   for n in names)
     exec(compile(src, f"{gen}:loops", "exec"), module.__dict__)
 

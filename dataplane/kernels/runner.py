@@ -101,6 +101,8 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
 {trace_packet}        j = i + ahead
         if {prefetch} and j < stop:
             _dp_prefetch(buf, meta[_dp_layout.DATA, j])
+            if {prefetch_head}:  # the line a prepended header is written to
+                _dp_prefetch(buf, meta[_dp_layout.DATA, j] - 64)
         scratch[_dp_layout.SCRATCH_FAULT] = 0
         _dp_loop_budget_reset()
 {tail_reset}        try:
@@ -165,7 +167,8 @@ def _tail_calls(programs, variant, map_args):
     return "\n".join(lines) + "\n"
 
 
-def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=()):
+def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
+                  grows_head=False):
     """The two batch loops of program ``name``: ``_dp_run_NAME`` (bounds-checked)
     and ``_dp_run_unchecked_NAME``.
 
@@ -180,6 +183,10 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=()):
 
     ``tail_programs``: the file's programs, when it has a PROG_ARRAY: after the
     program returns, the loop runs the tail calls it asked for (by number).
+
+    ``grows_head``: the file calls bpf_xdp_adjust_head / _meta, so the line in
+    front of data (where an outer header goes) is prefetched too: unfetched, its
+    write stalled an encapsulating program ~40 ns a packet on the 1M capture.
     """
     params, handles, args = "", "", ""
     for g, m in maps:
@@ -197,6 +204,7 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=()):
     return "".join(RUNNER_SOURCE.format(name=name, ahead=config.PREFETCH_AHEAD,
                                         exception=FAULT_EXCEPTION, loop=FAULT_LOOP,
                                         prefetch=bool(reads_packet), variant=variant,
+                                        prefetch_head=bool(reads_packet and grows_head),
                                         map_params=params, map_handles=handles, map_args=args,
                                         trace_setup=setup, trace_packet=packet,
                                         tail_reset=reset,

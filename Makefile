@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DP := $(VENV)/bin/dataplane
 BIG := pcaps/big.pcap
+LB := pcaps/l4lb.pcap
 
 .PHONY: install deps demo test bench pcaps clean
 
@@ -32,16 +33,22 @@ test: install
 $(BIG):
 	$(PY) pcaps/gen.py -o $(BIG) --count 1000000 --seed 7
 
+# The load balancer's mix: 16 VIPs, 100 reals, 100,000 flows (10% new), 10% IPv6.
+$(LB):
+	$(PY) pcaps/gen_l4lb.py $(LB) --config pcaps/l4lb.toml
+
 pcaps: install
 	$(PY) pcaps/gen.py -o pcaps/small.pcap --count 4000 --seed 1
 	$(PY) pcaps/gen.py -o $(BIG) --count 1000000 --seed 7
+	$(PY) pcaps/gen_l4lb.py $(LB) --config pcaps/l4lb.toml
 
-bench: install $(BIG)
+bench: install $(BIG) $(LB)
 	$(PY) -m dataplane.cli.main bench -p drop_udp -r $(BIG)
 	$(PY) benchmarks/replay_vs_tcpdump.py $(BIG)
 	$(PY) benchmarks/map_lookups.py --keys 4096
 	$(PY) benchmarks/map_lookups.py --keys 65536 --only hash
 	$(PY) -m dataplane.cli.main bench -p flow_counter -r $(BIG)
+	$(PY) -m dataplane.cli.main bench -p l4lb -r $(LB) --config pcaps/l4lb.toml
 
 clean:
-	rm -rf out $(BIG) .pytest_cache
+	rm -rf out $(BIG) $(LB) pcaps/l4lb.toml .pytest_cache

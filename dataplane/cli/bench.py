@@ -2,6 +2,7 @@
 
 from ..bench import bench, load_packets
 from ..errors import DataplaneError
+from ..lb.control import load_balancer
 from ..program import load_program, programs_dir
 from ..stats import print_json
 from .options import add_options
@@ -16,7 +17,7 @@ the cost of checking and the program's own cost are visible."""
 
 def register(sub):
     p = sub.add_parser("bench", help=HELP, description=DESCRIPTION)
-    add_options(p, "program", "read", "count", "batch", "repeat", "json")
+    add_options(p, "program", "read", "config", "count", "batch", "repeat", "json")
     return p
 
 
@@ -27,6 +28,9 @@ def default_capture():
 def run(args):
     program = load_program(args.program)
     unchecked = load_program(args.program, checked=False)
+    if args.config:
+        for p in (program, unchecked):
+            load_balancer(p, args.config)
     harness = load_program("pass_all")
     chunks, packets = load_packets(args.read or default_capture(), args.count,
                                    max(program.tailroom, harness.tailroom))

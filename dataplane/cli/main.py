@@ -10,9 +10,9 @@ import json
 import sys
 
 from .. import __version__
-from . import bench, map_cmd, replay
+from . import bench, lb_cmd, map_cmd, replay
 
-COMMANDS = {"replay": replay, "bench": bench, "map": map_cmd}
+COMMANDS = {"replay": replay, "bench": bench, "map": map_cmd, "lb": lb_cmd}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -25,7 +25,7 @@ OPTIONS = {
     "program": (("-p", "--program"), dict(metavar="PROGRAM", required=True,
                 help="a program file (prog.py), one program of it (prog.py:name) or a "
                      "bundled program by name (pass_all, drop_all, drop_udp, mac_swap_tx, "
-                     "redirect_by_port, firewall)")),
+                     "redirect_by_port, firewall, flow_counter, l4lb, ...)")),
     "write": (("-w", "--write"), dict(metavar="OUTDIR", dest="write",
               help="write each verdict's packets to OUTDIR/<verdict>.pcap (valid verdicts: "
                    "aborted, drop, pass, tx, redirect-<ifindex>)")),
@@ -51,6 +51,9 @@ OPTIONS = {
             help="back the program's maps by files in DIR, shared with other processes "
                  "(dataplane map ... --pin DIR); default for dataplane map: "
                  "$DATAPLANE_PIN_DIR")),
+    "config": (("--config",), dict(metavar="FILE",
+               help="a load balancer configuration (TOML: gateway_mac, [[vip]] tables with "
+                    "their reals) for the l4lb program; see programs/l4lb/example.toml")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

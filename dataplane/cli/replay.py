@@ -4,6 +4,7 @@ import sys
 
 from ..errors import UsageError
 from ..io.capture import open_capture
+from ..lb.control import load_balancer
 from ..pipeline import VerdictPcaps, replay
 from ..program import load_program
 from ..stats import Progress, format_maps, format_summary, print_json
@@ -21,7 +22,7 @@ program's bpf_trace_printk lines go to stderr after each batch, as
 def register(sub):
     p = sub.add_parser("replay", help=HELP, description=DESCRIPTION)
     add_options(p, "read", "program", "write", "count", "batch", "unchecked", "seed", "ktime",
-                "pin", "dump_maps", "json", "quiet")
+                "pin", "config", "dump_maps", "json", "quiet")
     return p
 
 
@@ -30,6 +31,8 @@ def run(args):
         raise UsageError("replay: -r FILE is required",
                          hint="dataplane replay -r IN.pcap -p drop_udp -w out/")
     program = load_program(args.program, checked=not args.unchecked, pin=args.pin)
+    if args.config:
+        load_balancer(program, args.config, state_dir=args.pin)
     if args.seed is not None:
         program.seed_prandom(args.seed)
     program.use_capture_time(args.ktime == "capture")

@@ -1,0 +1,145 @@
+"""``dataplane lb`` and ``--config``: a configuration file edited in place, a pinned
+running instance changed by a second process, and the per-packet trace checked
+against the replayed packets decoded by dpkt."""
+
+import importlib.util
+import ipaddress
+import json
+import shutil
+import tomllib
+
+import dpkt
+import pytest
+
+from test_cli import ROOT, dp, no_traceback
+
+EXAMPLE = ROOT / "programs" / "l4lb" / "example.toml"
+
+
+def _gen():
+    spec = importlib.util.spec_from_file_location("gen_l4lb", ROOT / "pcaps" / "gen_l4lb.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lb")
+    _gen().generate(d / "lb.pcap", d / "lb.toml", packets=3000, flows=300, seed=5)
+    return d / "lb.pcap", d / "lb.toml"
+
+
+def test_config_file_is_edited_in_place(tmp_path):
+    cfg = tmp_path / "lb.toml"
+    shutil.copy(EXAMPLE, cfg)
+    dp("lb", "vip", "add", "10.200.1.2:53/udp", "--flags", "hash_no_src_port",
+       "--config", cfg, check=0)
+    dp("lb", "real", "add", "10.200.1.2:53/udp", "10.0.0.9", "--weight", "2", "--config", cfg,
+       check=0)
+    dp("lb", "real", "weight", "10.200.1.1:80/tcp", "fc00::2", "5", "--config", cfg, check=0)
+    dp("lb", "real", "remove", "10.200.1.1:80/tcp", "10.0.0.2", "--config", cfg, check=0)
+    doc = tomllib.loads(cfg.read_text())
+    vips = {(v["address"], v["port"], v["proto"]): v for v in doc["vip"]}
+    assert vips[("10.200.1.2", 53, "udp")]["flags"] == ["hash_no_src_port"]
+    assert vips[("10.200.1.2", 53, "udp")]["reals"] == [{"address": "10.0.0.9", "weight": 2}]
+    assert vips[("10.200.1.1", 80, "tcp")]["reals"] == [{"address": "fc00::2", "weight": 5}]
+    listed = json.loads(dp("lb", "list", "--config", cfg, "-j", check=0).stdout)
+    assert [v["vip"] for v in listed] == ["10.200.1.1:80/tcp", "[fc00:200::1]:443/udp",
+                                          "10.200.1.2:53/udp"]
+    dp("lb", "vip", "remove", "10.200.1.2:53/udp", "--config", cfg, check=0)
+    assert len(tomllib.loads(cfg.read_text())["vip"]) == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["vip", "add", "10.200.1.1:80/tcp"], "exists already"),
+    (["vip", "add", "10.200.1.1:80"], "expected ADDRESS:PORT/PROTO"),
+    (["vip", "add", "10.200.1.9:80/sctp"], "proto 'sctp' is not tcp or udp"),
+    (["vip", "add", "10.200.1.9:80/tcp", "--flags", "turbo"], "valid flags are"),
+    (["real", "add", "10.9.9.9:80/tcp", "10.0.0.1"], "no VIP 10.9.9.9:80/tcp"),
+    (["real", "add", "10.200.1.1:80/tcp", "10.0.0.2"], "has real 10.0.0.2 already"),
+    (["real", "add", "10.200.1.1:80/tcp", "10.0.0.300"], "is not an IPv4 or IPv6 address"),
+    (["real", "add", "10.200.1.1:80/tcp", "10.0.0.7", "--weight", "0"], "weight 0"),
+    (["real", "add", "[fc00:200::1]:443/udp", "10.0.0.7"], "cannot have IPv4 real"),
+    (["real", "remove", "10.200.1.1:80/tcp", "10.0.0.99"], "has no real 10.0.0.99"),
+])
+def test_bad_changes_are_one_line_errors_and_change_nothing(tmp_path, args, message):
+    cfg = tmp_path / "lb.toml"
+    shutil.copy(EXAMPLE, cfg)
+    r = dp("lb", *args, "--config", cfg, check=1)
+    assert message in r.stderr and r.stderr.startswith("error: ") and no_traceback(r)
+    assert cfg.read_text() == EXAMPLE.read_text()
+
+
+def test_bad_config_files_are_named(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('gateway_mac = "02:00:00:00:00:fe"\ncolour = 1\n')
+    r = dp("lb", "list", "--config", cfg, check=1)
+    assert f"{cfg}: unknown key(s) colour" in r.stderr and no_traceback(r)
+    cfg.write_text("[[vip]\n")
+    assert "not valid TOML" in dp("lb", "list", "--config", cfg, check=1).stderr
+    r = dp("replay", "-r", ROOT / "pcaps" / "small.pcap", "-p", "drop_udp", "--config", EXAMPLE,
+           check=1)
+    assert "not the l4lb program" in r.stderr
+
+
+@pytest.mark.parametrize("args", [["lb", "list"], ["lb", "stats", "--config", EXAMPLE],
+                                  ["lb", "trace", "--config", EXAMPLE]])
+def test_lb_usage_errors(args):
+    r = dp(*args, check=2)
+    assert r.stderr.startswith("error: ") and no_traceback(r)
+
+
+def _outer_dst(frame):
+    ip = dpkt.ethernet.Ethernet(frame).data
+    return str(ipaddress.ip_address(ip.dst))
+
+
+def test_pinned_instance_changed_by_a_second_process(tmp_path, capture):
+    pcap, cfg = capture
+    pin, out = tmp_path / "pin", tmp_path / "out"
+    r = dp("replay", "-r", pcap, "-p", "l4lb", "--config", cfg, "--pin", pin, "-w", out, "-j",
+           check=0)
+    summary = json.loads(r.stdout)
+    assert summary["actions"]["tx"] == summary["packets"] == 3000
+    stats = json.loads(dp("lb", "stats", "--pin", pin, "-j", check=0).stdout)
+    assert sum(v["packets"] for v in stats["vips"]) == 3000
+    assert sum(v["packets"] for v in stats["reals"]) == 3000
+    assert stats["counters"]["conn_miss"] == 300 and stats["counters"]["conn_hit"] == 2700
+    # every real's packet count equals the tx packets whose outer destination it is
+    by_dst = {}
+    with open(out / "tx.pcap", "rb") as f:
+        for _, frame in dpkt.pcap.Reader(f):
+            by_dst[_outer_dst(frame)] = by_dst.get(_outer_dst(frame), 0) + 1
+    assert by_dst == {r["real"]: r["packets"] for r in stats["reals"] if r["packets"]}
+
+    vip = json.loads(dp("lb", "list", "--pin", pin, "-j", check=0).stdout)[0]
+    dp("lb", "real", "add", vip["vip"], "10.0.9.9", "--weight", "3", "--pin", pin, check=0)
+    after = json.loads(dp("lb", "list", "--pin", pin, "-j", check=0).stdout)[0]
+    new = next(r for r in after["reals"] if r["address"] == "10.0.9.9")
+    total = sum(r["weight"] for r in after["reals"])
+    assert abs(new["slots"] / 65537 - 3 / total) < 0.01  # the live ring, weighted
+    assert any(r["address"] == "10.0.9.9" for v in json.loads((pin / "lb.json").read_text())["vip"]
+               for r in v["reals"])
+
+
+def test_trace_says_why_each_packet_went_where(tmp_path, capture):
+    pcap, cfg = capture
+    r = dp("lb", "trace", "-r", pcap, "--config", cfg, "-c", "400", "-j", check=0)
+    records = json.loads(r.stdout)
+    assert len(records) == 400 and all(t["verdict"] == "XDP_TX" for t in records)
+    out = tmp_path / "out"
+    dp("replay", "-r", pcap, "-p", "l4lb", "--config", cfg, "-w", out, "-c", "400", "-q",
+       check=0)
+    with open(out / "tx.pcap", "rb") as f:
+        dsts = [_outer_dst(frame) for _, frame in dpkt.pcap.Reader(f)]
+    assert [t["real"] for t in records] == dsts
+    first = {}
+    for t in records:  # a flow's first packet misses and hashes; the rest hit
+        flow = t["summary"].split(" tcp")[0].split(" udp")[0]
+        assert t["conn"] == ("hit" if flow in first else "miss")
+        assert ("slot" in t) == (flow not in first)
+        first.setdefault(flow, t["real"])
+        assert t["real"] == first[flow]
+    text = dp("lb", "trace", "-r", pcap, "--config", cfg, "-c", "3", check=0).stdout.splitlines()
+    assert len(text) == 3 and text[0].startswith("packet 0: ") and "XDP_TX" in text[0]

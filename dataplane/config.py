@@ -50,6 +50,9 @@ READ_CHUNK = 8 << 20
 LOOP_BUDGET = 1 << 20
 #: Packets ahead of the current one whose headers the runner prefetches.
 PREFETCH_AHEAD = 32
+#: Packets ahead of the current one a program's prefetch hook runs on (its
+#: header already fetched; its misses started in time for the program).
+HOOK_AHEAD = 8
 
 #: Where compiled programs are cached (keyed on the program's source hash).
 CACHE_DIR = os.environ.get(

@@ -630,6 +630,7 @@ class Map:
 bpf_map_lookup_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_lookup_elem"))
 bpf_map_update_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_update_elem"))
 bpf_map_delete_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_delete_elem"))
+bpf_map_prefetch = api(lazy("dataplane.kernels.map_api", "bpf_map_prefetch"))
 bpf_redirect_map = api(lazy("dataplane.kernels.map_api", "bpf_redirect_map"))
 bpf_tail_call = api(lazy("dataplane.kernels.map_api", "bpf_tail_call"))
 sync_fetch_and_add = api(lazy("dataplane.kernels.map_api", "sync_fetch_and_add"))

@@ -47,19 +47,26 @@ _RUNNER_KINDS = (("|u1", 1), ("<i8", 2), ("<i8", 1), "i", "i")
 class ProgramSpec:
     """What an XDP program is (cilium/ebpf's ProgramSpec): a function, its name, its file."""
 
-    def __init__(self, fn, name=None):
+    def __init__(self, fn, name=None, prefetch=None):
         self.fn = fn
         self.name = name or fn.__name__
+        self.prefetch = prefetch
 
     def __repr__(self):
         return f"ProgramSpec({self.name!r})"
 
 
-def xdp(fn=None, *, name=None):
-    """Mark a function ``prog(ctx) -> XDP_*`` as an XDP program (SEC("xdp") in C)."""
+def xdp(fn=None, *, name=None, prefetch=None):
+    """Mark a function ``prog(ctx) -> XDP_*`` as an XDP program (SEC("xdp") in C).
+
+    ``prefetch``: an optional function ``hook(ctx)`` the loop runs on the packet
+    a few places ahead of the one the program runs on, to start the cache
+    misses the program will take on it (``bpf_map_prefetch(map, key)``): DPDK's
+    and VPP's habit, which one-packet-at-a-time XDP cannot have. A hint only: it
+    reads the packet and looks maps up, and must change neither."""
     if fn is None:
-        return functools.partial(xdp, name=name)
-    return ProgramSpec(fn, name)
+        return functools.partial(xdp, name=name, prefetch=prefetch)
+    return ProgramSpec(fn, name, prefetch)
 
 
 class TestRun(tuple):
@@ -368,9 +375,12 @@ def _add_loops(module, gen, tree, names):
               if isinstance(n, (ast.Name, ast.Attribute))}
     module.__dataplane_grows_tail__ = "bpf_xdp_adjust_tail" in called
     grows_head = bool(called & {"bpf_xdp_adjust_head", "bpf_xdp_adjust_meta"})
+    hooks = {n: getattr(getattr(module.__dict__.get(n), "prefetch", None), "__name__", None)
+             for n in names}
     src = "".join(runner_kernels.runner_source(n, loop_maps, reads_packet,
                                                bool(module.__dataplane_trace__),
-                                               module.__dataplane_tail__, grows_head)
+                                               module.__dataplane_tail__, grows_head,
+                                               hooks[n])
                   for n in names)
     exec(compile(src, f"{gen}:loops", "exec"), module.__dict__)
 
@@ -401,6 +411,11 @@ def _compile_functions(module, spec):
     if f"_dp_fn_{spec.fn.__name__}" in module.__dict__:
         return
     checked = check_program(spec.fn, module.__dataplane_source__, module.__dataplane_trace__)
+    if spec.prefetch is not None:
+        seen = {f.__name__ for f, _ in checked}
+        checked += [(f, t) for f, t in check_program(spec.prefetch, module.__dataplane_source__,
+                                                     module.__dataplane_trace__)
+                    if f.__name__ not in seen]
     renamed = {f.__name__: f"_dp_fn_{f.__name__}" for f, _ in checked}
     # Maps reach compiled code as arguments (numba freezes globals): every
     # function gets its file's maps as trailing parameters and passes them on,

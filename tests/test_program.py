@@ -5,7 +5,7 @@ import textwrap
 import dpkt
 import pytest
 
-from dataplane import ProgramError, XdpAction, load_program
+from dataplane import PacketBatch, ProgramError, XdpAction, load_program
 from dataplane.program import bundled_programs, resolve_program
 
 
@@ -190,3 +190,49 @@ def test_several_programs_of_one_file_and_both_modes_load(tmp_path):
     for checked in (True, False):
         assert load_program(f"{p}:a", checked=checked).test_run(frame)[0] == XdpAction.XDP_DROP
         assert load_program(f"{p}:b", checked=checked).test_run(frame)[0] == XdpAction.XDP_TX
+
+
+def test_prefetch_hook_is_only_a_hint(tmp_path):
+    """@xdp(prefetch=hook): the hook runs a few packets ahead; its faults and
+    exceptions are ignored, and verdicts equal the program's without it."""
+    body = """
+        from dataplane.maps import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH,
+                                    BPF_MAP_TYPE_LPM_TRIE, LPM_V4, Map,
+                                    bpf_map_lookup_elem, bpf_map_prefetch,
+                                    bpf_map_update_elem)
+        seen = Map("seen", BPF_MAP_TYPE_HASH, key=np.uint32, value=np.uint32, max_entries=64)
+        cfg = Map("cfg", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.uint32, max_entries=4)
+        acl = Map("acl", BPF_MAP_TYPE_LPM_TRIE, key=LPM_V4, value=np.uint32, max_entries=4)
+
+        def hook(ctx):
+            pkt = ctx.pkt
+            bpf_map_prefetch(seen, pkt[0])
+            bpf_map_prefetch(cfg, pkt[0])
+            bpf_map_prefetch(acl, 7)
+            bpf_map_update_elem(cfg, 1, 1, 0)  # only to show the test that it ran
+            if pkt[0] == 3:
+                return pkt[100000]  # a fault in the hook: ignored
+            return 0
+
+        @xdp(prefetch=HOOK)
+        def prog(ctx):
+            pkt = ctx.pkt
+            if bpf_map_lookup_elem(seen, pkt[0]) is not None:
+                return XDP_DROP
+            return XDP_PASS
+        """
+    frames = [bytes([k % 5]) + bytes(59) for k in range(40)]
+    results, ran = [], []
+    for hook in ("hook", "None"):
+        p = write_prog(tmp_path, body.replace("HOOK", hook), name=f"hook_{hook}.py")
+        prog = load_program(str(p))
+        prog.maps["seen"].update(2, 1)
+        b = PacketBatch(64)
+        for f in frames:
+            b.append(f)
+        prog.run_batch(b)
+        results.append([int(a) for a in b.action[:b.count]])
+        ran.append(prog.maps["cfg"].lookup(1))
+    assert ran == [1, 0]
+    assert results[0] == results[1]
+    assert results[0].count(int(XdpAction.XDP_DROP)) == 8

@@ -24,7 +24,7 @@ from .. import config
 from ..errors import ProgramError
 from ..map_layout import pack_source
 from . import htab, lpm
-from .memory import view_bytes
+from .memory import prefetch, view_bytes
 
 _CPU = 0  # the worker's slot in per-CPU values (multi-worker: issue 7)
 
@@ -369,6 +369,41 @@ def _delete(m, key):
     def impl(m, key):
         return delete(m.hdr, m.buckets, m.chain, m.free, m.keys, pack(key))
     return impl
+
+
+def bpf_map_prefetch(m, key):
+    """Start loading the cache lines a lookup of ``key`` will read (no kernel
+    counterpart: for ``@xdp(prefetch=...)`` hooks, which run a few packets
+    ahead). Hash maps: the key's bucket is read and its first entry's row
+    prefetched; arrays: the value. Returns 0; changes nothing."""
+    raise NotImplementedError("bpf_map_prefetch runs only inside a program")
+
+
+@overload(bpf_map_prefetch)
+def _prefetch(m, key):
+    spec = _spec(m)
+    if spec is None:
+        return None
+    if spec.is_hash and not spec.is_lpm:
+        pack, key_hash = key_packer(spec.key_dtype), htab.key_hash.dispatcher
+        mask, row = np.uint64(spec.buckets.size - 1), spec.keys.strides[0]
+
+        def impl(m, key):
+            e = m.buckets[key_hash(pack(key)) & mask]
+            if e >= 0:
+                prefetch(m.keys, e * row)
+            return np.int64(0)
+        return impl
+    if not (spec.is_lpm or spec.is_map_in_map) and spec.values.ndim == 2:
+        size, n = spec.value_dtype.itemsize, spec.max_entries
+
+        def impl(m, key):
+            i = np.int64(key) & 0xFFFFFFFF
+            if i < n:
+                prefetch(m.values, i * size)
+            return np.int64(0)
+        return impl
+    return lambda m, key: np.int64(0)
 
 
 def bpf_redirect_map(m, key, flags):

@@ -103,7 +103,7 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
             _dp_prefetch(buf, meta[_dp_layout.DATA, j])
             if {prefetch_head}:  # the line a prepended header is written to
                 _dp_prefetch(buf, meta[_dp_layout.DATA, j] - 64)
-        scratch[_dp_layout.SCRATCH_FAULT] = 0
+{hook}        scratch[_dp_layout.SCRATCH_FAULT] = 0
         _dp_loop_budget_reset()
 {tail_reset}        try:
             ret = _dp_fn_{name}(_dp_make_xdp_md{variant}(buf, meta, scratch, i){map_args})
@@ -167,8 +167,17 @@ def _tail_calls(programs, variant, map_args):
     return "\n".join(lines) + "\n"
 
 
+HOOK_SOURCE = '''        h = i + _dp_np.uint64({ahead})
+        if h < stop:  # the program's prefetch hook, on a packet whose header is here
+            try:
+                _dp_fn_{hook}(_dp_make_xdp_md{variant}(buf, meta, scratch, h){map_args})
+            except Exception:
+                pass
+'''
+
+
 def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
-                  grows_head=False):
+                  grows_head=False, hook=None):
     """The two batch loops of program ``name``: ``_dp_run_NAME`` (bounds-checked)
     and ``_dp_run_unchecked_NAME``.
 
@@ -183,6 +192,9 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
 
     ``tail_programs``: the file's programs, when it has a PROG_ARRAY: after the
     program returns, the loop runs the tail calls it asked for (by number).
+
+    ``hook``: the program's prefetch function (``@xdp(prefetch=...)``), run on
+    packet i + HOOK_AHEAD before the program runs on packet i.
 
     ``grows_head``: the file calls bpf_xdp_adjust_head / _meta, so the line in
     front of data (where an outer header goes) is prefetched too: unfetched, its
@@ -205,6 +217,9 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
                                         exception=FAULT_EXCEPTION, loop=FAULT_LOOP,
                                         prefetch=bool(reads_packet), variant=variant,
                                         prefetch_head=bool(reads_packet and grows_head),
+                                        hook=HOOK_SOURCE.format(
+                                            ahead=config.HOOK_AHEAD, hook=hook, variant=variant,
+                                            map_args=args) if hook else "",
                                         map_params=params, map_handles=handles, map_args=args,
                                         trace_setup=setup, trace_packet=packet,
                                         tail_reset=reset,

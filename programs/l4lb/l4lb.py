@@ -26,7 +26,8 @@ from dataplane.lb import layout as L
 from dataplane.maps import (BPF_ANY, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_ARRAY_OF_MAPS,
                             BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
                             BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF, InnerMap, Map,
-                            bpf_map_lookup_elem, bpf_map_update_elem, bpf_ringbuf_output)
+                            bpf_map_lookup_elem, bpf_map_prefetch, bpf_map_update_elem,
+                            bpf_ringbuf_output)
 from dataplane.parse import (ETH_HLEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6,
                              IPPROTO_TCP, IPPROTO_UDP, load_be16, load_be32, load_be64,
                              store_be16, store_be32, store_be64)
@@ -276,7 +277,39 @@ def encapsulate(ctx, real_v6, real_hi, real_lo, inner_v6, inner_len, tos, entrop
     return True
 
 
-@xdp
+def l4lb_prefetch(ctx):
+    """Run a few packets ahead: start loading the connection-table row of the
+    packet's flow (TCP and UDP; other packets take no table lookup worth it)."""
+    pkt = ctx.pkt
+    n = len(pkt)
+    if n < ETH_HLEN + 40 + 4:
+        return 0
+    eth_proto = load_be16(pkt, 12)
+    if eth_proto == ETH_P_IP:
+        proto = pkt[ETH_HLEN + 9]
+        if pkt[ETH_HLEN] != 0x45 or (proto != IPPROTO_TCP and proto != IPPROTO_UDP):
+            return 0
+        key = (np.uint64(0), np.uint64(V4_MAPPED | load_be32(pkt, ETH_HLEN + 12)), np.uint64(0),
+               np.uint64(V4_MAPPED | load_be32(pkt, ETH_HLEN + 16)),
+               np.uint64(load_be16(pkt, ETH_HLEN + 20)), np.uint64(load_be16(pkt, ETH_HLEN + 22)),
+               np.uint64(proto))
+    elif eth_proto == ETH_P_IPV6:
+        proto = pkt[ETH_HLEN + 6]
+        if proto != IPPROTO_TCP and proto != IPPROTO_UDP:
+            return 0
+        key = (np.uint64(load_be64(pkt, ETH_HLEN + 8)), np.uint64(load_be64(pkt, ETH_HLEN + 16)),
+               np.uint64(load_be64(pkt, ETH_HLEN + 24)), np.uint64(load_be64(pkt, ETH_HLEN + 32)),
+               np.uint64(load_be16(pkt, ETH_HLEN + 40)), np.uint64(load_be16(pkt, ETH_HLEN + 42)),
+               np.uint64(proto))
+    else:
+        return 0
+    table = bpf_map_lookup_elem(lru_mapping, bpf_get_smp_processor_id())
+    if table is not None:
+        return bpf_map_prefetch(table, key)
+    return bpf_map_prefetch(fallback_conns, key)
+
+
+@xdp(prefetch=l4lb_prefetch)
 def l4lb(ctx):
     cfg = bpf_map_lookup_elem(ctl, 0)
     trace = cfg.trace != 0

@@ -143,3 +143,26 @@ def test_trace_says_why_each_packet_went_where(tmp_path, capture):
         assert t["real"] == first[flow]
     text = dp("lb", "trace", "-r", pcap, "--config", cfg, "-c", "3", check=0).stdout.splitlines()
     assert len(text) == 3 and text[0].startswith("packet 0: ") and "XDP_TX" in text[0]
+
+
+def test_stats_rates_over_an_interval(tmp_path, capture):
+    """lb stats --interval: the rate is what another process added meanwhile."""
+    import subprocess
+    import sys
+    import time
+
+    from dataplane.pin import open_pinned
+
+    pcap, cfg = capture
+    pin = tmp_path / "pin"
+    dp("replay", "-r", pcap, "-p", "l4lb", "--config", cfg, "--pin", pin, "-q", check=0)
+    stats = subprocess.Popen([sys.executable, "-m", "dataplane.cli.main", "lb", "stats",
+                              "--pin", pin, "--interval", "4", "-j"], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # the first sample is taken by then (start-up ~0.5 s); the second at 4 s
+    vip_stats = open_pinned(pin, "vip_stats")
+    vip_stats.values[0, 0]["packets"] += 5000
+    vip_stats.values[0, 0]["bytes"] += 5000 * 100
+    out, _ = stats.communicate(timeout=60)
+    first = json.loads(out)["vips"][0]
+    assert first["pps"] == 1250 and first["bytes_per_s"] == 125000

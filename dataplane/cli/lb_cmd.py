@@ -55,8 +55,8 @@ def register(sub):
     op(real, "remove", "remove a real from a VIP", "vip", "address")
     q = op(real, "weight", "change a real's weight", "vip", "address", "weight")
     op(ops, "list", "the VIPs, their flags and reals (weight, ring slots)")
-    op(ops, "stats", "packets and bytes per VIP and per real, and the counters (--pin)",
-       options=("pin", "config", "json"))
+    op(ops, "stats", "packets and bytes per VIP and per real, and the counters (--pin); "
+       "with --interval SEC also pps and bytes/s", options=("pin", "config", "interval", "json"))
     op(ops, "trace", "replay a capture and say why each packet got its verdict",
        options=("read", "config", "pin", "count", "json"))
     return p
@@ -94,7 +94,7 @@ def run(args):
     elif args.op == "list":
         return _list(target.list() if pin else _config_list(cfg), args.json)
     elif args.op == "stats":
-        return _stats(target.stats(), args.json)
+        return _stats(_sampled(target, args.interval), args.json)
     if config:  # the file, rewritten whole once the change is valid
         tmp = f"{config}.{os.getpid()}"
         with open(tmp, "w") as f:
@@ -130,16 +130,38 @@ def _list(vips, as_json):
     return 0
 
 
+def _sampled(lb, interval):
+    """Counters now; with ``interval``, also rates (pps, bps) over that many seconds."""
+    import time
+
+    first = lb.stats()
+    if not interval:
+        return first
+    if interval <= 0:
+        raise UsageError(f"lb stats: --interval {interval} must be > 0")
+    time.sleep(interval)
+    last = lb.stats()
+    for kind, name in (("vips", "vip"), ("reals", "real")):
+        before = {e[name]: e for e in first[kind]}
+        for e in last[kind]:
+            b = before.get(e[name], {"packets": 0, "bytes": 0})
+            e["pps"] = round((e["packets"] - b["packets"]) / interval, 1)
+            e["bytes_per_s"] = round((e["bytes"] - b["bytes"]) / interval, 1)
+    last["interval"] = interval
+    return last
+
+
 def _stats(stats, as_json):
     if as_json:
         print_json(stats)
         return 0
-    print(f"{'vip':<30} {'packets':>14} {'bytes':>16}")
-    for v in stats["vips"]:
-        print(f"{v['vip']:<30} {v['packets']:>14,} {v['bytes']:>16,}")
-    print(f"{'real':<30} {'packets':>14} {'bytes':>16}")
-    for r in stats["reals"]:
-        print(f"{r['real']:<30} {r['packets']:>14,} {r['bytes']:>16,}")
+    rates = "interval" in stats
+    for kind, name in (("vips", "vip"), ("reals", "real")):
+        head = f"{name:<30} {'packets':>14} {'bytes':>16}"
+        print(head + (f" {'pps':>12} {'bytes/s':>14}" if rates else ""))
+        for e in stats[kind]:
+            line = f"{e[name]:<30} {e['packets']:>14,} {e['bytes']:>16,}"
+            print(line + (f" {e['pps']:>12,.0f} {e['bytes_per_s']:>14,.0f}" if rates else ""))
     print("counters: " + ", ".join(f"{k} {v:,}" for k, v in stats["counters"].items() if v))
     return 0
 

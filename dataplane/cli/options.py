@@ -54,6 +54,9 @@ OPTIONS = {
     "config": (("--config",), dict(metavar="FILE",
                help="a load balancer configuration (TOML: gateway_mac, [[vip]] tables with "
                     "their reals) for the l4lb program; see programs/l4lb/example.toml")),
+    "interval": (("--interval",), dict(metavar="SEC", type=float,
+                 help="also measure rates: sample the counters SEC seconds apart and "
+                      "print packets and bytes per second")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

@@ -104,21 +104,21 @@ IP6_EXT = ((IP6_HOPOPTS, bytes.fromhex('0000050200000100')),
            (IP6_DSTOPTS, bytes.fromhex('0000010400000000')))
 
 
-def _words(b):
+def csum_words(b):
     """Sum of the big-endian 16-bit words of b (zero-padded to even length)."""
     if len(b) & 1:
         b += b'\x00'
     return sum(struct.unpack('!%dH' % (len(b) // 2), b))
 
 
-def _fold(s):
+def csum_fold(s):
     """Finish an Internet checksum from an unfolded ones'-complement sum."""
     while s > 0xFFFF:
         s = (s & 0xFFFF) + (s >> 16)
     return ~s & 0xFFFF
 
 
-def _cumulative(pairs):
+def cumulative(pairs):
     """(values, cumulative weights) for a weighted pick via one random()."""
     vals = [v for v, _ in pairs]
     tot = float(sum(w for _, w in pairs))
@@ -127,7 +127,7 @@ def _cumulative(pairs):
     return vals, cum
 
 
-def _pick(vals, cum, r):
+def pick(vals, cum, r):
     for i, c in enumerate(cum):
         if r < c:
             return vals[i]
@@ -158,8 +158,8 @@ class Generator:
         self.dst4 = self._prefixes(DST4)
         self.src6 = self._prefixes(SRC6)
         self.dst6 = self._prefixes(DST6)
-        self.tcp_ports = _cumulative(TCP_DPORTS)
-        self.udp_ports = _cumulative(UDP_DPORTS)
+        self.tcp_ports = cumulative(TCP_DPORTS)
+        self.udp_ports = cumulative(UDP_DPORTS)
         self.routers = [bytes([0x00, 0x1b, 0x21]) + rng.randbytes(3) for _ in range(4)]
         n_flows = max(256, min(20000, count // 2))
         self.flows = [self._new_flow() for _ in range(n_flows)]
@@ -173,15 +173,15 @@ class Generator:
         nets = [(ipaddress.ip_network(n), w) for n, w in table]
         vals = [(int(n.network_address), n.max_prefixlen - n.prefixlen, n.max_prefixlen // 8)
                 for n, _ in nets]
-        cum = _cumulative(nets)[1]
+        cum = cumulative(nets)[1]
         return vals, cum
 
     def _addr(self, table):
-        base, host_bits, nbytes = _pick(table[0], table[1], self.rand())
+        base, host_bits, nbytes = pick(table[0], table[1], self.rand())
         return (base | self.bits(host_bits)).to_bytes(nbytes, 'big')
 
     def _port(self, table):
-        p = _pick(table[0], table[1], self.rand())
+        p = pick(table[0], table[1], self.rand())
         return p if p is not None else self._ri(1024, 65535)
 
     def _ri(self, a, b):
@@ -223,7 +223,7 @@ class Generator:
         f.l2_fwd = f.dmac + f.smac + f.tags + et
         f.l2_rev = f.smac + f.dmac + f.tags + et
         f.ttl = 255 if self.rand() < 0.03 else (128 if self.rand() < 0.3 else 64)
-        f.addr_sum = _words(f.src) + _words(f.dst)
+        f.addr_sum = csum_words(f.src) + csum_words(f.dst)
         # IPv4 header sum without proto/total length/id/flags: 0x45,tos=0 | ttl | addrs.
         f.ip4_base = 0x4500 + (f.ttl << 8) + f.addr_sum
         f.seq_c = self.bits(32)
@@ -260,7 +260,7 @@ class Generator:
         if ip_id is None:
             ip_id = self.bits(16)
         s = f.ip4_base + ((ihl - 5) << 8) + proto + total + ip_id + ip_flags + opts_sum
-        return P_IP4(0x40 | ihl, 0, total, ip_id, ip_flags, f.ttl, proto, _fold(s),
+        return P_IP4(0x40 | ihl, 0, total, ip_id, ip_flags, f.ttl, proto, csum_fold(s),
                      src, dst) + opts + l4
 
     def _max_l4(self, f, extra=0):
@@ -309,8 +309,8 @@ class Generator:
         s = (f.addr_sum + PROTO_TCP + seglen + sport + dport + (seq >> 16) + (seq & 0xFFFF)
              + (ack >> 16) + (ack & 0xFFFF) + offflags + win + psum)
         if opts:
-            s += _words(opts)
-        return P_TCP(sport, dport, seq, ack, offflags, win, _fold(s), 0) + opts + payload, rev
+            s += csum_words(opts)
+        return P_TCP(sport, dport, seq, ack, offflags, win, csum_fold(s), 0) + opts + payload, rev
 
     def _udp_len(self, f, rev, room):
         if f.dport == 53:
@@ -328,7 +328,7 @@ class Generator:
         payload, psum = self._payload(n)
         sport, dport = (f.dport, f.sport) if rev else (f.sport, f.dport)
         ulen = 8 + n
-        c = _fold(f.addr_sum + PROTO_UDP + ulen + sport + dport + ulen + psum) or 0xFFFF
+        c = csum_fold(f.addr_sum + PROTO_UDP + ulen + sport + dport + ulen + psum) or 0xFFFF
         return P_UDP(sport, dport, ulen, c) + payload
 
     def _frame(self, f, rev, l3):
@@ -354,7 +354,7 @@ class Generator:
         payload, psum = self._payload(n)
         typ = 0 if rev else 8
         ident, seq = f.sport, self.bits(16)
-        c = _fold((typ << 8) + ident + seq + psum)
+        c = csum_fold((typ << 8) + ident + seq + psum)
         icmp = P_ICMP(typ, 0, c, ident, seq) + payload
         return [self._frame(f, rev, self._l3(f, rev, PROTO_ICMP, icmp, ip_flags=0))]
 
@@ -366,7 +366,7 @@ class Generator:
         typ = 129 if rev else 128
         ident, seq = f.sport, self.bits(16)
         ln = 8 + n
-        c = _fold(f.addr_sum + PROTO_ICMP6 + ln + (typ << 8) + ident + seq + psum)
+        c = csum_fold(f.addr_sum + PROTO_ICMP6 + ln + (typ << 8) + ident + seq + psum)
         icmp = P_ICMP(typ, 0, c, ident, seq) + payload
         return [self._frame(f, rev, self._l3(f, rev, PROTO_ICMP6, icmp))]
 
@@ -380,7 +380,7 @@ class Generator:
         dst = bytes.fromhex('ff0200000000000000000001ff') + target[13:]
         body = struct.pack('!I16sBB6s', 0, target, 1, 1, f.smac)   # reserved, target, SLLA
         ln = 4 + len(body)
-        c = _fold(_words(src) + _words(dst) + PROTO_ICMP6 + ln + (135 << 8) + _words(body))
+        c = csum_fold(csum_words(src) + csum_words(dst) + PROTO_ICMP6 + ln + (135 << 8) + csum_words(body))
         icmp = struct.pack('!BBH', 135, 0, c) + body
         l3 = P_IP6(0x60000000, len(icmp), PROTO_ICMP6, 255, src, dst) + icmp
         l2 = b'\x33\x33\xff' + target[13:] + f.smac + f.tags + struct.pack('!H', ETH_IP6)
@@ -409,7 +409,7 @@ class Generator:
         else:
             rev = self.rand() < 0.3
             seg = self._udp_seg(f, rev, self._udp_len(f, rev, self._max_l4(f, len(opts)) - 8))
-        l3 = self._l3(f, rev, f.proto, seg, ip_flags=0, opts=opts, opts_sum=_words(opts))
+        l3 = self._l3(f, rev, f.proto, seg, ip_flags=0, opts=opts, opts_sum=csum_words(opts))
         return [self._frame(f, rev, l3)]
 
     def ip4_fragments(self):
@@ -425,7 +425,7 @@ class Generator:
             offflags = (5 << 12) | TCP_PSH | TCP_ACK
             s = (f.addr_sum + PROTO_TCP + 20 + n + sport + dport + (seq >> 16) + (seq & 0xFFFF)
                  + (ack >> 16) + (ack & 0xFFFF) + offflags + f.win + psum)
-            seg = P_TCP(sport, dport, seq, ack, offflags, f.win, _fold(s), 0) + payload
+            seg = P_TCP(sport, dport, seq, ack, offflags, f.win, csum_fold(s), 0) + payload
         else:
             seg = self._udp_seg(f, rev, n)
         step = ((self._max_l4(f) if not small else self._ri(64, 200)) // 8) * 8

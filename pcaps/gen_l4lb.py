@@ -70,14 +70,18 @@ import argparse
 import ipaddress
 import itertools
 import math
+import os
 import random
 import struct
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen import csum_fold, csum_words, cumulative, pick, write_pcap  # pcaps/gen.py
+
+sys.path.pop(0)
+
 EPOCH_S = 1_700_000_000          # first timestamp (2023-11-14T22:13:20Z)
 MEAN_GAP_US = 10                 # mean inter-packet gap (exponential, >= 1 us)
-SNAPLEN = 65535
-LINKTYPE_ETHERNET = 1
 MIN_FRAME = 64
 MAX_FRAME = 1500
 PAY_BUF = 1 << 16
@@ -121,8 +125,6 @@ ETH_LEN = 14
 TS_OPT_LEN = 12                  # NOP, NOP, timestamp (kind 8, len 10)
 SYN_OPT_LEN = 20                 # MSS, SACK-permitted, timestamp, NOP, window scale 7
 
-PCAP_GLOBAL = struct.Struct('<IHHiIII')
-PCAP_REC = struct.Struct('<IIII').pack
 P_IP4 = struct.Struct('!BBHHHBBH4s4s').pack
 P_IP6 = struct.Struct('!IHBB16s16s').pack
 P_TCP = struct.Struct('!HHIIHHHH').pack
@@ -131,34 +133,8 @@ P_TS_OPT = struct.Struct('!HHII').pack            # 0x0101, 0x080a, TSval, TSecr
 P_SYN_OPT = struct.Struct('!HHHHIIBBBB').pack     # MSS, SACK-perm, TS, NOP, WS
 
 
-def _words(b):
-    """Sum of the big-endian 16-bit words of b (zero-padded to even length)."""
-    if len(b) & 1:
-        b += b'\x00'
-    return sum(struct.unpack('!%dH' % (len(b) // 2), b))
 
 
-def _fold(s):
-    """Finish an Internet checksum from an unfolded ones'-complement sum."""
-    while s > 0xFFFF:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def _cumulative(pairs):
-    """(values, cumulative weights) for a weighted pick via one random()."""
-    vals = [v for v, _ in pairs]
-    tot = float(sum(w for _, w in pairs))
-    cum = list(itertools.accumulate(w / tot for _, w in pairs))
-    cum[-1] = 1.0
-    return vals, cum
-
-
-def _pick(vals, cum, r):
-    for i, c in enumerate(cum):
-        if r < c:
-            return vals[i]
-    return vals[-1]
 
 
 class Flow:
@@ -249,10 +225,10 @@ class Generator:
         nets = [(ipaddress.ip_network(n), w) for n, w in table]
         vals = [(int(n.network_address), n.max_prefixlen - n.prefixlen, n.max_prefixlen // 8)
                 for n, _ in nets]
-        return vals, _cumulative(nets)[1]
+        return vals, cumulative(nets)[1]
 
     def _addr(self, table):
-        base, host_bits, nbytes = _pick(table[0], table[1], self.rand())
+        base, host_bits, nbytes = pick(table[0], table[1], self.rand())
         host = self.bits(host_bits)
         if host in (0, (1 << host_bits) - 1):       # no network / all-ones host parts
             host = 1
@@ -272,7 +248,7 @@ class Generator:
             if key not in self.tuples:
                 self.tuples.add(key)
                 break
-        addr_sum = _words(f.src) + _words(f.dst)
+        addr_sum = csum_words(f.src) + csum_words(f.dst)
         f.eth = ETH6 if v6 else ETH4
         # IPv4 header sum without total length, ID and checksum.
         f.ip_base = 0x4500 + IP_DF + (TTL << 8) + f.proto + addr_sum
@@ -308,7 +284,7 @@ class Generator:
         total = 20 + n
         ip_id = self.bits(16)
         return f.eth + P_IP4(0x45, 0, total, ip_id, IP_DF, TTL, f.proto,
-                             _fold(f.ip_base + total + ip_id), f.src, f.dst) + l4
+                             csum_fold(f.ip_base + total + ip_id), f.src, f.dst) + l4
 
     def _tsval(self, f):
         return (f.tsoff + self.ts // 1000) & 0xFFFFFFFF
@@ -323,7 +299,7 @@ class Generator:
              + 0x0204 + f.mss + 0x0402 + 0x080A + (tsval >> 16) + (tsval & 0xFFFF) + 0x0103 + 0x0307)
         f.seq = (seq + 1) & 0xFFFFFFFF
         f.ack = (f.ack + 1) & 0xFFFFFFFF
-        return P_TCP(f.sport, f.dport, seq, 0, offflags, SYN_WIN, _fold(s), 0) + opts
+        return P_TCP(f.sport, f.dport, seq, 0, offflags, SYN_WIN, csum_fold(s), 0) + opts
 
     def _tcp(self, f):
         room = MAX_FRAME - ETH_LEN - (40 if f.v6 else 20) - 20 - TS_OPT_LEN
@@ -353,13 +329,13 @@ class Generator:
              + offflags + f.win + 0x0101 + 0x080A + (tsval >> 16) + (tsval & 0xFFFF)
              + (tsecr >> 16) + (tsecr & 0xFFFF) + psum)
         f.seq = (seq + n) & 0xFFFFFFFF
-        return (P_TCP(f.sport, f.dport, seq, ack, offflags, f.win, _fold(s), 0)
+        return (P_TCP(f.sport, f.dport, seq, ack, offflags, f.win, csum_fold(s), 0)
                 + P_TS_OPT(0x0101, 0x080A, tsval, tsecr) + payload), kind
 
     def _udp(self, f, n):
         payload, psum = self._payload(n)
         ulen = 8 + n
-        c = _fold(f.l4_base + ulen + ulen + psum) or 0xFFFF
+        c = csum_fold(f.l4_base + ulen + ulen + psum) or 0xFFFF
         return P_UDP(f.sport, f.dport, ulen, c) + payload
 
     def _udp_len(self, f):
@@ -405,19 +381,6 @@ class Generator:
             counts[kind] = counts.get(kind, 0) + 1
             yield self.ts, self._frame(f, l4)
 
-
-def write_pcap(fh, records):
-    """Write a classic little-endian microsecond pcap to the binary file fh."""
-    fh.write(PCAP_GLOBAL.pack(0xA1B2C3D4, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET))
-    chunk = []
-    for ts, frame in records:
-        n = len(frame)
-        chunk.append(PCAP_REC(ts // 1_000_000, ts % 1_000_000, n, n))
-        chunk.append(frame)
-        if len(chunk) >= 16384:
-            fh.write(b''.join(chunk))
-            chunk.clear()
-    fh.write(b''.join(chunk))
 
 
 def generate(path, config_path, packets=DEFAULT_PACKETS, flows=DEFAULT_FLOWS, seed=1):

@@ -25,6 +25,7 @@ from ..errors import ProgramError
 from ..map_layout import pack_source
 from . import htab, lpm
 from .memory import prefetch, view_bytes
+from .xdp import prefetch_stage
 
 _CPU = 0  # the worker's slot in per-CPU values (multi-worker: issue 7)
 
@@ -374,8 +375,10 @@ def _delete(m, key):
 def bpf_map_prefetch(m, key):
     """Start loading the cache lines a lookup of ``key`` will read (no kernel
     counterpart: for ``@xdp(prefetch=...)`` hooks, which run a few packets
-    ahead). Hash maps: the key's bucket is read and its first entry's row
-    prefetched; arrays: the value. Returns 0; changes nothing."""
+    ahead, twice). Hash maps: the key's bucket is fetched (far pass), then read
+    and its first entry's row fetched (near pass); arrays: the value. Returns
+    0, or -ENOENT in the near pass of a hash map when the key is surely absent
+    (its bucket is empty: the lookup will miss). Changes nothing."""
     raise NotImplementedError("bpf_map_prefetch runs only inside a program")
 
 
@@ -388,9 +391,16 @@ def _prefetch(m, key):
         pack, key_hash = key_packer(spec.key_dtype), htab.key_hash.dispatcher
         mask, row = np.uint64(spec.buckets.size - 1), spec.keys.strides[0]
 
+        stage = prefetch_stage
+
         def impl(m, key):
-            e = m.buckets[key_hash(pack(key)) & mask]
-            if e >= 0:
+            b = key_hash(pack(key)) & mask
+            if stage() == 0:
+                prefetch(m.buckets, b * 4)
+            else:
+                e = m.buckets[b]
+                if e < 0:
+                    return np.int64(-htab.ENOENT)
                 prefetch(m.keys, e * row)
             return np.int64(0)
         return impl

@@ -128,6 +128,7 @@ from dataplane.kernels.runner import store_verdict as _dp_store_verdict
 _dp_make_xdp_md = _dp_lazy("dataplane.kernels.context", "make_xdp_md")
 _dp_make_xdp_md_unchecked = _dp_lazy("dataplane.kernels.context", "make_xdp_md_unchecked")
 _dp_prefetch = _dp_lazy("dataplane.kernels.memory", "prefetch")
+_dp_prefetch_stage_set = _dp_lazy("dataplane.kernels.xdp", "prefetch_stage_set")
 _dp_loop_budget_tick = _dp_lazy("dataplane.kernels.budget", "loop_budget_tick")
 _dp_loop_budget_reset = _dp_lazy("dataplane.kernels.budget", "loop_budget_reset")
 _dp_loop_budget_spent = _dp_lazy("dataplane.kernels.budget", "loop_budget_spent")
@@ -167,12 +168,14 @@ def _tail_calls(programs, variant, map_args):
     return "\n".join(lines) + "\n"
 
 
-HOOK_SOURCE = '''        h = i + _dp_np.uint64({ahead})
-        if h < stop:  # the program's prefetch hook, on a packet whose header is here
-            try:
-                _dp_fn_{hook}(_dp_make_xdp_md{variant}(buf, meta, scratch, h){map_args})
-            except Exception:
-                pass
+HOOK_SOURCE = '''        for stage in range(2):  # the prefetch hook: far ahead, then near
+            h = i + _dp_np.uint64({ahead} * (2 - stage))
+            if h < stop:
+                _dp_prefetch_stage_set(stage)
+                try:
+                    _dp_fn_{hook}(_dp_make_xdp_md{variant}(buf, meta, scratch, h){map_args})
+                except Exception:
+                    pass
 '''
 
 
@@ -193,8 +196,11 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
     ``tail_programs``: the file's programs, when it has a PROG_ARRAY: after the
     program returns, the loop runs the tail calls it asked for (by number).
 
-    ``hook``: the program's prefetch function (``@xdp(prefetch=...)``), run on
-    packet i + HOOK_AHEAD before the program runs on packet i.
+    ``hook``: the program's prefetch function (``@xdp(prefetch=...)``), run
+    twice on each packet before the program: 2 * HOOK_AHEAD packets ahead
+    (stage 0: bpf_map_prefetch fetches the key's bucket) and HOOK_AHEAD ahead
+    (stage 1: it reads the bucket, now cached, and fetches the entry). One pass
+    that read the bucket stalled on it: a third of the load balancer's time.
 
     ``grows_head``: the file calls bpf_xdp_adjust_head / _meta, so the line in
     front of data (where an outer header goes) is prefetched too: unfetched, its

@@ -227,3 +227,27 @@ def tail_call_reset(typingctx):
         builder.store(zero, worker_global(builder, _TAIL_COUNT))
         return context.get_dummy_value()
     return types.void(), codegen
+
+
+# -- prefetch hooks: which of the two passes over a packet ahead is running --------
+
+_PREFETCH_STAGE = "dataplane_prefetch_stage"
+
+
+@intrinsic
+def prefetch_stage_set(typingctx, stage):
+    """The loop says which pass of the prefetch hook runs: 0 far ahead (fetch
+    the bucket), 1 near (read the bucket, fetch the entry)."""
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], signature.args[0], types.int64)
+        builder.store(v, worker_global(builder, _PREFETCH_STAGE))
+        return context.get_dummy_value()
+    return types.void(stage), codegen
+
+
+@intrinsic
+def prefetch_stage(typingctx):
+    def codegen(context, builder, signature, args):
+        return builder.load(worker_global(builder, _PREFETCH_STAGE))
+    return types.int64(), codegen
+

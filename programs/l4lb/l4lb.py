@@ -118,7 +118,8 @@ def conn_get(table, key, udp, timeout):
         return np.uint32(0)
     if udp:
         now = bpf_ktime_get_coarse_ns()
-        if np.int64(now) - np.int64(c.atime) > timeout:
+        # both int64: numba compares int64 with uint64 as float64
+        if np.int64(now) - np.int64(c.atime) > np.int64(timeout):
             return np.uint32(0)
         c.atime = now
     return c.real
@@ -305,8 +306,28 @@ def l4lb_prefetch(ctx):
         return 0
     table = bpf_map_lookup_elem(lru_mapping, bpf_get_smp_processor_id())
     if table is not None:
-        return bpf_map_prefetch(table, key)
-    return bpf_map_prefetch(fallback_conns, key)
+        absent = prefetch_conn(table, key)
+    else:
+        absent = prefetch_conn(fallback_conns, key)
+    syn = proto == IPPROTO_TCP and (pkt[key_l4(eth_proto) + 13] & TCP_SYN) != 0
+    if absent or syn:  # a new flow: its VIP's ring slot will be read too
+        vip = bpf_map_lookup_elem(vip_map, (key[2], key[3], key[5], key[6]))
+        if vip is None:
+            vip = bpf_map_lookup_elem(vip_map, (key[2], key[3], 0, key[6]))
+        if vip is not None:
+            slot = flow_hash(key[0], key[1], np.int64(key[4]), np.int64(key[5]),
+                             eth_proto == ETH_P_IPV6, vip.flags) % RING_SIZE
+            bpf_map_prefetch(ch_rings, np.int64(vip.vip_num) * RING_SIZE + slot)
+    return 0
+
+
+def prefetch_conn(table, key):
+    """Fetch the flow's connection-table entry; True when the flow is surely new."""
+    return bpf_map_prefetch(table, key) < 0
+
+
+def key_l4(eth_proto):
+    return ETH_HLEN + (40 if eth_proto == ETH_P_IPV6 else 20)
 
 
 @xdp(prefetch=l4lb_prefetch)

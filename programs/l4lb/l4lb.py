@@ -279,8 +279,10 @@ def encapsulate(ctx, real_v6, real_hi, real_lo, inner_v6, inner_len, tos, entrop
 
 
 def l4lb_prefetch(ctx):
-    """Run a few packets ahead: start loading the connection-table row of the
-    packet's flow (TCP and UDP; other packets take no table lookup worth it)."""
+    """The prefetch hook, run a few packets ahead (twice: see bpf_map_prefetch):
+    start loading the connection-table entry of the packet's flow and, for a
+    new flow (a SYN, or a key surely absent), its VIP's ring slot. TCP and UDP
+    only; the other packets take no table lookup worth it."""
     pkt = ctx.pkt
     n = len(pkt)
     if n < ETH_HLEN + 40 + 4:

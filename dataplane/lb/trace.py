@@ -105,12 +105,9 @@ def summarize(frame):
     ip = eth.data
     if getattr(eth, "vlan_tags", None):  # l4lb, like Katran, takes untagged frames only
         return f"802.1Q-tagged ethertype 0x{eth.type:04x}"
-    if isinstance(ip, dpkt.ip.IP):
-        src, dst = dpkt.utils.inet_to_str(ip.src), dpkt.utils.inet_to_str(ip.dst)
-    elif isinstance(ip, dpkt.ip6.IP6):
-        src, dst = dpkt.utils.inet_to_str(ip.src), dpkt.utils.inet_to_str(ip.dst)
-    else:
+    if not isinstance(ip, (dpkt.ip.IP, dpkt.ip6.IP6)):
         return f"ethertype 0x{eth.type:04x}"
+    src, dst = dpkt.utils.inet_to_str(ip.src), dpkt.utils.inet_to_str(ip.dst)
     l4 = ip.data
     if isinstance(l4, (dpkt.tcp.TCP, dpkt.udp.UDP)):
         proto = "tcp" if isinstance(l4, dpkt.tcp.TCP) else "udp"

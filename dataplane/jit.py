@@ -19,6 +19,7 @@ import functools
 import hashlib
 import time
 import types as pytypes
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -95,16 +96,17 @@ build_ns = 0
 
 
 def address(a):
-    """Data pointer of a numpy array (cached by identity: a lookup costs ~1 us)."""
+    """Data pointer of a numpy array (cached by identity: a lookup costs ~1 us).
+    The cache holds weak references: it must not keep a batch alive."""
     e = _addresses.get(id(a))
-    if e is not None and e[0] is a:
+    if e is not None and e[0]() is a:
         return e[1]
     if not a.flags.c_contiguous:
         raise ValueError("kernel arguments must be C-contiguous arrays")
     if len(_addresses) > 512:
         _addresses.clear()
     p = a.ctypes.data
-    _addresses[id(a)] = (a, p)
+    _addresses[id(a)] = (weakref.ref(a), p)
     return p
 
 

@@ -236,3 +236,19 @@ def test_prefetch_hook_is_only_a_hint(tmp_path):
     assert ran == [1, 0]
     assert results[0] == results[1]
     assert results[0].count(int(XdpAction.XDP_DROP)) == 8
+
+
+def test_kernel_argument_cache_keeps_no_array_alive():
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from dataplane.jit import address
+
+    a = np.zeros(1 << 20, np.uint8)
+    assert address(a) == a.ctypes.data == address(a)
+    gone = weakref.ref(a)
+    del a
+    gc.collect()
+    assert gone() is None

@@ -146,6 +146,23 @@ def format_maps(maps):
     return "\n".join(lines)
 
 
+def format_lb_stats(stats):
+    """The load balancer's counters (LoadBalancer.stats, with rates when sampled
+    over an interval): per VIP, per real, then the non-zero global counters."""
+    rates = "interval" in stats
+    lines = []
+    for kind, name in (("vips", "vip"), ("reals", "real")):
+        head = f"{name:<30} {'packets':>14} {'bytes':>16}"
+        lines.append(head + (f" {'pps':>12} {'bytes/s':>14}" if rates else ""))
+        for e in stats[kind]:
+            line = f"{e[name]:<30} {e['packets']:>14,} {e['bytes']:>16,}"
+            lines.append(line + (f" {e['pps']:>12,.0f} {e['bytes_per_s']:>14,.0f}"
+                                 if rates else ""))
+    lines.append("counters: " + ", ".join(f"{k} {v:,}" for k, v in stats["counters"].items()
+                                          if v))
+    return "\n".join(lines)
+
+
 def print_json(obj, stream=None):
     """One JSON object per line, flushed (so a pipe sees it at once)."""
     stream = stream or sys.stdout

@@ -16,7 +16,7 @@ import os
 from ..errors import UsageError
 from ..lb import layout as L
 from ..lb.config import load_toml, to_toml
-from ..stats import print_json
+from ..stats import format_lb_stats, print_json
 from .options import add_options
 
 HELP = "the L4 load balancer's control plane: VIPs, reals, stats, per-packet trace"
@@ -154,15 +154,8 @@ def _sampled(lb, interval):
 def _stats(stats, as_json):
     if as_json:
         print_json(stats)
-        return 0
-    rates = "interval" in stats
-    for kind, name in (("vips", "vip"), ("reals", "real")):
-        head = f"{name:<30} {'packets':>14} {'bytes':>16}"
-        print(head + (f" {'pps':>12} {'bytes/s':>14}" if rates else ""))
-        for e in stats[kind]:
-            line = f"{e[name]:<30} {e['packets']:>14,} {e['bytes']:>16,}"
-            print(line + (f" {e['pps']:>12,.0f} {e['bytes_per_s']:>14,.0f}" if rates else ""))
-    print("counters: " + ", ".join(f"{k} {v:,}" for k, v in stats["counters"].items() if v))
+    else:
+        print(format_lb_stats(stats), flush=True)
     return 0
 
 

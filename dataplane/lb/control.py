@@ -137,14 +137,14 @@ class LoadBalancer:
     # -- reading ------------------------------------------------------------
     def list(self):
         """VIPs with their number, flags and reals (id, weight, ring slots)."""
-        out = []
+        out, ids = [], self.real_ids()
         for vip in self.cfg.vips:
             num = self._vip_num(vip)
             ring = self._ring(num)
             counts = np.bincount(ring, minlength=L.MAX_REALS)
             reals = []
             for r in vip.reals:
-                rid = self._real_id(r.address, create=False)
+                rid = ids.get(r.address, 0)
                 reals.append({"address": str(r.address), "weight": r.weight, "id": rid,
                               "slots": int(counts[rid])})
             out.append({"vip": vip.name, "number": num, "flags": list(vip.flags),
@@ -158,14 +158,14 @@ class LoadBalancer:
         counters = self.maps["lb_stats"].values.sum(axis=0)
         out = {"vips": [], "reals": [],
                "counters": {name: int(counters[i]) for i, name in enumerate(L.COUNTERS)}}
-        seen = {}
+        seen, ids = {}, self.real_ids()
         for vip in self.cfg.vips:
             num = self._vip_num(vip)
             s = vstats.values[:, num]
             out["vips"].append({"vip": vip.name, "packets": int(s["packets"].sum()),
                                 "bytes": int(s["bytes"].sum())})
             for r in vip.reals:
-                rid = self._real_id(r.address, create=False)
+                rid = ids.get(r.address, 0)
                 if rid and rid not in seen:
                     s = rstats.values[:, rid]
                     seen[rid] = {"real": str(r.address), "packets": int(s["packets"].sum()),
@@ -203,8 +203,9 @@ class LoadBalancer:
             addrs = self.maps["vip_addrs"]
             addrs.update((hi, lo), (addrs.lookup((hi, lo)) or 0) + 1)
         flags = sum(L.VIP_FLAGS[f] for f in vip.flags)
-        ids = [(self._real_id(r.address, create=True), r.address, r.weight) for r in vip.reals]
-        ring = maglev_ring(ids, L.RING_SIZE)
+        ids = self.real_ids()
+        ring = maglev_ring([(self._real_id(r.address, True, ids), r.address, r.weight)
+                            for r in vip.reals], L.RING_SIZE)
         current = self._ring(num)
         moved = np.flatnonzero(current != ring)
         current[moved] = ring[moved]  # only the slots that changed
@@ -235,16 +236,20 @@ class LoadBalancer:
             out[_from_words(value)] = int(rid)
         return out
 
-    def _real_id(self, address, create):
-        ids = self.real_ids()
+    def _real_id(self, address, create, ids=None):
+        """The id of the real at ``address`` (0: none), given one when ``create``.
+        ``ids``: real_ids() already read, kept up to date (one read per change)."""
+        ids = self.real_ids() if ids is None else ids
         if address in ids or not create:
             return ids.get(address, 0)
-        free = next((i for i in range(1, L.MAX_REALS) if i not in ids.values()), None)
+        used = set(ids.values())
+        free = next((i for i in range(1, L.MAX_REALS) if i not in used), None)
         if free is None:
             raise LbError(f"real {address}: the reals table is full ({L.MAX_REALS - 1} reals)")
         hi, lo = address_words(address)
         self.maps["reals"].update(free, (hi, lo, 1 if address.version == 6 else 0))
         self.maps["real_stats"].values[:, free] = 0
+        ids[address] = free
         return free
 
     def _free_unused_reals(self):

@@ -134,6 +134,20 @@ def pick(vals, cum, r):
     return vals[-1]
 
 
+def payload_slice(g, n):
+    """(bytes, word sum) of an n-byte slice of generator g's payload buffer
+    (``pay``, its 16-bit prefix sums ``pay_prefix``, ``pay_slots``), starting at a
+    random even offset."""
+    if n <= 0:
+        return b'', 0
+    i = int(g.rand() * g.pay_slots)
+    off = i << 1
+    s = g.pay_prefix[i + (n >> 1)] - g.pay_prefix[i]
+    if n & 1:
+        s += g.pay[off + n - 1] << 8
+    return g.pay[off:off + n], s
+
+
 class Flow:
     """A bidirectional 5-tuple plus its precomputed header pieces."""
 
@@ -239,16 +253,7 @@ class Generator:
 
     # -- per-packet builders -----------------------------------------------------
 
-    def _payload(self, n):
-        """(bytes, word sum) of an n-byte payload slice starting at an even offset."""
-        if n <= 0:
-            return b'', 0
-        i = int(self.rand() * self.pay_slots)
-        off = i << 1
-        s = self.pay_prefix[i + (n >> 1)] - self.pay_prefix[i]
-        if n & 1:
-            s += self.pay[off + n - 1] << 8
-        return self.pay[off:off + n], s
+    _payload = payload_slice
 
     def _l3(self, f, rev, proto, l4, ip_flags=IP_DF, ip_id=None, opts=b'', opts_sum=0):
         """Wrap l4 bytes in an IPv4 or IPv6 header for flow f (src/dst swapped if rev)."""

@@ -76,7 +76,7 @@ import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gen import csum_fold, csum_words, cumulative, pick, write_pcap  # pcaps/gen.py
+from gen import csum_fold, csum_words, cumulative, payload_slice, pick, write_pcap  # pcaps/gen.py
 
 sys.path.pop(0)
 
@@ -265,16 +265,7 @@ class Generator:
 
     # -- per-packet builders ---------------------------------------------------
 
-    def _payload(self, n):
-        """(bytes, word sum) of an n-byte payload slice starting at an even offset."""
-        if n <= 0:
-            return b'', 0
-        i = int(self.rand() * self.pay_slots)
-        off = i << 1
-        s = self.pay_prefix[i + (n >> 1)] - self.pay_prefix[i]
-        if n & 1:
-            s += self.pay[off + n - 1] << 8
-        return self.pay[off:off + n], s
+    _payload = payload_slice
 
     def _frame(self, f, l4):
         """Ethernet and IP headers around the L4 segment l4 of flow f."""

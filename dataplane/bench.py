@@ -41,8 +41,13 @@ class Chunk:
     def __init__(self, batch):
         self.batch = b = batch
         self.meta = b.meta.copy()
-        idx = b.data[:b.count, None] + np.arange(HEAD_BYTES)
-        self.heads = b.buf[np.minimum(idx, b.buf.size - 1)]
+        # each packet's first HEAD_BYTES, gathered through a window view (an index
+        # array of every byte cost 8 bytes a byte); the buffer's last ones fewer
+        windows = np.lib.stride_tricks.sliding_window_view(b.buf, HEAD_BYTES)
+        data = b.data[:b.count]
+        self.heads = windows[np.minimum(data, len(windows) - 1)]
+        for k in np.flatnonzero(data >= len(windows)):
+            self.heads[k, :b.buf.size - data[k]] = b.buf[data[k]:]
 
     def moved(self):
         """True when a pass moved any packet's boundaries."""

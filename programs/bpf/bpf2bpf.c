@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: GPL-2.0
+/* bpf2bpf: drop_udp split into bpf-to-bpf calls.
+ *
+ * The xdp program calls two subprograms that clang leaves in .text (static,
+ * noinline), so the object has local calls (call with src_reg 1, an
+ * R_BPF_64_32 relocation against .text) and the kernel verifies three
+ * frames:
+ *   parse_l4proto(data, data_end): the L4 protocol of an IPv4 / IPv6 packet
+ *       (up to two VLAN tags skipped, as programs/drop_udp.py), or -1;
+ *   decide(proto): XDP_DROP for UDP, XDP_PASS otherwise.
+ * Verdicts are drop_udp's, packet for packet.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define ETH_P_8021AD_ 0x88A8
+#define VLAN_MAX_DEPTH 2
+#define IPPROTO_UDP_ 17
+
+static __attribute__((noinline)) int parse_l4proto(void *data, void *data_end)
+{
+	unsigned char *p;
+	__u16 proto;
+	int i;
+
+	if (data + ETH_HLEN > data_end)
+		return -1;
+	p = data + 12;
+	proto = bpf_ntohs(*(__be16 *)p);
+#pragma unroll
+	for (i = 0; i < VLAN_MAX_DEPTH; i++) {
+		if (proto != ETH_P_8021Q && proto != ETH_P_8021AD_)
+			break;
+		p += 4;
+		if ((void *)(p + 2) > data_end)
+			return -1;
+		proto = bpf_ntohs(*(__be16 *)p);
+	}
+	p += 2;
+	if (proto == ETH_P_IP && (void *)(p + 20) <= data_end)
+		return p[9];
+	if (proto == ETH_P_IPV6 && (void *)(p + 40) <= data_end)
+		return p[6];
+	return -1;
+}
+
+static __attribute__((noinline)) int decide(int proto)
+{
+	return proto == IPPROTO_UDP_ ? XDP_DROP : XDP_PASS;
+}
+
+SEC("xdp")
+int bpf2bpf(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	return decide(parse_l4proto(data, data_end));
+}
+
+char LICENSE[] SEC("license") = "GPL";

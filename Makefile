@@ -7,7 +7,7 @@ DP := $(VENV)/bin/dataplane
 BIG := pcaps/big.pcap
 LB := pcaps/l4lb.pcap
 
-.PHONY: install deps demo test bench pcaps clean
+.PHONY: install deps demo test bench pcaps clean bpf bpf-toolchain
 
 install: $(VENV)/.installed deps
 
@@ -17,12 +17,38 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# System tools the tests use as independent oracles (tcpdump reads our pcaps).
+# System tools the tests use as independent oracles: tcpdump reads our pcaps;
+# clang builds test objects; bpftool loads objects into the kernel
+# (BPF_PROG_TEST_RUN, the eBPF engine's reference).
+DEB_TOOLS := tcpdump:tcpdump clang:clang llvm-objdump:llvm bpftool:bpftool
 deps:
-	@command -v tcpdump >/dev/null 2>&1 || { \
+	@missing=""; for t in $(DEB_TOOLS); do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin" command -v $${t%%:*} >/dev/null 2>&1 \
+	    || missing="$$missing $${t##*:}"; done; \
+	[ -f /usr/include/bpf/bpf_helpers.h ] || missing="$$missing libbpf-dev"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tcpdump >/dev/null; \
-	  else echo "note: tcpdump not installed; tests that use it will be skipped"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: not installed:$$missing; tests that use them will be skipped"; fi; fi
+
+# The C XDP programs in programs/bpf/ (each X.c -> X.o beside it; the objects are
+# committed, so running them needs no clang). Installs clang and libbpf-dev via
+# apt-get when they are missing and we are root.
+CLANG ?= clang
+BPF_CFLAGS := -O2 -g -target bpf -I/usr/include/$(shell uname -m)-linux-gnu
+BPF_SRCS := $(wildcard programs/bpf/*.c)
+BPF_OBJS := $(BPF_SRCS:.c=.o)
+
+bpf: $(BPF_OBJS)
+
+programs/bpf/%.o: programs/bpf/%.c | bpf-toolchain
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+bpf-toolchain:
+	@{ command -v $(CLANG) >/dev/null 2>&1 && [ -f /usr/include/bpf/bpf_helpers.h ]; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libbpf-dev >/dev/null; \
+	  else echo "error: clang and libbpf-dev are needed to build programs/bpf (apt-get install clang libbpf-dev)"; exit 1; fi; }
 
 demo: install
 	$(DP) replay -r pcaps/small.pcap -p drop_udp -w out/demo
@@ -49,6 +75,7 @@ bench: install $(BIG) $(LB)
 	$(PY) benchmarks/map_lookups.py --keys 65536 --only hash
 	$(PY) -m dataplane.cli.main bench -p flow_counter -r $(BIG)
 	$(PY) -m dataplane.cli.main bench -p l4lb -r $(LB) --config pcaps/l4lb.toml
+	$(PY) benchmarks/ebpf_vs_kernel.py
 
 clean:
 	rm -rf out $(BIG) $(LB) pcaps/l4lb.toml .pytest_cache

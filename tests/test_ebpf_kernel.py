@@ -168,7 +168,7 @@ def test_only_bounded_loop_has_a_loop(name):
 @pytest.mark.parametrize("name", OBJECTS)
 def test_object_loads_and_unpins(name):
     with KernelObject(obj(name)) as k:
-        assert k.programs == [name]
+        assert name in k.programs
         pin = k.pin_dir
         assert pin.is_dir() and (pin / name).exists()
         retval, _, _ = k.test_run(name, TCP4)
@@ -424,6 +424,8 @@ def capture():
 def test_matches_python_twin_on_capture(capture, python, c):
     from dataplane import load_program
     prog = load_program(python)
+    if "flows" in prog.maps:  # a file's maps are shared by every load of it in this process
+        prog.maps["flows"].clear()
     with KernelObject(obj(c)) as k:
         for i, frame in enumerate(capture):
             want = prog.test_run(frame)

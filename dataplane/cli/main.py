@@ -10,9 +10,10 @@ import json
 import sys
 
 from .. import __version__
-from . import bench, lb_cmd, map_cmd, replay
+from . import bench, conformance, lb_cmd, map_cmd, prog, replay
 
-COMMANDS = {"replay": replay, "bench": bench, "map": map_cmd, "lb": lb_cmd}
+COMMANDS = {"replay": replay, "bench": bench, "map": map_cmd, "lb": lb_cmd, "prog": prog,
+            "conformance": conformance}
 
 
 class _Parser(argparse.ArgumentParser):

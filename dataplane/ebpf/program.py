@@ -1,0 +1,436 @@
+"""eBPF objects as dataplane programs: ``load_program("prog.o[:name]")``.
+
+An object's program becomes a generated program file (in the cache, named by
+the object's sha256 and the program): its maps as ``Map`` objects, and one
+``@xdp`` function that hands the context and the maps to ``bytecode(...)``,
+an intrinsic that emits the verified instructions (ebpf/jit.py) into the
+batch loop. From there it is an ordinary program (program.py): the loop's
+native code is cached, maps pin and dump, faults become XDP_ABORTED.
+
+The kernel's conventions kept here: a helper returning XDP_REDIRECT keeps its
+target aside (the kernel's per-CPU bpf_redirect_info), and the verdict is R0's
+low 32 bits; stale packet pointers cannot be used after adjust_head (the
+verifier invalidates them).
+"""
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+from llvmlite import ir
+
+from .. import config
+from ..errors import ProgramError
+from ..maps import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH,
+                    BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
+                    BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                    BPF_MAP_TYPE_PROG_ARRAY)
+from ..program_check import parse_trace_format
+from . import elf, isa, verifier
+
+#: Map types an object's maps may have so far (by address helpers: kernels/ebpf_maps.py).
+EBPF_MAP_TYPES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_HASH,
+                  BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_HASH,
+                  BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH,
+                  BPF_MAP_TYPE_PROG_ARRAY}
+#: Helpers an object may call so far (ids; verifier.HELPERS has their prototypes).
+EBPF_HELPERS = {h: verifier.HELPERS[h]
+                for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 160)}
+#: R1's value at entry: the context is reached only through loads the JIT rewrites.
+CTX_TOKEN = 0
+#: Register value of ``lddw rX, map`` (map index in the low bits).
+MAP_TOKEN = 0x7d70 << 48
+BPF_F_RDONLY_PROG = 1 << 7
+FAULT_ACCESS, FAULT_LOOP = 1, 2  # kernels/runner.py's fault kinds
+
+
+class MapInfo:
+    """What the verifier needs of a map."""
+
+    def __init__(self, name, type, key_size, value_size, read_only=False):
+        self.name, self.type, self.key_size, self.value_size = name, type, key_size, value_size
+        self.read_only = read_only
+
+
+def bytes_dtype(n):
+    """A dtype of ``n`` bytes: an unsigned integer for 1, 2, 4 and 8, else a
+    record of naturally aligned integer fields named by offset (maps.py keys
+    and values are integer fields)."""
+    if n in (1, 2, 4, 8):
+        return np.dtype(f"<u{n}")
+    fields, off = [], 0
+    while off < n:
+        size = next(s for s in (8, 4, 2, 1) if off % s == 0 and off + s <= n)
+        fields.append((f"b{off}", f"<u{size}"))
+        off += size
+    return np.dtype(fields)
+
+
+def _identifier(name, taken):
+    out = "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_") or "map"
+    if not out[0].isalpha():
+        out = "m" + out
+    while out in taken:
+        out += "_"
+    taken.add(out)
+    return out
+
+
+def map_infos(mapdefs, names=None):
+    """The verifier's view of an object's maps (names: the identifiers used)."""
+    names = names or [m.name for m in mapdefs]
+    return [MapInfo(n, m.type, m.key_size, m.value_size,
+                    bool(m.flags & BPF_F_RDONLY_PROG) or m.kind == "rodata")
+            for m, n in zip(mapdefs, names)]
+
+
+def check_supported(obj, prog):
+    """ProgramError for what eBPF objects cannot use yet (map types, helpers)."""
+    if not prog.is_xdp:
+        raise ProgramError(f"{obj.path}: program '{prog.name}' is in section '{prog.section}', "
+                           "not an XDP program (SEC(\"xdp\"))")
+    used = set(prog.map_refs.values()) | {i.imm for i in prog.insns if i.is_lddw and i.src in (
+        isa.PSEUDO_MAP_IDX_VALUE, isa.PSEUDO_MAP_VALUE)}
+    for k in sorted(used):
+        m = obj.maps[k]
+        if m.type not in EBPF_MAP_TYPES:
+            from ..maps import MAP_TYPE_NAMES
+            raise ProgramError(f"{obj.path}: map '{m.name}': type "
+                               f"{MAP_TYPE_NAMES.get(m.type, m.type)} is not supported for "
+                               "eBPF objects yet")
+    for pc, i in enumerate(prog.insns):
+        if i.cls == isa.JMP and i.op == isa.CALL and i.src == isa.CALL_HELPER \
+                and not i.is_lddw_tail and i.imm in verifier.HELPERS \
+                and i.imm not in EBPF_HELPERS:
+            raise verifier.VerifierError(prog.name, prog.insns, pc,
+                                         f"helper {i.imm} ({verifier.HELPERS[i.imm][0]}) is "
+                                         "not supported for eBPF objects yet")
+
+
+def generated_file(ref):
+    """Load, check and verify an object's program; write (once) its generated
+    program file. Returns (path of the file, program name). An object with a
+    PROG_ARRAY gets all its XDP programs in the file: tail calls reach them."""
+    path, name = elf.split_object_ref(ref)
+    obj = elf.load_object(path)
+    prog = obj.program(name)
+    check_supported(obj, prog)
+    progs = [prog]
+    if any(m.type == BPF_MAP_TYPE_PROG_ARRAY for m in obj.maps):
+        progs += [p for p in obj.programs.values() if p is not prog and p.is_xdp]
+        for p in progs[1:]:
+            check_supported(obj, p)
+    return _generate(Path(path).stem, str(path), obj.sha256,
+                     [(p.name, p.insns) for p in progs], obj.maps)
+
+
+def _generate(stem, source, sha, programs, mapdefs):
+    """Write the generated file of ``programs`` [(name, insns)], the first the
+    one asked for: (path, its function name)."""
+    taken = set()
+    names = [_identifier(m.name, taken) for m in mapdefs]
+    fns = [_identifier(p, taken) for p, _ in programs]
+    key = hashlib.sha256(f"{sha} {programs[0][0]}".encode()).hexdigest()[:20]
+    out = Path(config.CACHE_DIR) / "ebpf" / f"{stem}_{fns[0]}_{key}.py"
+    if out.exists():
+        return out, fns[0]
+    verified = map_infos(mapdefs, names)
+    infos = [(i.name, i.type, i.key_size, i.value_size, i.read_only) for i in verified]
+    formats, helpers = {}, set()
+    for prog_name, insns in programs:
+        analysis = verifier.verify(insns, verified, prog_name, EBPF_HELPERS)
+        formats[prog_name] = trace_formats(analysis, mapdefs, prog_name, insns)
+        helpers |= {i.imm for i in insns if i.cls == isa.JMP and i.op == isa.CALL
+                    and not i.is_lddw_tail}
+    table = sorted({t for f in formats.values() for t in f.values()})
+    lines = [f'"""Generated by dataplane from {source} (sha256 {sha}): do not edit."""',
+             "import numpy as np",
+             "from dataplane.maps import Map",
+             "from dataplane.program import xdp",
+             "from dataplane.ebpf.program import bytecode, initialise",
+             "__dataplane_trusted__ = True  # checked by the eBPF verifier, not program_check",
+             "__dataplane_reads_packet__ = True",
+             f"__dataplane_trace_formats__ = {table!r}",
+             f"__dataplane_grows_head__ = {bool(helpers & {44, 54})}",
+             f"__dataplane_grows_tail__ = {65 in helpers}", ""]
+    ident = dict(zip((p for p, _ in programs), fns))
+    for m, n in zip(mapdefs, names):
+        if m.type not in EBPF_MAP_TYPES:
+            continue
+        key_dt = bytes_dtype(m.key_size) if m.key_size else np.dtype("<u4")
+        val_dt = bytes_dtype(m.value_size)
+        lines.append(f"{n} = Map({n!r}, {m.type}, key=np.dtype({_dtype_text(key_dt)}), "
+                     f"value=np.dtype({_dtype_text(val_dt)}), max_entries={m.max_entries})")
+        if m.initial is not None and any(m.initial):
+            lines.append(f"initialise({n}, {bytes(m.initial).hex()!r})")
+        if m.type == BPF_MAP_TYPE_PROG_ARRAY:  # slots the C fills: { [1] = &prog }
+            for slot, target in sorted(m.init_values.items()):
+                if target in ident:
+                    lines.append(f"{n}.update({slot}, {ident[target]!r})")
+    handles = ", ".join(n if m.type in EBPF_MAP_TYPES else "None"
+                        for m, n in zip(mapdefs, names))
+    for (prog_name, insns), fn in zip(programs, fns):
+        trace_ids = {pc: (table.index(t), t) for pc, t in formats[prog_name].items()}
+        lines += ["", f"ebpf_{fn} = bytecode({prog_name!r}, {isa.encode(insns).hex()!r},",
+                  f"                     {infos!r}, {trace_ids!r})", "", "", "@xdp",
+                  f"def {fn}(ctx):",
+                  f"    return ebpf_{fn}(ctx, ({handles}{',' if handles else ''}), "
+                  f"{'_dp_trace' if table else '0'})", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(out)
+    return out, fns[0]
+
+
+def load_insns_program(insns, name="bytecode", checked=True):
+    """A Program from bare instructions without maps (classic BPF filters
+    translated to eBPF, tests): verified, compiled and cached like an object's."""
+    from ..program import load_program
+    sha = hashlib.sha256(isa.encode(insns)).hexdigest()
+    gen, fn = _generate(name, "instructions", sha, [(name, insns)], [])
+    return load_program(str(gen), name=fn, checked=checked)
+
+
+def trace_formats(analysis, mapdefs, name, insns):
+    """{pc: format text} of the program's bpf_trace_printk calls: each format is a
+    constant string in read-only global data (the verifier found where)."""
+    out = {}
+    for pc, (index, offset, size) in sorted(analysis.trace_formats.items()):
+        raw = bytes(mapdefs[index].initial or b"")[offset:offset + size]
+        text = raw.split(b"\0", 1)[0].decode("latin-1")
+        try:
+            parse_trace_format(text)
+        except ProgramError as exc:
+            raise verifier.VerifierError(name, insns, pc, f"bpf_trace_printk: {exc}") from None
+        out[pc] = text
+    return out
+
+
+def _dtype_text(dt):
+    return repr(dt.str) if dt.names is None else repr(dt.descr)
+
+
+def initialise(m, hex_bytes):
+    """Set a global-data map's value to the object's initial bytes."""
+    raw = bytes.fromhex(hex_bytes)
+    m.update(0, np.frombuffer(raw, np.uint8).view(m.value_dtype)[0].item())
+
+
+def load_ebpf_program(ref, checked=True, pin=None):
+    """``prog.o`` or ``prog.o:name`` -> Program (see program.load_program)."""
+    from ..program import load_program
+    gen, fn = generated_file(ref)
+    return load_program(str(gen), name=fn, checked=checked, pin=pin)
+
+
+# ---------------------------------------------------------------- the intrinsic
+
+def bytecode(name, code_hex, maps, trace_ids=None):
+    """An intrinsic ``run(ctx, (map handles...), trace) -> verdict`` for the verified
+    instructions ``code_hex`` (verified again when first compiled: the
+    analysis tells the JIT which loads are context fields and which accesses
+    need run-time checks). ``maps``: (name, type, key_size, value_size,
+    read_only) per map index. ``trace_ids``: {pc: (format id, text)} of the
+    bpf_trace_printk calls; ``trace`` is then the program's trace ring."""
+    from numba import types
+    from numba.extending import intrinsic
+    from ..kernels.context import XdpMdType
+
+    insns = isa.decode(bytes.fromhex(code_hex))
+    infos = [MapInfo(*m) for m in maps]
+
+    @intrinsic
+    def run(typingctx, ctx, handles, trace):
+        if not isinstance(ctx, XdpMdType):
+            return None
+        sig = types.int64(ctx, handles, trace)
+
+        def codegen(context, builder, signature, args):
+            from . import jit
+            analysis = verifier.verify(insns, infos, name, EBPF_HELPERS)
+            target = XdpTarget(context, builder, signature, args, analysis, infos,
+                               trace_ids or {})
+            r0 = jit.emit(builder, insns, target, ir.Constant(jit.I64, CTX_TOKEN))
+            return target.verdict(builder, r0)
+
+        return sig, codegen
+
+    run.__dataplane_api__ = True
+    return run
+
+
+class XdpTarget:
+    """The JIT's view of an XDP packet inside the batch loop (jit.Target)."""
+
+    loop_budget = config.LOOP_BUDGET
+
+    def __init__(self, context, builder, signature, args, analysis, infos, trace_ids):
+        from numba.core import cgutils
+        self.context, self.signature = context, signature
+        self.ctxty, self.handlesty, self.tracety = signature.args
+        self.ctx_value, self.handles_value, self.trace_value = args
+        self.trace_ids = trace_ids
+        self.ctx = cgutils.create_struct_proxy(self.ctxty)(context, builder, value=args[0])
+        self.analysis, self.infos = analysis, infos
+        self.ctx_loads, self.checks = analysis.ctx_loads, analysis.checks
+        self.zero_stack = analysis.zero_stack
+        with builder.goto_entry_block():
+            self.redirect = builder.alloca(ir.IntType(64), name="bpf_redirect_target")
+        builder.store(ir.Constant(ir.IntType(64), 0), self.redirect)
+
+    # -- the context
+    def _offset_address(self, builder, field):
+        off = builder.load(getattr(self.ctx, field))
+        return builder.ptrtoint(builder.gep(self.ctx.buf, [off]), ir.IntType(64))
+
+    def ctx_load(self, builder, pc, offset, size):
+        field = self.ctx_loads[pc]
+        i64 = ir.IntType(64)
+        if field in ("data", "data_end", "data_meta"):
+            return self._offset_address(builder, field)
+        if field == "egress_ifindex":
+            return ir.Constant(i64, 0)
+        return builder.zext(getattr(self.ctx, field), i64)
+
+    def access_ok(self, builder, pc, addr, size, write):
+        kind = self.checks.get(pc)
+        if kind is None or kind == "stack":
+            return None
+        lo, hi = ("data", "data_end") if kind == "packet" else ("data_meta", "data")
+        start, end = self._offset_address(builder, lo), self._offset_address(builder, hi)
+        last = builder.add(addr, ir.Constant(ir.IntType(64), size))
+        return builder.and_(builder.icmp_unsigned(">=", addr, start),
+                            builder.icmp_unsigned("<=", last, end))
+
+    def fault(self, builder, pc, kind):
+        code = FAULT_LOOP if kind == "loop" else FAULT_ACCESS
+        builder.store(ir.Constant(ir.IntType(64), code), self.ctx.fault)
+
+    # -- maps
+    def _handle(self, builder, index):
+        return (self.handlesty[index], builder.extract_value(self.handles_value, index))
+
+    def map_ref(self, builder, pc, index):
+        return ir.Constant(ir.IntType(64), MAP_TOKEN | index)
+
+    def map_value_ref(self, builder, pc, index, offset):
+        from numba import types
+        from ..kernels.ebpf import call_value_address
+        hty, h = self._handle(builder, index)
+        base = self.context.compile_internal(builder, call_value_address, types.int64(hty), [h])
+        return builder.add(base, ir.Constant(ir.IntType(64), offset))
+
+    def _on_maps(self, builder, pc, token, call):
+        """``call(handle type, handle) -> i64`` for the map in R1: one call when
+        the verifier saw one map here, else a branch per possible map."""
+        i64 = ir.IntType(64)
+        indices = sorted(self.analysis.map_args[pc])
+        if len(indices) == 1:
+            return call(*self._handle(builder, indices[0]))
+        fn = builder.function
+        done = fn.append_basic_block(f"pc{pc}_maps_done")
+        results = []
+        for k in indices:
+            this = fn.append_basic_block(f"pc{pc}_map{k}")
+            other = fn.append_basic_block(f"pc{pc}_not_map{k}")
+            builder.cbranch(builder.icmp_unsigned("==", token, ir.Constant(i64, MAP_TOKEN | k)),
+                            this, other)
+            builder.position_at_end(this)
+            results.append((call(*self._handle(builder, k)), builder.block))
+            builder.branch(done)
+            builder.position_at_end(other)
+        builder.branch(done)
+        results.append((ir.Constant(i64, 0), builder.block))
+        builder.position_at_end(done)
+        phi = builder.phi(i64)
+        for v, b in results:
+            phi.add_incoming(v, b)
+        return phi
+
+    # -- helpers
+    def helper_call(self, builder, pc, helper, args):
+        from numba import types
+        from ..kernels import ebpf as k
+
+        ci = self.context.compile_internal
+        i64t, i64 = types.int64, ir.IntType(64)
+        r1, r2, r3, r4, r5 = args[:5]
+
+        def s32(v):
+            return builder.sext(builder.trunc(v, ir.IntType(32)), i64)
+
+        def u32(v):
+            return builder.zext(builder.trunc(v, ir.IntType(32)), i64)
+
+        def on_map_ctx(fn, *rest):  # fn(ctx, map, ...)
+            sig = (i64t,) * len(rest)
+            return self._on_maps(builder, pc, r2, lambda t, h: ci(
+                builder, fn, i64t(self.ctxty, t, *sig), [self.ctx_value, h, *rest]))
+
+        def on_map(fn, *rest):
+            sig = (i64t,) * len(rest)
+            return self._on_maps(builder, pc, r1, lambda t, h: ci(
+                builder, fn, i64t(t, *sig), [h, *rest]))
+
+        if helper == 1:
+            return on_map(k.call_lookup, r2)
+        if helper == 2:
+            return on_map(k.call_update, r2, r3, r4)
+        if helper == 3:
+            return on_map(k.call_delete, r2)
+        if helper == 51:
+            return self._keep_redirect(builder, on_map(k.call_redirect_map, u32(r2), r3))
+        if helper == 23:
+            return self._keep_redirect(builder, ci(builder, k.call_redirect, i64t(i64t, i64t),
+                                                   [u32(r1), r2]))
+        if helper == 28:
+            return ci(builder, k.call_csum_diff, i64t(*(i64t,) * 5),
+                      [r1, u32(r2), r3, u32(r4), u32(r5)])
+        if helper in (44, 54, 65):
+            fn = {44: k.call_adjust_head, 54: k.call_adjust_meta, 65: k.call_adjust_tail}[helper]
+            return ci(builder, fn, i64t(self.ctxty, i64t), [self.ctx_value, s32(r2)])
+        if helper == 6:
+            return self._trace(builder, pc, args)
+        if helper == 12:
+            return on_map_ctx(k.call_tail_call, r3)
+        simple = {5: k.call_ktime, 7: k.call_prandom, 8: k.call_smp_id,
+                  160: k.call_ktime_coarse}
+        if helper in simple:
+            return ci(builder, simple[helper], types.int64())
+        raise ProgramError(f"insn {pc}: helper {helper} is not supported")
+
+    def _trace(self, builder, pc, args):
+        """bpf_trace_printk: a record (format id, R3-R5) in the trace ring,
+        rendered by Python after the batch (kernels/trace.py)."""
+        from numba import types
+        from ..kernels import ebpf as k
+        fid, text = self.trace_ids[pc]
+        fmt = parse_trace_format(text)
+        specs = list(fmt.specs) + [0] * (3 - len(fmt.specs))
+        i64 = ir.IntType(64)
+        consts = [ir.Constant(i64, v) for v in (fid, fmt.static_len, *specs)]
+        return self.context.compile_internal(
+            builder, k.call_trace, types.int64(self.tracety, *(types.int64,) * 8),
+            [self.trace_value, *consts, *args[2:5]])
+
+    def ends_program(self, helper):
+        return helper == 12
+
+    def _keep_redirect(self, builder, ret):
+        """The kernel returns XDP_REDIRECT and keeps the target per CPU: so here
+        (the dataplane's helpers return it in the upper 32 bits)."""
+        i64 = ir.IntType(64)
+        builder.store(builder.lshr(ret, ir.Constant(i64, 32)), self.redirect)
+        return builder.and_(ret, ir.Constant(i64, 0xffffffff))
+
+    def verdict(self, builder, r0):
+        """R0's low 32 bits, with the redirect target back in the upper half
+        when the program returns XDP_REDIRECT (runner.store_verdict decodes it)."""
+        from ..action import XDP_REDIRECT
+        i64 = ir.IntType(64)
+        code = builder.and_(r0, ir.Constant(i64, 0xffffffff))
+        target = builder.shl(builder.load(self.redirect), ir.Constant(i64, 32))
+        redirect = builder.icmp_unsigned("==", code, ir.Constant(i64, XDP_REDIRECT))
+        return builder.select(redirect, builder.or_(code, target), code)

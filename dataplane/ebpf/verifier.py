@@ -1,0 +1,1082 @@
+"""The verifier: what must hold before an eBPF program runs (kernel/bpf/verifier.c).
+
+Two passes, as Documentation/bpf/verifier.rst describes the kernel's:
+
+1. structural (``check_structure``): known opcodes with valid fields, registers
+   0-10 and R10 never written, LDDW pairs intact, jumps inside their function
+   and never into an LDDW's second slot, no fall-through past a function's
+   end, no unreachable instruction, no recursion, call depth at most 8,
+   known helper ids;
+2. types and ranges (``Verifier.run``): every path is simulated over abstract
+   register types (the kernel's NOT_INIT, SCALAR_VALUE, PTR_TO_CTX,
+   PTR_TO_PACKET, PTR_TO_PACKET_END, PTR_TO_STACK, PTR_TO_MAP_VALUE(_OR_NULL),
+   CONST_PTR_TO_MAP), joined where paths meet and widened in loops. No read of
+   an uninitialised register or stack byte, context loads only of xdp_md's
+   fields, map values within their size and NULL-checked, stack within 512
+   bytes, helper arguments of the prototype's types, R0 a scalar at exit.
+
+Where the kernel would reject an access it cannot prove, this verifier lets
+the program run with a run-time check instead, when the memory is known
+(packet bytes, the stack frame): the JIT tests the address and a failing
+access turns the packet into XDP_ABORTED. ``Analysis.checks`` lists them; a
+packet access proven by a comparison with data_end has no check.
+Loops are allowed: the JIT bounds them with an instruction budget.
+
+A rejection is a ``VerifierError`` naming the instruction index, its
+disassembly and the reason, like the kernel's log.
+"""
+
+from ..errors import ProgramError
+from . import isa
+from .isa import (ALU, ALU64, CALL, CALL_LOCAL, END, EXIT, JA, JMP, JMP32, LD, LDX, MODE_ATOMIC,
+                  MODE_MEM, MODE_MEMSX, ST, STX)
+
+MAX_INSNS = 1_000_000
+U64 = (1 << 64) - 1
+U32 = (1 << 32) - 1
+MAX_PACKET_OFF = 0xffff
+#: States kept apart at one instruction (one call context) before they are joined.
+PATHS_PER_INSN = 16
+#: Changes of a joined state before its scalars are widened (loops converge).
+WIDEN_AFTER = 8
+#: States the type pass may process before it gives up (the kernel's 1M insns).
+MAX_STATES = 200_000
+
+#: struct xdp_md: offset -> field (all u32; data, data_end and data_meta become pointers)
+XDP_MD_FIELDS = {0: "data", 4: "data_end", 8: "data_meta", 12: "ingress_ifindex",
+                 16: "rx_queue_index", 20: "egress_ifindex"}
+
+# Helper prototypes: argument kinds R1.. and the return kind.
+# map: CONST_PTR_TO_MAP; key/value: pointer to key_size/value_size readable bytes
+# of the map in the first argument; ctx: the context; mem+size: a pointer and the
+# next argument its size (constant); any: an initialised scalar.
+HELPERS = {
+    1: ("bpf_map_lookup_elem", ("map", "key"), "value_or_null"),
+    2: ("bpf_map_update_elem", ("map", "key", "value", "any"), "scalar"),
+    3: ("bpf_map_delete_elem", ("map", "key"), "scalar"),
+    5: ("bpf_ktime_get_ns", (), "scalar"),
+    6: ("bpf_trace_printk", ("mem", "size", "any?", "any?", "any?"), "scalar"),
+    7: ("bpf_get_prandom_u32", (), "scalar"),
+    8: ("bpf_get_smp_processor_id", (), "scalar"),
+    12: ("bpf_tail_call", ("ctx", "map", "any"), "scalar"),
+    23: ("bpf_redirect", ("any", "any"), "scalar"),
+    28: ("bpf_csum_diff", ("mem?", "size", "mem?", "size", "any"), "scalar"),
+    44: ("bpf_xdp_adjust_head", ("ctx", "any"), "scalar"),
+    51: ("bpf_redirect_map", ("map", "any", "any"), "scalar"),
+    54: ("bpf_xdp_adjust_meta", ("ctx", "any"), "scalar"),
+    65: ("bpf_xdp_adjust_tail", ("ctx", "any"), "scalar"),
+    130: ("bpf_ringbuf_output", ("map", "mem", "size", "any"), "scalar"),
+    160: ("bpf_ktime_get_coarse_ns", (), "scalar"),
+}
+#: Map types a helper's map argument must have, or must not (the kernel's
+#: check_map_func_compatibility): 3 PROG_ARRAY, 14/25 DEVMAP(_HASH), 27 RINGBUF.
+HELPER_MAP_TYPES = {12: {3}, 51: {14, 25}, 130: {27}}
+HELPER_REFUSED_MAP_TYPES = {1: {3, 27}, 2: {3, 14, 25, 27}, 3: {3, 14, 25, 27}}
+#: Helpers after which every packet pointer is stale (clear_all_pkt_pointers).
+MOVES_PACKET = frozenset({44, 54, 65})
+
+
+class VerifierError(ProgramError):
+    """A program the verifier rejects: ``insn`` is the instruction index."""
+
+    def __init__(self, name, insns, pc, reason):
+        self.insn, self.reason = pc, reason
+        text = describe(insns, pc) if pc is not None and 0 <= pc < len(insns) else ""
+        where = f"insn {pc}: {text}: " if text else (f"insn {pc}: " if pc is not None else "")
+        super().__init__(f"{name}: {where}{reason}")
+
+
+def describe(insns, pc):
+    """The disassembly of one instruction, for messages."""
+    try:
+        from .disasm import format_insn
+        return format_insn(insns, pc)
+    except Exception:  # a message must not fail on a bad instruction
+        i = insns[pc]
+        return f"opcode {i.opcode:#04x} dst {i.dst} src {i.src} off {i.off} imm {i.imm}"
+
+
+# ---------------------------------------------------------------- structure
+
+_ALU_OPS = set(isa.ALU_NAMES)
+_LOAD_SIZES = (isa.SIZE_B, isa.SIZE_H, isa.SIZE_W, isa.SIZE_DW)
+
+
+def _check_insn(insns, pc, insn, helpers):
+    """The reason slot ``pc`` is malformed, or None."""
+    c, op = insn.cls, insn.op
+    if insn.dst > 10 or insn.src > 10:
+        return f"invalid register R{max(insn.dst, insn.src)}"
+    if c in (ALU, ALU64):
+        if op not in _ALU_OPS:
+            return f"invalid ALU operation {op:#x}"
+        if op == END:
+            if insn.imm not in (16, 32, 64):
+                return f"invalid byte swap width {insn.imm}"
+            if c == ALU64 and insn.uses_reg_src:
+                return "invalid BSWAP encoding"
+        elif op == isa.MOV and insn.off:
+            if not insn.uses_reg_src or insn.off not in ((8, 16, 32) if c == ALU64 else (8, 16)):
+                return f"invalid MOVSX offset {insn.off}"
+        elif op in (isa.DIV, isa.MOD):
+            if insn.off not in (0, 1):
+                return f"invalid division offset {insn.off}"
+        elif insn.off:
+            return "reserved offset field used"
+        if op == isa.NEG and insn.uses_reg_src:
+            return "invalid NEG encoding"
+        if insn.dst == 10:
+            return "frame pointer is read only"
+        return None
+    if c == LD:
+        if not insn.is_lddw:
+            return "legacy packet loads (LD_ABS/LD_IND) are not allowed in XDP programs"
+        if pc + 1 >= len(insns) or not insns[pc + 1].is_lddw_tail:
+            return "invalid BPF_LD_IMM insn: missing its second half"
+        t = insns[pc + 1]
+        if t.opcode or t.dst or t.src or t.off:
+            return "invalid BPF_LD_IMM insn: bad second half"
+        if insn.src > isa.PSEUDO_MAP_IDX_VALUE or insn.src in (isa.PSEUDO_BTF_ID,
+                                                               isa.PSEUDO_FUNC):
+            return f"unsupported lddw source {insn.src}"
+        if insn.dst == 10:
+            return "frame pointer is read only"
+        return None
+    if c in (LDX, ST, STX):
+        if (insn.opcode & 0x18) not in _LOAD_SIZES:
+            return "invalid size"
+        mode = insn.mode
+        if c == LDX:
+            if mode not in (MODE_MEM, MODE_MEMSX):
+                return f"invalid load mode {mode:#x}"
+            if mode == MODE_MEMSX and insn.size == 8:
+                return "invalid sign-extending load of 8 bytes"
+            if insn.dst == 10:
+                return "frame pointer is read only"
+        elif c == ST and mode != MODE_MEM:
+            return f"invalid store mode {mode:#x}"
+        elif c == STX and mode not in (MODE_MEM, MODE_ATOMIC):
+            return f"invalid store mode {mode:#x}"
+        if c == STX and mode == MODE_ATOMIC:
+            if insn.size not in (4, 8):
+                return "atomic operations need 4 or 8 bytes"
+            if insn.imm not in isa.ATOMIC_OPS:
+                return f"invalid atomic operation {insn.imm:#x}"
+        return None
+    if c in (JMP, JMP32):
+        if op not in isa.JMP_NAMES:
+            return f"invalid jump operation {op:#x}"
+        if op == CALL:
+            if c == JMP32:
+                return "invalid call in JMP32"
+            if insn.uses_reg_src:
+                return "indirect calls (callx) are not allowed"
+            if insn.src == CALL_LOCAL:
+                tgt = pc + 1 + insn.imm
+                if not 0 <= tgt < len(insns) or insns[tgt].is_lddw_tail:
+                    return f"call to insn {tgt}, out of range"
+            elif insn.src == isa.CALL_HELPER:
+                if insn.imm not in helpers:
+                    return f"unknown helper id {insn.imm}"
+            else:
+                return "kfunc calls are not supported"
+            return None
+        if op == EXIT:
+            return None
+        if op == JA and c == JMP32:
+            tgt = pc + 1 + insn.imm
+        else:
+            tgt = pc + 1 + insn.off
+        if not 0 <= tgt < len(insns):
+            return f"jump out of range from insn {pc} to {tgt}"
+        if insns[tgt].is_lddw_tail:
+            return f"jump into the middle of an lddw at insn {tgt}"
+        return None
+    return f"invalid opcode {insn.opcode:#04x}"
+
+
+def successors(insns, pc):
+    """Instructions control may reach next inside the function (not the callee)."""
+    insn = insns[pc]
+    c, op = insn.cls, insn.op
+    if insn.is_lddw:
+        return [pc + 2]
+    if c in (JMP, JMP32):
+        if op == EXIT:
+            return []
+        if op == CALL:
+            return [pc + 1]
+        if op == JA:
+            return [pc + 1 + (insn.imm if c == JMP32 else insn.off)]
+        return [pc + 1, pc + 1 + insn.off]
+    return [pc + 1]
+
+
+def check_structure(insns, name="prog", helpers=HELPERS):
+    """Pass 1; returns {function entry: end} (ebpf/jit.functions)."""
+    from .jit import functions
+
+    if not insns:
+        raise VerifierError(name, insns, None, "empty program")
+    if len(insns) > MAX_INSNS:
+        raise VerifierError(name, insns, None, f"program too large ({len(insns)} insns)")
+    for pc, insn in enumerate(insns):
+        if insn.is_lddw_tail:
+            if pc == 0 or not insns[pc - 1].is_lddw:
+                raise VerifierError(name, insns, pc, "invalid BPF_LD_IMM insn")
+            continue
+        reason = _check_insn(insns, pc, insn, helpers)
+        if reason:
+            raise VerifierError(name, insns, pc, reason)
+    funcs = functions(insns)
+    calls = {}
+    for start, end in funcs.items():
+        seen, todo = set(), [start]
+        calls[start] = set()
+        while todo:
+            pc = todo.pop()
+            if pc in seen:
+                continue
+            seen.add(pc)
+            insn = insns[pc]
+            if insn.cls == JMP and insn.op == CALL and insn.src == CALL_LOCAL:
+                calls[start].add((pc, pc + 1 + insn.imm))  # (call insn, callee)
+            for s in successors(insns, pc):
+                if not start <= s < end:
+                    what = "falls off the end of the function" if s == end else \
+                        f"jumps out of its function to insn {s}"
+                    raise VerifierError(name, insns, pc, f"control {what}")
+                todo.append(s)
+        for pc in range(start, end):
+            if pc not in seen and not insns[pc].is_lddw_tail:
+                raise VerifierError(name, insns, pc, "unreachable insn")
+
+    # A rejection names the call instruction that recurses or goes one frame
+    # too deep (as the kernel's log does), not the callee's first instruction.
+    # ``ok_at``: the deepest chain length at which a function's calls were all
+    # explored without a rejection; from there or shallower it is not explored
+    # again (the chains of a layered call graph are exponentially many: with
+    # ten functions per layer, seven layers took 4 s, and each more ten times).
+    ok_at = {}
+
+    def depth(f, chain, at):
+        if f in chain:
+            raise VerifierError(name, insns, at, "recursive call")
+        if len(chain) >= isa.MAX_CALL_DEPTH:
+            raise VerifierError(name, insns, at, f"call depth over {isa.MAX_CALL_DEPTH}")
+        if ok_at.get(f, -1) >= len(chain):
+            return
+        for pc, g in sorted(calls[f]):
+            depth(g, chain + (f,), pc)
+        ok_at[f] = len(chain)
+    depth(0, (), None)
+    return funcs
+
+
+# ---------------------------------------------------------------- types
+
+# A register's type is a tuple; its first item the kind:
+NOT_INIT = ("N",)
+UNKNOWN = ("S", 0, U64)      # ("S", umin, umax): a scalar with unsigned bounds
+CTX = ("C", 0)               # ("C", off): PTR_TO_CTX
+PKT_END = ("E",)             # PTR_TO_PACKET_END
+# ("P", base, off): PTR_TO_PACKET: ``base`` names the variable part (0: data
+# itself, "meta": data_meta, other: a pointer moved by an unknown amount)
+# ("K", depth, off): PTR_TO_STACK of frame ``depth`` (off < 0), off None: variable
+# ("V", map, lo, hi, id, nullable): PTR_TO_MAP_VALUE(_OR_NULL), offsets lo..hi
+# ("D", map): CONST_PTR_TO_MAP
+# ("X",): a value no instruction may use but to move it (a merge of types, or a
+# packet pointer a helper made stale)
+MIXED = ("X",)
+
+
+def scalar(lo=0, hi=U64):
+    return ("S", lo, hi)
+
+
+def const(v):
+    v &= U64
+    return ("S", v, v)
+
+
+def is_const(t):
+    return t[0] == "S" and t[1] == t[2]
+
+
+def _join(a, b, pc, reg):
+    """The least type covering a and b (a loop head or a merge)."""
+    if a == b:
+        return a
+    ka, kb = a[0], b[0]
+    if ka == "N" or kb == "N":
+        return NOT_INIT
+    if ka == kb == "S":
+        return ("S", min(a[1], b[1]), max(a[2], b[2]))
+    if ka == kb == "P" and a[1] != "meta" and b[1] != "meta":
+        return ("P", ("join", pc, reg), 0)  # an unknown offset: accesses checked at run time
+    if ka == kb == "K" and a[1] == b[1]:
+        return ("K", a[1], None)
+    for v, o in ((a, b), (b, a)):  # a pointer on one path, NULL on the other
+        if v[0] == "V" and o == ("S", 0, 0):
+            return v[:5] + (True,)
+        if v[0] in "PZ" and o == ("S", 0, 0):
+            return v if v[0] == "Z" else ("Z", v)
+    if ka == "Z" or kb == "Z":
+        pa, pb = (a[1] if ka == "Z" else a), (b[1] if kb == "Z" else b)
+        inner = _join(pa, pb, pc, reg)
+        return ("Z", inner) if inner[0] == "P" else MIXED
+    if ka == kb == "V" and a[1] == b[1]:
+        return ("V", a[1], min(a[2], b[2]), max(a[3], b[3]), a[4] if a[4] == b[4]
+                else ("join", pc, reg), a[5] or b[5])
+    return MIXED
+
+
+def _covers_type(old, new, old_st, new_st):
+    """True when anything safe for ``old`` is safe for ``new``."""
+    if old == new:
+        if old[0] == "P":  # the same pointer: proven at least as far on the new path
+            return new_st.range_of(old[1]) >= old_st.range_of(old[1])
+        return True
+    if old[0] in "NX":  # never used on the old path (it would have been rejected)
+        return True
+    if old[0] == "S" and new[0] == "S":
+        return old[1] <= new[1] and new[2] <= old[2]
+    return False
+
+
+def covers(old, new):
+    """True when state ``new`` needs no exploring: ``old`` (explored, or being
+    explored) is at least as general (the kernel's states_equal / regsafe)."""
+    if old.frames != new.frames:
+        return False
+    for a, b in zip(old.regs, new.regs):
+        if not _covers_type(a, b, old, new):
+            return False
+    for so, sn in zip(old.stacks, new.stacks):
+        for off, info in so.items():
+            other = sn.get(off)
+            if other is None:
+                return False
+            if info == other:
+                continue
+            full = other[0] in ("spill", "init") or other == ("bytes", 0xff)
+            if info[0] == "spill":
+                if other[0] != "spill" or not _covers_type(info[1], other[1], old, new):
+                    return False
+            elif info[0] == "init":
+                if not full:
+                    return False
+            elif not full and info[1] & ~other[1]:
+                return False
+    return True
+
+
+def _name(t):
+    return {"N": "uninitialised", "S": "scalar", "C": "ctx", "E": "pkt_end", "P": "pkt",
+            "K": "fp", "V": "map_value", "D": "map_ptr", "X": "mixed",
+            "Z": "pkt_or_null"}[t[0]] + \
+        ("_or_null" if t[0] == "V" and t[5] else "")
+
+
+def _widen(t):
+    if t[0] == "S":
+        return UNKNOWN
+    if t[0] == "V":
+        return t
+    return t
+
+
+class State:
+    """Registers of the current frame, every frame's stack, packet ranges."""
+
+    __slots__ = ("regs", "stacks", "ranges", "frames")
+
+    def __init__(self, regs, stacks, ranges, frames):
+        self.regs = regs        # tuple of 11 types
+        self.stacks = stacks    # tuple per frame of dict slot byte offset (-512..-1) -> info
+        self.ranges = ranges    # frozenset of (base, n): bytes [0, n) from base proven
+        self.frames = frames    # tuple of (return pc, saved R6-R9) of the callers
+
+    def key(self):
+        return (self.regs, tuple(tuple(sorted(s.items())) for s in self.stacks), self.ranges,
+                self.frames)
+
+    def with_regs(self, **changes):
+        regs = list(self.regs)
+        for k, v in changes.items():
+            regs[int(k[1:])] = v
+        return State(tuple(regs), self.stacks, self.ranges, self.frames)
+
+    def range_of(self, base):
+        for b, n in self.ranges:
+            if b == base:
+                return n
+        return 0
+
+
+def _retire(st, stale, drop_range=None):
+    """``st`` with every register and spilled value for which ``stale(type)``
+    holds made unusable (MIXED), and no proven range for ``drop_range``: for a
+    name (packet base, lookup identity) an instruction gives out again."""
+    def f(t):
+        return MIXED if stale(t) else t
+    regs = tuple(f(t) for t in st.regs)
+    stacks = tuple({o: ("spill", f(v[1])) if v[0] == "spill" else v for o, v in s.items()}
+                   for s in st.stacks)
+    ranges = st.ranges if drop_range is None else \
+        frozenset((b, n) for b, n in st.ranges if b != drop_range)
+    return State(regs, stacks, ranges, st.frames)
+
+
+def _forget_spills(st):
+    """``st`` after a stack write at an unknown offset: every spilled value, in
+    every frame (the run-time check only bounds the address to a stack), is now
+    initialised bytes of an unknown number."""
+    stacks = tuple({o: ("init",) if v[0] == "spill" else v for o, v in s.items()}
+                   for s in st.stacks)
+    return State(st.regs, stacks, st.ranges, st.frames)
+
+
+def _join_states(a, b, pc):
+    regs = tuple(_join(x, y, pc, i) for i, (x, y) in enumerate(zip(a.regs, b.regs)))
+    stacks = []
+    for sa, sb in zip(a.stacks, b.stacks):
+        s = {}
+        for off in sa.keys() & sb.keys():
+            x, y = sa[off], sb[off]
+            if x == y:
+                s[off] = x
+            elif x[0] == "spill" and y[0] == "spill":
+                s[off] = ("spill", _join(x[1], y[1], pc, 100 + off))
+            else:
+                s[off] = ("init",)
+        stacks.append(s)
+    ra, rb = dict(a.ranges), dict(b.ranges)
+    ranges = frozenset((k, min(ra[k], rb[k])) for k in ra.keys() & rb.keys())
+    return State(regs, tuple(stacks), ranges, a.frames)
+
+
+class Analysis:
+    """What the type pass found, for the JIT.
+
+    ``ctx_loads``: {pc: field name} of context loads (rewritten to host values);
+    ``checks``: {pc: "packet" | "meta" | "stack"}: accesses checked at run time;
+    ``map_args``: {pc: set of map indices} a helper call's map argument may hold;
+    ``zero_stack``: the stack must start zeroed (a variable-offset stack read);
+    ``trace_formats``: {pc: (map index, offset, size)} of each bpf_trace_printk
+    call's format, a constant string in read-only global data.
+    """
+
+    def __init__(self):
+        self.ctx_loads = {}
+        self.checks = {}
+        self.map_args = {}
+        self.zero_stack = False
+        self.trace_formats = {}
+        self.states = 0
+
+
+class Verifier:
+    """The type and range pass over a structurally valid program.
+
+    ``maps``: the program's maps as objects with ``type``, ``key_size``,
+    ``value_size`` (and ``name``), indexed as the lddw instructions refer to them.
+    """
+
+    def __init__(self, insns, maps=(), name="prog", helpers=HELPERS):
+        self.insns, self.maps, self.name, self.helpers = insns, list(maps), name, helpers
+        self.out = Analysis()
+
+    def fail(self, pc, reason):
+        raise VerifierError(self.name, self.insns, pc, reason)
+
+    def run(self):
+        check_structure(self.insns, self.name, self.helpers)
+        regs = [NOT_INIT] * 11
+        regs[1] = CTX
+        regs[10] = ("K", 0, 0)
+        start = State(tuple(regs), ({},), frozenset(), ())
+        # Paths are followed apart, as the kernel does (a parse that took the
+        # VLAN branch keeps its own offsets), and a path whose state an earlier
+        # one at the same instruction covers is pruned. Past PATHS_PER_INSN
+        # states an instruction joins what reaches it into one summary, widened
+        # after WIDEN_AFTER changes: loops converge.
+        seen = {}     # (frames' return pcs, pc) -> [states, summary or None, changes]
+        todo = [(0, start)]
+        while todo:
+            pc, st = todo.pop()
+            node = (tuple(f[0] for f in st.frames), pc)
+            entry = seen.setdefault(node, [[], None, 0])
+            states, summary = entry[0], entry[1]
+            if summary is None:
+                if any(covers(old, st) for old in states):
+                    continue
+                if len(states) < PATHS_PER_INSN:
+                    states.append(st)
+                else:
+                    summary = st
+                    for old in states:
+                        summary = _join_states(summary, old, pc)
+                    entry[1] = summary
+                    st = summary
+            else:
+                if covers(summary, st):
+                    continue
+                merged = _join_states(summary, st, pc)
+                if merged.key() == summary.key():
+                    continue
+                entry[2] += 1
+                if entry[2] > WIDEN_AFTER:
+                    merged = State(tuple(_widen(t) for t in merged.regs), tuple(
+                        {o: ("spill", _widen(v[1])) if v[0] == "spill" else v
+                         for o, v in s.items()} for s in merged.stacks), merged.ranges,
+                        merged.frames)
+                entry[1] = st = merged
+            self.out.states += 1
+            if self.out.states > MAX_STATES:
+                self.fail(pc, f"program too complex: over {MAX_STATES} states")
+            for nxt in self.step(pc, st):
+                todo.append(nxt)
+        return self.out
+
+    # -- registers
+    def read(self, st, pc, r):
+        t = st.regs[r]
+        if t[0] == "N":
+            self.fail(pc, f"R{r} !read_ok (read of an uninitialised register)")
+        return t
+
+    def step(self, pc, st):
+        insn = self.insns[pc]
+        c = insn.cls
+        if c in (ALU, ALU64):
+            return [(pc + 1, self.alu(pc, st, insn, c == ALU64))]
+        if c == LD:
+            return [(pc + 2, self.lddw(pc, st, insn))]
+        if c == LDX:
+            return [(pc + 1, self.load(pc, st, insn))]
+        if c in (ST, STX):
+            return [(pc + 1, self.store(pc, st, insn))]
+        return self.jmp(pc, st, insn)
+
+    def lddw(self, pc, st, insn):
+        kind = insn.src
+        if kind == isa.PSEUDO_IMM64:
+            t = const(insn.imm64)
+        elif kind in (isa.PSEUDO_MAP_IDX, isa.PSEUDO_MAP_FD):
+            if not 0 <= insn.imm < len(self.maps):
+                self.fail(pc, f"map index {insn.imm} out of range ({len(self.maps)} maps)")
+            t = ("D", insn.imm)
+        else:
+            if not 0 <= insn.imm < len(self.maps):
+                self.fail(pc, f"map index {insn.imm} out of range ({len(self.maps)} maps)")
+            off = self.insns[pc + 1].imm & U32
+            m = self.maps[insn.imm]
+            if off >= m.value_size:
+                self.fail(pc, f"offset {off} outside map '{m.name}' value of {m.value_size}")
+            t = ("V", insn.imm, off, off, ("lddw", pc), False)
+        return st.with_regs(**{f"r{insn.dst}": t})
+
+    # -- arithmetic
+    def alu(self, pc, st, insn, wide):
+        op, d = insn.op, insn.dst
+        if op == isa.MOV:
+            if insn.uses_reg_src:
+                t = self.read(st, pc, insn.src)
+                if insn.off or not wide:
+                    if t[0] != "S":
+                        if not wide and not insn.off:
+                            t = scalar(0, U32)  # a pointer's low half: a number
+                        else:
+                            self.fail(pc, f"sign extension of a pointer (R{insn.src} {_name(t)})")
+                    else:
+                        t = self._narrow(t, wide, insn.off)
+            else:
+                t = const(insn.imm if wide else insn.imm & U32)
+            return st.with_regs(**{f"r{d}": t})
+        if op == END:
+            t = self.read(st, pc, d)
+            if t[0] != "S":
+                self.fail(pc, f"byte swap of a pointer (R{d} {_name(t)})")
+            return st.with_regs(**{f"r{d}": scalar(0, (1 << insn.imm) - 1)})
+        dt = self.read(st, pc, d)
+        if op == isa.NEG:
+            if dt[0] != "S":
+                self.fail(pc, f"R{d} pointer arithmetic with neg prohibited")
+            return st.with_regs(**{f"r{d}": UNKNOWN if wide else scalar(0, U32)})
+        if insn.uses_reg_src:
+            s = self.read(st, pc, insn.src)
+        else:
+            s = const(insn.imm)  # sign-extended
+        if dt[0] == "S" and s[0] == "S":
+            return st.with_regs(**{f"r{d}": self._scalar_op(op, dt, s, wide, insn.off)})
+        if not wide:
+            self.fail(pc, f"R{d} 32-bit pointer arithmetic prohibited")
+        self.minted = None
+        t = self._pointer_op(pc, op, dt, s, d)
+        if self.minted is not None:
+            # The base is named by this insn and register: in a loop the name
+            # comes back for a new, unrelated offset. The range proven for the
+            # previous one (and copies of it) must not carry over to it.
+            base = self.minted
+            st = _retire(st, lambda x: x[0] == "P" and x[1] == base or
+                         x[0] == "Z" and x[1][1] == base, drop_range=base)
+        return st.with_regs(**{f"r{d}": t})
+
+    @staticmethod
+    def _narrow(t, wide, off):
+        if off:
+            return UNKNOWN if wide else scalar(0, U32)
+        return t if t[2] <= U32 else scalar(0, U32)
+
+    @staticmethod
+    def _scalar_op(op, a, b, wide, off):
+        top = U64 if wide else U32
+        mask = top
+        if not wide:
+            a = a if a[2] <= U32 else scalar(0, U32)
+            b = (b[1] & U32, b[2] & U32) if b[1] == b[2] else (0, U32)
+            b = ("S",) + b
+        if is_const(a) and is_const(b) and op not in (isa.DIV, isa.MOD) or \
+                (is_const(a) and is_const(b) and off == 0):
+            x, y = a[1], b[1]
+            bits = 64 if wide else 32
+            r = {isa.ADD: lambda: x + y, isa.SUB: lambda: x - y, isa.MUL: lambda: x * y,
+                 isa.OR: lambda: x | y, isa.AND: lambda: x & y, isa.XOR: lambda: x ^ y,
+                 isa.LSH: lambda: x << (y & (bits - 1)), isa.RSH: lambda: x >> (y & (bits - 1)),
+                 isa.DIV: lambda: x // y if y else 0, isa.MOD: lambda: x % y if y else x,
+                 }.get(op)
+            if r is not None:
+                return const(r() & mask)
+        lo, hi = a[1], a[2]
+        if op == isa.AND:
+            bound = b[2] if is_const(b) else top
+            return scalar(0, min(hi, bound))
+        if op == isa.RSH and is_const(b):
+            k = b[1] & (63 if wide else 31)
+            return scalar(lo >> k, hi >> k)
+        if op == isa.LSH and is_const(b):
+            k = b[1] & (63 if wide else 31)
+            return scalar(lo << k, hi << k) if hi << k <= top else scalar(0, top)
+        if op == isa.ADD and hi + b[2] <= top:
+            return scalar(lo + b[1], hi + b[2])
+        if op in (isa.DIV, isa.RSH) and off == 0:
+            return scalar(0, hi)
+        if op == isa.MOD and is_const(b) and b[1] and off == 0:
+            return scalar(0, min(hi, b[1] - 1))
+        return scalar(0, top)
+
+    def _pointer_op(self, pc, op, p, s, d):
+        if op not in (isa.ADD, isa.SUB):
+            if p[0] == "S":
+                self.fail(pc, f"R{d} scalar {isa.ALU_NAMES[op]} with a pointer prohibited")
+            self.fail(pc, f"R{d} pointer arithmetic with {isa.ALU_NAMES[op]} prohibited")
+        if p[0] == "S":  # scalar + pointer: commutative for add
+            if op == isa.SUB:
+                self.fail(pc, f"R{d} scalar minus a pointer prohibited")
+            p, s = s, p
+        if s[0] != "S":  # pointer - pointer of the same packet: a length
+            if op == isa.SUB and p[0] in "PE" and s[0] in "PE":
+                return scalar(0, U64)
+            self.fail(pc, f"R{d} arithmetic on two pointers ({_name(p)}, {_name(s)}) prohibited")
+        known = is_const(s)
+        delta = s[1] if op == isa.ADD else -s[1]
+        if known and delta >= 1 << 63:
+            delta -= 1 << 64
+        kind = p[0]
+        if kind in "NX":
+            self.fail(pc, f"R{d} invalid pointer arithmetic on {_name(p)}")
+        if kind in "CDE":
+            if kind == "C" and known:
+                return ("C", p[1] + delta)
+            self.fail(pc, f"R{d} pointer arithmetic on {_name(p)} prohibited")
+        if kind == "P":
+            if known and abs(delta) <= MAX_PACKET_OFF and abs(p[2] + delta) <= MAX_PACKET_OFF:
+                return ("P", p[1], p[2] + delta)
+            self.minted = ("var", pc, d)  # (alu() retires the previous pointer of this name)
+            return ("P", self.minted, 0)  # checked at run time unless compared again
+        if kind == "K":
+            if known and p[2] is not None:
+                return ("K", p[1], p[2] + delta)
+            return ("K", p[1], None)
+        # map value: offsets must stay within the value (no run-time check here)
+        if p[5]:
+            self.fail(pc, f"R{d} pointer arithmetic on map_value_or_null prohibited, null-check "
+                          "it first")
+        if op == isa.SUB and not known:
+            self.fail(pc, f"R{d} subtraction of an unknown value from a map value pointer")
+        lo = p[2] + (delta if known else s[1])
+        hi = p[3] + (delta if known else s[2])
+        if hi > 1 << 29 or lo < -(1 << 29):
+            self.fail(pc, f"R{d} unbounded offset into map value (add a bounds check)")
+        return ("V", p[1], lo, hi, p[4], p[5])
+
+    # -- memory
+    def access(self, pc, st, reg, off, size, write, insn):
+        """Check an access through register ``reg``; returns the loaded type."""
+        t = self.read(st, pc, reg)
+        kind = t[0]
+        if kind == "C":
+            if write:
+                self.fail(pc, "write into ctx is not allowed")
+            field = XDP_MD_FIELDS.get(t[1] + off)
+            if field is None or size != 4:
+                self.fail(pc, f"invalid bpf_context access off={t[1] + off} size={size}")
+            prev = self.out.ctx_loads.get(pc)
+            if prev not in (None, field):
+                self.fail(pc, "same insn reads different context fields")
+            self.out.ctx_loads[pc] = field
+            return {"data": ("P", 0, 0), "data_end": PKT_END,
+                    "data_meta": ("P", "meta", 0)}.get(field, scalar(0, U32))
+        if pc in self.out.ctx_loads:
+            self.fail(pc, "same insn is used with ctx and non-ctx pointers")
+        if kind == "P":
+            lo = t[2] + off
+            if t[1] == "meta":
+                self.out.checks[pc] = "meta"
+            elif lo < 0 or lo + size > st.range_of(t[1]):
+                self.out.checks[pc] = "packet"
+            return scalar(0, (1 << (8 * size)) - 1)
+        if kind == "K":
+            return self.stack_access(pc, st, t, off, size, write, insn)
+        if kind == "V":
+            if t[5]:
+                self.fail(pc, f"R{reg} invalid mem access 'map_value_or_null' (null-check "
+                              "the lookup's result first)")
+            m = self.maps[t[1]]
+            if t[2] + off < 0 or t[3] + off + size > m.value_size:
+                self.fail(pc, f"invalid access to map value, value_size={m.value_size} "
+                              f"off={t[2] + off}..{t[3] + off} size={size}")
+            if write and getattr(m, "read_only", False):
+                self.fail(pc, f"write into read-only map '{m.name}'")
+            return scalar(0, (1 << (8 * size)) - 1)
+        self.fail(pc, f"R{reg} invalid mem access '{_name(t)}'")
+
+    def stack_access(self, pc, st, t, off, size, write, insn):
+        depth = t[1]
+        if t[2] is None:
+            self.out.checks[pc] = "stack"
+            if not write:
+                self.out.zero_stack = True
+            return scalar(0, (1 << (8 * size)) - 1)
+        start = t[2] + off
+        if start < -isa.STACK_SIZE or start + size > 0:
+            self.fail(pc, f"invalid stack access off={start} size={size}")
+        stack = st.stacks[depth]
+        if write:
+            return None
+        if size == 8 and start % 8 == 0 and stack.get(start, ("",))[0] == "spill":
+            return stack[start][1]
+        for b in range(start, start + size):
+            slot = b - (b % 8) if b % 8 == 0 else b - ((b % 8) + 8) % 8
+            info = stack.get(slot)
+            if info is None or (info[0] == "bytes" and not info[1] >> (b - slot) & 1):
+                self.fail(pc, f"invalid read from stack off {start}+{b - start} size {size}")
+        return scalar(0, (1 << (8 * size)) - 1)
+
+    def _stack_write(self, st, t, off, size, value):
+        """The state after writing ``value`` (a type, or None for bytes) to the stack."""
+        depth, start = t[1], t[2] + off
+        stacks = list(st.stacks)
+        s = dict(stacks[depth])
+        if size == 8 and start % 8 == 0 and value is not None:
+            s[start] = ("spill", value)
+        else:
+            for b in range(start, start + size):
+                slot = b - ((b % 8) + 8) % 8
+                info = s.get(slot)
+                mask = 0 if info is None else (0xff if info[0] != "bytes" else info[1])
+                s[slot] = ("bytes", mask | (1 << (b - slot)))
+        stacks[depth] = s
+        return State(st.regs, tuple(stacks), st.ranges, st.frames)
+
+    def load(self, pc, st, insn):
+        t = self.access(pc, st, insn.src, insn.off, insn.size, False, insn)
+        if insn.mode == MODE_MEMSX and t[0] == "S":
+            t = UNKNOWN
+        return st.with_regs(**{f"r{insn.dst}": t})
+
+    def store(self, pc, st, insn):
+        if insn.cls == ST:
+            value = const(insn.imm)
+        else:
+            value = self.read(st, pc, insn.src)
+        if insn.mode == MODE_ATOMIC:
+            if value[0] != "S":
+                self.fail(pc, "atomic operation with a pointer operand")
+            dt = self.read(st, pc, insn.dst)
+            if dt[0] == "K" and dt[2] is not None:
+                self.access(pc, st, insn.dst, insn.off, insn.size, False, insn)
+            self.access(pc, st, insn.dst, insn.off, insn.size, True, insn)
+            # The slot now holds a number (a spilled pointer or a scalar's
+            # bounds there are gone): the write was not recorded before, so a
+            # fill after ``lock add`` on a spilled pointer gave the pointer type.
+            if dt[0] == "K" and dt[2] is not None:
+                st = self._stack_write(st, dt, insn.off, insn.size, None)
+            elif dt[0] == "K":
+                st = _forget_spills(st)
+            if insn.imm == isa.ATOMIC_CMPXCHG:
+                self.read(st, pc, 0)
+                return st.with_regs(r0=UNKNOWN if insn.size == 8 else scalar(0, U32))
+            if insn.imm & isa.ATOMIC_FETCH:
+                return st.with_regs(**{f"r{insn.src}": UNKNOWN if insn.size == 8
+                                       else scalar(0, U32)})
+            return st
+        dt = self.read(st, pc, insn.dst)
+        if value[0] != "S" and dt[0] != "K":
+            self.fail(pc, f"R{insn.src} leaks a pointer into {_name(dt)}")
+        if value[0] == "K" and dt[0] == "K" and value[1] > dt[1]:
+            # After the callee returns its frame is gone (IndexError in
+            # stack_access on the fill); the kernel refuses this too.
+            self.fail(pc, f"R{insn.src} pointer to a callee's stack spilled into the "
+                          "stack of a caller")
+        self.access(pc, st, insn.dst, insn.off, insn.size, True, insn)
+        if dt[0] == "K" and dt[2] is None:
+            # A write at a variable offset may land on any slot (the run-time
+            # check keeps it inside the stack): no spill keeps its type, or a
+            # number written over a spilled pointer was filled as that pointer.
+            return _forget_spills(st)
+        if dt[0] == "K" and dt[2] is not None:
+            if value[0] != "S" and insn.size != 8:
+                value = None
+            return self._stack_write(st, dt, insn.off, insn.size,
+                                     value if insn.size == 8 else None)
+        return st
+
+    # -- control flow
+    def jmp(self, pc, st, insn):
+        c, op = insn.cls, insn.op
+        if op == EXIT:
+            r0 = self.read(st, pc, 0)
+            if r0[0] != "S":
+                self.fail(pc, f"R0 is {_name(r0)} at exit, not a scalar (leaks a pointer)")
+            if not st.frames:
+                return []
+            (ret, saved), frames = st.frames[-1], st.frames[:-1]
+            regs = (r0,) + (NOT_INIT,) * 5 + tuple(saved) + (st.regs[10][:1] +
+                                                               (len(frames), 0),)
+            return [(ret, State(regs, st.stacks[:-1], st.ranges, frames))]
+        if op == JA:
+            return [(pc + 1 + (insn.imm if c == JMP32 else insn.off), st)]
+        if op == CALL:
+            if insn.src == CALL_LOCAL:
+                return [self.call_local(pc, st, insn)]
+            return [(pc + 1, self.helper(pc, st, insn.imm))]
+        d = self.read(st, pc, insn.dst)
+        s = self.read(st, pc, insn.src) if insn.uses_reg_src else const(insn.imm)
+        taken, fall = self.refine(pc, st, insn, d, s)
+        out = []
+        if fall is not None:
+            out.append((pc + 1, fall))
+        if taken is not None:
+            out.append((pc + 1 + insn.off, taken))
+        return out
+
+    def call_local(self, pc, st, insn):
+        depth = len(st.frames) + 1
+        regs = (NOT_INIT,) + st.regs[1:6] + (NOT_INIT,) * 4 + (("K", depth, 0),)
+        frames = st.frames + ((pc + 1, st.regs[6:10]),)
+        return (pc + 1 + insn.imm, State(regs, st.stacks + ({},), st.ranges, frames))
+
+    def refine(self, pc, st, insn, d, s):
+        """(state if taken, state if not), None for a branch that cannot happen."""
+        op, wide = insn.op, insn.cls == JMP
+        kinds = d[0] + s[0]
+        if kinds != "SS":
+            if not wide:
+                self.fail(pc, "pointer comparison in 32 bits prohibited")
+            return self.refine_pointers(pc, st, insn, d, s)
+        if not wide or op in (isa.JSET, isa.JSGT, isa.JSGE, isa.JSLT, isa.JSLE) \
+                or not is_const(s) or not insn.uses_reg_src and False:
+            return st, st
+        k = s[1]
+        lo, hi = d[1], d[2]
+        # unsigned compare with a constant: narrow the register on each side
+        fixed = lo == hi == k  # the register holds k: one side cannot happen
+        sides = {isa.JEQ: ((k, k), "never" if fixed else None),
+                 isa.JNE: ("never" if fixed else None, (k, k)),
+                 isa.JGT: ((k + 1, hi), (lo, k)), isa.JGE: ((k, hi), (lo, k - 1)),
+                 isa.JLT: ((lo, k - 1), (k, hi)), isa.JLE: ((lo, k), (k + 1, hi))}[op]
+        out = []
+        for side, default in zip(sides, (st, st)):
+            if side is None:
+                out.append(default)
+                continue
+            if side == "never":
+                out.append(None)
+                continue
+            nlo, nhi = max(lo, side[0]), min(hi, side[1])
+            if nlo > nhi:
+                out.append(None)  # this side cannot be taken
+            else:
+                out.append(self._set_reg_everywhere(st, insn.dst, d, ("S", nlo, nhi)))
+        return tuple(out)
+
+    @staticmethod
+    def _set_reg_everywhere(st, r, old, new):
+        return st.with_regs(**{f"r{r}": new})
+
+    def refine_pointers(self, pc, st, insn, d, s):
+        op = insn.op
+        # NULL checks: map_value_or_null compared with 0
+        for ptr, other in ((d, s), (s, d)):
+            if ptr[0] == "V" and ptr[5] and is_const(other) and other[1] == 0 \
+                    and op in (isa.JEQ, isa.JNE):
+                null, nonnull = self._null_split(st, ptr[4])
+                return (null, nonnull) if op == isa.JEQ else (nonnull, null)
+        # a packet pointer or NULL (paths joined) compared with 0
+        for r, ptr, other in ((insn.dst, d, s), (insn.src, s, d)):
+            if ptr[0] == "Z" and is_const(other) and other[1] == 0 and op in (isa.JEQ, isa.JNE):
+                null, nonnull = st.with_regs(**{f"r{r}": const(0)}), \
+                    st.with_regs(**{f"r{r}": ptr[1]})
+                return (null, nonnull) if op == isa.JEQ else (nonnull, null)
+        # packet pointer against data_end: grows the proven range
+        rel = {isa.JGT: ">", isa.JGE: ">=", isa.JLT: "<", isa.JLE: "<=", isa.JEQ: "==",
+               isa.JNE: "!="}.get(op)
+        if rel and {d[0], s[0]} == {"P", "E"}:
+            p = d if d[0] == "P" else s
+            if p[1] == "meta":
+                return st, st
+            flip = {">": "<", ">=": "<=", "<": ">", "<=": ">=", "==": "==", "!=": "!="}
+            neg = {">": "<=", ">=": "<", "<": ">=", "<=": ">", "==": "!=", "!=": "=="}
+            r_taken = rel if d[0] == "P" else flip[rel]   # p REL end when taken
+            r_fall = neg[r_taken]
+            out = []
+            for r in (r_taken, r_fall):
+                if r in ("<", "<=", "=="):
+                    n = p[2]
+                    ranges = dict(st.ranges)
+                    if n > ranges.get(p[1], 0):
+                        ranges[p[1]] = n
+                    out.append(State(st.regs, st.stacks, frozenset(ranges.items()), st.frames))
+                else:
+                    out.append(st)
+            return tuple(out)
+        if d[0] in "NX" or s[0] in "NX":
+            self.fail(pc, f"comparison of {_name(d)} and {_name(s)}")
+        return st, st
+
+    def _null_split(self, st, ident):
+        """States where lookup ``ident`` returned NULL, and where it did not."""
+        def subst(nonnull):
+            def f(t):
+                if t[0] == "V" and t[4] == ident and t[5]:
+                    return t[:5] + (False,) if nonnull else const(0)
+                return t
+            regs = tuple(f(t) for t in st.regs)
+            stacks = tuple({o: ("spill", f(v[1])) if v[0] == "spill" else v
+                            for o, v in s.items()} for s in st.stacks)
+            return State(regs, stacks, st.ranges, st.frames)
+        return subst(False), subst(True)
+
+    # -- helpers
+    def helper(self, pc, st, hid):
+        name, args, ret = self.helpers[hid]
+        map_index = None
+        for i, kind in enumerate(args):
+            r = i + 1
+            optional = kind.endswith("?")
+            kind = kind.rstrip("?")
+            t = st.regs[r]
+            if t[0] == "N":
+                if optional and kind == "any":
+                    continue
+                self.fail(pc, f"{name}: R{r} !read_ok (argument {r} not set)")
+            if kind == "map":
+                if t[0] != "D":
+                    self.fail(pc, f"{name}: R{r} type={_name(t)} expected=map_ptr")
+                map_index = t[1]
+                mtype = self.maps[map_index].type
+                allowed = HELPER_MAP_TYPES.get(hid)
+                if (allowed is not None and mtype not in allowed) or \
+                        mtype in HELPER_REFUSED_MAP_TYPES.get(hid, ()):
+                    self.fail(pc, f"{name}: map '{self.maps[map_index].name}' of type "
+                                  f"{mtype} cannot be used here")
+                self.out.map_args.setdefault(pc, set()).add(t[1])
+            elif kind == "ctx":
+                if t != CTX:
+                    self.fail(pc, f"{name}: R{r} type={_name(t)} expected=ctx")
+            elif kind in ("key", "value"):
+                m = self.maps[map_index]
+                size = m.key_size if kind == "key" else m.value_size
+                self.check_mem_arg(pc, st, r, t, size, name)
+            elif kind == "mem":
+                size_t = st.regs[r + 1]
+                if not is_const(size_t):
+                    if optional and t[0] == "S" and is_const(t) and t[1] == 0:
+                        continue
+                    self.fail(pc, f"{name}: R{r + 1} size must be a known constant")
+                if optional and is_const(t) and t[1] == 0:
+                    continue
+                self.check_mem_arg(pc, st, r, t, size_t[1], name)
+                if hid == 6:
+                    self.trace_format(pc, st, t, size_t[1])
+            elif kind in ("any", "size"):
+                if t[0] != "S":
+                    self.fail(pc, f"{name}: R{r} type={_name(t)} expected=scalar")
+        regs = list(st.regs)
+        for r in range(1, 6):
+            regs[r] = NOT_INIT
+        new = State(tuple(regs), st.stacks, st.ranges, st.frames)
+        if ret == "value_or_null":
+            ident = ("lookup", pc, len(st.frames))
+            # The identity is this insn's: a result of an earlier run of it (a
+            # loop, a subprogram called twice) still unchecked would be taken
+            # for non-NULL by the NULL check of this one (and the other way).
+            new = _retire(new, lambda x: x[0] == "V" and x[4] == ident and x[5])
+            new = new.with_regs(r0=("V", map_index, 0, 0, ident, True))
+        else:
+            new = new.with_regs(r0=UNKNOWN)
+        if hid in MOVES_PACKET:
+            def stale(t):
+                return MIXED if t[0] in "PEZ" else t
+            new = State(tuple(stale(t) for t in new.regs),
+                        tuple({o: ("spill", stale(v[1])) if v[0] == "spill" else v
+                               for o, v in s.items()} for s in new.stacks), frozenset(),
+                        new.frames)
+        return new
+
+    def trace_format(self, pc, st, t, size):
+        """bpf_trace_printk's format must be a constant: read-only global data
+        at a known offset (libbpf's bpf_printk puts it in .rodata)."""
+        if t[0] != "V" or t[2] != t[3] or not getattr(self.maps[t[1]], "read_only", False):
+            self.fail(pc, "bpf_trace_printk: the format must be a constant string in "
+                          ".rodata (bpf_printk's static const), not " + _name(t))
+        where = (t[1], t[2], size)
+        if self.out.trace_formats.get(pc, where) != where:
+            self.fail(pc, "bpf_trace_printk: one call site, two different formats")
+        self.out.trace_formats[pc] = where
+
+    def check_mem_arg(self, pc, st, r, t, size, name):
+        """A helper's pointer argument to ``size`` readable bytes."""
+        if t[0] == "K":
+            if t[2] is None:
+                self.fail(pc, f"{name}: R{r} variable stack offset as a helper argument")
+            start = t[2]
+            if start < -isa.STACK_SIZE or start + size > 0:
+                self.fail(pc, f"{name}: R{r} stack buffer of {size} bytes at {start} is out "
+                              "of the stack")
+            stack = st.stacks[t[1]]
+            for b in range(start, start + size):
+                slot = b - ((b % 8) + 8) % 8
+                info = stack.get(slot)
+                if info is None or (info[0] == "bytes" and not info[1] >> (b - slot) & 1):
+                    self.fail(pc, f"{name}: R{r} invalid indirect read from stack off "
+                                  f"{start}+{b - start} size {size}")
+        elif t[0] == "V":
+            if t[5]:
+                self.fail(pc, f"{name}: R{r} map_value_or_null as argument (null-check it)")
+            m = self.maps[t[1]]
+            if t[2] < 0 or t[3] + size > m.value_size:
+                self.fail(pc, f"{name}: R{r} {size} bytes past map value of {m.value_size}")
+        elif t[0] == "P":
+            if t[1] == "meta" or t[2] < 0 or t[2] + size > st.range_of(t[1]):
+                self.fail(pc, f"{name}: R{r} packet range of {size} bytes not proven "
+                              "(compare with data_end first)")
+        else:
+            self.fail(pc, f"{name}: R{r} type={_name(t)} expected=pointer to memory")
+
+
+def verify(insns, maps=(), name="prog", helpers=HELPERS):
+    """Both passes -> Analysis (VerifierError on a rejection)."""
+    return Verifier(insns, maps, name, helpers).run()

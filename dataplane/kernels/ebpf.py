@@ -1,0 +1,285 @@
+"""Map helpers for eBPF bytecode: keys and values by address, as the kernel's
+helpers take them (numba code; imported only when an object is compiled).
+
+An eBPF program passes ``bpf_map_lookup_elem(map, &key)`` a pointer to
+key_size bytes (its stack, a map value, the packet) and gets back a pointer
+into the map's value storage or NULL. These are the same tables as Python
+programs use (kernels/htab.py, maps.py): a key's bytes are read as the
+little-endian words the table stores, so entries written by the control plane
+and by either kind of program agree.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from .. import config
+from . import htab
+from ..helpers import bpf_redirect
+from .map_api import _inline_value, _slot_base, _spec, bpf_redirect_map, bpf_tail_call
+from .trace import trace_printk
+from .xdp import (bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns,
+                  bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
+                  bpf_xdp_adjust_tail)
+
+
+def _peek(nbytes):
+    @intrinsic
+    def peek(typingctx, addr):
+        """The ``nbytes`` bytes at ``addr`` (unaligned, little-endian) as a uint64."""
+        def codegen(context, builder, signature, args):
+            ty = ir.IntType(8 * nbytes)
+            v = builder.load(builder.inttoptr(args[0], ty.as_pointer()), align=1)
+            return v if nbytes == 8 else builder.zext(v, ir.IntType(64))
+        return types.uint64(types.int64), codegen
+    return peek
+
+
+peek1, peek2, peek4, peek8 = (_peek(n) for n in (1, 2, 4, 8))
+
+
+@intrinsic
+def array_address(typingctx, arr):
+    """The address of an array's first element."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.ptrtoint(ary.data, ir.IntType(64))
+
+    return types.int64(arr), codegen
+
+
+@intrinsic
+def copy_bytes(typingctx, dst, src, n):
+    """memcpy(dst, src, n) between addresses (the verifier checked both ranges)."""
+    def codegen(context, builder, signature, args):
+        p8 = ir.IntType(8).as_pointer()
+        d, s = (builder.inttoptr(a, p8) for a in args[:2])
+        cgutils.raw_memcpy(builder, d, s, args[2], 1)
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64, types.int64), codegen
+
+
+_packers = {}
+
+
+def key_reader(nbytes):
+    """A compiled ``read(addr) -> tuple of uint64 words`` of an ``nbytes`` key:
+    exact-width loads only (a key at the top of the stack has nothing after it)."""
+    if nbytes not in _packers:
+        words = []
+        for w in range(0, nbytes, 8):
+            parts, off = [], w
+            while off < min(w + 8, nbytes):
+                size = next(s for s in (8, 4, 2, 1) if off + s <= min(w + 8, nbytes)
+                            and (off - w) % s == 0)
+                shift = 8 * (off - w)
+                parts.append(f"(peek{size}(addr + {off}) << _u({shift}))" if shift
+                             else f"peek{size}(addr + {off})")
+                off += size
+            words.append(" | ".join(parts))
+        src = f"def read(addr):\n    return ({', '.join(words)},)\n"
+        ns = {"peek1": peek1, "peek2": peek2, "peek4": peek4, "peek8": peek8, "_u": np.uint64}
+        exec(src, ns)
+        _packers[nbytes] = njit(**config.INLINE_JIT)(ns["read"])
+    return _packers[nbytes]
+
+
+def map_lookup(m, key):
+    """bpf_map_lookup_elem by address: the value's address, or 0."""
+
+
+def map_update(m, key, value, flags):
+    """bpf_map_update_elem by address: 0 or -errno."""
+
+
+def map_delete(m, key):
+    """bpf_map_delete_elem by address: 0 or -errno."""
+
+
+def map_value_address(m):
+    """The address of a (one-entry, global data) array map's value."""
+
+
+@overload(map_value_address)
+def _value_address(m):
+    return lambda m: array_address(m.values)
+
+
+def _value_slot(spec):
+    """A compiled ``slot(m, e) -> address`` of entry ``e``'s value."""
+    base, vsize = _slot_base(spec), spec.value_dtype.itemsize
+    inline, row, voff, _ = _inline_value(spec)
+    if inline:
+        def slot(m, e):
+            return array_address(m.keys) + e * row + voff
+    else:
+        def slot(m, e):
+            return array_address(m.values) + (base + e) * vsize
+    return njit(**config.INLINE_JIT)(slot)
+
+
+@overload(map_lookup)
+def _lookup(m, key):
+    spec = _spec(m)
+    if spec is None:
+        return None
+    slot, n, lru = _value_slot(spec), spec.max_entries, spec.lru
+    if not spec.is_hash:
+        def impl(m, key):
+            i = np.int64(peek4(key))
+            if i >= n:
+                return np.int64(0)
+            return slot(m, i)
+        return impl
+    read, find, key_hash, touch = key_reader(spec.key_dtype.itemsize), \
+        htab.htab_find.dispatcher, htab.key_hash.dispatcher, htab.lru_touch.dispatcher
+
+    def impl(m, key):
+        k = read(key)
+        e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
+        if e < 0:
+            return np.int64(0)
+        if lru:
+            touch(m.refs, e)
+        return slot(m, e)
+    return impl
+
+
+@overload(map_update)
+def _update(m, key, value, flags):
+    spec = _spec(m)
+    if spec is None:
+        return None
+    slot, n, lru, vsize = _value_slot(spec), spec.max_entries, spec.lru, \
+        spec.value_dtype.itemsize
+    E2BIG, EEXIST, EINVAL = -htab.E2BIG, -htab.EEXIST, -htab.EINVAL
+    if not spec.is_hash:
+        def impl(m, key, value, flags):
+            i = np.int64(peek4(key))
+            if flags > htab.BPF_EXIST or flags < 0:
+                return np.int64(EINVAL)
+            if i >= n:
+                return np.int64(E2BIG)
+            if flags == htab.BPF_NOEXIST:
+                return np.int64(EEXIST)
+            copy_bytes(slot(m, i), value, vsize)
+            return np.int64(0)
+        return impl
+    read, insert = key_reader(spec.key_dtype.itemsize), htab.htab_insert.dispatcher
+
+    def impl(m, key, value, flags):
+        e, created = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, read(key),
+                            np.int64(flags), lru)
+        if e < 0:
+            return e
+        copy_bytes(slot(m, e), value, vsize)
+        return np.int64(0)
+    return impl
+
+
+@overload(map_delete)
+def _delete(m, key):
+    spec = _spec(m)
+    if spec is None:
+        return None
+    if not spec.is_hash:
+        EINVAL = -htab.EINVAL
+        return lambda m, key: np.int64(EINVAL)
+    read, delete = key_reader(spec.key_dtype.itemsize), htab.htab_delete.dispatcher
+
+    def impl(m, key):
+        return delete(m.hdr, m.buckets, m.chain, m.free, m.keys, read(key))
+    return impl
+
+
+@njit(**config.INLINE_JIT)
+def csum_diff(frm, from_size, to, to_size, seed):
+    """bpf_csum_diff (helper 28): the 32-bit one's-complement sum of ``seed``,
+    the words at ``to`` and the complements of the words at ``from`` (sizes
+    multiples of 4; -EINVAL otherwise), as the kernel's csum_partial folds it."""
+    if from_size % 4 or to_size % 4:
+        return np.int64(-22)
+    s = np.uint64(seed) & np.uint64(0xffffffff)
+    for i in range(0, from_size, 4):
+        s += np.uint64(0xffffffff) ^ peek4(frm + i)
+    for i in range(0, to_size, 4):
+        s += peek4(to + i)
+    while s >> np.uint64(32):
+        s = (s & np.uint64(0xffffffff)) + (s >> np.uint64(32))
+    return np.int64(s)
+
+
+# -- the calls the JIT emits (compile_internal keys subroutines by code object,
+#    so each helper has its own function)
+
+_redirect = bpf_redirect.dispatcher
+
+
+def call_lookup(m, key):
+    return map_lookup(m, key)
+
+
+def call_update(m, key, value, flags):
+    return map_update(m, key, value, flags)
+
+
+def call_delete(m, key):
+    return map_delete(m, key)
+
+
+def call_value_address(m):
+    return map_value_address(m)
+
+
+def call_redirect_map(m, key, flags):
+    return bpf_redirect_map(m, key, flags)
+
+
+def call_redirect(ifindex, flags):
+    return _redirect(ifindex, flags)
+
+
+def call_csum_diff(frm, from_size, to, to_size, seed):
+    return csum_diff(frm, from_size, to, to_size, seed)
+
+
+def call_adjust_head(ctx, delta):
+    return bpf_xdp_adjust_head(ctx, delta)
+
+
+def call_adjust_meta(ctx, delta):
+    return bpf_xdp_adjust_meta(ctx, delta)
+
+
+def call_adjust_tail(ctx, delta):
+    return bpf_xdp_adjust_tail(ctx, delta)
+
+
+def call_ktime():
+    return bpf_ktime_get_ns()
+
+
+def call_ktime_coarse():
+    return bpf_ktime_get_coarse_ns()
+
+
+def call_prandom():
+    return np.int64(bpf_get_prandom_u32())
+
+
+def call_smp_id():
+    return np.int64(bpf_get_smp_processor_id())
+
+
+def call_trace(t, fmt_id, static_len, s1, s2, s3, a1, a2, a3):
+    return trace_printk(t, fmt_id, static_len, s1, s2, s3, a1, a2, a3)
+
+
+def call_tail_call(ctx, m, index):
+    return bpf_tail_call(ctx, m, index)

@@ -21,6 +21,7 @@ import numpy as np
 from llvmlite import ir
 
 from .. import config
+from ..jit import LazyRef
 from ..errors import ProgramError
 from ..maps import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH,
                     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -139,7 +140,7 @@ def _generate(stem, source, sha, programs, mapdefs):
     infos = [(i.name, i.type, i.key_size, i.value_size, i.read_only) for i in verified]
     formats, helpers = {}, set()
     for prog_name, insns in programs:
-        analysis = verifier.verify(insns, verified, prog_name, EBPF_HELPERS)
+        analysis = verify_once(insns, verified, prog_name)
         formats[prog_name] = trace_formats(analysis, mapdefs, prog_name, insns)
         helpers |= {i.imm for i in insns if i.cls == isa.JMP and i.op == isa.CALL
                     and not i.is_lddw_tail}
@@ -182,6 +183,20 @@ def _generate(stem, source, sha, programs, mapdefs):
     tmp.write_text("\n".join(lines))
     tmp.replace(out)
     return out, fns[0]
+
+
+_analyses = {}
+
+
+def verify_once(insns, infos, name):
+    """verifier.verify, remembered for this process: the generated file is
+    written after one run and the intrinsic compiled after it needs the same
+    answer (a 3,000-instruction program takes seconds to verify)."""
+    key = (isa.encode(insns), tuple((i.name, i.type, i.key_size, i.value_size, i.read_only)
+                                    for i in infos), name)
+    if key not in _analyses:
+        _analyses[key] = verifier.verify(insns, infos, name, EBPF_HELPERS)
+    return _analyses[key]
 
 
 def load_insns_program(insns, name="bytecode", checked=True):
@@ -228,6 +243,22 @@ def load_ebpf_program(ref, checked=True, pin=None):
 # ---------------------------------------------------------------- the intrinsic
 
 def bytecode(name, code_hex, maps, trace_ids=None):
+    """A lazy reference (jit.LazyRef) to the intrinsic of the program: numba is
+    imported only when the loop is compiled, not when its native code is cached."""
+    return _Bytecode(name, code_hex, maps, trace_ids)
+
+
+class _Bytecode(LazyRef):
+    def __init__(self, *args):
+        self.args, self.intrinsic = args, None
+
+    def resolve(self):
+        if self.intrinsic is None:
+            self.intrinsic = _intrinsic(*self.args)
+        return self.intrinsic
+
+
+def _intrinsic(name, code_hex, maps, trace_ids=None):
     """An intrinsic ``run(ctx, (map handles...), trace) -> verdict`` for the verified
     instructions ``code_hex`` (verified again when first compiled: the
     analysis tells the JIT which loads are context fields and which accesses
@@ -249,7 +280,7 @@ def bytecode(name, code_hex, maps, trace_ids=None):
 
         def codegen(context, builder, signature, args):
             from . import jit
-            analysis = verifier.verify(insns, infos, name, EBPF_HELPERS)
+            analysis = verify_once(insns, infos, name)
             target = XdpTarget(context, builder, signature, args, analysis, infos,
                                trace_ids or {})
             r0 = jit.emit(builder, insns, target, ir.Constant(jit.I64, CTX_TOKEN))
@@ -257,7 +288,6 @@ def bytecode(name, code_hex, maps, trace_ids=None):
 
         return sig, codegen
 
-    run.__dataplane_api__ = True
     return run
 
 

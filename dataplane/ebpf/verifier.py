@@ -273,6 +273,68 @@ def check_structure(insns, name="prog", helpers=HELPERS):
     return funcs
 
 
+# ---------------------------------------------------------------- liveness
+
+def _uses_defs(insn, helpers):
+    """(registers read, registers written) by one instruction, as bit masks."""
+    c, op = insn.cls, insn.op
+    bit = lambda r: 1 << r  # noqa: E731
+    src = bit(insn.src) if insn.uses_reg_src else 0
+    if c in (ALU, ALU64):
+        if op == isa.MOV:
+            return src, bit(insn.dst)
+        return bit(insn.dst) | src, bit(insn.dst)
+    if c == LD:
+        return 0, bit(insn.dst)
+    if c == LDX:
+        return bit(insn.src), bit(insn.dst)
+    if c == ST:
+        return bit(insn.dst), 0
+    if c == STX:
+        uses, defs = bit(insn.dst) | bit(insn.src), 0
+        if insn.mode == MODE_ATOMIC:
+            if insn.imm == isa.ATOMIC_CMPXCHG:
+                uses, defs = uses | 1, 1
+            elif insn.imm & isa.ATOMIC_FETCH:
+                defs = bit(insn.src)
+        return uses, defs
+    if op == EXIT:
+        return 1, 0
+    if op == CALL:
+        if insn.src == CALL_LOCAL:
+            return 0b111110, 0b111111
+        nargs = len(helpers[insn.imm][1]) if insn.imm in helpers else 5
+        return sum(1 << r for r in range(1, nargs + 1)), 0b111111
+    if op == JA:
+        return 0, 0
+    return bit(insn.dst) | src, 0
+
+
+def liveness(insns, funcs, helpers=HELPERS):
+    """{pc: mask of registers possibly read before written from pc on} in each
+    function (a pruned path differs from an explored one only in dead registers)."""
+    live = [0x7ff] * len(insns)
+    for start, end in funcs.items():
+        pcs = [pc for pc in range(start, end) if not insns[pc].is_lddw_tail]
+        ud = {pc: _uses_defs(insns[pc], helpers) for pc in pcs}
+        succ = {pc: [s for s in successors(insns, pc) if start <= s < end] for pc in pcs}
+        cur = {pc: 0 for pc in pcs}
+        changed = True
+        while changed:
+            changed = False
+            for pc in reversed(pcs):
+                out = 0
+                for s_ in succ[pc]:
+                    out |= cur[s_]
+                uses, defs = ud[pc]
+                v = uses | (out & ~defs) | (1 << 10)
+                if v != cur[pc]:
+                    cur[pc], changed = v, True
+        for pc in pcs:
+            live[pc] = cur[pc]
+    return live
+
+
 # ---------------------------------------------------------------- types
 
 # A register's type is a tuple; its first item the kind:
@@ -344,13 +406,14 @@ def _covers_type(old, new, old_st, new_st):
     return False
 
 
-def covers(old, new):
+def covers(old, new, live=0x7ff):
     """True when state ``new`` needs no exploring: ``old`` (explored, or being
-    explored) is at least as general (the kernel's states_equal / regsafe)."""
+    explored) is at least as general (the kernel's states_equal / regsafe).
+    Registers outside the ``live`` mask are never read again: ignored."""
     if old.frames != new.frames:
         return False
-    for a, b in zip(old.regs, new.regs):
-        if not _covers_type(a, b, old, new):
+    for r, (a, b) in enumerate(zip(old.regs, new.regs)):
+        if live >> r & 1 and not _covers_type(a, b, old, new):
             return False
     for so, sn in zip(old.stacks, new.stacks):
         for off, info in so.items():
@@ -491,7 +554,8 @@ class Verifier:
         raise VerifierError(self.name, self.insns, pc, reason)
 
     def run(self):
-        check_structure(self.insns, self.name, self.helpers)
+        funcs = check_structure(self.insns, self.name, self.helpers)
+        self.live = liveness(self.insns, funcs, self.helpers)
         regs = [NOT_INIT] * 11
         regs[1] = CTX
         regs[10] = ("K", 0, 0)
@@ -509,7 +573,8 @@ class Verifier:
             entry = seen.setdefault(node, [[], None, 0])
             states, summary = entry[0], entry[1]
             if summary is None:
-                if any(covers(old, st) for old in states):
+                live = self.live[pc]
+                if any(covers(old, st, live) for old in states):
                     continue
                 if len(states) < PATHS_PER_INSN:
                     states.append(st)
@@ -520,7 +585,7 @@ class Verifier:
                     entry[1] = summary
                     st = summary
             else:
-                if covers(summary, st):
+                if covers(summary, st, self.live[pc]):
                     continue
                 merged = _join_states(summary, st, pc)
                 if merged.key() == summary.key():

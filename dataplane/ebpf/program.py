@@ -26,7 +26,7 @@ from ..errors import ProgramError
 from ..maps import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH,
                     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
                     BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH,
-                    BPF_MAP_TYPE_PROG_ARRAY)
+                    BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF)
 from ..program_check import parse_trace_format
 from . import elf, isa, verifier
 
@@ -34,10 +34,10 @@ from . import elf, isa, verifier
 EBPF_MAP_TYPES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_HASH,
                   BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_HASH,
                   BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH,
-                  BPF_MAP_TYPE_PROG_ARRAY}
+                  BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF}
 #: Helpers an object may call so far (ids; verifier.HELPERS has their prototypes).
 EBPF_HELPERS = {h: verifier.HELPERS[h]
-                for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 160)}
+                for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 130, 160)}
 #: R1's value at entry: the context is reached only through loads the JIT rewrites.
 CTX_TOKEN = 0
 #: Register value of ``lddw rX, map`` (map index in the low bits).
@@ -138,10 +138,12 @@ def _generate(stem, source, sha, programs, mapdefs):
         return out, fns[0]
     verified = map_infos(mapdefs, names)
     infos = [(i.name, i.type, i.key_size, i.value_size, i.read_only) for i in verified]
-    formats, helpers = {}, set()
+    formats, helpers, records = {}, set(), {}
     for prog_name, insns in programs:
         analysis = verify_once(insns, verified, prog_name)
         formats[prog_name] = trace_formats(analysis, mapdefs, prog_name, insns)
+        for k, sizes in analysis.record_sizes.items():
+            records.setdefault(k, set()).update(sizes)
         helpers |= {i.imm for i in insns if i.cls == isa.JMP and i.op == isa.CALL
                     and not i.is_lddw_tail}
     table = sorted({t for f in formats.values() for t in f.values()})
@@ -156,8 +158,13 @@ def _generate(stem, source, sha, programs, mapdefs):
              f"__dataplane_grows_head__ = {bool(helpers & {44, 54})}",
              f"__dataplane_grows_tail__ = {65 in helpers}", ""]
     ident = dict(zip((p for p, _ in programs), fns))
-    for m, n in zip(mapdefs, names):
+    for index, (m, n) in enumerate(zip(mapdefs, names)):
         if m.type not in EBPF_MAP_TYPES:
+            continue
+        if m.type == BPF_MAP_TYPE_RINGBUF:
+            record = _dtype_text(bytes_dtype(_record_size(m, records.get(index))))
+            lines.append(f"{n} = Map({n!r}, {m.type}, key=None, value=np.dtype({record}), "
+                         f"max_entries={m.max_entries})")
             continue
         key_dt = bytes_dtype(m.key_size) if m.key_size else np.dtype("<u4")
         val_dt = bytes_dtype(m.value_size)
@@ -221,6 +228,18 @@ def trace_formats(analysis, mapdefs, name, insns):
             raise verifier.VerifierError(name, insns, pc, f"bpf_trace_printk: {exc}") from None
         out[pc] = text
     return out
+
+
+def _record_size(m, sizes):
+    """The record size of a ring buffer: the one size its bpf_ringbuf_output
+    calls write (RingBuf keeps records of one dtype)."""
+    if not sizes:
+        return 8
+    if len(sizes) > 1:
+        raise ProgramError(f"map '{m.name}': bpf_ringbuf_output writes records of "
+                           f"{' and '.join(map(str, sorted(sizes)))} bytes; records of "
+                           "different sizes in one ring are not supported yet")
+    return next(iter(sizes))
 
 
 def _dtype_text(dt):
@@ -425,6 +444,8 @@ class XdpTarget:
             return self._trace(builder, pc, args)
         if helper == 12:
             return on_map_ctx(k.call_tail_call, r3)
+        if helper == 130:
+            return on_map(k.call_ringbuf_output, r2, u32(r3), r4)
         simple = {5: k.call_ktime, 7: k.call_prandom, 8: k.call_smp_id,
                   160: k.call_ktime_coarse}
         if helper in simple:

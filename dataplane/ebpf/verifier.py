@@ -527,7 +527,8 @@ class Analysis:
     ``map_args``: {pc: set of map indices} a helper call's map argument may hold;
     ``zero_stack``: the stack must start zeroed (a variable-offset stack read);
     ``trace_formats``: {pc: (map index, offset, size)} of each bpf_trace_printk
-    call's format, a constant string in read-only global data.
+    call's format, a constant string in read-only global data;
+    ``record_sizes``: {map index: set of sizes} bpf_ringbuf_output writes.
     """
 
     def __init__(self):
@@ -536,6 +537,7 @@ class Analysis:
         self.map_args = {}
         self.zero_stack = False
         self.trace_formats = {}
+        self.record_sizes = {}
         self.states = 0
 
 
@@ -1076,6 +1078,8 @@ class Verifier:
                 self.check_mem_arg(pc, st, r, t, size_t[1], name)
                 if hid == 6:
                     self.trace_format(pc, st, t, size_t[1])
+                elif hid == 130:
+                    self.out.record_sizes.setdefault(map_index, set()).add(size_t[1])
             elif kind in ("any", "size"):
                 if t[0] != "S":
                     self.fail(pc, f"{name}: R{r} type={_name(t)} expected=scalar")

@@ -19,6 +19,7 @@ from .. import config
 from . import htab
 from ..helpers import bpf_redirect
 from .map_api import _inline_value, _slot_base, _spec, bpf_redirect_map, bpf_tail_call
+from .ringbuf import _ring_spec, ringbuf_write
 from .trace import trace_printk
 from .xdp import (bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns,
                   bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
@@ -283,3 +284,24 @@ def call_trace(t, fmt_id, static_len, s1, s2, s3, a1, a2, a3):
 
 def call_tail_call(ctx, m, index):
     return bpf_tail_call(ctx, m, index)
+
+
+def ringbuf_output(rb, data, size, flags):
+    """bpf_ringbuf_output by address: one record of the ring's record size."""
+
+
+@overload(ringbuf_output)
+def _ringbuf_output(rb, data, size, flags):
+    spec = _ring_spec(rb)
+    if spec is None:
+        return None
+    nbytes = spec.value_dtype.itemsize
+    read, head = key_reader(nbytes), np.uint64(nbytes)
+
+    def impl(rb, data, size, flags):
+        return ringbuf_write(rb.hdr, rb.ring, head, read(data), flags)
+    return impl
+
+
+def call_ringbuf_output(rb, data, size, flags):
+    return ringbuf_output(rb, data, size, flags)

@@ -323,8 +323,8 @@ def test_falling_off_the_end():
 
 def test_unknown_helper():
     rejects("call 9999   # <-\nmov %r0, 0\nexit", "unknown helper id 9999")
-    # ringbuf_output is a kernel helper, but not one an XDP object may call here yet
-    rejects("call 130   # <-\nmov %r0, 0\nexit", "unknown helper id 130")
+    # ringbuf_reserve is a kernel helper, but not one an XDP object may call here yet
+    rejects("call 131   # <-\nmov %r0, 0\nexit", "unknown helper id 131")
 
 
 def test_invalid_encodings():

@@ -21,7 +21,7 @@ import numpy as np
 from llvmlite import ir
 
 from .. import config
-from ..jit import LazyRef
+from ..jit import LazyRef, core_hash
 from ..errors import ProgramError
 from ..maps import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH,
                     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
@@ -132,7 +132,8 @@ def _generate(stem, source, sha, programs, mapdefs):
     taken = set()
     names = [_identifier(m.name, taken) for m in mapdefs]
     fns = [_identifier(p, taken) for p, _ in programs]
-    key = hashlib.sha256(f"{sha} {programs[0][0]}".encode()).hexdigest()[:20]
+    # the file's text depends on dataplane's code too: a new version writes a new file
+    key = hashlib.sha256(f"{sha} {programs[0][0]} {core_hash()}".encode()).hexdigest()[:20]
     out = Path(config.CACHE_DIR) / "ebpf" / f"{stem}_{fns[0]}_{key}.py"
     if out.exists():
         return out, fns[0]

@@ -397,10 +397,11 @@ def _add_loops(module, gen, tree, names):
         getattr(module, "__dataplane_grows_head__", False)
     hooks = {n: getattr(getattr(module.__dict__.get(n), "prefetch", None), "__name__", None)
              for n in names}
+    trusted = getattr(module, "__dataplane_trusted__", False)
     src = "".join(runner_kernels.runner_source(n, loop_maps, reads_packet,
                                                bool(module.__dataplane_trace__),
                                                module.__dataplane_tail__, grows_head,
-                                               hooks[n])
+                                               hooks[n], budget=not trusted)
                   for n in names)
     exec(compile(src, f"{gen}:loops", "exec"), module.__dict__)
 

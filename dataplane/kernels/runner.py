@@ -104,15 +104,12 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
             if {prefetch_head}:  # the line a prepended header is written to
                 _dp_prefetch(buf, meta[_dp_layout.DATA, j] - 64)
 {hook}        scratch[_dp_layout.SCRATCH_FAULT] = 0
-        _dp_loop_budget_reset()
-{tail_reset}        try:
+{budget_reset}{tail_reset}        try:
             ret = _dp_fn_{name}(_dp_make_xdp_md{variant}(buf, meta, scratch, i){map_args})
 {tail_loop}        except Exception:
             ret = 0
             scratch[_dp_layout.SCRATCH_FAULT] = {exception}
-        if _dp_loop_budget_spent():
-            scratch[_dp_layout.SCRATCH_FAULT] = {loop}
-        _dp_store_verdict(ret, scratch[_dp_layout.SCRATCH_FAULT], i, meta, scratch)
+{budget_check}        _dp_store_verdict(ret, scratch[_dp_layout.SCRATCH_FAULT], i, meta, scratch)
 '''
 
 #: Names the generated module needs, all reserved with the _dp_ prefix. Nothing
@@ -180,7 +177,7 @@ HOOK_SOURCE = '''        for stage in range(2):  # the prefetch hook: far ahead,
 
 
 def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
-                  grows_head=False, hook=None):
+                  grows_head=False, hook=None, budget=True):
     """The two batch loops of program ``name``: ``_dp_run_NAME`` (bounds-checked)
     and ``_dp_run_unchecked_NAME``.
 
@@ -205,6 +202,9 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
     ``grows_head``: the file calls bpf_xdp_adjust_head / _meta, so the line in
     front of data (where an outer header goes) is prefetched too: unfetched, its
     write stalled an encapsulating program ~40 ns a packet on the 1M capture.
+
+    ``budget``: reset and check the loop budget of Python programs' loops
+    around each packet (eBPF bytecode bounds its loops itself: ebpf/jit.py).
     """
     params, handles, args = "", "", ""
     for g, m in maps:
@@ -220,7 +220,7 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
         packet = f"        {hdr}[{TRACE_PACKET}] = _dp_trace_base + _dp_np.int64(i)\n"
     reset = "        _dp_tail_call_reset()\n" if tail_programs else ""
     return "".join(RUNNER_SOURCE.format(name=name, ahead=config.PREFETCH_AHEAD,
-                                        exception=FAULT_EXCEPTION, loop=FAULT_LOOP,
+                                        exception=FAULT_EXCEPTION,
                                         prefetch=bool(reads_packet), variant=variant,
                                         prefetch_head=bool(reads_packet and grows_head),
                                         hook=HOOK_SOURCE.format(
@@ -228,6 +228,11 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
                                             map_args=args) if hook else "",
                                         map_params=params, map_handles=handles, map_args=args,
                                         trace_setup=setup, trace_packet=packet,
+                                        budget_reset="        _dp_loop_budget_reset()\n"
+                                        if budget else "",
+                                        budget_check="        if _dp_loop_budget_spent():\n"
+                                        "            scratch[_dp_layout.SCRATCH_FAULT] = "
+                                        f"{FAULT_LOOP}\n" if budget else "",
                                         tail_reset=reset,
                                         tail_loop=_tail_calls(tail_programs, variant, args)
                                         if tail_programs else "")

@@ -26,6 +26,10 @@ OPTIONS = {
                 help="a program file (prog.py), one program of it (prog.py:name) or a "
                      "bundled program by name (pass_all, drop_all, drop_udp, mac_swap_tx, "
                      "redirect_by_port, firewall, flow_counter, l4lb, ...)")),
+    "filter": (("-f", "--filter"), dict(metavar="EXPR", dest="filter",
+               help="instead of -p: a tcpdump filter expression ('tcp port 80 and not src "
+                    "net 10.0.0.0/8'), compiled by tcpdump to classic BPF and run as an eBPF "
+                    "program: matching packets XDP_PASS, the others XDP_DROP")),
     "write": (("-w", "--write"), dict(metavar="OUTDIR", dest="write",
               help="write each verdict's packets to OUTDIR/<verdict>.pcap (valid verdicts: "
                    "aborted, drop, pass, tx, redirect-<ifindex>)")),

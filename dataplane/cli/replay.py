@@ -21,8 +21,11 @@ program's bpf_trace_printk lines go to stderr after each batch, as
 
 def register(sub):
     p = sub.add_parser("replay", help=HELP, description=DESCRIPTION)
-    add_options(p, "read", "program", "write", "count", "batch", "unchecked", "seed", "ktime",
-                "pin", "config", "dump_maps", "json", "quiet")
+    add_options(p, "read")
+    which = p.add_mutually_exclusive_group()  # one of them: run() says so if neither
+    add_options(which, "program", "filter", program=dict(required=False))
+    add_options(p, "write", "count", "batch", "unchecked", "seed", "ktime", "pin", "config",
+                "dump_maps", "json", "quiet")
     return p
 
 
@@ -30,7 +33,15 @@ def run(args):
     if not args.read:
         raise UsageError("replay: -r FILE is required",
                          hint="dataplane replay -r IN.pcap -p drop_udp -w out/")
-    program = load_program(args.program, checked=not args.unchecked, pin=args.pin)
+    if args.program is None and args.filter is None:
+        raise UsageError("replay: the following arguments are required: -p PROGRAM or -f EXPR",
+                         hint="dataplane replay -r IN.pcap -p drop_udp -w out/ (or -f "
+                              "'tcp port 80')")
+    if args.filter is not None:
+        from ..ebpf.cbpf import load_filter
+        program = load_filter(args.filter, checked=not args.unchecked)
+    else:
+        program = load_program(args.program, checked=not args.unchecked, pin=args.pin)
     if args.config:
         load_balancer(program, args.config, state_dir=args.pin)
     if args.seed is not None:

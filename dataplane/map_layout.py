@@ -72,8 +72,9 @@ def pack_source(dtype, fname="pack"):
 
 def key_bytes(dtype, key, map_name):
     """A key (int or tuple) as the uint64 words the table stores."""
-    try:
-        rec = np.array([key if dtype.names is None else tuple(key)], dtype)
+    try:  # zeroed first: a record's padding bytes are part of the key the table compares
+        rec = np.zeros(1, dtype)
+        rec[0] = key if dtype.names is None else tuple(key)
     except (TypeError, ValueError, OverflowError) as exc:
         raise MapError(map_name, f"bad key {key!r} for {dtype}: {exc}") from None
     raw = np.zeros(key_words(dtype) * 8, np.uint8)

@@ -123,12 +123,14 @@ def generated_file(ref):
         for p in progs[1:]:
             check_supported(obj, p)
     return _generate(Path(path).stem, str(path), obj.sha256,
-                     [(p.name, p.insns) for p in progs], obj.maps)
+                     [(p.name, p.insns) for p in progs], obj.maps, obj.btf)
 
 
-def _generate(stem, source, sha, programs, mapdefs):
+def _generate(stem, source, sha, programs, mapdefs, btf=None):
     """Write the generated file of ``programs`` [(name, insns)], the first the
-    one asked for: (path, its function name)."""
+    one asked for: (path, its function name). Keys and values get dtypes from
+    the object's BTF where it describes them (field names for dumps)."""
+    from .btf_dtype import map_dtypes
     taken = set()
     names = [_identifier(m.name, taken) for m in mapdefs]
     fns = [_identifier(p, taken) for p, _ in programs]
@@ -167,8 +169,7 @@ def _generate(stem, source, sha, programs, mapdefs):
             lines.append(f"{n} = Map({n!r}, {m.type}, key=None, value=np.dtype({record}), "
                          f"max_entries={m.max_entries})")
             continue
-        key_dt = bytes_dtype(m.key_size) if m.key_size else np.dtype("<u4")
-        val_dt = bytes_dtype(m.value_size)
+        key_dt, val_dt = map_dtypes(btf, m)
         lines.append(f"{n} = Map({n!r}, {m.type}, key=np.dtype({_dtype_text(key_dt)}), "
                      f"value=np.dtype({_dtype_text(val_dt)}), max_entries={m.max_entries})")
         if m.initial is not None and any(m.initial):
@@ -244,7 +245,9 @@ def _record_size(m, sizes):
 
 
 def _dtype_text(dt):
-    return repr(dt.str) if dt.names is None else repr(dt.descr)
+    # str() of a record with gaps is its dict form (offsets, itemsize); descr would
+    # turn the gaps into void fields, which Map refuses
+    return repr(dt.str) if dt.names is None else str(dt)
 
 
 def initialise(m, hex_bytes):

@@ -26,7 +26,8 @@ from ..errors import ProgramError
 from ..maps import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH,
                     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
                     BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH,
-                    BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF)
+                    BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_ARRAY_OF_MAPS,
+                    BPF_MAP_TYPE_HASH_OF_MAPS)
 from ..program_check import parse_trace_format
 from . import elf, isa, verifier
 
@@ -34,7 +35,9 @@ from . import elf, isa, verifier
 EBPF_MAP_TYPES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_HASH,
                   BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_HASH,
                   BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH,
-                  BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF}
+                  BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_ARRAY_OF_MAPS,
+                  BPF_MAP_TYPE_HASH_OF_MAPS}
+MAPS_OF_MAPS = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
 #: Helpers an object may call so far (ids; verifier.HELPERS has their prototypes).
 EBPF_HELPERS = {h: verifier.HELPERS[h]
                 for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 130, 160)}
@@ -47,11 +50,17 @@ FAULT_ACCESS, FAULT_LOOP = 1, 2  # kernels/runner.py's fault kinds
 
 
 class MapInfo:
-    """What the verifier needs of a map."""
+    """What the verifier needs of a map (``inner``: a map of maps' inner template)."""
 
-    def __init__(self, name, type, key_size, value_size, read_only=False):
+    def __init__(self, name, type, key_size, value_size, read_only=False, inner=None):
         self.name, self.type, self.key_size, self.value_size = name, type, key_size, value_size
         self.read_only = read_only
+        self.inner = MapInfo(*inner) if isinstance(inner, tuple) else inner
+
+    def as_tuple(self):
+        """The constructor's arguments (the generated file writes them)."""
+        return (self.name, self.type, self.key_size, self.value_size, self.read_only,
+                self.inner.as_tuple() if self.inner is not None else None)
 
 
 def bytes_dtype(n):
@@ -82,7 +91,9 @@ def map_infos(mapdefs, names=None):
     """The verifier's view of an object's maps (names: the identifiers used)."""
     names = names or [m.name for m in mapdefs]
     return [MapInfo(n, m.type, m.key_size, m.value_size,
-                    bool(m.flags & BPF_F_RDONLY_PROG) or m.kind == "rodata")
+                    bool(m.flags & BPF_F_RDONLY_PROG) or m.kind == "rodata",
+                    MapInfo(f"{n}_inner", m.inner.type, m.inner.key_size, m.inner.value_size)
+                    if m.type in MAPS_OF_MAPS and m.inner is not None else None)
             for m, n in zip(mapdefs, names)]
 
 
@@ -93,13 +104,20 @@ def check_supported(obj, prog):
                            "not an XDP program (SEC(\"xdp\"))")
     used = set(prog.map_refs.values()) | {i.imm for i in prog.insns if i.is_lddw and i.src in (
         isa.PSEUDO_MAP_IDX_VALUE, isa.PSEUDO_MAP_VALUE)}
+    bound = bound_inner_maps(obj.maps)
     for k in sorted(used):
         m = obj.maps[k]
-        if m.type not in EBPF_MAP_TYPES:
-            from ..maps import MAP_TYPE_NAMES
-            raise ProgramError(f"{obj.path}: map '{m.name}': type "
-                               f"{MAP_TYPE_NAMES.get(m.type, m.type)} is not supported for "
-                               "eBPF objects yet")
+        inner = m.inner if m.type in MAPS_OF_MAPS else None
+        for what in (m, inner) if inner is not None else (m,):
+            if what.type not in EBPF_MAP_TYPES or (what is inner and what.type in MAPS_OF_MAPS):
+                from ..maps import MAP_TYPE_NAMES
+                raise ProgramError(f"{obj.path}: map '{what.name}': type "
+                                   f"{MAP_TYPE_NAMES.get(what.type, what.type)} is not "
+                                   "supported for eBPF objects yet")
+        if k in bound:
+            raise ProgramError(f"{obj.path}: map '{m.name}' is an inner map of "
+                               f"'{obj.maps[bound[k]].name}': using it directly is not "
+                               "supported yet (reach it through the outer map)")
     for pc, i in enumerate(prog.insns):
         if i.cls == isa.JMP and i.op == isa.CALL and i.src == isa.CALL_HELPER \
                 and not i.is_lddw_tail and i.imm in verifier.HELPERS \
@@ -107,6 +125,20 @@ def check_supported(obj, prog):
             raise verifier.VerifierError(prog.name, prog.insns, pc,
                                          f"helper {i.imm} ({verifier.HELPERS[i.imm][0]}) is "
                                          "not supported for eBPF objects yet")
+
+
+def bound_inner_maps(mapdefs):
+    """{index of a map an outer map of maps holds from the start (``.values =
+    { [0] = &inner }``): index of that outer map}. Such an inner map lives in
+    the outer map's pool (maps.py), not on its own."""
+    index = {m.name: k for k, m in enumerate(mapdefs)}
+    out = {}
+    for k, m in enumerate(mapdefs):
+        if m.type in MAPS_OF_MAPS:
+            for name in m.init_values.values():
+                if name in index:
+                    out.setdefault(index[name], k)
+    return out
 
 
 def generated_file(ref):
@@ -140,7 +172,8 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
     if out.exists():
         return out, fns[0]
     verified = map_infos(mapdefs, names)
-    infos = [(i.name, i.type, i.key_size, i.value_size, i.read_only) for i in verified]
+    infos = [i.as_tuple() for i in verified]
+    bound = bound_inner_maps(mapdefs)
     formats, helpers, records = {}, set(), {}
     for prog_name, insns in programs:
         analysis = verify_once(insns, verified, prog_name)
@@ -152,7 +185,7 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
     table = sorted({t for f in formats.values() for t in f.values()})
     lines = [f'"""Generated by dataplane from {source} (sha256 {sha}): do not edit."""',
              "import numpy as np",
-             "from dataplane.maps import Map",
+             "from dataplane.maps import InnerMap, Map",
              "from dataplane.program import xdp",
              "from dataplane.ebpf.program import bytecode, initialise",
              "__dataplane_trusted__ = True  # checked by the eBPF verifier, not program_check",
@@ -162,7 +195,10 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
              f"__dataplane_grows_tail__ = {65 in helpers}", ""]
     ident = dict(zip((p for p, _ in programs), fns))
     for index, (m, n) in enumerate(zip(mapdefs, names)):
-        if m.type not in EBPF_MAP_TYPES:
+        if m.type not in EBPF_MAP_TYPES or index in bound:
+            continue
+        if m.type in MAPS_OF_MAPS:
+            lines += _map_of_maps(m, n, mapdefs, bound, index, btf)
             continue
         if m.type == BPF_MAP_TYPE_RINGBUF:
             record = _dtype_text(bytes_dtype(_record_size(m, records.get(index))))
@@ -178,8 +214,8 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
             for slot, target in sorted(m.init_values.items()):
                 if target in ident:
                     lines.append(f"{n}.update({slot}, {ident[target]!r})")
-    handles = ", ".join(n if m.type in EBPF_MAP_TYPES else "None"
-                        for m, n in zip(mapdefs, names))
+    handles = ", ".join(n if m.type in EBPF_MAP_TYPES and k not in bound else "None"
+                        for k, (m, n) in enumerate(zip(mapdefs, names)))
     for (prog_name, insns), fn in zip(programs, fns):
         trace_ids = {pc: (table.index(t), t) for pc, t in formats[prog_name].items()}
         lines += ["", f"ebpf_{fn} = bytecode({prog_name!r}, {isa.encode(insns).hex()!r},",
@@ -201,8 +237,7 @@ def verify_once(insns, infos, name):
     """verifier.verify, remembered for this process: the generated file is
     written after one run and the intrinsic compiled after it needs the same
     answer (a 3,000-instruction program takes seconds to verify)."""
-    key = (isa.encode(insns), tuple((i.name, i.type, i.key_size, i.value_size, i.read_only)
-                                    for i in infos), name)
+    key = (isa.encode(insns), tuple(i.as_tuple() for i in infos), name)
     if key not in _analyses:
         _analyses[key] = verifier.verify(insns, infos, name, EBPF_HELPERS)
     return _analyses[key]
@@ -230,6 +265,26 @@ def trace_formats(analysis, mapdefs, name, insns):
             raise verifier.VerifierError(name, insns, pc, f"bpf_trace_printk: {exc}") from None
         out[pc] = text
     return out
+
+
+def _map_of_maps(m, n, mapdefs, bound, index, btf):
+    """Lines making a map of maps, its pool holding the inner maps the object
+    puts in it (each at the next pool number, in slot order)."""
+    from .btf_dtype import map_dtypes
+    key_dt, _ = map_dtypes(btf, m)
+    ik, iv = map_dtypes(btf, m.inner)
+    lines = [f"{n} = Map({n!r}, {m.type}, key=np.dtype({_dtype_text(key_dt)}), "
+             f"value=np.dtype('<u4'), max_entries={m.max_entries}, inner=InnerMap("
+             f"{m.inner.type}, np.dtype({_dtype_text(ik)}), np.dtype({_dtype_text(iv)}), "
+             f"{m.inner.max_entries}))"]
+    numbers = {}
+    for slot, name in sorted(m.init_values.items()):
+        k = next((j for j, d in enumerate(mapdefs) if d.name == name and bound.get(j) == index),
+                 None)
+        if k is not None:
+            numbers.setdefault(k, len(numbers))
+            lines.append(f"{n}.update({slot}, {numbers[k]})  # {name}")
+    return lines
 
 
 def _record_size(m, sizes):
@@ -327,6 +382,8 @@ class XdpTarget:
         self.trace_ids = trace_ids
         self.ctx = cgutils.create_struct_proxy(self.ctxty)(context, builder, value=args[0])
         self.analysis, self.infos = analysis, infos
+        _, inner_of = verifier.expand_maps(infos)
+        self.owner = {inner: outer for outer, inner in inner_of.items()}  # inner -> outer
         self.ctx_loads, self.checks = analysis.ctx_loads, analysis.checks
         self.zero_stack = analysis.zero_stack
         with builder.goto_entry_block():
@@ -375,11 +432,19 @@ class XdpTarget:
         base = self.context.compile_internal(builder, call_value_address, types.int64(hty), [h])
         return builder.add(base, ir.Constant(ir.IntType(64), offset))
 
-    def _on_maps(self, builder, pc, token, call):
+    def _on_maps(self, builder, pc, token, call, inner_call=None):
         """``call(handle type, handle) -> i64`` for the map in R1: one call when
-        the verifier saw one map here, else a branch per possible map."""
+        the verifier saw one map here, else a branch per possible map. An inner
+        map of a map of maps (R1 holds its number in the outer's pool) goes to
+        ``inner_call(outer handle type, outer handle)``."""
         i64 = ir.IntType(64)
         indices = sorted(self.analysis.map_args[pc])
+        inner = [k for k in indices if k in self.owner]
+        if inner:
+            if len(indices) > 1 or inner_call is None:
+                from .jit import JitError
+                raise JitError(f"insn {pc}: an inner map and other maps at one call")
+            return inner_call(*self._handle(builder, self.owner[inner[0]]))
         if len(indices) == 1:
             return call(*self._handle(builder, indices[0]))
         fn = builder.function
@@ -422,17 +487,18 @@ class XdpTarget:
             return self._on_maps(builder, pc, r2, lambda t, h: ci(
                 builder, fn, i64t(self.ctxty, t, *sig), [self.ctx_value, h, *rest]))
 
-        def on_map(fn, *rest):
+        def on_map(fn, *rest, inner=None):
             sig = (i64t,) * len(rest)
             return self._on_maps(builder, pc, r1, lambda t, h: ci(
-                builder, fn, i64t(t, *sig), [h, *rest]))
+                builder, fn, i64t(t, *sig), [h, *rest]), inner and (lambda t, h: ci(
+                    builder, inner, i64t(t, i64t, *sig), [h, r1, *rest])))
 
         if helper == 1:
-            return on_map(k.call_lookup, r2)
+            return on_map(k.call_lookup, r2, inner=k.call_inner_lookup)
         if helper == 2:
-            return on_map(k.call_update, r2, r3, r4)
+            return on_map(k.call_update, r2, r3, r4, inner=k.call_inner_update)
         if helper == 3:
-            return on_map(k.call_delete, r2)
+            return on_map(k.call_delete, r2, inner=k.call_inner_delete)
         if helper == 51:
             return self._keep_redirect(builder, on_map(k.call_redirect_map, u32(r2), r3))
         if helper == 23:

@@ -71,7 +71,8 @@ HELPERS = {
 #: Map types a helper's map argument must have, or must not (the kernel's
 #: check_map_func_compatibility): 3 PROG_ARRAY, 14/25 DEVMAP(_HASH), 27 RINGBUF.
 HELPER_MAP_TYPES = {12: {3}, 51: {14, 25}, 130: {27}}
-HELPER_REFUSED_MAP_TYPES = {1: {3, 27}, 2: {3, 14, 25, 27}, 3: {3, 14, 25, 27}}
+HELPER_REFUSED_MAP_TYPES = {1: {3, 27}, 2: {3, 12, 13, 14, 25, 27},
+                            3: {3, 12, 13, 14, 25, 27}}
 #: Helpers after which every packet pointer is stale (clear_all_pkt_pointers).
 MOVES_PACKET = frozenset({44, 54, 65})
 
@@ -346,6 +347,8 @@ PKT_END = ("E",)             # PTR_TO_PACKET_END
 # itself, "meta": data_meta, other: a pointer moved by an unknown amount)
 # ("K", depth, off): PTR_TO_STACK of frame ``depth`` (off < 0), off None: variable
 # ("V", map, lo, hi, id, nullable): PTR_TO_MAP_VALUE(_OR_NULL), offsets lo..hi
+# ("M", inner, 0, 0, id, nullable): an inner map found in a map of maps (the
+#   kernel's CONST_PTR_TO_MAP from a lookup), ``inner`` its index in Verifier.maps
 # ("D", map): CONST_PTR_TO_MAP
 # ("X",): a value no instruction may use but to move it (a merge of types, or a
 # packet pointer a helper made stale)
@@ -379,7 +382,7 @@ def _join(a, b, pc, reg):
     if ka == kb == "K" and a[1] == b[1]:
         return ("K", a[1], None)
     for v, o in ((a, b), (b, a)):  # a pointer on one path, NULL on the other
-        if v[0] == "V" and o == ("S", 0, 0):
+        if v[0] in "VM" and o == ("S", 0, 0):
             return v[:5] + (True,)
         if v[0] in "PZ" and o == ("S", 0, 0):
             return v if v[0] == "Z" else ("Z", v)
@@ -387,8 +390,8 @@ def _join(a, b, pc, reg):
         pa, pb = (a[1] if ka == "Z" else a), (b[1] if kb == "Z" else b)
         inner = _join(pa, pb, pc, reg)
         return ("Z", inner) if inner[0] == "P" else MIXED
-    if ka == kb == "V" and a[1] == b[1]:
-        return ("V", a[1], min(a[2], b[2]), max(a[3], b[3]), a[4] if a[4] == b[4]
+    if ka == kb and ka in "VM" and a[1] == b[1]:
+        return (ka, a[1], min(a[2], b[2]), max(a[3], b[3]), a[4] if a[4] == b[4]
                 else ("join", pc, reg), a[5] or b[5])
     return MIXED
 
@@ -436,9 +439,9 @@ def covers(old, new, live=0x7ff):
 
 def _name(t):
     return {"N": "uninitialised", "S": "scalar", "C": "ctx", "E": "pkt_end", "P": "pkt",
-            "K": "fp", "V": "map_value", "D": "map_ptr", "X": "mixed",
+            "K": "fp", "V": "map_value", "D": "map_ptr", "X": "mixed", "M": "map_ptr",
             "Z": "pkt_or_null"}[t[0]] + \
-        ("_or_null" if t[0] == "V" and t[5] else "")
+        ("_or_null" if t[0] in "VM" and t[5] else "")
 
 
 def _widen(t):
@@ -519,6 +522,19 @@ def _join_states(a, b, pc):
     return State(regs, tuple(stacks), ranges, a.frames)
 
 
+def expand_maps(maps):
+    """The maps an instruction or a register may name: the program's, then the
+    inner map template of each map of maps (``.inner``, a MapInfo-like object).
+    Returns (list, {outer index: its inner's index})."""
+    out, inner_of = list(maps), {}
+    for k, m in enumerate(maps):
+        inner = getattr(m, "inner", None)
+        if inner is not None:
+            inner_of[k] = len(out)
+            out.append(inner)
+    return out, inner_of
+
+
 class Analysis:
     """What the type pass found, for the JIT.
 
@@ -549,7 +565,9 @@ class Verifier:
     """
 
     def __init__(self, insns, maps=(), name="prog", helpers=HELPERS):
-        self.insns, self.maps, self.name, self.helpers = insns, list(maps), name, helpers
+        self.insns, self.name, self.helpers = insns, name, helpers
+        self.maps, self.inner_of = expand_maps(maps)
+        self.nmaps = len(maps)  # what lddw may name (the inner templates come after)
         self.out = Analysis()
 
     def fail(self, pc, reason):
@@ -631,12 +649,12 @@ class Verifier:
         if kind == isa.PSEUDO_IMM64:
             t = const(insn.imm64)
         elif kind in (isa.PSEUDO_MAP_IDX, isa.PSEUDO_MAP_FD):
-            if not 0 <= insn.imm < len(self.maps):
-                self.fail(pc, f"map index {insn.imm} out of range ({len(self.maps)} maps)")
+            if not 0 <= insn.imm < self.nmaps:
+                self.fail(pc, f"map index {insn.imm} out of range ({self.nmaps} maps)")
             t = ("D", insn.imm)
         else:
-            if not 0 <= insn.imm < len(self.maps):
-                self.fail(pc, f"map index {insn.imm} out of range ({len(self.maps)} maps)")
+            if not 0 <= insn.imm < self.nmaps:
+                self.fail(pc, f"map index {insn.imm} out of range ({self.nmaps} maps)")
             off = self.insns[pc + 1].imm & U32
             m = self.maps[insn.imm]
             if off >= m.value_size:
@@ -753,7 +771,7 @@ class Verifier:
         kind = p[0]
         if kind in "NX":
             self.fail(pc, f"R{d} invalid pointer arithmetic on {_name(p)}")
-        if kind in "CDE":
+        if kind in "CDEM":
             if kind == "C" and known:
                 return ("C", p[1] + delta)
             self.fail(pc, f"R{d} pointer arithmetic on {_name(p)} prohibited")
@@ -987,7 +1005,7 @@ class Verifier:
         op = insn.op
         # NULL checks: map_value_or_null compared with 0
         for ptr, other in ((d, s), (s, d)):
-            if ptr[0] == "V" and ptr[5] and is_const(other) and other[1] == 0 \
+            if ptr[0] in "VM" and ptr[5] and is_const(other) and other[1] == 0 \
                     and op in (isa.JEQ, isa.JNE):
                 null, nonnull = self._null_split(st, ptr[4])
                 return (null, nonnull) if op == isa.JEQ else (nonnull, null)
@@ -1027,7 +1045,7 @@ class Verifier:
         """States where lookup ``ident`` returned NULL, and where it did not."""
         def subst(nonnull):
             def f(t):
-                if t[0] == "V" and t[4] == ident and t[5]:
+                if t[0] in "VM" and t[4] == ident and t[5]:
                     return t[:5] + (False,) if nonnull else const(0)
                 return t
             regs = tuple(f(t) for t in st.regs)
@@ -1050,7 +1068,10 @@ class Verifier:
                     continue
                 self.fail(pc, f"{name}: R{r} !read_ok (argument {r} not set)")
             if kind == "map":
-                if t[0] != "D":
+                if t[0] == "M" and t[5]:
+                    self.fail(pc, f"{name}: R{r} type={_name(t)}: null-check the inner map "
+                                  "first")
+                if t[0] not in "DM":
                     self.fail(pc, f"{name}: R{r} type={_name(t)} expected=map_ptr")
                 map_index = t[1]
                 mtype = self.maps[map_index].type
@@ -1092,8 +1113,11 @@ class Verifier:
             # The identity is this insn's: a result of an earlier run of it (a
             # loop, a subprogram called twice) still unchecked would be taken
             # for non-NULL by the NULL check of this one (and the other way).
-            new = _retire(new, lambda x: x[0] == "V" and x[4] == ident and x[5])
-            new = new.with_regs(r0=("V", map_index, 0, 0, ident, True))
+            new = _retire(new, lambda x: x[0] in "VM" and x[4] == ident and x[5])
+            if map_index in self.inner_of:  # a map of maps gives an inner map
+                new = new.with_regs(r0=("M", self.inner_of[map_index], 0, 0, ident, True))
+            else:
+                new = new.with_regs(r0=("V", map_index, 0, 0, ident, True))
         else:
             new = new.with_regs(r0=UNKNOWN)
         if hid in MOVES_PACKET:

@@ -18,7 +18,8 @@ from numba.extending import intrinsic, overload
 from .. import config
 from . import htab
 from ..helpers import bpf_redirect
-from .map_api import _inline_value, _slot_base, _spec, bpf_redirect_map, bpf_tail_call
+from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, bpf_redirect_map,
+                      bpf_tail_call)
 from .ringbuf import _ring_spec, ringbuf_write
 from .trace import trace_printk
 from .xdp import (bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns,
@@ -130,6 +131,8 @@ def _lookup(m, key):
     spec = _spec(m)
     if spec is None:
         return None
+    if spec.is_map_in_map:
+        return _lookup_outer(spec)
     slot, n, lru = _value_slot(spec), spec.max_entries, spec.lru
     if not spec.is_hash:
         def impl(m, key):
@@ -149,6 +152,28 @@ def _lookup(m, key):
         if lru:
             touch(m.refs, e)
         return slot(m, e)
+    return impl
+
+
+def _lookup_outer(spec):
+    """A map of maps: the inner map's number in the pool (1-based), or 0."""
+    n = spec.max_entries
+    if not spec.is_hash:
+        def impl(m, key):
+            i = np.int64(peek4(key))
+            if i >= n:
+                return np.int64(0)
+            return np.int64(m.values[i])
+        return impl
+    read, find, key_hash = key_reader(spec.key_dtype.itemsize), htab.htab_find.dispatcher, \
+        htab.key_hash.dispatcher
+
+    def impl(m, key):
+        k = read(key)
+        e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
+        if e < 0:
+            return np.int64(0)
+        return np.int64(m.values[e])
     return impl
 
 
@@ -305,3 +330,58 @@ def _ringbuf_output(rb, data, size, flags):
 
 def call_ringbuf_output(rb, data, size, flags):
     return ringbuf_output(rb, data, size, flags)
+
+
+# -- maps of maps: a lookup gives the inner map's number in the outer's pool
+#    (1-based, 0: none), which the program passes back as the map argument
+
+def inner_lookup(m, number, key):
+    """bpf_map_lookup_elem on an inner map found in ``m``."""
+
+
+def inner_update(m, number, key, value, flags):
+    """bpf_map_update_elem on an inner map found in ``m``."""
+
+
+def inner_delete(m, number, key):
+    """bpf_map_delete_elem on an inner map found in ``m``."""
+
+
+@overload(inner_lookup)
+def _inner_lookup(m, number, key):
+    spec = _spec(m)
+    if spec is None or not spec.is_map_in_map:
+        return None
+    build = _inner_builder(spec)
+    return lambda m, number, key: map_lookup(build(m.pool[number - 1]), key)
+
+
+@overload(inner_update)
+def _inner_update(m, number, key, value, flags):
+    spec = _spec(m)
+    if spec is None or not spec.is_map_in_map:
+        return None
+    build = _inner_builder(spec)
+    return lambda m, number, key, value, flags: map_update(build(m.pool[number - 1]), key,
+                                                           value, flags)
+
+
+@overload(inner_delete)
+def _inner_delete(m, number, key):
+    spec = _spec(m)
+    if spec is None or not spec.is_map_in_map:
+        return None
+    build = _inner_builder(spec)
+    return lambda m, number, key: map_delete(build(m.pool[number - 1]), key)
+
+
+def call_inner_lookup(m, number, key):
+    return inner_lookup(m, number, key)
+
+
+def call_inner_update(m, number, key, value, flags):
+    return inner_update(m, number, key, value, flags)
+
+
+def call_inner_delete(m, number, key):
+    return inner_delete(m, number, key)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BPF = ROOT / "programs" / "bpf"
 SMALL = ROOT / "pcaps" / "small.pcap"
 RUNNABLE = ["adjust_head", "bounded_loop", "bpf2bpf", "drop_udp", "firewall", "flow_counter",
-            "global_data", "legacy_maps", "map_in_map", "printk", "ringbuf",
+            "global_data", "legacy_maps", "lpm_acl", "map_in_map", "printk", "ringbuf",
             "tail_call:tail_call"]
 
 
@@ -187,6 +187,44 @@ def test_map_of_maps_tables_set_from_both_sides():
             if k and len(f) >= 14:
                 assert k.test_run("map_in_map", f)[0] == int(r.action)
         assert {1, 2, 3} <= seen
+    finally:
+        if k:
+            k.close()
+
+
+def test_lpm_trie_longest_prefix_like_the_kernel():
+    import ipaddress
+    import struct
+    prog = load_program(str(BPF / "lpm_acl.o"))
+    acl = prog.maps["acl"]
+    acl.clear()
+    rules = [("10.0.0.0/8", 1), ("10.1.2.0/24", 3), ("10.1.2.128/25", 1), ("192.0.2.0/24", 0),
+             ("0.0.0.0/1", 1)]
+    for net, verdict in rules:
+        n = ipaddress.ip_network(net)
+        acl.update((n.prefixlen, n.network_address.packed), verdict)
+    ok, reason = kernel.kernel_available()
+    k = kernel.KernelObject(str(BPF / "lpm_acl.o")) if ok else None
+    try:
+        if k:
+            for net, verdict in rules:
+                n = ipaddress.ip_network(net)
+                k.map_update("acl", struct.pack("<I", n.prefixlen) + n.network_address.packed,
+                             struct.pack("<I", verdict))
+        seen = set()
+        for f in frames(600):
+            r = prog.test_run(f)
+            if f[12:14] == b"\x08\x00" and len(f) >= 34:
+                src = ipaddress.ip_address(f[26:30])
+                best = max((ipaddress.ip_network(n) for n, _ in rules
+                            if src in ipaddress.ip_network(n)), key=lambda n: n.prefixlen,
+                           default=None)
+                want = dict(rules)[str(best)] if best else 2
+                assert int(r.action) == want, src
+                seen.add(want)
+            if k and len(f) >= 14:
+                assert k.test_run("lpm_acl", f)[0] == int(r.action)
+        assert len(seen) >= 3
     finally:
         if k:
             k.close()

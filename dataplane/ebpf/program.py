@@ -27,7 +27,7 @@ from ..maps import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP
                     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
                     BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH,
                     BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_ARRAY_OF_MAPS,
-                    BPF_MAP_TYPE_HASH_OF_MAPS)
+                    BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_LPM_TRIE)
 from ..program_check import parse_trace_format
 from . import elf, isa, verifier
 
@@ -36,7 +36,7 @@ EBPF_MAP_TYPES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_HAS
                   BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_HASH,
                   BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH,
                   BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_ARRAY_OF_MAPS,
-                  BPF_MAP_TYPE_HASH_OF_MAPS}
+                  BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_LPM_TRIE}
 MAPS_OF_MAPS = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
 #: Helpers an object may call so far (ids; verifier.HELPERS has their prototypes).
 EBPF_HELPERS = {h: verifier.HELPERS[h]
@@ -206,6 +206,8 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
                          f"max_entries={m.max_entries})")
             continue
         key_dt, val_dt = map_dtypes(btf, m)
+        if m.type == BPF_MAP_TYPE_LPM_TRIE:  # struct bpf_lpm_trie_key: the form maps.py takes
+            key_dt = np.dtype([("prefixlen", "<u4"), ("data", "u1", (m.key_size - 4,))])
         lines.append(f"{n} = Map({n!r}, {m.type}, key=np.dtype({_dtype_text(key_dt)}), "
                      f"value=np.dtype({_dtype_text(val_dt)}), max_entries={m.max_entries})")
         if m.initial is not None and any(m.initial):

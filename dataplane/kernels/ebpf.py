@@ -16,7 +16,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .. import config
-from . import htab
+from . import htab, lpm
 from ..helpers import bpf_redirect
 from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, bpf_redirect_map,
                       bpf_tail_call)
@@ -126,6 +126,32 @@ def _value_slot(spec):
     return njit(**config.INLINE_JIT)(slot)
 
 
+_lpm_readers = {}
+
+
+def lpm_key_reader(nbytes):
+    """A compiled ``read(addr) -> (prefixlen, hi, lo)`` of an LPM key
+    (``struct bpf_lpm_trie_key``: u32 prefixlen, then ``nbytes`` of data in
+    network order) as kernels/lpm.py's left-aligned words."""
+    if nbytes not in _lpm_readers:
+        def word(first, count):
+            terms = [f"(_u(peek1(addr + {4 + first + i})) << _u({8 * (7 - i)}))"
+                     for i in range(count)]
+            return " | ".join(terms) if terms else "_u(0)"
+        src = (f"def read(addr):\n    return np.int64(peek4(addr)), {word(0, min(nbytes, 8))}, "
+               f"{word(8, max(nbytes - 8, 0))}\n")
+        ns = {"peek1": peek1, "peek4": peek4, "_u": np.uint64, "np": np}
+        exec(src, ns)
+        _lpm_readers[nbytes] = njit(**config.INLINE_JIT)(ns["read"])
+    return _lpm_readers[nbytes]
+
+
+def _lpm(spec):
+    """(read, width, shift) of an LPM trie's keys."""
+    return lpm_key_reader(spec.lpm_width // 8), np.int64(spec.lpm_width), \
+        np.uint64(spec.lpm_shift)
+
+
 @overload(map_lookup)
 def _lookup(m, key):
     spec = _spec(m)
@@ -133,6 +159,18 @@ def _lookup(m, key):
         return None
     if spec.is_map_in_map:
         return _lookup_outer(spec)
+    if spec.is_lpm:  # the longest prefix of at most the key's prefixlen bits
+        (read, width, shift), slot = _lpm(spec), _value_slot(spec)
+        find = lpm.lpm_lookup.dispatcher
+
+        def impl(m, key):
+            plen, hi, lo = read(key)
+            e = find(m.buckets, m.chain, m.keys, m.index, m.rchild, m.nhdr, m.nent, m.bhi,
+                     m.blo, m.rval, min(plen, width), hi, lo, width, shift)
+            if e < 0:
+                return np.int64(0)
+            return slot(m, e)
+        return impl
     slot, n, lru = _value_slot(spec), spec.max_entries, spec.lru
     if not spec.is_hash:
         def impl(m, key):
@@ -185,6 +223,19 @@ def _update(m, key, value, flags):
     slot, n, lru, vsize = _value_slot(spec), spec.max_entries, spec.lru, \
         spec.value_dtype.itemsize
     E2BIG, EEXIST, EINVAL = -htab.E2BIG, -htab.EEXIST, -htab.EINVAL
+    if spec.is_lpm:
+        (read, width, shift), insert = _lpm(spec), lpm.lpm_insert.dispatcher
+
+        def impl(m, key, value, flags):
+            plen, hi, lo = read(key)
+            e = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, m.index, m.rchild,
+                       m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo, np.int64(flags),
+                       width, shift)
+            if e < 0:
+                return e
+            copy_bytes(slot(m, e), value, vsize)
+            return np.int64(0)
+        return impl
     if not spec.is_hash:
         def impl(m, key, value, flags):
             i = np.int64(peek4(key))
@@ -214,6 +265,15 @@ def _delete(m, key):
     spec = _spec(m)
     if spec is None:
         return None
+    if spec.is_lpm:
+        (read, width, shift), delete = _lpm(spec), lpm.lpm_delete.dispatcher
+
+        def impl(m, key):
+            plen, hi, lo = read(key)
+            return delete(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, m.index,
+                          m.rchild, m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo, width,
+                          shift)
+        return impl
     if not spec.is_hash:
         EINVAL = -htab.EINVAL
         return lambda m, key: np.int64(EINVAL)

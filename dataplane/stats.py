@@ -208,3 +208,17 @@ class Progress:
 
     def done(self):
         self.clear()
+
+
+def format_versus_kernel(v):
+    """The kernel comparison of ``dataplane bench`` on an eBPF object
+    (ebpf/kernel_bench.compare): one line, each frame repeated on both sides."""
+    head = "  vs the kernel's JIT (each frame repeated, empty program subtracted): "
+    if v["ours"] is None:
+        return head + v["note"]
+    text = f"ours {v['ours']:.1f} ns/pkt"
+    if v["kernel"] is not None:
+        text += f", kernel {v['kernel']:.1f} ns/pkt"
+    if v["ratio"] is not None:
+        text += f", ratio {v['ratio']:.2f}"
+    return head + text + (f" ({v['note']})" if v["note"] else "")

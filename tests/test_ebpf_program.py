@@ -242,6 +242,19 @@ def test_prog_dump_and_verify(capsys):
     assert "map_in_map: verified" in capsys.readouterr().out
 
 
+def test_bench_compares_with_the_kernel(capsys):
+    import json
+    assert main(["bench", "-p", str(BPF / "drop_udp.o"), "--repeat", "3", "-j"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    versus = out["kernel"]
+    assert versus["ours"] is not None
+    ok, reason = kernel.kernel_available()
+    if ok:
+        assert versus["kernel"] is not None
+    else:
+        assert "no kernel" in versus["note"]
+
+
 @pytest.mark.parametrize("ref,message", [
     ("nosuch.o", "cannot read"),
     ("{garbage}", "not an ELF"),

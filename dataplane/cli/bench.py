@@ -3,8 +3,8 @@
 from ..bench import bench, load_packets
 from ..errors import DataplaneError
 from ..lb.control import load_balancer
-from ..program import load_program, programs_dir
-from ..stats import print_json
+from ..program import is_object_ref, load_program, programs_dir
+from ..stats import format_versus_kernel, print_json
 from .options import add_options
 
 HELP = "measure a program's ns/packet on packets in memory, against the empty program"
@@ -38,8 +38,20 @@ def run(args):
         raise DataplaneError(f"{args.read or default_capture()}: no packets to measure")
     result = bench(program, unchecked, harness, chunks, packets, batch=args.batch,
                    repeats=args.repeat)
+    versus = _versus_kernel(args, harness) if is_object_ref(args.program) else None
     if args.json:
-        print_json(result.to_json())
+        print_json({**result.to_json(), **({"kernel": versus} if versus else {})})
     else:
         print(result.format(), flush=True)
+        if versus:
+            print(format_versus_kernel(versus), flush=True)
     return 0
+
+
+def _versus_kernel(args, harness):
+    """An eBPF object: its cost here and under the kernel's JIT, like for like."""
+    from ..ebpf.kernel_bench import compare
+    try:
+        return compare(args.program, args.read or default_capture(), harness=harness)
+    except (DataplaneError, ValueError, OSError) as exc:
+        return {"ours": None, "kernel": None, "ratio": None, "note": f"not compared: {exc}"}

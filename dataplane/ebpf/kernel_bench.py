@@ -1,0 +1,110 @@
+"""An eBPF object's cost per packet here and under the kernel's JIT, like for like.
+
+The kernel's BPF_PROG_TEST_RUN with ``repeat`` runs one frame again and again
+(hot caches, every branch predicted), so ours does the same: for each of the
+first ``frames`` packets of a capture, a batch of that frame repeated, timed
+by dataplane's bench. Both sides subtract an empty program's time on the same
+frames (ours: pass_all; the kernel's: an XDP program returning XDP_PASS).
+
+A program that moves the packet (bpf_xdp_adjust_head/meta/tail) gets no kernel
+figure: the kernel's repeated run keeps the moved packet, so after the first
+run it times the helper refusing to move past the headroom.
+"""
+
+import statistics
+import tempfile
+from pathlib import Path
+
+from . import elf, isa, kernel
+
+PASS_ALL = isa.encode([isa.make(isa.ALU64 | isa.MOV, 0, imm=2), isa.make(isa.JMP | isa.EXIT)])
+#: Below this many ns (after subtracting the empty program) a side is within the
+#: run-to-run noise of these machines: no ratio is given.
+NOISE_NS = 1.0
+MOVES_PACKET = (44, 54, 65)
+
+
+def read_frames(capture, count):
+    """The first ``count`` frames of a pcap capture, as bytes (dpkt)."""
+    import dpkt
+    with open(capture, "rb") as fh:
+        out = []
+        for _, f in dpkt.pcap.Reader(fh):
+            out.append(bytes(f))
+            if len(out) >= count:
+                break
+    return out
+
+
+def frame_captures(frames, folder, copies=2048):
+    """One capture per frame: the frame repeated ``copies`` times."""
+    import dpkt
+    out = []
+    for i, f in enumerate(frames):
+        path = Path(folder) / f"frame{i}.pcap"
+        with open(path, "wb") as fh:
+            w = dpkt.pcap.Writer(fh)
+            for _ in range(copies):
+                w.writepkt(f, 0)
+        out.append(str(path))
+    return out
+
+
+def moves_packet(insns):
+    return any(i.cls == isa.JMP and i.op == isa.CALL and i.src == isa.CALL_HELPER
+               and i.imm in MOVES_PACKET for i in insns if not i.is_lddw_tail)
+
+
+def ours_ns(ref, captures, harness, repeats=3):
+    """Mean over the captures of (program - harness) ns/packet."""
+    from ..bench import bench, load_packets
+    from ..program import load_program
+    program, unchecked = load_program(ref), load_program(ref, checked=False)
+    costs = []
+    for cap in captures:
+        chunks, packets = load_packets(cap, None, max(program.tailroom, harness.tailroom))
+        r = bench(program, unchecked, harness, chunks, packets, repeats=repeats)
+        costs.append(r.ns_per_pkt - r.harness_ns_per_pkt)
+    return statistics.mean(costs)
+
+
+def kernel_empty_ns(frames, repeat):
+    """The kernel's empty XDP program: mean ns per run over the frames (None: no kernel)."""
+    fd, err = kernel._prog_load(PASS_ALL, "GPL", "dp_pass_all")
+    if fd is None:
+        return None
+    try:
+        return statistics.mean(kernel._test_run_fd(fd, f, repeat)[2] for f in frames)
+    finally:
+        import os
+        os.close(fd)
+
+
+def compare(ref, capture, frames=16, repeat=2000, harness=None, captures=None, empty=None):
+    """{"ours": ns, "kernel": ns or None, "ratio": ours/kernel or None, "note": why
+    not} for object ``ref`` ("prog.o" or "prog.o:name")."""
+    from ..program import load_program
+    path, name = elf.split_object_ref(ref)
+    prog = elf.load_object(path).program(name)
+    packets = read_frames(capture, frames)
+    tmp = None
+    if captures is None:
+        tmp = tempfile.TemporaryDirectory()
+        captures = frame_captures(packets, tmp.name)
+    ours = ours_ns(ref, captures, harness or load_program("pass_all"))
+    out = {"ours": ours, "kernel": None, "ratio": None, "note": None}
+    ok, why = kernel.kernel_available()
+    if not ok:
+        out["note"] = f"no kernel to compare with: {why}"
+    elif moves_packet(prog.insns):
+        out["note"] = "moves the packet: the kernel's repeated run times a refusal"
+    else:
+        empty = empty if empty is not None else kernel_empty_ns(packets, repeat)
+        with kernel.KernelObject(path) as k:
+            theirs = statistics.mean(k.test_run(prog.name, f, repeat)[2] for f in packets)
+        out["kernel"] = theirs - empty
+        if min(ours, out["kernel"]) >= NOISE_NS:
+            out["ratio"] = ours / out["kernel"]
+        else:
+            out["note"] = f"below {NOISE_NS:g} ns on one side: within the noise"
+    return out

@@ -15,6 +15,7 @@ dataplane's compiled core, the kernel's own file and its argument types, so a
 cached shared object is never stale.
 """
 
+import contextlib
 import functools
 import hashlib
 import time
@@ -213,7 +214,12 @@ class Kernel:
         argtypes = tuple(typeof(a.astype(a.dtype, copy=False)) if isinstance(a, np.ndarray)
                          else (types.float64 if k == "f" else types.int64)
                          for a, k in zip(args, kinds))
-        disp.compile(argtypes)
+        # eBPF loops (generated, "trusted" files) are large straight from the JIT:
+        # their module is optimised once, by native.build, not first by numba too
+        skip = _no_module_optimisation if native.compiler() and \
+            self.py_func.__globals__.get("__dataplane_trusted__") else contextlib.nullcontext
+        with skip():
+            disp.compile(argtypes)
         ret = disp.overloads[argtypes].signature.return_type
         returns_int = not isinstance(ret, types.NoneType)
         from numba import carray
@@ -249,13 +255,29 @@ class Kernel:
             f"return kernel({', '.join(call)})" if returns_int else f"kernel({', '.join(call)})"]))
         exec(compile(src, f"<native entry of {self.__name__}>", "exec"), ns)
         sig = (types.int64 if returns_int else types.void)(*ctypes_)
-        c = cfunc(sig, error_model="numpy")(ns["entry"])
+        with skip():
+            c = cfunc(sig, error_model="numpy")(ns["entry"])
         try:
             native.build(c, path)
         except native.NativeUnavailable:  # run numba's JIT code through the same ABI
             return native.from_address(c.address, len(ctypes_), returns_int)
         meta.write_text(f"{c.native_name} {len(ctypes_)} {'int' if returns_int else 'void'}")
         return native.load(path, c.native_name, len(ctypes_), returns_int)
+
+
+@contextlib.contextmanager
+def _no_module_optimisation():
+    """Compile without numba's whole-module O3 (native.build inlines every
+    function and runs O3 on the result anyway): 1.2 s of the 4.2 s a
+    3,765-instruction eBPF object took. Not for Python programs: there numba's
+    pass made MCJIT's code generation slower than it saved (l4lb: 33 vs 30 s)."""
+    import numba.core.codegen as codegen
+    saved = codegen.CPUCodeLibrary._optimize_final_module
+    codegen.CPUCodeLibrary._optimize_final_module = lambda self: None
+    try:
+        yield
+    finally:
+        codegen.CPUCodeLibrary._optimize_final_module = saved
 
 
 def kernel(**opts):

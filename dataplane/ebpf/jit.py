@@ -53,6 +53,11 @@ class Target:
 
     #: Backward jumps a run may take before it is aborted (None: unlimited).
     loop_budget = None
+    #: True when no other thread writes the memory the program's atomic
+    #: instructions touch: they are then plain read-modify-writes (a locked x86
+    #: instruction drains the store buffer, and the next packets' cache misses
+    #: could no longer overlap this one's).
+    single_writer = False
 
     def ctx_load(self, builder, pc, offset, size):
         """A load from the context at ``offset`` (the verifier typed it): i64."""
@@ -324,17 +329,30 @@ class _Emitter:
         src = self.get(frame, insn.src)
         if size == 4:
             src = self.b.trunc(src, I32)
+        plain = getattr(self.t, "single_writer", False)
         if op == isa.ATOMIC_CMPXCHG:
             expected = self.get(frame, 0)
             if size == 4:
                 expected = self.b.trunc(expected, I32)
+            if plain:
+                old = self.b.load(ptr, align=1)
+                same = self.b.icmp_unsigned("==", old, expected)
+                self.b.store(self.b.select(same, src, old), ptr, align=1)
+                self.put(frame, 0, old)
+                return
             pair = self.b.cmpxchg(ptr, expected, src, "seq_cst", "seq_cst")
             self.put(frame, 0, self.b.extract_value(pair, 0))
             return
         rmw = {isa.ATOMIC_ADD: "add", isa.ATOMIC_OR: "or", isa.ATOMIC_AND: "and",
                isa.ATOMIC_XOR: "xor", isa.ATOMIC_XCHG & ~isa.ATOMIC_FETCH: "xchg"}[
             op & ~isa.ATOMIC_FETCH]
-        old = self.b.atomic_rmw(rmw, ptr, src, "seq_cst")
+        if plain:  # one writer: a locked instruction would only stall the pipeline
+            old = self.b.load(ptr, align=1)
+            new = src if rmw == "xchg" else {"add": self.b.add, "or": self.b.or_,
+                                              "and": self.b.and_, "xor": self.b.xor}[rmw](old, src)
+            self.b.store(new, ptr, align=1)
+        else:
+            old = self.b.atomic_rmw(rmw, ptr, src, "seq_cst")
         if op & isa.ATOMIC_FETCH:
             self.put(frame, insn.src, old)
 

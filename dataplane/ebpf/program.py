@@ -375,6 +375,9 @@ class XdpTarget:
     """The JIT's view of an XDP packet inside the batch loop (jit.Target)."""
 
     loop_budget = config.LOOP_BUDGET
+    #: One worker runs the program: its atomics need no lock (issue 7's workers
+    #: will make this False where maps are shared between them).
+    single_writer = config.WORKERS == 1
 
     def __init__(self, context, builder, signature, args, analysis, infos, trace_ids):
         from numba.core import cgutils

@@ -306,17 +306,26 @@ class _Emitter:
         if v is not None:
             return v
         self.checked(pc, addr, size, False)
-        ptr = self.b.inttoptr(addr, _WIDTH[size].as_pointer())
-        v = self.b.load(ptr, align=1)
+        v = self.b.load(self.pointer(pc, addr, size), align=1)
         return self.b.sext(v, I64) if signed and size < 8 else (
             v if size == 8 else self.b.zext(v, I64))
 
     def is_ctx(self, pc):
         return pc in getattr(self.t, "ctx_loads", ())
 
+    def pointer(self, pc, addr, size):
+        """The access's pointer: into the frame's alloca for a fixed stack slot
+        (the verifier's stack_slots: LLVM then sees which bytes it touches and
+        can keep them in registers or merge byte stores), else the address."""
+        off = getattr(self.t, "stack_slots", {}).get(pc)
+        if off is not None:
+            p = self.b.gep(self.frame.stack, [I32(0), I32(isa.STACK_SIZE + off)])
+            return self.b.bitcast(p, _WIDTH[size].as_pointer())
+        return self.b.inttoptr(addr, _WIDTH[size].as_pointer())
+
     def store(self, pc, addr, size, value):
         self.checked(pc, addr, size, True)
-        ptr = self.b.inttoptr(addr, _WIDTH[size].as_pointer())
+        ptr = self.pointer(pc, addr, size)
         self.b.store(value if size == 8 else self.b.trunc(value, _WIDTH[size]), ptr, align=1)
 
     def atomic(self, frame, pc, insn, addr):

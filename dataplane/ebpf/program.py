@@ -391,6 +391,7 @@ class XdpTarget:
         self.owner = {inner: outer for outer, inner in inner_of.items()}  # inner -> outer
         self.ctx_loads, self.checks = analysis.ctx_loads, analysis.checks
         self.zero_stack = analysis.zero_stack
+        self.stack_slots = analysis.stack_slots
         with builder.goto_entry_block():
             self.redirect = builder.alloca(ir.IntType(64), name="bpf_redirect_target")
         builder.store(ir.Constant(ir.IntType(64), 0), self.redirect)

@@ -544,7 +544,9 @@ class Analysis:
     ``zero_stack``: the stack must start zeroed (a variable-offset stack read);
     ``trace_formats``: {pc: (map index, offset, size)} of each bpf_trace_printk
     call's format, a constant string in read-only global data;
-    ``record_sizes``: {map index: set of sizes} bpf_ringbuf_output writes.
+    ``record_sizes``: {map index: set of sizes} bpf_ringbuf_output writes;
+    ``stack_slots``: {pc: offset from R10 or None} of stack accesses: a fixed
+    offset in the running function's own frame on every path, or None.
     """
 
     def __init__(self):
@@ -554,6 +556,7 @@ class Analysis:
         self.zero_stack = False
         self.trace_formats = {}
         self.record_sizes = {}
+        self.stack_slots = {}
         self.states = 0
 
 
@@ -847,6 +850,12 @@ class Verifier:
         start = t[2] + off
         if start < -isa.STACK_SIZE or start + size > 0:
             self.fail(pc, f"invalid stack access off={start} size={size}")
+        # the JIT addresses a fixed slot of the running frame from its alloca (LLVM
+        # can then keep it in registers); any other case stays an address
+        slot = start if depth == len(st.frames) else None
+        if self.out.stack_slots.get(pc, slot) != slot:
+            slot = None
+        self.out.stack_slots[pc] = slot
         stack = st.stacks[depth]
         if write:
             return None

@@ -18,8 +18,8 @@ from numba.extending import intrinsic, overload
 from .. import config
 from . import htab, lpm
 from ..helpers import bpf_redirect
-from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, bpf_redirect_map,
-                      bpf_tail_call)
+from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, array_update_error,
+                      bpf_redirect_map, bpf_tail_call)
 from .ringbuf import _ring_spec, ringbuf_write
 from .trace import trace_printk
 from .xdp import (bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns,
@@ -222,7 +222,6 @@ def _update(m, key, value, flags):
         return None
     slot, n, lru, vsize = _value_slot(spec), spec.max_entries, spec.lru, \
         spec.value_dtype.itemsize
-    E2BIG, EEXIST, EINVAL = -htab.E2BIG, -htab.EEXIST, -htab.EINVAL
     if spec.is_lpm:
         (read, width, shift), insert = _lpm(spec), lpm.lpm_insert.dispatcher
 
@@ -239,12 +238,9 @@ def _update(m, key, value, flags):
     if not spec.is_hash:
         def impl(m, key, value, flags):
             i = np.int64(peek4(key))
-            if flags > htab.BPF_EXIST or flags < 0:
-                return np.int64(EINVAL)
-            if i >= n:
-                return np.int64(E2BIG)
-            if flags == htab.BPF_NOEXIST:
-                return np.int64(EEXIST)
+            err = array_update_error(i, n, flags)
+            if err:
+                return err
             copy_bytes(slot(m, i), value, vsize)
             return np.int64(0)
         return impl

@@ -313,6 +313,19 @@ def _lookup_inner(spec):
 EOPNOTSUPP = 95  # maps of maps are changed by the control plane only, as in the kernel
 
 
+@njit(**config.INLINE_JIT)
+def array_update_error(i, n, flags):
+    """Why an array map refuses an update of slot ``i`` of ``n`` (-errno), or 0:
+    unknown flags -EINVAL, past the end -E2BIG, BPF_NOEXIST -EEXIST (every slot exists)."""
+    if flags > htab.BPF_EXIST or flags < 0:
+        return np.int64(-htab.EINVAL)
+    if i >= n:
+        return np.int64(-htab.E2BIG)
+    if flags == htab.BPF_NOEXIST:
+        return np.int64(-htab.EEXIST)
+    return np.int64(0)
+
+
 @overload(bpf_map_update_elem)
 def _update(m, key, value, flags):
     spec = _spec(m)
@@ -324,16 +337,12 @@ def _update(m, key, value, flags):
         return _lpm_update(spec, key)
     base, n, lru, write = _slot_base(spec), spec.max_entries, spec.lru, \
         _writer(spec.value_dtype)
-    E2BIG, EEXIST, EINVAL = -htab.E2BIG, -htab.EEXIST, -htab.EINVAL
     if not spec.is_hash:
         def impl(m, key, value, flags):
             i = np.int64(key) & 0xFFFFFFFF
-            if flags > htab.BPF_EXIST or flags < 0:
-                return np.int64(EINVAL)
-            if i >= n:
-                return np.int64(E2BIG)
-            if flags == htab.BPF_NOEXIST:
-                return np.int64(EEXIST)
+            err = array_update_error(i, n, flags)
+            if err:
+                return err
             write(m.values, base + i, value)
             return np.int64(0)
         return impl

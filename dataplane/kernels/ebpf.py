@@ -161,12 +161,20 @@ def _lookup(m, key):
         return _lookup_outer(spec)
     if spec.is_lpm:  # the longest prefix of at most the key's prefixlen bits
         (read, width, shift), slot = _lpm(spec), _value_slot(spec)
-        find = lpm.lpm_lookup.dispatcher
+        slow, find1, find2 = lpm.lpm_lookup.dispatcher, lpm.lpm_find1.dispatcher, \
+            lpm.lpm_find2.dispatcher
+        one_word = spec.lpm_width <= 64
 
         def impl(m, key):
             plen, hi, lo = read(key)
-            e = find(m.buckets, m.chain, m.keys, m.index, m.rchild, m.nhdr, m.nent, m.bhi,
-                     m.blo, m.rval, min(plen, width), hi, lo, width, shift)
+            if plen < width:  # a shorter prefixlen: the general walk
+                e = slow(m.buckets, m.chain, m.keys, m.index, m.rchild, m.nhdr, m.nent, m.bhi,
+                         m.blo, m.rval, plen, hi, lo, width, shift)
+            elif one_word:  # a whole address (the usual lookup): kernels/lpm.py's index
+                e = np.int64(m.rval[find1(m.index, m.rchild, m.nhdr, m.nent, m.bhi, hi, shift)])
+            else:
+                e = np.int64(m.rval[find2(m.index, m.rchild, m.nhdr, m.nent, m.bhi, m.blo, hi,
+                                          lo, shift)])
             if e < 0:
                 return np.int64(0)
             return slot(m, e)

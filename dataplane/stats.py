@@ -222,3 +222,62 @@ def format_versus_kernel(v):
     if v["ratio"] is not None:
         text += f", ratio {v['ratio']:.2f}"
     return head + text + (f" ({v['note']})" if v["note"] else "")
+
+
+def format_live_summary(s):
+    """The human summary of a live run (live_stats.LiveStats): per interface,
+    what came in, the verdicts, what went out, and the kernel's ring counters."""
+    from .live_stats import (ERR, HOST_IN, HOST_IN_DROP, HOST_OUT, OUT, OUT_DROP, RING_DROPS,
+                             RING_FREEZES, RING_PACKETS, RX, RX_BYTES, VERDICT_COLUMN)
+    name = s.program + ("" if s.checked else " (unchecked)")
+    why = f" (stopped by {s.stopped_by})" if s.stopped_by else ""
+    lines = [f"{name} on {', '.join(s.interfaces)}: {_n(s.packets)} packets in "
+             f"{s.elapsed_s:.3f} s{why}"]
+    w = 16
+    head = f"  {'':<22}" + "".join(f"{n:>{w}}" for n in s.interfaces)
+    lines.append(head)
+
+    def row(label, values):
+        lines.append(f"  {label:<22}" + "".join(f"{v:>{w}}" for v in values))
+
+    c = s.c
+    row("rx", [_n(v) for v in c[:, RX]])
+    row("rx bytes", [_n(v) for v in c[:, RX_BYTES]])
+    for a, col in VERDICT_COLUMN.items():
+        row(a.name, [_n(v) for v in c[:, col]])
+    row("redirect errors", [_n(v) for v in c[:, ERR]])
+    row("out (sent)", [_n(v) for v in c[:, OUT]])
+    row("out dropped", [_n(v) for v in c[:, OUT_DROP]])
+    if s.host_tap:
+        row("host tap", [t or "-" for t in s.taps])
+        row("to host (tap)", [_n(v) for v in c[:, HOST_IN]])
+        row("to host dropped", [_n(v) for v in c[:, HOST_IN_DROP]])
+        row("from host (tap)", [_n(v) for v in c[:, HOST_OUT]])
+    row("ring tp_packets", [_n(v) for v in c[:, RING_PACKETS]])
+    row("ring tp_drops", [_n(v) for v in c[:, RING_DROPS]])
+    row("ring tp_freeze_q_cnt", [_n(v) for v in c[:, RING_FREEZES]])
+    packets = s.packets
+    per_pkt = f", {s.cpu_s * 1e9 / packets:,.0f} ns/pkt" if packets >= 10000 else ""
+    lines.append(f"  CPU {s.cpu_s:.3f} s (user + system of the loop, idle time "
+                 f"included){per_pkt}")
+    if not s.host_tap:
+        lines.append("  no --host-tap: XDP_PASS frames were counted and left to the kernel's "
+                     "own copy (the host stack also saw every frame, whatever the verdict)")
+    for target, count in sorted(s.unknown.items()):
+        lines.append(f"  error: {_n(count)} frames redirected to ifindex {target}, which the "
+                     "dataplane does not hold (not one of -i, nor a host TAP)")
+    for (iface, what), text in sorted(s.errors.items()):
+        lines.append(f"  {iface}: {what}: {text}")
+    if s.faults:
+        lines.append(f"  aborted by program faults: {_n(s.faults)} (first: packet "
+                     f"{s.first_fault}, {s.fault_reason})")
+    if s.invalid:
+        lines.append(f"  aborted for invalid verdicts: {_n(s.invalid)}")
+    return "\n".join(lines)
+
+
+def print_line(text, stream=None):
+    """One line, flushed (progress and rate lines of long runs)."""
+    stream = stream or sys.stdout
+    stream.write(text + "\n")
+    stream.flush()

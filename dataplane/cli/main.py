@@ -10,10 +10,10 @@ import json
 import sys
 
 from .. import __version__
-from . import bench, conformance, lb_cmd, map_cmd, prog, replay
+from . import bench, conformance, lb_cmd, map_cmd, prog, replay, run
 
 COMMANDS = {"replay": replay, "bench": bench, "map": map_cmd, "lb": lb_cmd, "prog": prog,
-            "conformance": conformance}
+            "conformance": conformance, "run": run}
 
 
 class _Parser(argparse.ArgumentParser):

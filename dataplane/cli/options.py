@@ -61,6 +61,20 @@ OPTIONS = {
     "interval": (("--interval",), dict(metavar="SEC", type=float,
                  help="also measure rates: sample the counters SEC seconds apart and "
                       "print packets and bytes per second")),
+    "interface": (("-i", "--interface"), dict(metavar="IFACE", dest="interfaces",
+                  action="append", required=True,
+                  help="an interface to take over (repeat for more: -i eth1 -i eth2); "
+                       "its frames are read from a packet ring in promiscuous mode")),
+    "host_tap": (("--host-tap",), dict(action="store_true",
+                 help="give the host a TAP per interface (dp-IFACE, with the interface's "
+                      "MAC): XDP_PASS frames enter the host there, frames the host sends "
+                      "there leave by the interface; put the host's addresses on the TAP")),
+    "tap_name": (("--tap-name",), dict(metavar="NAME", dest="tap_names", action="append",
+                 help="with --host-tap: the TAP's name for the -i of the same rank "
+                      "(default dp-IFACE)")),
+    "tx_path": (("--tx",), dict(choices=("mmsg", "ring"), default="mmsg",
+                help="batched transmit path (valid values: mmsg, sendmmsg of 64 frames "
+                     "per call; ring, a PACKET_TX_RING; default mmsg)")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

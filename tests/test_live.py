@@ -1,0 +1,395 @@
+"""``dataplane run`` on real interfaces, inside network namespaces the tests make.
+
+Topology (built per test with ``ip``, removed afterwards whatever happens)::
+
+    [client ns]                 [dp ns: dataplane run]                 [server ns]
+    client-veth 10.77.0.1 <-> dp-veth0      dp-veth1 <-> server-veth 10.77.0.3
+                                 (TAP dp-dp-veth0: the dp host, 10.77.0.2)
+
+IPv6 is off in all three namespaces so that every frame on the wire is one the
+test sent (counters can be compared exactly). Every frame stays inside these
+namespaces; nothing touches the machine's own interfaces.
+"""
+
+import itertools
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOL = Path(__file__).resolve().parent / "live_tool.py"
+
+MAC_CLIENT = "02:77:00:00:00:01"
+MAC_DP0 = "02:77:00:00:01:00"
+MAC_DP1 = "02:77:00:00:01:01"
+MAC_SERVER = "02:77:00:00:00:03"
+CLIENT_IP, HOST_IP, SERVER_IP = "10.77.0.1", "10.77.0.2", "10.77.0.3"
+TAP0 = "dp-dp-veth0"
+
+
+def _why_skip():
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, raw sockets, TAP devices)"
+    if not os.path.exists("/dev/net/tun"):
+        return "needs /dev/net/tun (TAP devices)"
+    for tool in ("ip", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"needs the {tool} command"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_why_skip() is not None, reason=str(_why_skip()))
+
+_serial = itertools.count()
+
+
+class Topology:
+    """Three namespaces joined by two veth pairs (see the module's docstring)."""
+
+    def __init__(self):
+        tag = f"{os.getpid() % 100000}-{next(_serial)}"
+        self.client, self.dp, self.server = (f"dpt-{tag}-{r}" for r in ("c", "dp", "s"))
+        self.names = (self.client, self.dp, self.server)
+        self.made = []
+
+    def ns(self, ns, *cmd):
+        return ["nsenter", f"--net=/run/netns/{ns}", *cmd]
+
+    def sh(self, ns, *cmd, check=True, timeout=60):
+        r = subprocess.run(self.ns(ns, *cmd), capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{cmd}: {r.stderr.strip()}")
+        return r
+
+    def ip(self, ns, *args, check=True):
+        r = subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise AssertionError(f"ip -n {ns} {' '.join(args)}: {r.stderr.strip()}")
+        return r
+
+    def build(self):
+        for ns in self.names:
+            subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+            self.made.append(ns)
+            self.sh(ns, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; "
+                    "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6")
+            self.ip(ns, "link", "set", "lo", "up")
+        self.ip(self.dp, "link", "add", "dp-veth0", "address", MAC_DP0, "type", "veth",
+                "peer", "name", "client-veth", "address", MAC_CLIENT, "netns", self.client)
+        self.ip(self.dp, "link", "add", "dp-veth1", "address", MAC_DP1, "type", "veth",
+                "peer", "name", "server-veth", "address", MAC_SERVER, "netns", self.server)
+        for ns, dev in ((self.dp, "dp-veth0"), (self.dp, "dp-veth1"),
+                        (self.client, "client-veth"), (self.server, "server-veth")):
+            self.ip(ns, "link", "set", dev, "up")
+        self.ip(self.client, "addr", "add", f"{CLIENT_IP}/24", "dev", "client-veth")
+        self.ip(self.server, "addr", "add", f"{SERVER_IP}/24", "dev", "server-veth")
+        return self
+
+    def destroy(self):
+        for ns in self.made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def link(self, ns, dev):
+        r = self.ip(ns, "-s", "-d", "-j", "link", "show", dev, check=False)
+        return json.loads(r.stdout)[0] if r.returncode == 0 else None
+
+    def tx_packets(self, ns, dev):
+        return self.link(ns, dev)["stats64"]["tx"]["packets"]
+
+    def rx_packets(self, ns, dev):
+        return self.link(ns, dev)["stats64"]["rx"]["packets"]
+
+    def ifindex(self, ns, dev):
+        return self.link(ns, dev)["ifindex"]
+
+    def ping(self, ns, dst, count=5, timeout=1.0):
+        r = self.sh(ns, sys.executable, str(TOOL), "ping", dst, "-c", str(count),
+                    "--timeout", str(timeout))
+        return json.loads(r.stdout)
+
+    def icmp_in_echos(self, ns):
+        return json.loads(self.sh(ns, sys.executable, str(TOOL), "snmp").stdout)["InEchos"]
+
+
+@pytest.fixture
+def topo():
+    t = Topology()
+    try:
+        yield t.build()
+    finally:
+        t.destroy()
+
+
+class Dataplane:
+    """``dataplane run ARGS`` in the dp namespace; ready when it says so on stderr."""
+
+    def __init__(self, topo, *args, ready_timeout=180):
+        cmd = topo.ns(topo.dp, sys.executable, "-m", "dataplane.cli.main", "run",
+                      "--interval", "0", "-j", *map(str, args))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, cwd=ROOT)
+        self.lines = queue.Queue()
+        self.stderr, self.stdout = [], []
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr, True),
+                         daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout, False),
+                         daemon=True).start()
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                self.kill()
+                raise AssertionError("dataplane run did not become ready: "
+                                     + "".join(self.stderr)) from None
+            if line is None:
+                self.proc.wait()
+                raise AssertionError(f"dataplane run exited {self.proc.returncode}: "
+                                     + "".join(self.stderr))
+            if line.startswith("run: "):
+                return
+
+    def _pump(self, stream, into, signal_lines):
+        for line in stream:
+            into.append(line)
+            if signal_lines:
+                self.lines.put(line)
+        if signal_lines:
+            self.lines.put(None)
+
+    def stop(self):
+        """SIGTERM by pid; returns the JSON summary (exit status must be 0)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        time.sleep(0.05)  # the pump threads drain the pipes
+        assert self.proc.returncode == 0, "".join(self.stderr)
+        return json.loads(self.stdout[-1])
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def run_dp(topo):
+    started = []
+
+    def start(*args):
+        d = Dataplane(topo, *args)
+        started.append(d)
+        return d
+
+    try:
+        yield start
+    finally:
+        for d in started:
+            d.kill()
+
+
+def _settle():
+    time.sleep(0.2)  # ring blocks retire after 1 ms; the loop polls at most 100 ms
+
+
+def _left_as_found(topo):
+    assert topo.link(topo.dp, TAP0) is None, "the TAP is still there"
+    assert topo.link(topo.dp, "dp-veth0")["promiscuity"] == 0
+
+
+def test_pass_all_host_tap_ping_and_counters(topo, run_dp):
+    dp = run_dp("-i", "dp-veth0", "-p", "pass_all", "--host-tap")
+    tap = topo.link(topo.dp, TAP0)
+    assert tap["address"] == MAC_DP0 and "UP" in tap["flags"]
+    topo.ip(topo.dp, "addr", "add", f"{HOST_IP}/24", "dev", TAP0)
+    tx0, rx0 = topo.tx_packets(topo.client, "client-veth"), \
+        topo.rx_packets(topo.client, "client-veth")
+    echos0 = topo.icmp_in_echos(topo.dp)
+    r = topo.ping(topo.client, HOST_IP, 5)
+    _settle()
+    sent = topo.tx_packets(topo.client, "client-veth") - tx0
+    got = topo.rx_packets(topo.client, "client-veth") - rx0
+    echos = topo.icmp_in_echos(topo.dp) - echos0
+    s = dp.stop()
+    assert r["received"] == 5
+    assert echos == 5                        # the host answered, through its TAP
+    i = s["interfaces"]["dp-veth0"]
+    assert sent >= 6                         # 5 echo requests and at least one ARP
+    assert i["rx"] == sent == i["actions"]["pass"] == i["host_in"] == s["packets"]
+    assert i["ring"]["tp_packets"] == sent and i["ring"]["tp_drops"] == 0
+    assert i["out"] == i["host_out"] == got >= 6
+    assert i["out_dropped"] == i["host_in_dropped"] == 0
+    assert s["stopped_by"] == "SIGTERM"
+    _left_as_found(topo)
+
+
+def test_drop_all_host_tap(topo, run_dp):
+    topo.ip(topo.client, "neigh", "add", HOST_IP, "lladdr", MAC_DP0, "dev", "client-veth",
+            "nud", "permanent")
+    dp = run_dp("-i", "dp-veth0", "-p", "drop_all", "--host-tap")
+    topo.ip(topo.dp, "addr", "add", f"{HOST_IP}/24", "dev", TAP0)
+    tx0 = topo.tx_packets(topo.client, "client-veth")
+    echos0 = topo.icmp_in_echos(topo.dp)
+    r = topo.ping(topo.client, HOST_IP, 5, timeout=0.2)
+    _settle()
+    sent = topo.tx_packets(topo.client, "client-veth") - tx0
+    echos = topo.icmp_in_echos(topo.dp) - echos0
+    s = dp.stop()
+    assert r["received"] == 0 and echos == 0  # the host's own copy is held off too
+    i = s["interfaces"]["dp-veth0"]
+    assert sent == 5
+    assert i["rx"] == i["actions"]["drop"] == sent
+    assert i["host_in"] == 0 and i["out"] == 0
+    _left_as_found(topo)
+
+
+@pytest.mark.parametrize("tx", ["mmsg", "ring"])
+def test_icmp_echo_answered_by_xdp_tx(topo, run_dp, tx):
+    dp = run_dp("-i", "dp-veth0", "-p", "icmp_echo", "--host-tap", "--tx", tx)
+    topo.ip(topo.dp, "addr", "add", f"{HOST_IP}/24", "dev", TAP0)  # answers ARP only
+    echos0 = topo.icmp_in_echos(topo.dp)
+    r = topo.ping(topo.client, HOST_IP, 5)
+    _settle()
+    echos = topo.icmp_in_echos(topo.dp) - echos0
+    s = dp.stop()
+    assert r["received"] == 5
+    assert echos == 0                        # the host never saw a ping
+    i = s["interfaces"]["dp-veth0"]
+    assert i["actions"]["tx"] == 5
+    assert i["actions"]["pass"] == i["rx"] - 5 == i["host_in"] >= 1   # ARP
+    assert i["out"] == 5 + i["host_out"]
+
+
+def _bridge_program(path, a, b):
+    path.write_text(f'''"""Bridge two ports: every frame from one goes out of the other."""
+from dataplane import XDP_DROP, bpf_redirect, xdp
+
+PORT_A = {a}
+PORT_B = {b}
+
+
+@xdp
+def bridge(ctx):
+    if ctx.ingress_ifindex == PORT_A:
+        return bpf_redirect(PORT_B, 0)
+    if ctx.ingress_ifindex == PORT_B:
+        return bpf_redirect(PORT_A, 0)
+    return XDP_DROP
+''')
+    return path
+
+
+def test_redirect_bridges_client_and_server(topo, run_dp, tmp_path):
+    prog = _bridge_program(tmp_path / "bridge.py", topo.ifindex(topo.dp, "dp-veth0"),
+                           topo.ifindex(topo.dp, "dp-veth1"))
+    dp = run_dp("-i", "dp-veth0", "-i", "dp-veth1", "-p", prog)
+    there = topo.ping(topo.client, SERVER_IP, 5)
+    back = topo.ping(topo.server, CLIENT_IP, 5)
+    _settle()
+    s = dp.stop()
+    assert there["received"] == 5 and back["received"] == 5
+    a, b = s["interfaces"]["dp-veth0"], s["interfaces"]["dp-veth1"]
+    for x in (a, b):
+        assert x["rx"] == x["actions"]["redirect"] >= 10
+        assert x["redirect_errors"] == 0 and x["ring"]["tp_drops"] == 0
+    assert b["out"] == a["rx"] and a["out"] == b["rx"]
+    assert "no --host-tap" not in json.dumps(s)  # (the human summary says it; JSON has host_tap)
+    assert s["host_tap"] is False
+
+
+def _stream(topo, src_ns, dst_ns, dst_ip, nbytes, port=5001):
+    sink = subprocess.Popen(topo.ns(dst_ns, sys.executable, str(TOOL), "tcp-sink", str(port)),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout.readline().strip() == "listening"
+        sent = json.loads(topo.sh(src_ns, sys.executable, str(TOOL), "tcp-send", dst_ip,
+                                  str(port), str(nbytes)).stdout)
+        got = json.loads(sink.communicate(timeout=30)[0])
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
+    return sent, got
+
+
+def test_redirect_bridges_tcp_streams_both_ways(topo, run_dp, tmp_path):
+    # The peers' stacks send wire-sized segments (gso_max_segs 1, as tso off would):
+    # TSO super-frames through a packet socket are issue 5's remaining work (vnet
+    # headers). Their checksums are left to offload: the walker completes them.
+    for ns, dev in ((topo.client, "client-veth"), (topo.server, "server-veth")):
+        topo.ip(ns, "link", "set", dev, "gso_max_segs", "1")
+    prog = _bridge_program(tmp_path / "bridge.py", topo.ifindex(topo.dp, "dp-veth0"),
+                           topo.ifindex(topo.dp, "dp-veth1"))
+    dp = run_dp("-i", "dp-veth0", "-i", "dp-veth1", "-p", prog)
+    up = _stream(topo, topo.client, topo.server, SERVER_IP, 4 << 20)
+    down = _stream(topo, topo.server, topo.client, CLIENT_IP, 4 << 20, port=5002)
+    s = dp.stop()
+    for sent, got in (up, down):
+        assert sent == got and got["bytes"] == 4 << 20
+    for i in s["interfaces"].values():
+        assert i["ring"]["tp_drops"] == 0 and i["out_dropped"] == 0
+        assert i["rx"] == i["actions"]["redirect"]
+
+
+def test_redirect_to_an_interface_not_held_is_an_error_naming_it(topo, run_dp, tmp_path):
+    prog = tmp_path / "elsewhere.py"
+    prog.write_text("from dataplane import bpf_redirect, xdp\n\n\n@xdp\n"
+                    "def elsewhere(ctx):\n    return bpf_redirect(999, 0)\n")
+    topo.ip(topo.client, "neigh", "add", HOST_IP, "lladdr", MAC_DP0, "dev", "client-veth",
+            "nud", "permanent")
+    dp = run_dp("-i", "dp-veth0", "-p", prog)
+    topo.ping(topo.client, HOST_IP, 3, timeout=0.1)
+    _settle()
+    s = dp.stop()
+    i = s["interfaces"]["dp-veth0"]
+    assert i["actions"]["redirect"] == i["redirect_errors"] == 3
+    assert s["redirect_unknown"] == {"999": 3}
+
+
+def _error_run(topo, *args, prefix=()):
+    cmd = [*prefix, *topo.ns(topo.dp, sys.executable, "-m", "dataplane.cli.main", "run",
+                             *map(str, args))]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 1, r.stderr
+    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    return errors[0]
+
+
+def test_errors_are_one_line_and_leave_nothing(topo):
+    line = _error_run(topo, "-i", "nosuch0", "-p", "pass_all")
+    assert "interface 'nosuch0': no such device" in line
+    line = _error_run(topo, "-i", "dp-veth0", "-p", "pass_all", "--host-tap",
+                      "--tap-name", "dp-veth1")
+    assert "TAP 'dp-veth1': name taken" in line
+    _left_as_found(topo)
+    if shutil.which("unshare"):  # a private mount namespace without /dev/net/tun
+        line = _error_run(topo, "-i", "dp-veth0", "-p", "pass_all", "--host-tap",
+                          prefix=("unshare", "--mount", "--propagation", "private", "sh",
+                                  "-c", 'mount -t tmpfs none /dev/net && exec "$0" "$@"'))
+        assert "/dev/net/tun: no such device" in line
+        _left_as_found(topo)
+
+
+def test_interface_vanishing_is_an_error_and_leaves_nothing(topo, run_dp):
+    dp = run_dp("-i", "dp-veth0", "-i", "dp-veth1", "-p", "pass_all", "--host-tap")
+    topo.ip(topo.dp, "link", "del", "dp-veth0")
+    dp.proc.wait(timeout=10)
+    time.sleep(0.05)
+    errors = [ln for ln in dp.stderr if ln.startswith("error:")]
+    assert dp.proc.returncode == 1
+    assert errors == ["error: interface 'dp-veth0': vanished while running\n"]
+    assert topo.link(topo.dp, TAP0) is None and topo.link(topo.dp, "dp-dp-veth1") is None
+    assert topo.link(topo.dp, "dp-veth1")["promiscuity"] == 0

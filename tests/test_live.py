@@ -14,6 +14,7 @@ namespaces; nothing touches the machine's own interfaces.
 import itertools
 import json
 import os
+import re
 import queue
 import shutil
 import signal
@@ -44,6 +45,9 @@ def _why_skip():
     for tool in ("ip", "nsenter"):
         if shutil.which(tool) is None:
             return f"needs the {tool} command"
+    release = tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2])
+    if release < (6, 6):
+        return f"--host-tap needs Linux 6.6 or later (tcx links), this is {os.uname().release}"
     return None
 
 

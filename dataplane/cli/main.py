@@ -27,7 +27,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser():
     parser = _Parser(prog="dataplane", description="An XDP-style packet-processing dataplane "
-                     "in user space: Python programs compiled with numba.",
+                     "in user space: Python programs compiled with numba, and eBPF objects "
+                     "(clang -target bpf) verified and compiled through LLVM.",
                      epilog="exit codes: 0 success, 1 runtime error, 2 usage error")
     parser.add_argument("--version", action="version", version=f"dataplane {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BPF = ROOT / "programs" / "bpf"
 SMALL = ROOT / "pcaps" / "small.pcap"
 RUNNABLE = ["adjust_head", "bounded_loop", "bpf2bpf", "drop_udp", "firewall", "flow_counter",
-            "global_data", "legacy_maps", "lpm_acl", "map_in_map", "printk", "ringbuf",
+            "global_data", "legacy_maps", "lpm_acl", "map_in_map", "printk", "redirect",
+            "ringbuf",
             "tail_call:tail_call"]
 
 
@@ -225,6 +226,37 @@ def test_lpm_trie_longest_prefix_like_the_kernel():
             if k and len(f) >= 14:
                 assert k.test_run("lpm_acl", f)[0] == int(r.action)
         assert len(seen) >= 3
+    finally:
+        if k:
+            k.close()
+
+
+def test_redirect_helpers_like_the_kernel():
+    """bpf_redirect_map on a DEVMAP and bpf_redirect: XDP_REDIRECT with the
+    device's ifindex (1, lo: the kernel's devmap takes existing devices only)."""
+    import struct
+    prog = load_program(str(BPF / "redirect.o"))
+    prog.maps["ports"].clear()
+    prog.maps["ports"].update(1, 1)
+    prog.maps["tcp_ifindex"].update(0, 1)
+    ok, reason = kernel.kernel_available()
+    k = kernel.KernelObject(str(BPF / "redirect.o")) if ok else None
+    try:
+        if k:
+            k.map_update("ports", struct.pack("<I", 1), struct.pack("<I", 1))
+            k.map_update("tcp_ifindex", struct.pack("<I", 0), struct.pack("<I", 1))
+        seen = set()
+        for f in frames(400):
+            r = prog.test_run(f)
+            simple = f[12:14] == b"\x08\x00" and f[14] == 0x45 and len(f) >= 38
+            if simple and (f[23] == 6 or (f[23] == 17 and int.from_bytes(f[36:38], "big") % 4 == 1)):
+                assert (r.action, r.redirect) == (XdpAction.XDP_REDIRECT, 1)
+            else:
+                assert r.action == XdpAction.XDP_PASS
+            seen.add(int(r.action))
+            if k and len(f) >= 14:
+                assert k.test_run("redirect", f)[0] == int(r.action)
+        assert seen == {2, 4}
     finally:
         if k:
             k.close()

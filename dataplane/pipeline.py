@@ -68,6 +68,73 @@ class VerdictPcaps:
         return files
 
 
+class InterfaceSink:
+    """Frames of the chosen verdicts out of an interface (tcpreplay's habit):
+    ``pps`` paces them (None: top speed). ``sent`` / ``dropped`` count them,
+    ``seconds`` is the time spent sending, for the achieved rate."""
+
+    #: Frames a paced sender sends between two looks at the clock.
+    PACE_CHUNK = 64
+
+    def __init__(self, ifname, pps=None, verdicts=(XdpAction.XDP_PASS, XdpAction.XDP_TX)):
+        from .io.rawsock import RawSocket
+        self.ifname, self.pps, self.verdicts = ifname, pps, tuple(int(v) for v in verdicts)
+        self.sock = RawSocket(ifname, rx=False)
+        self.sent = self.dropped = 0
+        self.error = 0
+        self.first = None
+        self.seconds = 0.0
+
+    def write(self, batch, order, counts):
+        idx = np.concatenate([order[int(counts[:v].sum()):int(counts[:v + 1].sum())]
+                              for v in self.verdicts]) if counts.any() else order[:0]
+        if not idx.size:
+            return
+        idx = np.ascontiguousarray(idx, np.int64)
+        if self.first is None:
+            self.first = time.perf_counter()
+        step = self.PACE_CHUNK if self.pps else idx.size
+        for start in range(0, idx.size, step):
+            if self.pps:  # wait until this chunk is due
+                due = self.first + self.sent / self.pps
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            sent, dropped, err = self.sock.send(batch, idx, start, min(start + step, idx.size))
+            self.sent += sent
+            self.dropped += dropped
+            self.error = err or self.error
+        self.seconds = time.perf_counter() - self.first
+
+    def close(self):
+        self.sock.close()
+        return {}
+
+    def summary(self):
+        """What was sent and how fast, against what was asked."""
+        rate = self.sent / self.seconds if self.seconds > 0 else 0.0
+        return {"interface": self.ifname, "sent": self.sent, "dropped": self.dropped,
+                "seconds": round(self.seconds, 6), "pps": round(rate, 1),
+                "requested_pps": self.pps}
+
+
+class Tee:
+    """Several sinks fed the same batches (pcap files and an interface)."""
+
+    def __init__(self, *sinks):
+        self.sinks = [s for s in sinks if s is not None]
+
+    def write(self, batch, order, counts):
+        for s in self.sinks:
+            s.write(batch, order, counts)
+
+    def close(self):
+        files = {}
+        for s in self.sinks:
+            files.update(s.close())
+        return files
+
+
 def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None,
            progress=None, trace_stream=None):
     """Run every packet of ``reader`` through ``program`` into ``sinks``.

@@ -281,3 +281,12 @@ def print_line(text, stream=None):
     stream = stream or sys.stdout
     stream.write(text + "\n")
     stream.flush()
+
+
+def format_sent(s):
+    """``replay -i``'s line: frames sent out of the interface, the achieved rate
+    beside the requested one (tcpreplay's habit)."""
+    asked = f"{s['requested_pps']:,.0f} pps" if s["requested_pps"] else "top speed"
+    dropped = f", {_n(s['dropped'])} refused" if s["dropped"] else ""
+    return (f"  sent {_n(s['sent'])} frames out of {s['interface']} in {s['seconds']:.3f} s: "
+            f"{s['pps']:,.0f} pps (requested: {asked}){dropped}")

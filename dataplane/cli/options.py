@@ -75,6 +75,11 @@ OPTIONS = {
     "tx_path": (("--tx",), dict(choices=("mmsg", "ring"), default="mmsg",
                 help="batched transmit path (valid values: mmsg, sendmmsg of 64 frames "
                      "per call; ring, a PACKET_TX_RING; default mmsg)")),
+    "pps": (("--pps",), dict(metavar="N", type=float,
+            help="with replay -i: send at N packets per second (default: --topspeed)")),
+    "topspeed": (("--topspeed",), dict(action="store_true",
+                 help="with replay -i: send as fast as the interface takes them (the "
+                      "default)")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

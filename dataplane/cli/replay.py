@@ -5,9 +5,9 @@ import sys
 from ..errors import UsageError
 from ..io.capture import open_capture
 from ..lb.control import load_balancer
-from ..pipeline import VerdictPcaps, replay
+from ..pipeline import InterfaceSink, Tee, VerdictPcaps, replay
 from ..program import load_program
-from ..stats import Progress, format_maps, format_summary, print_json
+from ..stats import Progress, format_maps, format_sent, format_summary, print_json
 from .options import add_options
 
 HELP = "run every packet of a capture through a program; write each verdict's packets"
@@ -26,7 +26,23 @@ def register(sub):
     add_options(which, "program", "filter", program=dict(required=False))
     add_options(p, "write", "count", "batch", "unchecked", "seed", "ktime", "pin", "config",
                 "dump_maps", "json", "quiet")
+    add_options(p, "interface", "pps", "topspeed", interface=dict(
+        required=False, help="also send the XDP_PASS and XDP_TX frames out of this interface "
+                             "(root; tcpreplay's habit): at --pps N, or --topspeed"))
     return p
+
+
+def _interface_sink(args):
+    """The -i interface the verdicts' frames go out of, or None."""
+    if not args.interfaces:
+        if args.pps is not None or args.topspeed:
+            raise UsageError("replay: --pps and --topspeed need -i IFACE")
+        return None
+    if len(args.interfaces) > 1:
+        raise UsageError("replay: one -i interface at a time")
+    if args.pps is not None and (args.topspeed or args.pps <= 0):
+        raise UsageError("replay: --pps takes a rate above 0, without --topspeed")
+    return InterfaceSink(args.interfaces[0], pps=args.pps)
 
 
 def run(args):
@@ -47,9 +63,12 @@ def run(args):
     if args.seed is not None:
         program.seed_prandom(args.seed)
     program.use_capture_time(args.ktime == "capture")
+    out = _interface_sink(args)
     with open_capture(args.read) as reader:
         sinks = (VerdictPcaps(args.write, nanosecond=reader.nanosecond,
                               snaplen=reader.output_snaplen) if args.write else None)
+        if out is not None:
+            sinks = Tee(sinks, out)
         progress = Progress(reader.size, enabled=not (args.quiet or args.json))
         stats = replay(reader, program, sinks, batch_size=args.batch, limit=args.count,
                        progress=progress)
@@ -57,12 +76,16 @@ def run(args):
         print(f"warning: {w}", file=sys.stderr)
     if args.json:
         summary = stats.to_json()
+        if out is not None:
+            summary["sent"] = out.summary()
         if args.dump_maps:
             summary["maps"] = {name: m.to_json() for name, m in program.maps.items()}
         print_json(summary)
     else:
         if not args.quiet:
             print(format_summary(stats), flush=True)
+            if out is not None:
+                print(format_sent(out.summary()), flush=True)
         if args.dump_maps:
             print(format_maps(program.maps), flush=True)
     if stats.error:

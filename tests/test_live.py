@@ -313,6 +313,41 @@ def test_redirect_bridges_client_and_server(topo, run_dp, tmp_path):
     assert s["host_tap"] is False
 
 
+def _devmap_bridge_program(path, a, b):
+    path.write_text(f'''"""Bridge two ports through a DEVMAP_HASH keyed by ingress ifindex."""
+import numpy as np
+from dataplane import XDP_DROP, xdp
+from dataplane.maps import BPF_MAP_TYPE_DEVMAP_HASH, Map, bpf_redirect_map
+
+peer = Map("peer", BPF_MAP_TYPE_DEVMAP_HASH, key=np.uint32, value=np.uint32, max_entries=8)
+peer.update({a}, {b})
+peer.update({b}, {a})
+
+
+@xdp
+def bridge(ctx):
+    return bpf_redirect_map(peer, ctx.ingress_ifindex, XDP_DROP)
+''')
+    return path
+
+
+def test_devmap_redirect_bridges_client_and_server(topo, run_dp, tmp_path):
+    """The same bridge driven by a DEVMAP (bpf_redirect_map), as XDP bridges are."""
+    prog = _devmap_bridge_program(tmp_path / "devmap_bridge.py",
+                                  topo.ifindex(topo.dp, "dp-veth0"),
+                                  topo.ifindex(topo.dp, "dp-veth1"))
+    dp = run_dp("-i", "dp-veth0", "-i", "dp-veth1", "-p", prog)
+    there = topo.ping(topo.client, SERVER_IP, 5)
+    back = topo.ping(topo.server, CLIENT_IP, 5)
+    _settle()
+    s = dp.stop()
+    assert there["received"] == 5 and back["received"] == 5
+    a, b = s["interfaces"]["dp-veth0"], s["interfaces"]["dp-veth1"]
+    for x in (a, b):
+        assert x["rx"] == x["actions"]["redirect"] >= 10 and x["redirect_errors"] == 0
+    assert b["out"] == a["rx"] and a["out"] == b["rx"]
+
+
 def _stream(topo, src_ns, dst_ns, dst_ip, nbytes, port=5001):
     sink = subprocess.Popen(topo.ns(dst_ns, sys.executable, str(TOOL), "tcp-sink", str(port)),
                             stdout=subprocess.PIPE, text=True)

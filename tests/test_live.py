@@ -259,6 +259,58 @@ def test_drop_all_host_tap(topo, run_dp):
     _left_as_found(topo)
 
 
+_UDP_SINK = """
+import json, select, socket, sys, time
+socks = {}
+for port in map(int, sys.argv[1:]):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    socks[s.fileno()] = (s, port)
+print("listening", flush=True)
+got = {port: 0 for _, port in socks.values()}
+end = time.time() + 3
+while time.time() < end:
+    r, _, _ = select.select([s for s, _ in socks.values()], [], [], 0.1)
+    for s in r:
+        s.recv(2048)
+        got[socks[s.fileno()][1]] += 1
+print(json.dumps(got))
+"""
+
+_UDP_SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for port in map(int, sys.argv[2:]):
+    for _ in range(10):
+        s.sendto(b"x" * 32, (sys.argv[1], port))
+"""
+
+
+def test_firewall_drops_what_it_should(topo, run_dp):
+    """The firewall program on the host's interface: UDP to port 23 dropped, to
+    port 5000 delivered through the TAP; counts equal what was sent."""
+    topo.ip(topo.client, "neigh", "add", HOST_IP, "lladdr", MAC_DP0, "dev", "client-veth",
+            "nud", "permanent")
+    dp = run_dp("-i", "dp-veth0", "-p", "firewall", "--host-tap")
+    topo.ip(topo.dp, "addr", "add", f"{HOST_IP}/24", "dev", TAP0)
+    sink = subprocess.Popen(topo.ns(topo.dp, sys.executable, "-c", _UDP_SINK, "5000", "23"),
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert sink.stdout.readline().strip() == "listening"
+        topo.sh(topo.client, sys.executable, "-c", _UDP_SEND, HOST_IP, "5000", "23")
+        got = json.loads(sink.communicate(timeout=30)[0])
+    finally:
+        if sink.poll() is None:
+            sink.kill()
+            sink.wait()
+    s = dp.stop()
+    assert got == {"5000": 10, "23": 0}
+    i = s["interfaces"]["dp-veth0"]
+    assert i["actions"]["drop"] == 10
+    assert i["actions"]["pass"] == i["host_in"] == i["rx"] - 10 >= 10
+    _left_as_found(topo)
+
+
 @pytest.mark.parametrize("tx", ["mmsg", "ring"])
 def test_icmp_echo_answered_by_xdp_tx(topo, run_dp, tx):
     dp = run_dp("-i", "dp-veth0", "-p", "icmp_echo", "--host-tap", "--tx", tx)

@@ -28,38 +28,31 @@ def _libc(builder, name, ret, args):
     return cgutils.get_or_insert_function(builder.module, fnty, name)
 
 
-@intrinsic
-def sys_write(typingctx, fd, arr, off, length):
-    """``write(fd, &arr[off], length)``: bytes written, or -1 (see ``sys_errno``)."""
-    if not isinstance(arr, types.Array):
-        return None
+def _fd_buffer_call(name, doc):
+    """An intrinsic ``name(fd, arr, off, length)`` calling libc's ``name(fd,
+    &arr[off], length)`` (read and write have the same shape)."""
+    @intrinsic
+    def call(typingctx, fd, arr, off, length):
+        if not isinstance(arr, types.Array):
+            return None
 
-    def codegen(context, builder, signature, args):
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        p = _byte_pointer(context, builder, signature.args[1], args[1],
-                          _i64(context, builder, args[2], signature.args[2]))
-        fn = _libc(builder, "write", i64, [i32, p.type, i64])
-        fdv = builder.trunc(_i64(context, builder, args[0], signature.args[0]), i32)
-        return builder.call(fn, [fdv, p, _i64(context, builder, args[3], signature.args[3])])
+        def codegen(context, builder, signature, args):
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            p = _byte_pointer(context, builder, signature.args[1], args[1],
+                              _i64(context, builder, args[2], signature.args[2]))
+            fn = _libc(builder, name, i64, [i32, p.type, i64])
+            fdv = builder.trunc(_i64(context, builder, args[0], signature.args[0]), i32)
+            return builder.call(fn, [fdv, p, _i64(context, builder, args[3], signature.args[3])])
 
-    return types.int64(fd, arr, off, length), codegen
+        return types.int64(fd, arr, off, length), codegen
+    call.__doc__ = doc
+    return call
 
 
-@intrinsic
-def sys_read(typingctx, fd, arr, off, length):
-    """``read(fd, &arr[off], length)``: bytes read, 0, or -1 (see ``sys_errno``)."""
-    if not isinstance(arr, types.Array):
-        return None
-
-    def codegen(context, builder, signature, args):
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        p = _byte_pointer(context, builder, signature.args[1], args[1],
-                          _i64(context, builder, args[2], signature.args[2]))
-        fn = _libc(builder, "read", i64, [i32, p.type, i64])
-        fdv = builder.trunc(_i64(context, builder, args[0], signature.args[0]), i32)
-        return builder.call(fn, [fdv, p, _i64(context, builder, args[3], signature.args[3])])
-
-    return types.int64(fd, arr, off, length), codegen
+sys_write = _fd_buffer_call(
+    "write", "``write(fd, &arr[off], length)``: bytes written, or -1 (see ``sys_errno``).")
+sys_read = _fd_buffer_call(
+    "read", "``read(fd, &arr[off], length)``: bytes read, 0, or -1 (see ``sys_errno``).")
 
 
 @intrinsic

@@ -59,10 +59,10 @@ def check_tap_name(name, for_iface=None):
                               + (hint or "choose another name"))
 
 
-def check_tun_device():
-    """Raise a DataplaneError if /dev/net/tun cannot be opened (missing, not root)."""
+def open_tun(flags=os.O_RDWR):
+    """An fd of /dev/net/tun; a DataplaneError if it cannot be opened (missing, not root)."""
     try:
-        os.close(os.open(TUN_PATH, os.O_RDWR))
+        return os.open(TUN_PATH, flags)
     except FileNotFoundError:
         raise DataplaneError(f"{TUN_PATH}: no such device (TAP devices unavailable)",
                              hint="load the tun module (modprobe tun) or run without "
@@ -72,6 +72,11 @@ def check_tun_device():
                              "CAP_NET_ADMIN)", hint="run as root") from None
 
 
+def check_tun_device():
+    """Raise a DataplaneError if /dev/net/tun cannot be opened (missing, not root)."""
+    os.close(open_tun())
+
+
 class Tap:
     """A non-persistent TAP device named ``name``, up, with ``mac`` and ``mtu``."""
 
@@ -79,15 +84,7 @@ class Tap:
         check_tap_name(name)
         self.name = name
         self.fd = -1
-        try:
-            self.fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise DataplaneError(f"{TUN_PATH}: no such device (TAP devices unavailable)",
-                                 hint="load the tun module (modprobe tun) or run without "
-                                      "--host-tap") from None
-        except PermissionError:
-            raise DataplaneError(f"{TUN_PATH}: permission denied (TAP devices need root or "
-                                 "CAP_NET_ADMIN)", hint="run as root") from None
+        self.fd = open_tun(os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             ifr = struct.pack(f"{IFNAMSIZ}sH22x", name.encode(),
                               IFF_TAP | IFF_NO_PI | IFF_TUN_EXCL)

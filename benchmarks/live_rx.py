@@ -177,9 +177,29 @@ class Namespaces:
 
 
 def _send(n, seconds):
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(_pin(0) + _ns(n.client, sys.executable, __file__, "_send", "client-veth",
                                      str(seconds)), capture_output=True, text=True, check=True)
-    return json.loads(r.stdout)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = json.loads(r.stdout)
+    # on a veth the receiver's kernel work (XDP included) runs in the sender's context
+    out["cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return out
+
+
+def run_kernel_xdp(n, seconds):
+    """The ceiling: the kernel's own XDP dropping on dp-veth0 (programs/bpf/xdp_drop.o,
+    native mode), nothing in user space: the sender's rate and CPU per packet."""
+    obj = ROOT / "programs" / "bpf" / "xdp_drop.o"
+    _sh("ip", "-n", n.dp, "link", "set", "dev", "dp-veth0", "xdpdrv", "obj", str(obj),
+        "sec", "xdp")
+    try:
+        sender = _send(n, seconds)
+    finally:
+        _sh("ip", "-n", n.dp, "link", "set", "dev", "dp-veth0", "xdpdrv", "off")
+    return {"sender_pps": sender["sent"] / sender["seconds"], "sent": sender["sent"],
+            "sender_cpu_ns_per_pkt": sender["cpu_s"] * 1e9 / max(sender["sent"], 1)}
 
 
 def _wait_line(proc, prefix, timeout=180):
@@ -246,9 +266,11 @@ def bench_rx(args):
     with Namespaces() as n:
         a, b = [], []
         run_dataplane(n, 1, batch=args.batch)  # warm-up: compiled code loaded, caches filled
+        k = []
         for _ in range(args.runs):
             a.append(run_dataplane(n, args.seconds, batch=args.batch))
             b.append(run_recv_into(n, args.seconds))
+            k.append(run_kernel_xdp(n, args.seconds))
     med = statistics.median
     result = {
         "seconds": args.seconds, "runs": args.runs, "frame_bytes": 60,
@@ -259,10 +281,12 @@ def bench_rx(args):
         "recv_into_tp_drops": [r["tp_drops"] for r in b],
         "recv_into_received_share": [round(r["packets"] / r["sent"], 4) for r in b],
         "sender_mpps": round(med(r["sender_pps"] for r in a + b) / 1e6, 3),
+        "kernel_xdp_sender_mpps": round(med(r["sender_pps"] for r in k) / 1e6, 3),
+        "kernel_xdp_sender_cpu_ns_per_pkt": round(med(r["sender_cpu_ns_per_pkt"] for r in k), 1),
     }
     result["ratio"] = round(result["recv_into_cpu_ns_per_pkt"]
                             / result["dataplane_cpu_ns_per_pkt"], 2)
-    result["runs_detail"] = {"dataplane": a, "recv_into": b}
+    result["runs_detail"] = {"dataplane": a, "recv_into": b, "kernel_xdp": k}
     return result
 
 
@@ -389,6 +413,9 @@ def main():
     print(f"recv_into loop:            {result['recv_into_cpu_ns_per_pkt']:,.0f} ns/pkt CPU, "
           f"tp_drops {result['recv_into_tp_drops']}, received {result['recv_into_received_share']}")
     print(f"ratio: {result['ratio']:.1f}x less CPU per packet")
+    print(f"ceiling, the kernel's XDP dropping on dp-veth0 (programs/bpf/xdp_drop.o, native): "
+          f"sender {result['kernel_xdp_sender_mpps']:.3f} Mpps, the sender's CPU (its receive "
+          f"work included) {result['kernel_xdp_sender_cpu_ns_per_pkt']:,.0f} ns/pkt")
 
 
 if __name__ == "__main__":

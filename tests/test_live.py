@@ -239,10 +239,12 @@ def test_pass_all_host_tap_ping_and_counters(topo, run_dp):
     _left_as_found(topo)
 
 
-def test_drop_all_host_tap(topo, run_dp):
+@pytest.mark.parametrize("program", ["drop_all", str(ROOT / "programs" / "bpf" / "xdp_drop.o")])
+def test_drop_all_host_tap(topo, run_dp, program):
+    """drop_all, and the same as a clang-built eBPF object: nothing reaches the host."""
     topo.ip(topo.client, "neigh", "add", HOST_IP, "lladdr", MAC_DP0, "dev", "client-veth",
             "nud", "permanent")
-    dp = run_dp("-i", "dp-veth0", "-p", "drop_all", "--host-tap")
+    dp = run_dp("-i", "dp-veth0", "-p", program, "--host-tap")
     topo.ip(topo.dp, "addr", "add", f"{HOST_IP}/24", "dev", TAP0)
     tx0 = topo.tx_packets(topo.client, "client-veth")
     echos0 = topo.icmp_in_echos(topo.dp)

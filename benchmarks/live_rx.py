@@ -221,21 +221,31 @@ def run_dataplane(n, seconds, program="drop_all", batch=1024, extra=()):
                          cwd=ROOT)
     _wait_line(p, "run: ")
     pid = _python_pid(p)
-    c0, b0 = _cpu(pid), _ksoftirqd()
+    c0, b0, d0 = _cpu(pid), _ksoftirqd(), _veth_dropped(n)
     sender = _send(n, seconds)
     time.sleep(0.3)
-    c1, b1 = _cpu(pid), _ksoftirqd()
+    c1, b1, d1 = _cpu(pid), _ksoftirqd(), _veth_dropped(n)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=60)
     s = json.loads(out.strip().splitlines()[-1])
     i = s["interfaces"]["dp-veth0"]
     r = {"packets": i["rx"], "cpu_s": c1 - c0, "tp_drops": i["ring"]["tp_drops"],
          "sender_pps": sender["sent"] / sender["seconds"], "sent": sender["sent"],
-         "loop_cpu_ns_per_pkt": s["cpu_ns_per_pkt"], "ksoftirqd_s": b1 - b0}
+         "loop_cpu_ns_per_pkt": s["cpu_ns_per_pkt"], "ksoftirqd_s": b1 - b0,
+         "veth_dropped": d1 - d0}
     if "dp-veth1" in s["interfaces"]:
         o = s["interfaces"]["dp-veth1"]
         r["forwarded"], r["out_dropped"] = o["out"], o["out_dropped"]
     return r
+
+
+def _veth_dropped(n):
+    """The veth's own drop counters (receive and transmit) on both ends of the pair."""
+    total = 0
+    for ns, dev in ((n.dp, "dp-veth0"), (n.client, "client-veth")):
+        st = n.link(ns, dev)["stats64"]
+        total += st["rx"]["dropped"] + st["tx"]["dropped"]
+    return total
 
 
 def _python_pid(p):
@@ -276,6 +286,7 @@ def bench_rx(args):
         "seconds": args.seconds, "runs": args.runs, "frame_bytes": 60,
         "dataplane_cpu_ns_per_pkt": round(med(_ns_per_pkt(r) for r in a), 1),
         "dataplane_tp_drops": [r["tp_drops"] for r in a],
+        "dataplane_veth_dropped": [r["veth_dropped"] for r in a],
         "dataplane_received_share": [round(r["packets"] / r["sent"], 4) for r in a],
         "recv_into_cpu_ns_per_pkt": round(med(_ns_per_pkt(r) for r in b), 1),
         "recv_into_tp_drops": [r["tp_drops"] for r in b],
@@ -409,7 +420,8 @@ def main():
         return
     print(f"sender: {result['sender_mpps']:.3f} Mpps of 60-byte frames (median of runs)")
     print(f"dataplane run -p drop_all: {result['dataplane_cpu_ns_per_pkt']:,.0f} ns/pkt CPU, "
-          f"tp_drops {result['dataplane_tp_drops']}, received {result['dataplane_received_share']}")
+          f"tp_drops {result['dataplane_tp_drops']}, veth drops "
+          f"{result['dataplane_veth_dropped']}, received {result['dataplane_received_share']}")
     print(f"recv_into loop:            {result['recv_into_cpu_ns_per_pkt']:,.0f} ns/pkt CPU, "
           f"tp_drops {result['recv_into_tp_drops']}, received {result['recv_into_received_share']}")
     print(f"ratio: {result['ratio']:.1f}x less CPU per packet")

@@ -51,8 +51,9 @@ from .io.rawsock import RawSocket, interface_index
 from .io.tap import Tap, check_tap_name, check_tun_device
 from .kernels import tpacket as K
 from .kernels.dispatch import group_by_action
-from .live_stats import (ERR, HOST_IN, HOST_IN_DROP, HOST_OUT, OUT, OUT_DROP,
-                         RING_FREEZES, RING_PACKETS, RX, RX_BYTES, LiveStats)
+from .live_stats import (ERR, HOST_IN, HOST_IN_DROP, HOST_OUT, IF_RX_DROPPED, IF_TX_DROPPED,
+                         OUT, OUT_DROP, RING_FREEZES, RING_PACKETS, RX, RX_BYTES, LiveStats,
+                         interface_drops)
 
 #: Default packets per batch of a live run: the project's (config.BATCH_SIZE).
 #: Each batch costs ~10 Python-level calls (~6 us in all with BoundCall): at
@@ -118,6 +119,7 @@ class LiveDataplane:
         self.stats = LiveStats(program.name, interfaces, taps, host_tap, program.checked)
         self.batch_size = batch_size or LIVE_BATCH
         self.ports = []
+        self._drops0 = {}  # the interfaces' drop counters when run() started
         self._stop = None
         self._closers = contextlib.ExitStack()
         try:
@@ -195,6 +197,7 @@ class LiveDataplane:
         if wakeup_fd is not None:
             poller.register(wakeup_fd, select.POLLIN)
         start, cpu0 = time.monotonic(), os.times()
+        self._drops0 = interface_drops({p.name for p in self.ports})
         next_stats = start + interval if interval else None
         before, last = stats.snapshot(), start
         try:
@@ -248,6 +251,11 @@ class LiveDataplane:
                 c[p.row, RING_PACKETS:RING_FREEZES + 1] = p.sock.kernel_stats()
             except OSError:
                 pass
+        now = interface_drops({p.name for p in self.ports})
+        for p in self.ports:
+            if p.name in now and p.name in self._drops0:
+                c[p.row, IF_RX_DROPPED:IF_TX_DROPPED + 1] = [
+                    a - b for a, b in zip(now[p.name], self._drops0[p.name])]
 
     def _link_event(self, p):
         err = p.sock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

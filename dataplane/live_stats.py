@@ -27,7 +27,9 @@ HOST_OUT = 12     # frames the host sent out of the TAP (put on the wire, not ru
 RING_PACKETS = 13 # the kernel's tp_packets (frames it put in the ring)
 RING_DROPS = 14   # the kernel's tp_drops (frames lost: the ring was full)
 RING_FREEZES = 15 # the kernel's tp_freeze_q_cnt
-COLUMNS = 16
+IF_RX_DROPPED = 16  # the interface's own drop counters over the run (/proc/net/dev)
+IF_TX_DROPPED = 17
+COLUMNS = 18
 
 VERDICT_COLUMN = {XdpAction.XDP_ABORTED: ABORTED, XdpAction.XDP_DROP: DROP,
                   XdpAction.XDP_PASS: PASS, XdpAction.XDP_TX: TX,
@@ -112,6 +114,8 @@ class LiveStats:
                 "host_out": int(c[HOST_OUT]),
                 "ring": {"tp_packets": int(c[RING_PACKETS]), "tp_drops": int(c[RING_DROPS]),
                          "tp_freeze_q_cnt": int(c[RING_FREEZES])},
+                "interface": {"rx_dropped": int(c[IF_RX_DROPPED]),
+                              "tx_dropped": int(c[IF_TX_DROPPED])},
             }
         packets = self.packets
         d = {
@@ -131,3 +135,19 @@ class LiveStats:
         if self.error:
             d["error"] = self.error
         return d
+
+
+def interface_drops(names):
+    """{name: (rx_dropped, tx_dropped)} of this network namespace's interfaces
+    (/proc/net/dev is the calling process's namespace; /sys may show another)."""
+    out = {}
+    try:
+        with open("/proc/net/dev") as f:
+            for line in f.readlines()[2:]:
+                name, _, rest = line.partition(":")
+                fields = rest.split()
+                if name.strip() in names and len(fields) >= 12:
+                    out[name.strip()] = (int(fields[3]), int(fields[11]))
+    except OSError:
+        pass
+    return out

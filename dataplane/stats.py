@@ -227,8 +227,9 @@ def format_versus_kernel(v):
 def format_live_summary(s):
     """The human summary of a live run (live_stats.LiveStats): per interface,
     what came in, the verdicts, what went out, and the kernel's ring counters."""
-    from .live_stats import (ERR, HOST_IN, HOST_IN_DROP, HOST_OUT, OUT, OUT_DROP, RING_DROPS,
-                             RING_FREEZES, RING_PACKETS, RX, RX_BYTES, VERDICT_COLUMN)
+    from .live_stats import (ERR, HOST_IN, HOST_IN_DROP, HOST_OUT, IF_RX_DROPPED,
+                             IF_TX_DROPPED, OUT, OUT_DROP, RING_DROPS, RING_FREEZES,
+                             RING_PACKETS, RX, RX_BYTES, VERDICT_COLUMN)
     name = s.program + ("" if s.checked else " (unchecked)")
     why = f" (stopped by {s.stopped_by})" if s.stopped_by else ""
     lines = [f"{name} on {', '.join(s.interfaces)}: {_n(s.packets)} packets in "
@@ -256,6 +257,8 @@ def format_live_summary(s):
     row("ring tp_packets", [_n(v) for v in c[:, RING_PACKETS]])
     row("ring tp_drops", [_n(v) for v in c[:, RING_DROPS]])
     row("ring tp_freeze_q_cnt", [_n(v) for v in c[:, RING_FREEZES]])
+    row("interface rx dropped", [_n(v) for v in c[:, IF_RX_DROPPED]])
+    row("interface tx dropped", [_n(v) for v in c[:, IF_TX_DROPPED]])
     packets = s.packets
     per_pkt = f", {s.cpu_s * 1e9 / packets:,.0f} ns/pkt" if packets >= 10000 else ""
     lines.append(f"  CPU {s.cpu_s:.3f} s (user + system of the loop, idle time "

@@ -233,6 +233,7 @@ def test_pass_all_host_tap_ping_and_counters(topo, run_dp):
     assert sent >= 6                         # 5 echo requests and at least one ARP
     assert i["rx"] == sent == i["actions"]["pass"] == i["host_in"] == s["packets"]
     assert i["ring"]["tp_packets"] == sent and i["ring"]["tp_drops"] == 0
+    assert i["interface"] == {"rx_dropped": 0, "tx_dropped": 0}
     assert i["out"] == i["host_out"] == got >= 6
     assert i["out_dropped"] == i["host_in_dropped"] == 0
     assert s["stopped_by"] == "SIGTERM"

@@ -262,6 +262,30 @@ def test_redirect_helpers_like_the_kernel():
             k.close()
 
 
+def test_csum_diff_like_the_kernel(tmp_path):
+    """bpf_csum_diff by address gives the kernel's results (and the same folding
+    as Python programs' csum_diff_words): compared in the output bytes."""
+    import shutil
+    import subprocess
+    if shutil.which("clang") is None:
+        pytest.skip("clang not installed")
+    obj = tmp_path / "csum_diff.o"
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
+                    "-c", str(ROOT / "tests" / "ebpf_src" / "csum_diff.c"), "-o", str(obj)],
+                   check=True)
+    prog = load_program(str(obj))
+    sent = [f for f in frames(300) if len(f) >= 46]
+    ok, reason = kernel.kernel_available()
+    if not ok:
+        for f in sent:  # at least: the three results are 16-bit values
+            out = prog.test_run(f).data
+            assert all(int.from_bytes(out[o:o + 4], "little") <= 0xffff for o in (34, 38, 42))
+        pytest.skip(f"no kernel oracle: {reason}")
+    with kernel.KernelObject(str(obj)) as k:
+        for i, f in enumerate(sent):
+            assert prog.test_run(f).data == k.test_run("csum_diff", f)[1], f"frame {i}"
+
+
 # ---------------------------------------------------------------- command line
 
 def test_prog_dump_and_verify(capsys):

@@ -17,6 +17,7 @@ from numba.extending import intrinsic, overload
 
 from .. import config
 from . import htab, lpm
+from .csum import _diff as _diff_kernel
 from ..helpers import bpf_redirect
 from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, array_update_error,
                       bpf_redirect_map, bpf_tail_call)
@@ -289,20 +290,26 @@ def _delete(m, key):
 
 
 @njit(**config.INLINE_JIT)
+def _sum16_at(addr, size):
+    """Unfolded sum of the native (little-endian) 16-bit words at ``addr``, as
+    the kernel's csum_partial reads memory."""
+    s = np.int64(0)
+    for i in range(0, size, 2):
+        s += np.int64(peek2(addr + i))
+    return s
+
+
+@njit(**config.INLINE_JIT)
 def csum_diff(frm, from_size, to, to_size, seed):
-    """bpf_csum_diff (helper 28): the 32-bit one's-complement sum of ``seed``,
-    the words at ``to`` and the complements of the words at ``from`` (sizes
-    multiples of 4; -EINVAL otherwise), as the kernel's csum_partial folds it."""
-    if from_size % 4 or to_size % 4:
+    """bpf_csum_diff (helper 28) by address: kernels/csum.py's _diff (Linux 6.13's
+    result, as for Python programs) of the buffers' sums; sizes multiples of 4,
+    -EINVAL otherwise. Summing native words gives the kernel's byte order."""
+    if from_size < 0 or to_size < 0 or (from_size | to_size) & 3:
         return np.int64(-22)
-    s = np.uint64(seed) & np.uint64(0xffffffff)
-    for i in range(0, from_size, 4):
-        s += np.uint64(0xffffffff) ^ peek4(frm + i)
-    for i in range(0, to_size, 4):
-        s += peek4(to + i)
-    while s >> np.uint64(32):
-        s = (s & np.uint64(0xffffffff)) + (s >> np.uint64(32))
-    return np.int64(s)
+    return _diff(_sum16_at(frm, from_size), from_size, _sum16_at(to, to_size), to_size, seed)
+
+
+_diff = _diff_kernel.dispatcher
 
 
 # -- the calls the JIT emits (compile_internal keys subroutines by code object,

@@ -56,6 +56,7 @@ BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_LINK_CREATE = 28
 
 BPF_PROG_TYPE_XDP = 6
 BPF_PSEUDO_MAP_FD = 1
@@ -143,6 +144,12 @@ def _addr(buf):
     return ctypes.addressof(buf) if buf is not None else 0
 
 
+def link_create(prog_fd, target_ifindex, attach_type):
+    """BPF_LINK_CREATE: attach ``prog_fd`` to an interface; the link's descriptor
+    (the attachment lives as long as it does), or OSError."""
+    return bpf(BPF_LINK_CREATE, _attr("=IIII", prog_fd, target_ifindex, attach_type, 0))
+
+
 def obj_get(path):
     """BPF_OBJ_GET: a new descriptor for the program or map pinned at ``path``."""
     p = ctypes.create_string_buffer(os.fsencode(path))
@@ -183,12 +190,13 @@ def _test_run_fd(fd, frame, repeat=1):
     return retval, data_out.raw[:size_out], duration
 
 
-def _prog_load(insns, license_, name="", log_level=0):
-    """BPF_PROG_LOAD of an XDP program; returns (fd, None) or (None, (err, log))."""
+def prog_load(insns, license_, name="", log_level=0, prog_type=BPF_PROG_TYPE_XDP):
+    """BPF_PROG_LOAD (an XDP program unless ``prog_type`` says otherwise); returns
+    (fd, None) or (None, (err, log))."""
     code = ctypes.create_string_buffer(bytes(insns), len(insns))
     lic = ctypes.create_string_buffer(license_.encode() + b"\0")
     log = ctypes.create_string_buffer(_LOG_SIZE) if log_level else None
-    attr = _attr("=IIQQIIQII16sII", BPF_PROG_TYPE_XDP, len(insns) // 8, _addr(code), _addr(lic),
+    attr = _attr("=IIQQIIQII16sII", prog_type, len(insns) // 8, _addr(code), _addr(lic),
                  log_level, _LOG_SIZE if log_level else 0, _addr(log), 0, 0,
                  _kernel_name(name), 0, 0)
     try:
@@ -246,7 +254,7 @@ def kernel_available():
     if not _bpffs_mounted():
         return False, f"no bpf filesystem mounted at {BPFFS} (mount -t bpf bpf {BPFFS})"
     # r0 = XDP_PASS; exit
-    fd, fail = _prog_load(struct.pack("<BBhiBBhi", 0xb7, 0, 0, 2, 0x95, 0, 0, 0), "GPL",
+    fd, fail = prog_load(struct.pack("<BBhiBBhi", 0xb7, 0, 0, 2, 0x95, 0, 0, 0), "GPL",
                           "dp_probe")
     if fd is None:
         return False, f"bpf(BPF_PROG_LOAD) failed: {os.strerror(fail[0])}"
@@ -650,9 +658,9 @@ class _LegacyLoader:
                             self._fail(f"program '{name}': map relocation not on an lddw")
                         insns[at + 1] = (insns[at + 1] & 0x0F) | (BPF_PSEUDO_MAP_FD << 4)
                         struct.pack_into("<i", insns, at + 4, maps[sym][1])
-                    fd, fail = _prog_load(insns, self.license, name)
+                    fd, fail = prog_load(insns, self.license, name)
                     if fd is None:
-                        fd, again = _prog_load(insns, self.license, name, log_level=1)
+                        fd, again = prog_load(insns, self.license, name, log_level=1)
                         if fd is not None:   # refused once, accepted with a log: odd, fine
                             fds.append(fd)
                             progs.append((name, fd))

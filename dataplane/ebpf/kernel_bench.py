@@ -70,7 +70,7 @@ def ours_ns(ref, captures, harness, repeats=3):
 
 def kernel_empty_ns(frames, repeat):
     """The kernel's empty XDP program: mean ns per run over the frames (None: no kernel)."""
-    fd, err = kernel._prog_load(PASS_ALL, "GPL", "dp_pass_all")
+    fd, err = kernel.prog_load(PASS_ALL, "GPL", "dp_pass_all")
     if fd is None:
         return None
     try:

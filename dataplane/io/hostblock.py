@@ -15,33 +15,18 @@ is handed back to the host when the dataplane closes it, or when the process
 dies however it dies (SIGKILL included). Nothing is left on the interface.
 """
 
-import ctypes
 import os
-import platform
 import struct
 
+from ..ebpf.kernel import link_create, prog_load
 from ..errors import DataplaneError
 
-_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
-BPF_PROG_LOAD = 5
-BPF_LINK_CREATE = 28
 BPF_PROG_TYPE_SCHED_CLS = 3
 BPF_TCX_INGRESS = 46
 TC_ACT_SHOT = 2
 
 #: r0 = TC_ACT_SHOT; exit
 _DROP_ALL = struct.pack("<BBhi", 0xB7, 0, 0, TC_ACT_SHOT) + struct.pack("<BBhi", 0x95, 0, 0, 0)
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-def _bpf(cmd, attr):
-    buf = ctypes.create_string_buffer(attr, len(attr))
-    r = _libc.syscall(_BPF_SYSCALL, cmd, buf, len(attr))
-    if r < 0:
-        return -ctypes.get_errno()
-    return r
 
 
 class HostBlock:
@@ -51,28 +36,19 @@ class HostBlock:
         self.ifname = ifname
         self.ifindex = ifindex
         self._prog = self._link = -1
-        if _BPF_SYSCALL is None:
-            raise DataplaneError(f"interface '{ifname}': cannot hold the host's stack off it "
-                                 f"on {platform.machine()} (no bpf syscall number known)")
-        insns = ctypes.create_string_buffer(_DROP_ALL, len(_DROP_ALL))
-        lic = ctypes.create_string_buffer(b"GPL")
-        attr = struct.pack("<IIQQIIQII16sII", BPF_PROG_TYPE_SCHED_CLS, 2,
-                           ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0, 0, 0,
-                           b"dp_hostblock", 0, 0).ljust(128, b"\0")
-        fd = _bpf(BPF_PROG_LOAD, attr)
-        if fd < 0:
+        fd, fail = prog_load(_DROP_ALL, "GPL", "dp_hostblock", prog_type=BPF_PROG_TYPE_SCHED_CLS)
+        if fd is None:
             raise DataplaneError(f"interface '{ifname}': cannot load the eBPF program that "
-                                 f"keeps the host's stack off it: {os.strerror(-fd)}",
+                                 f"keeps the host's stack off it: {os.strerror(fail[0])}",
                                  hint="--host-tap needs root (CAP_BPF, CAP_NET_ADMIN)")
         self._prog = fd
-        attr = struct.pack("<IIII", fd, ifindex, BPF_TCX_INGRESS, 0).ljust(64, b"\0")
-        link = _bpf(BPF_LINK_CREATE, attr)
-        if link < 0:
+        try:
+            self._link = link_create(fd, ifindex, BPF_TCX_INGRESS)
+        except OSError as exc:
             self.close()
             raise DataplaneError(f"interface '{ifname}': cannot attach at tc ingress "
-                                 f"(tcx link): {os.strerror(-link)}",
-                                 hint="--host-tap needs Linux 6.6 or later (tcx)")
-        self._link = link
+                                 f"(tcx link): {exc.strerror}",
+                                 hint="--host-tap needs Linux 6.6 or later (tcx)") from None
 
     def close(self):
         """Detach: the host's stack sees the interface's frames again."""

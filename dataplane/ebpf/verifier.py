@@ -774,6 +774,9 @@ class Verifier:
         kind = p[0]
         if kind in "NX":
             self.fail(pc, f"R{d} invalid pointer arithmetic on {_name(p)}")
+        if kind == "Z":  # a packet pointer on one path, NULL on another
+            self.fail(pc, f"R{d} pointer arithmetic on pkt_or_null prohibited, null-check it "
+                          "first")
         if kind in "CDEM":
             if kind == "C" and known:
                 return ("C", p[1] + delta)

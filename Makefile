@@ -41,7 +41,7 @@ BPF_OBJS := $(BPF_SRCS:.c=.o)
 
 bpf: $(BPF_OBJS)
 
-programs/bpf/%.o: programs/bpf/%.c | bpf-toolchain
+programs/bpf/%.o: programs/bpf/%.c programs/bpf/parse_eth.h | bpf-toolchain
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 bpf-toolchain:

@@ -18,8 +18,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define ETH_P_8021AD_ 0x88A8
-#define VLAN_MAX_DEPTH 2
+#include "parse_eth.h"
+
 #define IPV6_EXTHDR_MAX 8
 #define IPPROTO_UDP_ 17
 
@@ -39,20 +39,9 @@ int bounded_loop(struct xdp_md *ctx)
 	__u8 nexthdr;
 	int i;
 
-	if (data + ETH_HLEN > data_end)
+	p = parse_eth(data, data_end, &proto);
+	if (!p)
 		return XDP_PASS;
-	p = data + 12;
-	proto = bpf_ntohs(*(__be16 *)p);
-#pragma unroll
-	for (i = 0; i < VLAN_MAX_DEPTH; i++) {
-		if (proto != ETH_P_8021Q && proto != ETH_P_8021AD_)
-			break;
-		p += 4;
-		if ((void *)(p + 2) > data_end)
-			return XDP_PASS;
-		proto = bpf_ntohs(*(__be16 *)p);
-	}
-	p += 2;
 	if (proto != ETH_P_IPV6 || (void *)(p + 40) > data_end || (p[0] >> 4) != 6)
 		return XDP_PASS;
 

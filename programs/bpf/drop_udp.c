@@ -15,8 +15,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define ETH_P_8021AD_ 0x88A8
-#define VLAN_MAX_DEPTH 2
+#include "parse_eth.h"
+
 #define IPPROTO_UDP_ 17
 
 SEC("xdp")
@@ -28,20 +28,9 @@ int drop_udp(struct xdp_md *ctx)
 	__u16 proto;
 	int i;
 
-	if (data + ETH_HLEN > data_end)
+	p = parse_eth(data, data_end, &proto);
+	if (!p)
 		return XDP_PASS;
-	p = data + 12;                 /* the EtherType / TPID */
-	proto = bpf_ntohs(*(__be16 *)p);
-#pragma unroll
-	for (i = 0; i < VLAN_MAX_DEPTH; i++) {
-		if (proto != ETH_P_8021Q && proto != ETH_P_8021AD_)
-			break;
-		p += 4;
-		if ((void *)(p + 2) > data_end)
-			return XDP_PASS;
-		proto = bpf_ntohs(*(__be16 *)p);
-	}
-	p += 2;                        /* the L3 header */
 
 	if (proto == ETH_P_IP) {
 		if ((void *)(p + 20) <= data_end && p[9] == IPPROTO_UDP_)

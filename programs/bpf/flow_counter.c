@@ -18,8 +18,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define ETH_P_8021AD_ 0x88A8
-#define VLAN_MAX_DEPTH 2
+#include "parse_eth.h"
+
 #define IPPROTO_TCP_ 6
 #define IPPROTO_UDP_ 17
 
@@ -55,20 +55,9 @@ int flow_counter(struct xdp_md *ctx)
 	__u8 ipproto;
 	int i;
 
-	if (data + ETH_HLEN > data_end)
+	p = parse_eth(data, data_end, &proto);
+	if (!p)
 		return XDP_PASS;
-	p = data + 12;
-	proto = bpf_ntohs(*(__be16 *)p);
-#pragma unroll
-	for (i = 0; i < VLAN_MAX_DEPTH; i++) {
-		if (proto != ETH_P_8021Q && proto != ETH_P_8021AD_)
-			break;
-		p += 4;
-		if ((void *)(p + 2) > data_end)
-			return XDP_PASS;
-		proto = bpf_ntohs(*(__be16 *)p);
-	}
-	p += 2;
 
 	__builtin_memset(&key, 0, sizeof(key));
 	if (proto == ETH_P_IP) {

@@ -18,8 +18,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define ETH_P_8021AD_ 0x88A8
-#define VLAN_MAX_DEPTH 2
+#include "parse_eth.h"
+
 
 __u64 packets;                          /* .bss */
 __u32 match_verdict = XDP_DROP;         /* .data */
@@ -38,20 +38,9 @@ static __always_inline int l4proto(void *data, void *data_end)
 	__u16 proto;
 	int i;
 
-	if (data + ETH_HLEN > data_end)
+	p = parse_eth(data, data_end, &proto);
+	if (!p)
 		return -1;
-	p = data + 12;
-	proto = bpf_ntohs(*(__be16 *)p);
-#pragma unroll
-	for (i = 0; i < VLAN_MAX_DEPTH; i++) {
-		if (proto != ETH_P_8021Q && proto != ETH_P_8021AD_)
-			break;
-		p += 4;
-		if ((void *)(p + 2) > data_end)
-			return -1;
-		proto = bpf_ntohs(*(__be16 *)p);
-	}
-	p += 2;
 	if (proto == ETH_P_IP && (void *)(p + 20) <= data_end)
 		return p[9];
 	if (proto == ETH_P_IPV6 && (void *)(p + 40) <= data_end)

@@ -10,6 +10,7 @@ untimed pass of the same program, so that none is timed on caches the other
 programs filled.
 """
 
+import functools
 import statistics
 import time
 
@@ -20,6 +21,8 @@ from .io.batch import PacketBatch
 from .io.capture import open_capture
 from .kernels import layout
 from .kernels.restore import HEAD_BYTES, restore_heads
+from .kernels.steer import steer
+from .workers import WorkerThreads
 
 #: Packets per in-memory chunk (each a PacketBatch; windows of --batch run inside).
 _CHUNK = 65536
@@ -56,9 +59,11 @@ class Chunk:
                    for r in (layout.DATA, layout.DATA_END, layout.DATA_META))
 
 
-def load_packets(path, limit=None, tailroom=config.TAILROOM):
+def load_packets(path, limit=None, tailroom=config.TAILROOM, workers=1):
     """Read up to ``limit`` packets of a capture into a list of large batches
-    (with ``tailroom`` bytes behind each packet: Program.tailroom)."""
+    (with ``tailroom`` bytes behind each packet: Program.tailroom). With
+    ``workers`` > 1 each batch is steered once (workers.py): its packets in
+    worker order, worker k's from ``chunk.bounds[k]`` to ``chunk.bounds[k + 1]``."""
     chunks, total = [], 0
     with open_capture(path) as reader:
         while limit is None or total < limit:
@@ -69,12 +74,54 @@ def load_packets(path, limit=None, tailroom=config.TAILROOM):
                 break
             if limit is not None and total + n > limit:
                 n = b.count = limit - total
+            bounds = np.array([0, n], np.int64)
+            if workers > 1:
+                bounds = np.zeros(workers + 1, np.int64)
+                steered = np.empty_like(b.meta)
+                steer(b.buf, b.meta, n, workers, np.empty(n, np.int64), np.empty(n, np.int64),
+                      bounds, steered)
+                b.meta[:] = steered
             chunks.append(Chunk(b))
+            chunks[-1].bounds = bounds
             total += n
     return chunks, total
 
 
-def _one_pass(program, chunks, batch, restore):
+def _worker_pass(program, chunks, batch, restore, threads):
+    """One pass with every worker at once: worker k runs its part of each chunk
+    in windows, with its own view of the program. ns/packet of the wall time
+    (in restore mode, of the slowest worker's timed calls)."""
+    views = [program.for_worker(k) for k in range(threads.n)]
+    elapsed = [0] * threads.n
+    clock = time.perf_counter_ns
+
+    def job(k):
+        call, t = views[k]._call, 0
+        for chunk in chunks:
+            b, lo, hi = chunk.batch, int(chunk.bounds[k]), int(chunk.bounds[k + 1])
+            if not restore:
+                for start in range(lo, hi, batch):
+                    call(b, start, min(start + batch, hi))
+                continue
+            for start in range(lo, hi, batch):
+                end = min(start + batch, hi)
+                restore_heads(b.buf, b.meta, chunk.meta, chunk.heads, start, end)
+                t0 = clock()
+                call(b, start, end)
+                t += clock() - t0
+        elapsed[k] = t
+
+    t0 = clock()
+    threads.run_all([functools.partial(job, k) for k in range(threads.n)])
+    wall = clock() - t0
+    for v in views:
+        program.take_counters(0, v._scratch)
+    return (max(elapsed) if restore else wall) / sum(c.batch.count for c in chunks)
+
+
+def _one_pass(program, chunks, batch, restore, threads=None):
+    if threads is not None:
+        return _worker_pass(program, chunks, batch, restore, threads)
     call, clock = program._call, time.perf_counter_ns
     packets, elapsed = 0, 0
     for chunk in chunks:
@@ -103,6 +150,7 @@ class BenchResult:
         self.name, self.ns, self.harness_ns = name, ns, harness_ns
         self.unchecked_ns = unchecked_ns
         self.packets, self.batch, self.repeats = packets, batch, len(ns)
+        self.workers = 1
 
     @property
     def ns_per_pkt(self):
@@ -128,11 +176,13 @@ class BenchResult:
             "packets": self.packets,
             "repeats": self.repeats,
             "batch": self.batch,
+            "workers": self.workers,
         }
 
     def format(self):
         return (f"{self.name}: {self.ns_per_pkt:.1f} ns/pkt (median of {self.repeats} runs, "
-                f"{self.packets:,} packets, batch {self.batch}), harness alone "
+                f"{self.packets:,} packets, batch {self.batch}"
+                f"{f', {self.workers} workers' if self.workers > 1 else ''}), harness alone "
                 f"{self.harness_ns_per_pkt:.1f} ns/pkt\n"
                 f"  spread {min(self.ns):.1f} .. {max(self.ns):.1f} ns/pkt, "
                 f"{1e3 / self.ns_per_pkt:.1f} Mpps; program's own cost "
@@ -141,12 +191,24 @@ class BenchResult:
                 f"{self.ns_per_pkt - self.unchecked_ns_per_pkt:+.1f} ns/pkt")
 
 
-def bench(program, unchecked, harness, chunks, packets, batch=256, repeats=7):
-    """Time the three programs in turn, each pass after an untimed one of its own."""
+def bench(program, unchecked, harness, chunks, packets, batch=256, repeats=7, workers=1):
+    """Time the three programs in turn, each pass after an untimed one of its own;
+    with ``workers`` > 1 (chunks loaded steered for as many), all workers at once."""
+    threads = WorkerThreads(workers) if workers > 1 else None
+    try:
+        result = _bench(program, unchecked, harness, chunks, packets, batch, repeats, threads)
+    finally:
+        if threads is not None:
+            threads.close()
+    result.workers = workers
+    return result
+
+
+def _bench(program, unchecked, harness, chunks, packets, batch, repeats, threads):
     programs = (program, unchecked, harness)
     restore = False
     for p in programs:  # the warm-up passes also tell whether packets need restoring
-        _one_pass(p, chunks, batch, True)
+        _one_pass(p, chunks, batch, True, threads)
         restore = restore or any(c.moved() for c in chunks)
     times = [[], [], []]
     for _ in range(repeats):  # all three restore, or none: the harness measures it too
@@ -154,6 +216,6 @@ def bench(program, unchecked, harness, chunks, packets, batch=256, repeats=7):
             # an untimed pass first: the pass before (another program's) evicted
             # this one's maps, and timing it cold cost l4lb +30 ns/pkt against
             # the same program timed right after itself
-            _one_pass(p, chunks, batch, restore)
-            t.append(_one_pass(p, chunks, batch, restore))
+            _one_pass(p, chunks, batch, restore, threads)
+            t.append(_one_pass(p, chunks, batch, restore, threads))
     return BenchResult(program.name, *times, packets, batch)

@@ -646,6 +646,7 @@ RB_PRODUCER = 8     # producer position in bytes: written by the program
 RB_DROPPED = 9      # records refused for lack of room (-EAGAIN)
 RB_WRITTEN = 10     # records written
 RB_AUX = 11         # free for internal rings (the trace ring's packet index, program.py)
+RB_LOCK = 15        # producers' lock: workers write one ring (the kernel's rb->spinlock)
 RB_HDR_WORDS = 16
 #: The kernel wants the ring's size a power of 2 and a multiple of the page size.
 RB_PAGE = 4096

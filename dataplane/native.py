@@ -22,12 +22,14 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from . import config
+from .kernels.worker_state import WORKER_GLOBALS
 
 _STUBS_C = r"""
 #include <stdlib.h>
@@ -79,8 +81,55 @@ def shared_object_path(key):
     return cache_dir() / f"{key}.so"
 
 
+#: A per-worker global's definition in numba's IR (kernels/budget.py worker_global).
+_WORKER_GLOBAL = re.compile(r'^(@"?(dataplane_\w+)"?) = linkonce_odr [\w ]*global i64 [^\n]*$',
+                            re.M)
+
+
+def _thread_local(llvm_ir):
+    """Make the module's per-worker globals references to the thread-local ones
+    of the worker-state library: each thread running a loop (workers.py) then
+    has its own loop budget, tail-call state, random state and worker number.
+    The initial-exec model makes an access one %fs-relative load; one library
+    holds them all, so the static TLS a dlopen may take stays 64 bytes."""
+    def sub(m):
+        if m.group(2) not in WORKER_GLOBALS:
+            return m.group(0)
+        return f"{m.group(1)} = external thread_local(initialexec) global i64"
+    return _WORKER_GLOBAL.sub(sub, llvm_ir)
+
+
+@functools.lru_cache(maxsize=1)
+def worker_state_library():
+    """Build (once per machine and table) and load, RTLD_GLOBAL, the library
+    defining the per-worker globals (kernels/worker_state.py) thread-local."""
+    src = "".join(f'__attribute__((tls_model("initial-exec"))) __thread long long {name} = '
+                  f"(long long){value:#x}ULL;\n" for name, value in WORKER_GLOBALS.items())
+    key = hashlib.sha256(src.encode()).hexdigest()[:16]
+    path = cache_dir() / f"worker-state-{key}.so"
+    if not path.exists():
+        cc = compiler()
+        if cc is None:
+            raise NativeUnavailable("no C compiler")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        c, so = path.with_suffix(f".{os.getpid()}.c"), path.with_suffix(f".{os.getpid()}.tmp")
+        try:
+            c.write_text(src)
+            r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(so), str(c)],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise NativeUnavailable(f"{cc} failed: {r.stderr.strip()[:300]}")
+            os.replace(so, path)
+        finally:
+            for p in (c, so):
+                if p.exists():
+                    p.unlink()
+    return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+
+
 def load(path, symbol, nargs, returns_int):
     """A ctypes function for ``symbol`` in the shared object at ``path``."""
+    worker_state_library()  # the thread-local globals its code refers to
     lib = ctypes.CDLL(str(path))
     proto = ctypes.CFUNCTYPE(ctypes.c_int64 if returns_int else None,
                              *([ctypes.c_int64] * nargs))
@@ -120,7 +169,7 @@ def build(cfunc, path):
         raise NativeUnavailable("no C compiler")
     import llvmlite.binding as ll
 
-    module = ll.parse_assembly(cfunc._library.get_llvm_str())
+    module = ll.parse_assembly(_thread_local(cfunc._library.get_llvm_str()))
     module.verify()
     tm = ll.Target.from_default_triple().create_target_machine(
         cpu=ll.get_host_cpu_name(), features=ll.get_host_cpu_features().flatten(),

@@ -136,14 +136,22 @@ class Tee:
 
 
 def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None,
-           progress=None, trace_stream=None):
+           progress=None, trace_stream=None, workers=1):
     """Run every packet of ``reader`` through ``program`` into ``sinks``.
 
     Returns RunStats. A capture fault mid-file ends the run after the packets
     before it were processed and written (stats.error says where); Ctrl-C ends
     it the same way (stats.interrupted). The program's trace lines go to
     ``trace_stream`` after each batch (None: stderr; False: only the stats).
+    ``workers`` > 1 runs each batch on that many threads (workers.py).
     """
+    if workers > 1:
+        from .workers import Workers
+        pool = Workers(program, workers)
+        try:
+            return replay(reader, pool, sinks, batch_size, limit, progress, trace_stream)
+        finally:
+            pool.close()
     tracing = getattr(program, "traces", False)
     stats = RunStats(program.name, reader.path, program.checked)
     batch = PacketBatch(batch_size, tailroom=program.tailroom)

@@ -18,6 +18,7 @@ A program file is an ordinary module: ``@xdp`` marks its programs. Loading one
 import ast
 import collections
 import contextlib
+import copy
 import functools
 import hashlib
 import importlib.util
@@ -157,12 +158,16 @@ class Program:
         """Trace lines lost: the trace ring was full, or too many were waiting."""
         return (self._trace.dropped if self._trace is not None else 0) + self._trace_lost
 
-    def _take_trace(self):
-        """Move the trace ring's records into the pending list (after a batch)."""
+    def _take_trace(self, base_index=0, index_of=None):
+        """Move the trace ring's records into the pending list (after a batch);
+        ``index_of`` as in take_counters (records then come in packet order)."""
         ring = self._trace
         if not len(ring):
             return
         records = ring.read()
+        if index_of is not None:
+            records["packet"] = base_index + index_of[records["packet"] - base_index]
+            records = records[np.argsort(records["packet"], kind="stable")]
         room = TRACE_PENDING_MAX - self._trace_pending_n
         if len(records) > room:
             self._trace_lost += len(records) - room
@@ -218,23 +223,42 @@ class Program:
         if self._trace is not None:
             self._take_trace()
 
-    def take_counters(self, base_index=0):
-        """Move the loop's fault and invalid-verdict counts into the program's totals."""
-        scratch = self._scratch
+    def take_counters(self, base_index=0, scratch=None, index_of=None):
+        """Move the loop's fault and invalid-verdict counts into the program's totals.
+
+        ``scratch``: a worker's (for_worker) instead of the program's own;
+        ``index_of``: maps the position the loop saw to the packet's index in
+        the batch (a worker runs a steered copy of the batch: workers.py)."""
+        scratch = self._scratch if scratch is None else scratch
         if not (scratch[layout.SCRATCH_FAULTS] or scratch[layout.SCRATCH_INVALID]):
             return
-
+        at = (lambda j: j) if index_of is None else (lambda j: int(index_of[j]))
         if scratch[layout.SCRATCH_FAULTS]:
             self.faults += int(scratch[layout.SCRATCH_FAULTS])
             first = int(scratch[layout.SCRATCH_FIRST_FAULT])
-            if self.first_fault is None:
-                self.first_fault = base_index + (first & ((1 << 56) - 1))
+            index = base_index + at(first & ((1 << 56) - 1))
+            if self.first_fault is None or index < self.first_fault:
+                self.first_fault = index
                 self.fault_reason = runner_kernels.FAULT_REASONS[first >> 56]
         if scratch[layout.SCRATCH_INVALID]:
             self.invalid += int(scratch[layout.SCRATCH_INVALID])
-            if self.first_invalid is None:
-                self.first_invalid = base_index + int(scratch[layout.SCRATCH_FIRST_INVALID])
+            index = base_index + at(int(scratch[layout.SCRATCH_FIRST_INVALID]))
+            if self.first_invalid is None or index < self.first_invalid:
+                self.first_invalid = index
         scratch[:layout.SCRATCH_FAULT] = runner_kernels.new_scratch()[:layout.SCRATCH_FAULT]
+
+    def for_worker(self, worker):
+        """This program as worker ``worker`` runs it (workers.py): the same
+        compiled loop and maps, its own scratch (fault counters, the number
+        bpf_get_smp_processor_id returns) and argument block."""
+        view = copy.copy(self)
+        view._scratch = runner_kernels.new_scratch()
+        view._scratch[layout.SCRATCH_WORKER] = worker
+        view._block = self._block.copy()
+        view._block_ptr = view._block.ctypes.data
+        view._block[5:7] = view._scratch.ctypes.data, view._scratch.size
+        view._bound = None
+        return view
 
     def test_run(self, frame, ingress_ifindex=0, rx_queue_index=0):
         """Run one frame (BPF_PROG_TEST_RUN): ``(XdpAction, output bytes)``, ``.redirect``."""
@@ -329,7 +353,11 @@ def _generated_module(path):
     except SyntaxError as exc:
         raise ProgramError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
     names = _xdp_function_names(tree)
-    key = hashlib.sha256(text + core_hash().encode() + str(path).encode()).hexdigest()[:20]
+    # a module's maps are its live maps: per-CPU ones have a slot per worker, so
+    # a process loading for another number of workers gets a module of its own
+    workers = f" workers={config.WORKERS}" if config.WORKERS > 1 else ""
+    key = hashlib.sha256(text + core_hash().encode() + str(path).encode()
+                         + workers.encode()).hexdigest()[:20]
     modname = f"dataplane_prog_{re.sub(r'[^A-Za-z0-9_]', '_', path.stem)}_{key}"
     if modname in sys.modules:
         return sys.modules[modname], names

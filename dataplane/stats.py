@@ -41,6 +41,7 @@ class RunStats:
         self.trace = []               # the first TRACE_KEEP trace lines (TraceLine)
         self.trace_lines = 0          # trace lines the program wrote
         self.trace_dropped = 0        # trace lines lost: the program's trace ring was full
+        self.workers = []             # per worker (workers.py): packets and verdicts
 
     def add_trace(self, lines):
         """Count a batch's trace lines, keeping the first TRACE_KEEP of the run."""
@@ -55,6 +56,8 @@ class RunStats:
         self.fault_reason = program.fault_reason
         self.invalid, self.first_invalid = program.invalid, program.first_invalid
         self.trace_dropped = getattr(program, "trace_dropped", 0)
+        if hasattr(program, "per_worker"):
+            self.workers = program.per_worker()
 
     @property
     def ns_per_pkt(self):
@@ -87,6 +90,8 @@ class RunStats:
             "trace": [{"packet": ln.packet, "text": ln.text} for ln in self.trace],
             "trace_lines": self.trace_lines,
             "trace_dropped": self.trace_dropped,
+            "workers": self.workers or [{"worker": 0, "packets": self.packets, "actions": {
+                name: int(c) for name, c in zip(ACTION_NAMES, self.actions)}}],
         }
         if self.error:
             d["error"] = self.error
@@ -110,6 +115,13 @@ def format_summary(stats):
         lines.append(f"  {action.name:<14}{_n(count):>14}{share:>8.1f}%")
     for target, count in sorted(stats.redirect.items()):
         lines.append(f"    {'-> ifindex ' + str(target):<18}{_n(count):>10}")
+    if len(stats.workers) > 1:
+        lines.append(f"  {'worker':<14}{'packets':>14}{'share':>9}   verdicts")
+        for w in stats.workers:
+            share = 100.0 * w["packets"] / stats.packets if stats.packets else 0.0
+            verdicts = ", ".join(f"{k} {_n(v)}" for k, v in w["actions"].items() if v)
+            lines.append(f"  {w['worker']:<14}{_n(w['packets']):>14}{share:>8.1f}%   "
+                         f"{verdicts}")
     lines.append(f"  {'ns/pkt':<14}{stats.ns_per_pkt:>14.1f}")
     lines.append(f"  {'Mpps':<14}{stats.pps / 1e6:>14.3f}")
     if stats.compile_ns:

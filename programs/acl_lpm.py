@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from dataplane import XDP_DROP, XDP_PASS, xdp
-from dataplane.maps import BPF_MAP_TYPE_LPM_TRIE, LPM_V4, LPM_V6, Map, bpf_map_lookup_elem
+from dataplane.maps import (BPF_MAP_TYPE_LPM_TRIE, LPM_V4, LPM_V6, Map, bpf_map_lookup_elem,
+                            sync_fetch_and_add)
 from dataplane.parse import (ETH_P_IP, ETH_P_IPV6, header_fits, load_be32, load_be64,
                              parse_ethhdr)
 
@@ -69,14 +70,14 @@ def acl_lpm(ctx):
             return XDP_PASS
         v = bpf_map_lookup_elem(acl_v4, load_be32(pkt, off + 12))
         if v is not None:
-            v[0] += 1
+            sync_fetch_and_add(v, 1)  # workers share the counters
             return XDP_DROP
     elif proto == ETH_P_IPV6:
         if not header_fits(pkt, off, 40):
             return XDP_PASS
         v = bpf_map_lookup_elem(acl_v6, (load_be64(pkt, off + 8), load_be64(pkt, off + 16)))
         if v is not None:
-            v[0] += 1
+            sync_fetch_and_add(v, 1)  # workers share the counters
             return XDP_DROP
     return XDP_PASS
 

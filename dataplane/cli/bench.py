@@ -5,6 +5,7 @@ from ..errors import DataplaneError
 from ..lb.control import load_balancer
 from ..program import is_object_ref, load_program, programs_dir
 from ..stats import format_versus_kernel, print_json
+from ..workers import use_workers
 from .options import add_options
 
 HELP = "measure a program's ns/packet on packets in memory, against the empty program"
@@ -17,7 +18,7 @@ the cost of checking and the program's own cost are visible."""
 
 def register(sub):
     p = sub.add_parser("bench", help=HELP, description=DESCRIPTION)
-    add_options(p, "program", "read", "config", "count", "batch", "repeat", "json")
+    add_options(p, "program", "read", "config", "count", "batch", "workers", "repeat", "json")
     return p
 
 
@@ -26,6 +27,7 @@ def default_capture():
 
 
 def run(args):
+    use_workers(args.workers)
     program = load_program(args.program)
     unchecked = load_program(args.program, checked=False)
     if args.config:
@@ -33,11 +35,11 @@ def run(args):
             load_balancer(p, args.config)
     harness = load_program("pass_all")
     chunks, packets = load_packets(args.read or default_capture(), args.count,
-                                   max(program.tailroom, harness.tailroom))
+                                   max(program.tailroom, harness.tailroom), args.workers)
     if packets == 0:
         raise DataplaneError(f"{args.read or default_capture()}: no packets to measure")
     result = bench(program, unchecked, harness, chunks, packets, batch=args.batch,
-                   repeats=args.repeat)
+                   repeats=args.repeat, workers=args.workers)
     versus = _versus_kernel(args, harness) if is_object_ref(args.program) else None
     if args.json:
         print_json({**result.to_json(), **({"kernel": versus} if versus else {})})

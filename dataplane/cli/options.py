@@ -19,6 +19,15 @@ def _positive_int(text):
     return value
 
 
+def _workers(text):
+    from ..errors import UsageError
+    from ..workers import parse_workers
+    try:
+        return parse_workers(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
+
+
 OPTIONS = {
     "read": (("-r", "--read"), dict(metavar="FILE", dest="read",
              help="read packets from a pcap or pcapng capture")),
@@ -80,6 +89,11 @@ OPTIONS = {
     "topspeed": (("--topspeed",), dict(action="store_true",
                  help="with replay -i: send as fast as the interface takes them (the "
                       "default)")),
+    "workers": (("--workers",), dict(metavar="N", type=_workers, default=1,
+                help="run the program on N workers in parallel (auto: one per core "
+                     "available); packets are spread by a symmetric hash of their flow, "
+                     "so both directions of a flow meet one worker and keep their order; "
+                     "per-CPU maps get a slot per worker (default 1)")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

@@ -8,6 +8,7 @@ from ..lb.control import load_balancer
 from ..pipeline import InterfaceSink, Tee, VerdictPcaps, replay
 from ..program import load_program
 from ..stats import Progress, format_maps, format_sent, format_summary, print_json
+from ..workers import use_workers
 from .options import add_options
 
 HELP = "run every packet of a capture through a program; write each verdict's packets"
@@ -24,8 +25,8 @@ def register(sub):
     add_options(p, "read")
     which = p.add_mutually_exclusive_group()  # one of them: run() says so if neither
     add_options(which, "program", "filter", program=dict(required=False))
-    add_options(p, "write", "count", "batch", "unchecked", "seed", "ktime", "pin", "config",
-                "dump_maps", "json", "quiet")
+    add_options(p, "write", "count", "batch", "workers", "unchecked", "seed", "ktime", "pin",
+                "config", "dump_maps", "json", "quiet")
     add_options(p, "interface", "pps", "topspeed", interface=dict(
         required=False, help="also send the XDP_PASS and XDP_TX frames out of this interface "
                              "(root; tcpreplay's habit): at --pps N, or --topspeed"))
@@ -53,6 +54,7 @@ def run(args):
         raise UsageError("replay: the following arguments are required: -p PROGRAM or -f EXPR",
                          hint="dataplane replay -r IN.pcap -p drop_udp -w out/ (or -f "
                               "'tcp port 80')")
+    use_workers(args.workers)
     if args.filter is not None:
         from ..ebpf.cbpf import load_filter
         program = load_filter(args.filter, checked=not args.unchecked)
@@ -71,7 +73,7 @@ def run(args):
             sinks = Tee(sinks, out)
         progress = Progress(reader.size, enabled=not (args.quiet or args.json))
         stats = replay(reader, program, sinks, batch_size=args.batch, limit=args.count,
-                       progress=progress)
+                       progress=progress, workers=args.workers)
     for w in stats.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.json:

@@ -167,7 +167,9 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
     names = [_identifier(m.name, taken) for m in mapdefs]
     fns = [_identifier(p, taken) for p, _ in programs]
     # the file's text depends on dataplane's code too: a new version writes a new file
-    key = hashlib.sha256(f"{sha} {programs[0][0]} {core_hash()}".encode()).hexdigest()[:20]
+    shared = config.WORKERS > 1  # atomics locked (the JIT reads it: XdpTarget)
+    key = hashlib.sha256(f"{sha} {programs[0][0]} {core_hash()} {shared}".encode()
+                         ).hexdigest()[:20]
     out = Path(config.CACHE_DIR) / "ebpf" / f"{stem}_{fns[0]}_{key}.py"
     if out.exists():
         return out, fns[0]
@@ -192,7 +194,8 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
              "__dataplane_reads_packet__ = True",
              f"__dataplane_trace_formats__ = {table!r}",
              f"__dataplane_grows_head__ = {bool(helpers & {44, 54})}",
-             f"__dataplane_grows_tail__ = {65 in helpers}", ""]
+             f"__dataplane_grows_tail__ = {65 in helpers}",
+             f"__dataplane_shared_atomics__ = {shared}", ""]
     ident = dict(zip((p for p, _ in programs), fns))
     for index, (m, n) in enumerate(zip(mapdefs, names)):
         if m.type not in EBPF_MAP_TYPES or index in bound:
@@ -375,9 +378,12 @@ class XdpTarget:
     """The JIT's view of an XDP packet inside the batch loop (jit.Target)."""
 
     loop_budget = config.LOOP_BUDGET
-    #: One worker runs the program: its atomics need no lock (issue 7's workers
-    #: will make this False where maps are shared between them).
-    single_writer = config.WORKERS == 1
+    @property
+    def single_writer(self):
+        """One worker runs the program: its atomics need no lock. Read when the
+        program compiles; the generated file's name and text say which
+        (``__dataplane_shared_atomics__``), so each mode has its own cache entry."""
+        return config.WORKERS == 1
 
     def __init__(self, context, builder, signature, args, analysis, infos, trace_ids):
         from numba.core import cgutils

@@ -14,19 +14,21 @@ from numba import types
 from numba.extending import intrinsic
 
 from .. import config
+from .worker_state import WORKER_GLOBALS
 
 _NAME = "dataplane_loop_budget"
 
 
-def worker_global(builder, name, initial=0):
-    """An int64 LLVM global shared by every module linked into one loop
-    (linkonce_odr merges the copies): per-worker state of compiled code."""
+def worker_global(builder, name):
+    """The int64 LLVM global ``name`` of kernels/worker_state.py, shared by every
+    module linked into one loop (linkonce_odr merges the copies); thread-local
+    once native.py has built it into a shared object."""
     module = builder.module
     gv = module.globals.get(name)
     if gv is None:
         gv = ir.GlobalVariable(module, ir.IntType(64), name)
         gv.linkage = "linkonce_odr"
-        gv.initializer = ir.Constant(ir.IntType(64), initial)
+        gv.initializer = ir.Constant(ir.IntType(64), WORKER_GLOBALS[name])
     return gv
 
 
@@ -61,3 +63,34 @@ def loop_budget_spent(typingctx):
         n = builder.load(_counter(builder))
         return builder.icmp_signed(">", n, ir.Constant(ir.IntType(64), config.LOOP_BUDGET))
     return types.boolean(), codegen
+
+
+def worker_global_reader(name):
+    """An intrinsic ``() -> int64`` reading worker global ``name``."""
+    @intrinsic
+    def read(typingctx):
+        def codegen(context, builder, signature, args):
+            return builder.load(worker_global(builder, name))
+        return types.int64(), codegen
+    return read
+
+
+def worker_global_writer(name):
+    """An intrinsic ``(value) -> None`` writing worker global ``name``."""
+    @intrinsic
+    def write(typingctx, value):
+        def codegen(context, builder, signature, args):
+            v = context.cast(builder, args[0], signature.args[0], types.int64)
+            builder.store(v, worker_global(builder, name))
+            return context.get_dummy_value()
+        return types.void(value), codegen
+    return write
+
+
+#: The worker running the loop (bpf_get_smp_processor_id, per-CPU map slots),
+#: set by the loop from its scratch array at each call.
+worker_id = worker_global_reader("dataplane_worker_id")
+worker_id_set = worker_global_writer("dataplane_worker_id")
+#: The current packet's index in the run, for bpf_trace_printk records.
+trace_packet = worker_global_reader("dataplane_trace_packet")
+trace_packet_set = worker_global_writer("dataplane_trace_packet")

@@ -17,6 +17,8 @@ from numba.extending import intrinsic, overload
 
 from .. import config
 from . import htab, lpm
+from .htab import H_LOCK
+from .memory import spin_lock, spin_unlock
 from .csum import _diff as _diff_kernel
 from ..helpers import bpf_redirect
 from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, array_update_error,
@@ -123,7 +125,7 @@ def _value_slot(spec):
             return array_address(m.keys) + e * row + voff
     else:
         def slot(m, e):
-            return array_address(m.values) + (base + e) * vsize
+            return array_address(m.values) + (base() + e) * vsize
     return njit(**config.INLINE_JIT)(slot)
 
 
@@ -236,13 +238,14 @@ def _update(m, key, value, flags):
 
         def impl(m, key, value, flags):
             plen, hi, lo = read(key)
+            spin_lock(m.hdr, H_LOCK)
             e = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, m.index, m.rchild,
                        m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo, np.int64(flags),
                        width, shift)
-            if e < 0:
-                return e
-            copy_bytes(slot(m, e), value, vsize)
-            return np.int64(0)
+            if e >= 0:
+                copy_bytes(slot(m, e), value, vsize)
+            spin_unlock(m.hdr, H_LOCK)
+            return e if e < 0 else np.int64(0)
         return impl
     if not spec.is_hash:
         def impl(m, key, value, flags):
@@ -256,12 +259,13 @@ def _update(m, key, value, flags):
     read, insert = key_reader(spec.key_dtype.itemsize), htab.htab_insert.dispatcher
 
     def impl(m, key, value, flags):
+        spin_lock(m.hdr, H_LOCK)
         e, created = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, read(key),
                             np.int64(flags), lru)
-        if e < 0:
-            return e
-        copy_bytes(slot(m, e), value, vsize)
-        return np.int64(0)
+        if e >= 0:
+            copy_bytes(slot(m, e), value, vsize)
+        spin_unlock(m.hdr, H_LOCK)
+        return e if e < 0 else np.int64(0)
     return impl
 
 
@@ -271,7 +275,7 @@ def _delete(m, key):
     if spec is None:
         return None
     if spec.is_lpm:
-        (read, width, shift), delete = _lpm(spec), lpm.lpm_delete.dispatcher
+        (read, width, shift), delete = _lpm(spec), lpm.lpm_delete_locked.dispatcher
 
         def impl(m, key):
             plen, hi, lo = read(key)
@@ -282,7 +286,7 @@ def _delete(m, key):
     if not spec.is_hash:
         EINVAL = -htab.EINVAL
         return lambda m, key: np.int64(EINVAL)
-    read, delete = key_reader(spec.key_dtype.itemsize), htab.htab_delete.dispatcher
+    read, delete = key_reader(spec.key_dtype.itemsize), htab.htab_delete_locked.dispatcher
 
     def impl(m, key):
         return delete(m.hdr, m.buckets, m.chain, m.free, m.keys, read(key))

@@ -26,11 +26,19 @@ linked list kept exact on every hit cost 55 ns a packet in flow_counter
 import numpy as np
 
 from .. import config
-from ..jit import kernel
+from ..jit import kernel, lazy
+
+spin_lock = lazy("dataplane.kernels.memory", "spin_lock")
+spin_unlock = lazy("dataplane.kernels.memory", "spin_unlock")
 
 ENOENT, EEXIST, E2BIG, EINVAL = 2, 17, 7, 22
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 H_COUNT, H_FREE_TOP, H_CLOCK = 0, 1, 2
+#: The map's update lock (the kernel's per-bucket raw spinlocks, one per map
+#: here): taken by every insert and delete, from a program's workers and from
+#: the control plane (maybe another process: pinned maps are shared memory).
+#: Lookups take no lock, as under RCU in the kernel.
+H_LOCK = 3
 HDR_SIZE = 8
 BUCKETS_PER_ENTRY = 4
 _NIL = -1
@@ -113,6 +121,15 @@ def htab_delete(hdr, buckets, chain, free, keys, key):
 
 
 @kernel(**config.INLINE_JIT)
+def htab_delete_locked(hdr, buckets, chain, free, keys, key):
+    """htab_delete under the map's lock (H_LOCK)."""
+    spin_lock(hdr, H_LOCK)
+    r = htab_delete(hdr, buckets, chain, free, keys, key)
+    spin_unlock(hdr, H_LOCK)
+    return r
+
+
+@kernel(**config.INLINE_JIT)
 def _release(hdr, buckets, chain, free, keys, e):
     _unchain(buckets, chain, keys, e)
     free[hdr[H_FREE_TOP]] = e
@@ -183,14 +200,16 @@ def htab_lookup_py(buckets, chain, keys, key):
 @kernel(**config.KERNEL_JIT)
 def htab_insert_py(hdr, buckets, chain, refs, free, keys, key, flags, lru):
     """Control-plane insert: the entry number, or the kernel's negative error."""
+    spin_lock(hdr, H_LOCK)
     e, created = htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru)
+    spin_unlock(hdr, H_LOCK)
     return e
 
 
 @kernel(**config.KERNEL_JIT)
 def htab_delete_py(hdr, buckets, chain, free, keys, key):
     """Control-plane delete: 0 or -ENOENT."""
-    return htab_delete(hdr, buckets, chain, free, keys, key)
+    return htab_delete_locked(hdr, buckets, chain, free, keys, key)
 
 
 @kernel(**config.KERNEL_JIT)

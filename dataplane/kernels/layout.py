@@ -25,4 +25,5 @@ SCRATCH_FIRST_INVALID = 3 # first invalid index, or -1
 SCRATCH_FAULT = 4         # the current packet's fault flag (the view's pointer)
 SCRATCH_SEED = 5          # non-zero: reseed bpf_get_prandom_u32 before the batch
 SCRATCH_KTIME = 6         # non-zero: bpf_ktime_get_ns() gives each packet's capture time
-SCRATCH_SIZE = 7
+SCRATCH_WORKER = 7        # the worker running the loop (bpf_get_smp_processor_id)
+SCRATCH_SIZE = 8

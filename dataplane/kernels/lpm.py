@@ -59,7 +59,7 @@ import numpy as np
 from .. import config
 from ..jit import kernel
 from . import htab
-from .htab import htab_delete, htab_find, htab_insert, key_hash
+from .htab import H_LOCK, htab_delete, htab_find, htab_insert, key_hash, spin_lock, spin_unlock
 
 ENOENT, EEXIST, E2BIG, EINVAL = htab.ENOENT, htab.EEXIST, htab.E2BIG, htab.EINVAL
 ENOSPC = 28
@@ -520,6 +520,17 @@ def lpm_delete(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent,
     return np.int64(0)
 
 
+@kernel(**config.INLINE_JIT)
+def lpm_delete_locked(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent, bhi,
+                      blo, rval, plen, hi, lo, width, shift):
+    """lpm_delete under the map's lock (htab.H_LOCK)."""
+    spin_lock(hdr, H_LOCK)
+    r = lpm_delete(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent, bhi,
+                   blo, rval, plen, hi, lo, width, shift)
+    spin_unlock(hdr, H_LOCK)
+    return r
+
+
 # ---------------------------------------------------------------- from Python
 
 #: Operations of lpm_py: one kernel (one compile) for the control plane.
@@ -549,11 +560,14 @@ def lpm_py(op, hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent,
         return lpm_lookup(buckets, chain, keys, index, rchild, nhdr, nent, bhi, blo, rval,
                           plen, kw[1], kw[2], width, ushift)
     if op == OP_UPDATE:
-        return lpm_insert(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
-                          nent, bhi, blo, rval, plen, kw[1], kw[2], flags, width, ushift)
+        spin_lock(hdr, H_LOCK)
+        r = lpm_insert(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
+                       nent, bhi, blo, rval, plen, kw[1], kw[2], flags, width, ushift)
+        spin_unlock(hdr, H_LOCK)
+        return r
     if op == OP_DELETE:
-        return lpm_delete(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
-                          nent, bhi, blo, rval, plen, kw[1], kw[2], width, ushift)
+        return lpm_delete_locked(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
+                                 nent, bhi, blo, rval, plen, kw[1], kw[2], width, ushift)
     if op == OP_REBUILD:
         lpm_rebuild_nodes(hdr, index, rchild, nhdr, nent, bhi, blo, width, ushift)
         return np.int64(0)

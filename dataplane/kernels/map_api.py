@@ -24,10 +24,10 @@ from .. import config
 from ..errors import ProgramError
 from ..map_layout import pack_source
 from . import htab, lpm
-from .memory import prefetch, view_bytes
+from .htab import H_LOCK
+from .memory import prefetch, spin_lock, spin_unlock, view_bytes
+from .budget import worker_id
 from .xdp import prefetch_stage
-
-_CPU = 0  # the worker's slot in per-CPU values (multi-worker: issue 7)
 
 
 def bpf_map_lookup_elem(m, key):
@@ -85,7 +85,17 @@ def _spec(m):
 
 
 def _slot_base(spec):
-    return _CPU * spec.max_entries if spec.percpu else 0
+    """A compiled ``base()``: the first value slot of the running worker (per-CPU
+    maps keep ``max_entries`` slots per worker, maps.py), 0 for other maps."""
+    if not spec.percpu:
+        return _base_zero
+    n = np.int64(spec.max_entries)
+    return njit(**config.INLINE_JIT)(lambda: worker_id() * n)
+
+
+@njit(**config.INLINE_JIT)
+def _base_zero():
+    return np.int64(0)
 
 
 # ---------------------------------------------------------------- LPM tries
@@ -175,20 +185,21 @@ def _lpm_update(spec, key):
 
     def impl(m, key, value, flags):
         plen, hi, lo = to_words(key)
+        spin_lock(m.hdr, H_LOCK)
         e = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, m.index,
                    m.rchild, m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo,
                    np.int64(flags), width, shift)
-        if e < 0:
-            return e
-        write(m.values, e, value)
-        return np.int64(0)
+        if e >= 0:
+            write(m.values, e, value)
+        spin_unlock(m.hdr, H_LOCK)
+        return e if e < 0 else np.int64(0)
     return impl
 
 
 def _lpm_delete(spec, key):
     width, shift = np.int64(spec.lpm_width), np.uint64(spec.lpm_shift)
     _, to_words = _lpm_forms(spec, key, True, "bpf_map_delete_elem")
-    delete = lpm.lpm_delete.dispatcher
+    delete = lpm.lpm_delete_locked.dispatcher
 
     def impl(m, key):
         plen, hi, lo = to_words(key)
@@ -249,13 +260,14 @@ def _lookup(m, key):
                 i = np.int64(key) & 0xFFFFFFFF
                 if i >= n:
                     return None
-                return m.values[base + i:base + i + 1]
+                b = base() + i
+                return m.values[b:b + 1]
         else:
             def impl(m, key):
                 i = np.int64(key) & 0xFFFFFFFF
                 if i >= n:
                     return None
-                return m.values[base + i]
+                return m.values[base() + i]
         return impl
     pack, find = key_packer(spec.key_dtype), htab.htab_find.dispatcher
     key_hash, touch = htab.key_hash.dispatcher, htab.lru_touch.dispatcher
@@ -271,7 +283,8 @@ def _lookup(m, key):
         if inline:  # compile-time constants: numba keeps one branch of each
             v = view_bytes(m.keys, e * row + voff, vt, (1,))
         else:
-            v = m.values[base + e:base + e + 1]
+            b = base() + e
+            v = m.values[b:b + 1]
         if scalar:
             return v
         return v[0]
@@ -343,22 +356,23 @@ def _update(m, key, value, flags):
             err = array_update_error(i, n, flags)
             if err:
                 return err
-            write(m.values, base + i, value)
+            write(m.values, base() + i, value)
             return np.int64(0)
         return impl
     pack, insert = key_packer(spec.key_dtype), htab.htab_insert.dispatcher
     inline, row, voff, vt = _inline_value(spec)
 
     def impl(m, key, value, flags):
+        spin_lock(m.hdr, H_LOCK)  # the value too: two workers' updates never mix
         e, created = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys,
                             pack(key), np.int64(flags), lru)
-        if e < 0:
-            return e
-        if inline:
-            write(view_bytes(m.keys, e * row + voff, vt, (1,)), 0, value)
-        else:
-            write(m.values, base + e, value)
-        return np.int64(0)
+        if e >= 0:
+            if inline:
+                write(view_bytes(m.keys, e * row + voff, vt, (1,)), 0, value)
+            else:
+                write(m.values, base() + e, value)
+        spin_unlock(m.hdr, H_LOCK)
+        return e if e < 0 else np.int64(0)
     return impl
 
 
@@ -374,7 +388,7 @@ def _delete(m, key):
     if not spec.is_hash:
         EINVAL = -htab.EINVAL
         return lambda m, key: np.int64(EINVAL)
-    pack, delete = key_packer(spec.key_dtype), htab.htab_delete.dispatcher
+    pack, delete = key_packer(spec.key_dtype), htab.htab_delete_locked.dispatcher
 
     def impl(m, key):
         return delete(m.hdr, m.buckets, m.chain, m.free, m.keys, pack(key))

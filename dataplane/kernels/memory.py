@@ -142,3 +142,55 @@ def atomic_add(typingctx, arr, index, delta):
         return builder.atomic_rmw("add", ptr, d, "seq_cst")
 
     return arr.dtype(arr, index, delta), codegen
+
+
+def _int64_element(context, builder, signature, args):
+    arrty, idxty = signature.args[:2]
+    ary = context.make_array(arrty)(context, builder, args[0])
+    idx = context.cast(builder, args[1], idxty, types.intp)
+    return builder.gep(ary.data, [idx])
+
+
+def _is_int64_array(arr):
+    return isinstance(arr, types.Array) and arr.dtype == types.int64
+
+
+@intrinsic
+def spin_lock(typingctx, arr, index):
+    """Take the spin lock in int64 ``arr[index]`` (0 free, 1 held): the kernel's
+    raw_spin_lock on a map's or a ring's lock word. Test-and-test-and-set, so a
+    waiting worker spins on its cached copy of the line, not on the bus."""
+    if not _is_int64_array(arr):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _int64_element(context, builder, signature, args)
+        i64 = ir.IntType(64)
+        fn = builder.function
+        try_bb, wait_bb, done_bb = (fn.append_basic_block(n) for n in
+                                    ("lock.try", "lock.wait", "lock.done"))
+        builder.branch(try_bb)
+        builder.position_at_end(try_bb)
+        pair = builder.cmpxchg(ptr, i64(0), i64(1), "acquire", "monotonic")
+        builder.cbranch(builder.extract_value(pair, 1), done_bb, wait_bb)
+        builder.position_at_end(wait_bb)
+        held = builder.load_atomic(ptr, "monotonic", 8)
+        builder.cbranch(builder.icmp_signed("==", held, i64(0)), try_bb, wait_bb)
+        builder.position_at_end(done_bb)
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen
+
+
+@intrinsic
+def spin_unlock(typingctx, arr, index):
+    """Release the spin lock in ``arr[index]`` (a release store of 0)."""
+    if not _is_int64_array(arr):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _int64_element(context, builder, signature, args)
+        builder.store_atomic(ir.Constant(ir.IntType(64), 0), ptr, "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(arr, index), codegen

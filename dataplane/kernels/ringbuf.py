@@ -26,7 +26,8 @@ from .. import config
 from ..errors import ProgramError
 from .map_api import key_packer as packer
 from ..maps import (BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, RB_CONSUMER, RB_DROPPED,
-                    RB_PRODUCER, RB_WRITTEN)
+                    RB_LOCK, RB_PRODUCER, RB_WRITTEN)
+from .memory import spin_lock, spin_unlock
 
 EAGAIN, EINVAL = 11, 22
 _FLAGS = BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP
@@ -88,10 +89,12 @@ def ringbuf_write(hdr, ring, head, words, flags):
         return np.int64(-EINVAL)
     nbytes = np.int64(8 * (len(words) + 1))
     wmask = np.int64(ring.size - 1)
+    spin_lock(hdr, RB_LOCK)
     cons = load_acquire(hdr, RB_CONSUMER)
     prod = hdr[RB_PRODUCER]
     if prod + nbytes - cons > 8 * wmask + 7:  # the kernel's "new_prod - cons > mask"
         hdr[RB_DROPPED] += 1
+        spin_unlock(hdr, RB_LOCK)
         return np.int64(-EAGAIN)
     w = prod >> 3
     k = np.int64(1)
@@ -101,6 +104,7 @@ def ringbuf_write(hdr, ring, head, words, flags):
     ring[w & wmask] = head
     hdr[RB_WRITTEN] += 1
     store_release(hdr, RB_PRODUCER, prod + nbytes)
+    spin_unlock(hdr, RB_LOCK)
     return np.int64(0)
 
 

@@ -15,7 +15,9 @@ builds each map's handle. A file that calls ``bpf_trace_printk`` gets one more,
 hidden handle, ``_dp_trace``: the program's trace ring (a RingBuf of
 TRACE_RECORD). Before each packet the loop stores the packet's index in the
 whole run (TRACE_BASE, set by Program.run_batch, plus its index in the batch)
-in the ring's header, where kernels/trace.py reads it.
+in a worker global, where kernels/trace.py reads it. Each call first sets the
+worker's number from scratch (SCRATCH_WORKER: workers.py runs one loop per
+thread).
 """
 
 import numpy as np
@@ -36,12 +38,13 @@ FAULT_REASONS = {
 }
 
 
-#: The trace ring: its records, its size (bytes), and the header words for the
-#: first packet's index in the run (Python) and the current packet's (the loop).
+#: The trace ring: its records, its size (bytes), and the header word for the
+#: first packet's index in the run (Python; the loop keeps the current packet's
+#: in a worker global, kernels/budget.py trace_packet).
 TRACE_RECORD = np.dtype([("packet", "<i8"), ("fmt", "<i8"), ("a1", "<u8"), ("a2", "<u8"),
                          ("a3", "<u8")])
 TRACE_RING_BYTES = 1 << 20
-TRACE_BASE, TRACE_PACKET = RB_AUX, RB_AUX + 1
+TRACE_BASE = RB_AUX
 #: The hidden map-like argument of every function of a file that traces.
 TRACE_HANDLE = "_dp_trace"
 
@@ -92,6 +95,7 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
     if scratch[_dp_layout.SCRATCH_SEED] != 0:
         _dp_prandom_seed(scratch[_dp_layout.SCRATCH_SEED])
         scratch[_dp_layout.SCRATCH_SEED] = 0
+    _dp_worker_id_set(scratch[_dp_layout.SCRATCH_WORKER])
     capture_time = scratch[_dp_layout.SCRATCH_KTIME] != 0
     if not capture_time:
         _dp_ktime_set_capture(0)
@@ -134,6 +138,8 @@ _dp_ktime_set_capture = _dp_lazy("dataplane.kernels.xdp", "ktime_set_capture")
 _dp_tail_call_reset = _dp_lazy("dataplane.kernels.xdp", "tail_call_reset")
 _dp_tail_call_take = _dp_lazy("dataplane.kernels.xdp", "tail_call_take")
 _dp_trace_printk = _dp_lazy("dataplane.kernels.trace", "trace_printk")
+_dp_trace_packet_set = _dp_lazy("dataplane.kernels.budget", "trace_packet_set")
+_dp_worker_id_set = _dp_lazy("dataplane.kernels.budget", "worker_id_set")
 '''
 
 
@@ -217,7 +223,7 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
     if trace:
         hdr = f"{TRACE_HANDLE}_hdr"
         setup = f"    _dp_trace_base = {hdr}[{TRACE_BASE}]\n"
-        packet = f"        {hdr}[{TRACE_PACKET}] = _dp_trace_base + _dp_np.int64(i)\n"
+        packet = "        _dp_trace_packet_set(_dp_trace_base + _dp_np.int64(i))\n"
     reset = "        _dp_tail_call_reset()\n" if tail_programs else ""
     return "".join(RUNNER_SOURCE.format(name=name, ahead=config.PREFETCH_AHEAD,
                                         exception=FAULT_EXCEPTION,

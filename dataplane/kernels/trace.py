@@ -23,7 +23,8 @@ from numba.extending import overload
 from .. import config
 from ..errors import ProgramError
 from .ringbuf import ringbuf_write
-from .runner import TRACE_PACKET, TRACE_RECORD
+from .budget import trace_packet
+from .runner import TRACE_RECORD
 
 # Directive kinds (the low 4 bits of a SPEC); program_check.py parses formats into them.
 TRACE_NONE, TRACE_D32, TRACE_U32, TRACE_X32, TRACE_D64, TRACE_U64, TRACE_X64, TRACE_CHAR = \
@@ -100,7 +101,7 @@ def _trace_printk(t, fmt_id, static_len, s1, s2, s3, a1, a2, a3):
     def impl(t, fmt_id, static_len, s1, s2, s3, a1, a2, a3):
         v1, v2, v3 = _u64(a1), _u64(a2), _u64(a3)
         r = ringbuf_write(t.hdr, t.ring, _HEAD,
-                          (np.uint64(t.hdr[TRACE_PACKET]), np.uint64(fmt_id), v1, v2, v3), 0)
+                          (np.uint64(trace_packet()), np.uint64(fmt_id), v1, v2, v3), 0)
         if r < 0:
             return r
         return np.int64(static_len) + _field_len(s1, v1) + _field_len(s2, v2) \

@@ -17,7 +17,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import config
-from .budget import worker_global
+from .budget import worker_global, worker_id
+from .worker_state import WORKER_GLOBALS
 from .context import (ctx_bounds, ctx_memmove, ctx_memzero, set_data, set_data_end,
                       set_data_meta)
 
@@ -77,21 +78,21 @@ def bpf_xdp_adjust_meta(ctx, delta):
 @njit(**config.INLINE_JIT)
 def bpf_get_smp_processor_id():
     """``bpf_get_smp_processor_id()`` (helper 8): the worker running the program
-    (0 until multi-worker runs exist)."""
-    return np.int64(0)
+    (0 .. workers - 1: each worker is a CPU of the kernel's model)."""
+    return worker_id()
 
 
 # -- the worker's random state and clock source (LLVM globals, see budget.py) --
 
 _PRANDOM = "dataplane_prandom_state"
 _KTIME = "dataplane_ktime_capture"
-_PRANDOM_DEFAULT = 0x853C49E6748FEA9B
+_PRANDOM_DEFAULT = WORKER_GLOBALS[_PRANDOM]
 
 
 @intrinsic
 def _prandom_next(typingctx):
     def codegen(context, builder, signature, args):
-        gv = worker_global(builder, _PRANDOM, _PRANDOM_DEFAULT)
+        gv = worker_global(builder, _PRANDOM)
         i64 = ir.IntType(64)
         x = builder.load(gv)  # xorshift64*: fast, reproducible from its seed
         x = builder.xor(x, builder.lshr(x, i64(12)))
@@ -110,7 +111,7 @@ def prandom_seed(typingctx, seed):
         i64 = ir.IntType(64)
         v = context.cast(builder, args[0], signature.args[0], types.int64)
         v = builder.select(builder.icmp_signed("==", v, i64(0)), i64(_PRANDOM_DEFAULT), v)
-        builder.store(v, worker_global(builder, _PRANDOM, _PRANDOM_DEFAULT))
+        builder.store(v, worker_global(builder, _PRANDOM))
         return context.get_dummy_value()
     return types.void(seed), codegen
 

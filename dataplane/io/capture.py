@@ -38,9 +38,11 @@ def _open(path):
     return f, size
 
 
-def open_capture(path, chunk_bytes=config.READ_CHUNK):
+def open_capture(path, chunk_bytes=config.READ_CHUNK, start=None, end=None):
     """Open a pcap or pcapng file by its magic (libpcap's pcap_open_offline).
 
+    ``start``/``end`` read one byte range of a classic pcap file (a part from
+    ``split_pcap``, see ``PcapReader``); pcapng has no such ranges.
     Raises CaptureError for a missing or unreadable file, an empty file and a
     magic that is neither pcap (either byte order, us or ns) nor pcapng.
     """
@@ -53,8 +55,10 @@ def open_capture(path, chunk_bytes=config.READ_CHUNK):
     magic = int.from_bytes(head, "little")
     if magic in PCAP_MAGICS:
         from .pcap import PcapReader
-        return PcapReader(path, chunk_bytes)
+        return PcapReader(path, chunk_bytes, start=start, end=end)
     if magic == PCAPNG_MAGIC:
+        if start is not None or end is not None:
+            raise CaptureError(path, "byte ranges are for classic pcap files, not pcapng")
         from .pcapng import PcapngReader
         return PcapngReader(path, chunk_bytes)
     raise CaptureError(path, f"not a pcap or pcapng file (magic 0x{magic:08x})", offset=0)
@@ -82,6 +86,7 @@ class CaptureReader:
         self._base = 0     # file offset of chunk[0]
         self._pos = 0      # next unread byte in the chunk
         self._end = 0      # bytes of the chunk holding file data
+        self._limit = None  # file offset where reading stops (None: end of file)
         self._eof = False
         self._done = False
         self._error = None  # a fault found after the packets before it were delivered
@@ -125,12 +130,17 @@ class CaptureReader:
             grown[:rest] = self._chunk[:rest]
             self._chunk = grown
         view = memoryview(self._chunk)
-        while self._end < self._chunk.size:
-            got = self._f.readinto(view[self._end:])
+        stop = self._chunk.size
+        if self._limit is not None:  # a byte range: read nothing past its end
+            stop = min(stop, self._limit - self._base)
+        while self._end < stop:
+            got = self._f.readinto(view[self._end:stop])
             if not got:
                 self._eof = True
                 break
             self._end += got
+        if self._limit is not None and self._base + self._end >= self._limit:
+            self._eof = True
         return self._end - self._pos >= need
 
     def _skip(self, nbytes):
@@ -191,9 +201,10 @@ class CaptureReader:
 
     def _more(self, need, n):
         """The walker stopped at a record not wholly in the chunk: refill, or end there."""
-        if self.offset + need <= self.size and self._fill(need):
+        stop = self.size if self._limit is None else self._limit
+        if self.offset + need <= stop and self._fill(need):
             return
-        if self.offset < self.size:
+        if self.offset < stop:
             self._truncated(need, n)
         self._done = True
         cut = int(self._st[K.ST_SNAPCUT])

@@ -6,6 +6,8 @@ orig_len) and caplen bytes. The magic gives the byte order and the precision:
 0xa1b2c3d4 microseconds, 0xa1b23c4d nanoseconds.
 """
 
+import itertools
+import mmap
 import os
 import stat
 import struct
@@ -30,9 +32,25 @@ class PcapReader(CaptureReader):
 
     Both byte orders, microsecond and nanosecond magic. ``ifindex`` is 0 for
     every packet. Only Ethernet (link type 1) is accepted.
+
+    ``start``/``end`` (file offsets) read one part of the file, so that separate
+    processes can each replay one range from ``split_pcap``: exactly the records
+    that begin in [start, end), ``end`` acting as the end of the file (a record
+    running past it is an error unless ``end`` is the file's end). ``start`` must
+    be a record boundary (its first two record headers are checked for
+    plausibility, not proof) and defaults to the end of the 24-byte header, which is still read from offset 0.
+    ``range`` is (start, end); ``offset`` stays a file offset and ``size`` the
+    file's size; ``packets`` and the packet index of an error count from start.
     """
 
+    def __init__(self, path, chunk_bytes=config.READ_CHUNK, *, start=None, end=None):
+        self._want = (start, end)
+        super().__init__(path, chunk_bytes)
+
     def _start(self):
+        ranged = self._want != (None, None)
+        if ranged:
+            self._limit = HEADER  # read the header alone: the range may be far from it
         if not self._fill(HEADER):
             raise CaptureError(self.path, f"truncated file header: {self._end} of {HEADER} bytes",
                                offset=0)
@@ -56,11 +74,86 @@ class PcapReader(CaptureReader):
             raise CaptureError(self.path, f"link type {self.linktype} is not supported"
                                " (only ethernet, 1)", offset=20)
         self._pos = HEADER
+        self.range = (HEADER, self.size)
+        if ranged:
+            self._seek_range(*self._want)
+
+    def _seek_range(self, start, end):
+        """Check the range, seek to its start and stop reading at its end."""
+        start = HEADER if start is None else int(start)
+        end = self.size if end is None else int(end)
+        if not HEADER <= start <= self.size:
+            raise CaptureError(self.path, f"range start {start} is outside the records"
+                               f" (offsets {HEADER} to {self.size})", offset=start)
+        if not start <= end <= self.size:
+            raise CaptureError(self.path, f"range end {end} is outside offsets {start} to"
+                               f" {self.size}", offset=end)
+        self.range = (start, end)
+        self._limit, self._eof = end, False
+        self._skip(start - HEADER)
+        # Two record headers (one plausible header by chance is not rare) must
+        # pass the walker's length checks: split_pcap never starts a range
+        # right before a fault. A start 4 bytes past a boundary can still pass.
+        p = start
+        for first in (True, False):
+            if p + 16 > end or not self._fill(p - start + 16):
+                break
+            caplen, orig = struct.unpack_from(">II" if self._swap else "<II", self._chunk,
+                                              self._pos + p - start + 8)
+            if not 0 < caplen <= min(orig, config.MAX_SNAPLEN):
+                what = "" if first else f", or its next record (offset {p}) is corrupt"
+                raise CaptureError(self.path, f"range start {start} is not a record boundary"
+                                   f"{what}: record length {caplen}, original length {orig}",
+                                   offset=start)
+            p += 16 + caplen
+
+    def _truncated(self, need, n):
+        end = self.range[1]
+        if end < self.size:  # ranges come from split points, which are record boundaries
+            raise self._error_at(f"record runs past the range end {end} (not a record"
+                                 " boundary)", n)
+        super()._truncated(need, n)
 
     def _walk(self, batch, n):
         return K.walk_pcap(
             self._chunk, self._pos, self._end, self._swap, self._frac_ns, config.MAX_SNAPLEN,
             batch.buf, batch.meta, n, batch.capacity, batch.headroom, batch.tailroom, self._st)
+
+
+def split_pcap(path, parts):
+    """Cut a classic pcap file into at most ``parts`` byte ranges [(start, end), ...]
+    for ``PcapReader(path, start=, end=)``, one per task of a cluster.
+
+    The ranges are contiguous from the end of the file header to the end of the
+    file and start on record boundaries: split point k is the first boundary at or
+    after k * size / parts, so parts are of about equal bytes. A compiled walk over
+    a read-only map of the file reads the 16-byte record headers alone (a pcap has
+    no index). A record the reader would refuse (bad length) or find cut by the end
+    of the file stops the walk: it, the record before it and all after belong to
+    the last range, whose reader reports it as a whole-file reader would.
+    """
+    path = str(path)
+    parts = int(parts)
+    if parts < 1:
+        raise ValueError(f"parts must be at least 1, not {parts}")
+    with PcapReader(path, chunk_bytes=64) as head:  # checks the header, gives the byte order
+        swap, size = head._swap, head.size
+    out = np.empty(0, np.int64)
+    if parts > 1 and size > HEADER:
+        # ceil(k * size / parts) without overflowing int64
+        k = np.arange(1, parts, dtype=np.int64)
+        targets = k * (size // parts) + (k * (size % parts) + parts - 1) // parts
+        out = np.full(parts - 1, -1, np.int64)
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            data = np.frombuffer(mm, np.uint8)
+            try:
+                size = data.size
+                K.split_points(data, HEADER, swap, config.MAX_SNAPLEN, targets, out)
+            finally:
+                del data  # the map cannot close while an array exports it
+    out = out[out > HEADER]  # ascending; -1 past the walk's stop
+    points = [HEADER] + out[np.diff(out, prepend=0) != 0].tolist() + [size]
+    return list(itertools.pairwise(points))
 
 
 def _replace_regular_file(path):

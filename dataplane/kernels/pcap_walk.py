@@ -172,6 +172,42 @@ def walk_pcap(chunk, pos, end, swap, frac_ns, snap_limit,
 
 
 @kernel(**KERNEL_JIT)
+def _valid_header(data, pos, swap, snap_limit):
+    """The record header at ``pos`` passes the walker's length checks."""
+    caplen = _u32(data, pos + 8, swap)
+    return 0 < caplen <= snap_limit and caplen <= _u32(data, pos + 12, swap)
+
+
+@kernel(**KERNEL_JIT)
+def split_points(data, pos, swap, snap_limit, targets, out):
+    """Record boundaries for ``dataplane.io.pcap.split_pcap``: ``out[k]`` = the
+    start of the first record at or after ``targets[k]`` (ascending).
+
+    ``data`` is the whole file, mapped: only the 16-byte record headers from
+    ``pos`` are read, never packet data. The walk stops at the first record the
+    reader would not deliver (a length fault, or cut by the end of the file) and
+    at the last target; ``out`` entries past the stop are left as they are. The
+    record just before a fault is no split point either: a ranged reader checks
+    the first two headers of its range.
+    Returns how many targets were placed.
+    """
+    size = data.size
+    nt = targets.size
+    k = 0
+    while k < nt and pos + 16 <= size:
+        if not _valid_header(data, pos, swap, snap_limit):
+            break
+        nxt = pos + 16 + _u32(data, pos + 8, swap)
+        if nxt > size or (nxt + 16 <= size and not _valid_header(data, nxt, swap, snap_limit)):
+            break
+        while k < nt and targets[k] <= pos:
+            out[k] = pos
+            k += 1
+        pos = nxt
+    return k
+
+
+@kernel(**KERNEL_JIT)
 def _pcapng_ts(ifs, k, hi, lo):
     # Units since the epoch -> ns: multiply (tsresol 10^-k, k <= 9), divide
     # (k > 9) or shift (2^-k); then add if_tsoffset.

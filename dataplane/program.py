@@ -345,6 +345,15 @@ def _xdp_function_names(tree):
     return names
 
 
+def forget_programs():
+    """Drop every program module this process imported: the next load_program
+    runs the file again, with fresh maps (a task of a distributed replay starts
+    from the maps as loaded, whatever ran before in the same worker process).
+    Compiled code stays cached."""
+    for name in [n for n in sys.modules if n.startswith("dataplane_prog_")]:
+        del sys.modules[name]
+
+
 def _generated_module(path):
     """Write (once) and import the generated module for the program file ``path``."""
     text = path.read_bytes()

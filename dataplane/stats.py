@@ -142,6 +142,43 @@ def format_summary(stats):
     return "\n".join(lines)
 
 
+def format_many(summary, maps_only=False):
+    """The summary of a replay of several captures or tasks (cli/replay_many.py):
+    totals, verdicts, one line per task, the files; merged maps when dumped."""
+    lines = []
+    if not maps_only:
+        n, secs = summary["packets"], summary["elapsed_s"]
+        where = f" on {summary['cluster']}" if summary["cluster"] else ""
+        lines.append(f"{summary['program']} on {len(summary['inputs'])} captures "
+                     f"({len(summary['tasks'])} tasks{where}): {_n(n)} packets, "
+                     f"{_n(summary['bytes'])} bytes in {secs:.3f} s")
+        lines.append(f"  {'verdict':<14}{'packets':>14}{'share':>9}")
+        for action in XdpAction:
+            count = summary["actions"].get(ACTION_NAMES[action], 0)
+            lines.append(f"  {action.name:<14}{_n(count):>14}"
+                         f"{100.0 * count / n if n else 0.0:>8.1f}%")
+        for target, count in sorted(summary["redirect"].items()):
+            lines.append(f"    {'-> ifindex ' + str(target):<18}{_n(count):>10}")
+        lines.append(f"  {'ns/pkt':<14}{secs * 1e9 / n if n else 0.0:>14.1f}"
+                     + ("  (wall time of the cluster run)" if summary["cluster"] else ""))
+        lines.append(f"  {'Mpps':<14}{n / secs / 1e6 if secs else 0.0:>14.3f}")
+        if summary["faults"] or summary["invalid_verdicts"]:
+            lines.append(f"  aborted by program faults: {_n(summary['faults'])}, for invalid "
+                         f"verdicts: {_n(summary['invalid_verdicts'])}")
+        lines.append(f"  {'task':<6}{'packets':>12}  capture")
+        for k, t in enumerate(summary["tasks"]):
+            at = "" if t["start"] is None else f" bytes {t['start']}..{t['end']}"
+            status = f"  FAILED: {t['error']}" if t["error"] else ""
+            lines.append(f"  {k:<6}{_n(t['packets']):>12}  {t['path']}{at}{status}")
+        for name, path in summary["files"].items():
+            lines.append(f"  {name:<14}{path}")
+    for name, m in (summary.get("maps") or {}).items():
+        lines.append(f"map {name}: {m['type']}, {_n(len(m['entries']))} entries "
+                     f"(merged: {m['rule']})")
+        lines.extend(f"  {json.dumps(e)}" for e in m["entries"])
+    return "\n".join(lines)
+
+
 def format_maps(maps):
     """Maps as ``bpftool map dump`` prints them: a heading per map, an entry per line."""
     lines = []
@@ -196,7 +233,7 @@ class Progress:
         self.start = self.last = time.monotonic()
         self.shown = False
 
-    def update(self, done_bytes, packets):
+    def update(self, done_bytes, packets, note=""):
         if not self.enabled:
             return
         now = time.monotonic()
@@ -207,7 +244,7 @@ class Progress:
         rate = packets / max(now - self.start, 1e-9)
         bar = "#" * int(pct / 5)
         self.stream.write(f"\r[{bar:<20}] {pct:5.1f}%  {_n(packets)} packets  "
-                          f"{rate / 1e6:.2f} Mpps ")
+                          f"{rate / 1e6:.2f} Mpps {note}")
         self.stream.flush()
         self.shown = True
 

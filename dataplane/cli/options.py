@@ -94,6 +94,17 @@ OPTIONS = {
                      "available); packets are spread by a symmetric hash of their flow, "
                      "so both directions of a flow meet one worker and keep their order; "
                      "per-CPU maps get a slot per worker (default 1)")),
+    "cluster": (("--cluster",), dict(metavar="SPEC",
+                help="replay on a Dask cluster: local (an embedded LocalCluster, one worker "
+                     "process per core), local:N (N workers), or tcp://host:port (an existing "
+                     "scheduler); each capture, or each --task-bytes range of a large classic "
+                     "pcap, is one task; -r takes a quoted glob ('captures/*.pcap')")),
+    "merge": (("--merge",), dict(action="store_true",
+              help="with several captures: one set of verdict pcaps in OUTDIR, merged by "
+                   "timestamp, instead of OUTDIR/<capture name>/ per capture")),
+    "task_bytes": (("--task-bytes",), dict(metavar="N", type=_positive_int, default=256 << 20,
+                   help="with --cluster: split classic pcaps larger than N bytes into tasks "
+                        "of about N bytes, on record boundaries (default 268435456)")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

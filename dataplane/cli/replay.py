@@ -2,6 +2,7 @@
 
 import sys
 
+from ..cluster import expand_inputs
 from ..errors import UsageError
 from ..io.capture import open_capture
 from ..lb.control import load_balancer
@@ -25,8 +26,8 @@ def register(sub):
     add_options(p, "read")
     which = p.add_mutually_exclusive_group()  # one of them: run() says so if neither
     add_options(which, "program", "filter", program=dict(required=False))
-    add_options(p, "write", "count", "batch", "workers", "unchecked", "seed", "ktime", "pin",
-                "config", "dump_maps", "json", "quiet")
+    add_options(p, "write", "count", "batch", "workers", "cluster", "merge", "task_bytes",
+                "unchecked", "seed", "ktime", "pin", "config", "dump_maps", "json", "quiet")
     add_options(p, "interface", "pps", "topspeed", interface=dict(
         required=False, help="also send the XDP_PASS and XDP_TX frames out of this interface "
                              "(root; tcpreplay's habit): at --pps N, or --topspeed"))
@@ -54,6 +55,10 @@ def run(args):
         raise UsageError("replay: the following arguments are required: -p PROGRAM or -f EXPR",
                          hint="dataplane replay -r IN.pcap -p drop_udp -w out/ (or -f "
                               "'tcp port 80')")
+    paths = expand_inputs([args.read])
+    if args.cluster or len(paths) > 1:
+        from .replay_many import run_many
+        return run_many(args, paths)
     use_workers(args.workers)
     if args.filter is not None:
         from ..ebpf.cbpf import load_filter

@@ -1,0 +1,127 @@
+"""replay --cluster: captures (and byte ranges of a large one) as tasks on a
+Dask LocalCluster of 2 worker processes. Oracle: the same captures replayed
+one after another in a single process (totals, output bytes, map contents),
+and dpkt reading the merged captures."""
+
+import collections
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dpkt
+import pytest
+
+pytest.importorskip("distributed")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "dataplane.cli.main", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def captures(tmp_path_factory):
+    d = tmp_path_factory.mktemp("captures")
+    for k, count in enumerate((6000, 4000, 5000)):
+        subprocess.run([sys.executable, str(ROOT / "pcaps" / "gen.py"), "-o",
+                        str(d / f"cap{k}.pcap"), "--count", str(count), "--seed", str(20 + k)],
+                       check=True)
+    return d
+
+
+def _replay(*args):
+    r = _cli("replay", *args, "-j", "--dump-maps")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def _entries(summary, name):
+    return collections.Counter(json.dumps(e, sort_keys=True)
+                               for e in summary["maps"][name]["entries"])
+
+
+def _tree(d):
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(Path(d).rglob("*.pcap"))}
+
+
+@pytest.mark.parametrize("program", ["flow_counter", "acl_lpm"])
+def test_local_cluster_equals_one_process(tmp_path, captures, program):
+    pattern = str(captures / "*.pcap")
+    one = _replay("-r", pattern, "-p", program, "-w", tmp_path / "one")
+    two = _replay("-r", pattern, "-p", program, "-w", tmp_path / "two", "--cluster", "local:2")
+    for key in ("packets", "bytes", "actions", "faults"):
+        assert two[key] == one[key], key
+    assert one["packets"] == 15000
+    assert [t["packets"] for t in two["tasks"]] == [6000, 4000, 5000]
+    tree = _tree(tmp_path / "one")
+    assert sorted(tree) == ["cap0/pass.pcap", "cap1/pass.pcap", "cap2/pass.pcap"] \
+        or program == "acl_lpm"
+    assert _tree(tmp_path / "two") == tree
+    # counters merged by key (the loaded prefixes plus each task's counts)
+    for name in one["maps"]:
+        assert _entries(two, name) == _entries(one, name), name
+
+
+def test_byte_ranges_of_one_capture(tmp_path, captures):
+    cap = captures / "cap0.pcap"
+    one = _replay("-r", cap, "-p", "drop_udp", "-w", tmp_path / "one")
+    two = _replay("-r", cap, "-p", "drop_udp", "-w", tmp_path / "two", "--cluster", "local:2",
+                  "--task-bytes", 700000)
+    assert len(two["tasks"]) >= 3 and two["tasks"][0]["start"] == 24
+    assert sum(t["packets"] for t in two["tasks"]) == one["packets"] == 6000
+    assert two["actions"] == one["actions"]
+    assert _tree(tmp_path / "two") == _tree(tmp_path / "one")  # parts joined in file order
+    assert not (tmp_path / "two" / ".parts").exists()
+
+
+def test_merge_by_timestamp(tmp_path, captures):
+    two = _replay("-r", str(captures / "*.pcap"), "-p", "drop_udp", "-w", tmp_path,
+                  "--cluster", "local:2", "--merge")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drop.pcap", "pass.pcap"]
+    got = collections.Counter()
+    for name in ("drop", "pass"):
+        with open(tmp_path / f"{name}.pcap", "rb") as f:
+            records = [(ts, bytes(buf)) for ts, buf in dpkt.pcap.Reader(f)]
+        assert [t for t, _ in records] == sorted(t for t, _ in records)
+        got.update(b for _, b in records)
+        assert len(records) == two["actions"][name]
+    want = collections.Counter()
+    for p in sorted(captures.glob("*.pcap")):
+        with open(p, "rb") as f:
+            want.update(bytes(buf) for _, buf in dpkt.pcap.Reader(f))
+    assert got == want
+
+
+def test_a_failing_task_is_named_and_the_others_kept(tmp_path, captures):
+    bad = tmp_path / "in"
+    bad.mkdir()
+    for p in captures.glob("*.pcap"):
+        (bad / p.name).write_bytes(p.read_bytes())
+    data = bytearray((bad / "cap1.pcap").read_bytes())
+    data[24 + 8:24 + 12] = (10 ** 6).to_bytes(4, "little")  # first record: caplen 1,000,000
+    (bad / "cap1.pcap").write_bytes(bytes(data))
+    r = _cli("replay", "-r", str(bad / "*.pcap"), "-p", "drop_udp", "-w", tmp_path / "out",
+             "--cluster", "local:2", "-j")
+    assert r.returncode == 1
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "cap1.pcap" in errors[0] and "offset 24" in errors[0]
+    assert "Traceback" not in r.stderr
+    s = json.loads(r.stdout)
+    assert s["packets"] == 11000  # cap0 and cap2
+    assert (tmp_path / "out" / "cap0" / "pass.pcap").exists()
+
+
+@pytest.mark.parametrize("spec, code", [("local:0", 2), ("locale", 2), ("tcp://127.0.0.1:1", 1)])
+def test_bad_cluster_is_one_line(tmp_path, captures, spec, code):
+    r = _cli("replay", "-r", captures / "cap1.pcap", "-p", "drop_udp", "--cluster", spec)
+    assert r.returncode == code, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error:") and "--cluster" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_no_capture_matches(tmp_path):
+    r = _cli("replay", "-r", str(tmp_path / "*.pcap"), "-p", "drop_udp")
+    assert r.returncode == 2 and "no capture matches" in r.stderr

@@ -1,4 +1,5 @@
-"""The per-packet loop budget (numba intrinsics; imported only when compiling).
+"""The per-packet loop budget, and the worker globals it is one of (numba
+intrinsics; imported only when compiling; the globals: kernels/worker_state.py).
 
 The kernel verifier bounds eBPF loops; Python programs get a budget instead:
 the program checker puts ``if loop_budget_tick(): break`` at the top of every

@@ -17,7 +17,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .. import config
-from .budget import worker_global, worker_id
+from .budget import worker_global, worker_global_reader, worker_global_writer, worker_id
 from .worker_state import WORKER_GLOBALS
 from .context import (ctx_bounds, ctx_memmove, ctx_memzero, set_data, set_data_end,
                       set_data_meta)
@@ -116,14 +116,8 @@ def prandom_seed(typingctx, seed):
     return types.void(seed), codegen
 
 
-@intrinsic
-def ktime_set_capture(typingctx, ts):
-    """Make bpf_ktime_get_ns() return ``ts`` (replay with capture time; 0: the clock)."""
-    def codegen(context, builder, signature, args):
-        v = context.cast(builder, args[0], signature.args[0], types.int64)
-        builder.store(v, worker_global(builder, _KTIME))
-        return context.get_dummy_value()
-    return types.void(ts), codegen
+#: Make bpf_ktime_get_ns() return ``ts`` (replay with capture time; 0: the clock).
+ktime_set_capture = worker_global_writer(_KTIME)
 
 
 def _clock_ns(clock_id):
@@ -149,11 +143,7 @@ _monotonic_ns = _clock_ns(1)         # CLOCK_MONOTONIC
 _monotonic_coarse_ns = _clock_ns(6)  # CLOCK_MONOTONIC_COARSE: the last tick, ~5x cheaper
 
 
-@intrinsic
-def _ktime_capture(typingctx):
-    def codegen(context, builder, signature, args):
-        return builder.load(worker_global(builder, _KTIME))
-    return types.int64(), codegen
+_ktime_capture = worker_global_reader(_KTIME)
 
 
 @njit(**config.INLINE_JIT)
@@ -235,20 +225,8 @@ def tail_call_reset(typingctx):
 _PREFETCH_STAGE = "dataplane_prefetch_stage"
 
 
-@intrinsic
-def prefetch_stage_set(typingctx, stage):
-    """The loop says which pass of the prefetch hook runs: 0 far ahead (fetch
-    the bucket), 1 near (read the bucket, fetch the entry)."""
-    def codegen(context, builder, signature, args):
-        v = context.cast(builder, args[0], signature.args[0], types.int64)
-        builder.store(v, worker_global(builder, _PREFETCH_STAGE))
-        return context.get_dummy_value()
-    return types.void(stage), codegen
-
-
-@intrinsic
-def prefetch_stage(typingctx):
-    def codegen(context, builder, signature, args):
-        return builder.load(worker_global(builder, _PREFETCH_STAGE))
-    return types.int64(), codegen
+#: The loop says which pass of the prefetch hook runs: 0 far ahead (fetch the
+#: bucket), 1 near (read the bucket, fetch the entry).
+prefetch_stage_set = worker_global_writer(_PREFETCH_STAGE)
+prefetch_stage = worker_global_reader(_PREFETCH_STAGE)
 

@@ -109,13 +109,19 @@ class LiveDataplane:
     """Interfaces taken over by a program; see the module's docstring."""
 
     def __init__(self, program, interfaces, host_tap=False, tap_names_=None, batch_size=None,
-                 tx="mmsg"):
+                 tx="mmsg", fanout=None, lead=None):
         if not interfaces:
             raise DataplaneError("no interface given")
         self.program = program
         self.host_tap = host_tap
+        #: fanout(row): the PACKET_FANOUT group of interface ``row`` (None: no group).
+        self.fanout = fanout
+        #: The worker that owns the TAPs and the host blocks (None: this one). The
+        #: others write into its TAPs and leave reading them to it.
+        self.lead = lead
         taps = tap_names(interfaces, tap_names_) if host_tap else [None] * len(interfaces)
-        preflight(interfaces, host_tap, taps)
+        if lead is None:
+            preflight(interfaces, host_tap, taps)
         self.stats = LiveStats(program.name, interfaces, taps, host_tap, program.checked)
         self.batch_size = batch_size or LIVE_BATCH
         self.ports = []
@@ -141,6 +147,7 @@ class LiveDataplane:
         self.pos = np.zeros_like(self.counts)
         self.all_idx = np.arange(n, dtype=np.int64)
         self.seen = 0  # packets received so far (the program's packet index base)
+        self.peers = None  # all the workers of a run (live_workers.py), for -c
         for p in self.ports:
             p.group = BoundCall(group_by_action, p.batch.meta, 0, self.order, self.counts,
                                 self.pos)
@@ -149,9 +156,12 @@ class LiveDataplane:
 
     def _open(self, row, name, tap_name, tx):
         c = self._closers
-        sock = c.enter_context(RawSocket(name, tx=tx))
+        sock = c.enter_context(RawSocket(name, tx=tx, fanout=None if self.fanout is None
+                                         else self.fanout(row)))
         tap = block = tap_batch = None
-        if tap_name is not None:
+        if tap_name is not None and self.lead is not None:
+            tap = self.lead.ports[row].tap.writer()
+        elif tap_name is not None:
             tap = c.enter_context(Tap(tap_name, mac=sock.mac, mtu=sock.mtu))
             block = c.enter_context(HostBlock(name, sock.ifindex))
             tap_batch = PacketBatch(self.batch_size, tailroom=0)
@@ -174,7 +184,7 @@ class LiveDataplane:
                 p.sock.tx.push(p.batch, idx, 0, 0)
                 if p.tap is not None:
                     p.tap.write(p.batch, idx, 0, 0)
-            if p.tap is not None:
+            if p.tap_batch is not None:
                 p.sock.tx.push(p.tap_batch, self.all_idx, 0, 0)
                 p.tap.read_batch(p.tap_batch)
                 if p.tap_batch.count:
@@ -192,12 +202,13 @@ class LiveDataplane:
         for p in self.ports:
             poller.register(p.sock.fd, select.POLLIN)
             watch[p.sock.fd] = p
-            if p.tap is not None:
+            if p.tap_batch is not None:
                 poller.register(p.tap.fd, select.POLLIN)
         if wakeup_fd is not None:
             poller.register(wakeup_fd, select.POLLIN)
         start, cpu0 = time.monotonic(), os.times()
-        self._drops0 = interface_drops({p.name for p in self.ports})
+        self._drops0 = interface_drops({p.name for p in self.ports}) if self.lead is None \
+            else {}  # an interface's drops: counted once, by the lead
         next_stats = start + interval if interval else None
         before, last = stats.snapshot(), start
         try:
@@ -207,13 +218,15 @@ class LiveDataplane:
                     n = p.sock.read_batch(p.batch)
                     if n:
                         busy = True
-                        if limit is not None and self.seen + n >= limit:
-                            p.batch.count = n = limit - self.seen
-                            self._handle(p, n, exact_bytes=False)
+                        if limit is not None and self._seen_all() + n >= limit:
+                            seen = self._seen_all()
+                            p.batch.count = n = max(0, limit - seen)
+                            if n:
+                                self._handle(p, n, exact_bytes=False)
                             self._stop = "count"
                             break
                         self._handle(p, n)
-                    if p.tap is not None and p.tap.read_batch(p.tap_batch):
+                    if p.tap_batch is not None and p.tap.read_batch(p.tap_batch):
                         busy = True
                         self._from_host(p)
                 now = time.monotonic()
@@ -243,6 +256,10 @@ class LiveDataplane:
             self._kernel_counters()
             stats.take_program_counters(self.program)
         return stats
+
+    def _seen_all(self):
+        """Packets received by every worker of the run (-c counts them all)."""
+        return self.seen if self.peers is None else sum(w.seen for w in self.peers)
 
     def _kernel_counters(self):
         c = self.stats.c

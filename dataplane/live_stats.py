@@ -61,6 +61,7 @@ class LiveStats:
         self.stopped_by = None     # "SIGINT", "SIGTERM", "count"
         self.error = None          # the error that ended the run, if any
         self.trace_lines = 0
+        self.workers = []          # per worker (live_workers.py): rx and verdicts
 
     @property
     def packets(self):
@@ -131,6 +132,8 @@ class LiveStats:
             "trace_lines": self.trace_lines,
             "stopped_by": self.stopped_by,
             "errors": [f"{k[0]}: {k[1]}: {v}" for k, v in sorted(self.errors.items())],
+            "workers": self.workers or [{"worker": 0, "rx": packets, "actions": {
+                a.short: int(self.c[:, col].sum()) for a, col in VERDICT_COLUMN.items()}}],
         }
         if self.error:
             d["error"] = self.error

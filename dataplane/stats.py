@@ -309,6 +309,9 @@ def format_live_summary(s):
     row("interface rx dropped", [_n(v) for v in c[:, IF_RX_DROPPED]])
     row("interface tx dropped", [_n(v) for v in c[:, IF_TX_DROPPED]])
     packets = s.packets
+    for w in s.workers if len(s.workers) > 1 else ():
+        verdicts = ", ".join(f"{k} {_n(v)}" for k, v in w["actions"].items() if v)
+        lines.append(f"  worker {w['worker']:<15}{_n(w['rx']):>16} rx   {verdicts}")
     per_pkt = f", {s.cpu_s * 1e9 / packets:,.0f} ns/pkt" if packets >= 10000 else ""
     lines.append(f"  CPU {s.cpu_s:.3f} s (user + system of the loop, idle time "
                  f"included){per_pkt}")

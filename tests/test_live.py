@@ -487,3 +487,52 @@ def test_interface_vanishing_is_an_error_and_leaves_nothing(topo, run_dp):
     assert errors == ["error: interface 'dp-veth0': vanished while running\n"]
     assert topo.link(topo.dp, TAP0) is None and topo.link(topo.dp, "dp-dp-veth1") is None
     assert topo.link(topo.dp, "dp-veth1")["promiscuity"] == 0
+
+
+# ---- --workers: one ring per worker in a PACKET_FANOUT_HASH group -----------------
+
+UDP_FLOWS = ("import socket\n"
+             "for i in range(64):\n"
+             "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "    s.sendto(b'x' * 32, ('{dst}', 9000 + i))\n")
+
+
+def test_workers_bridge_tcp_streams_and_spread_flows(topo, run_dp, tmp_path):
+    """Two workers, each with its own ring per interface: the kernel's fanout
+    spreads 64 UDP flows over both; TCP streams both ways arrive whole (both
+    directions of a connection meet one worker); the counters add up."""
+    for ns, dev in ((topo.client, "client-veth"), (topo.server, "server-veth")):
+        topo.ip(ns, "link", "set", dev, "gso_max_segs", "1")
+    prog = _bridge_program(tmp_path / "bridge.py", topo.ifindex(topo.dp, "dp-veth0"),
+                           topo.ifindex(topo.dp, "dp-veth1"))
+    dp = run_dp("-i", "dp-veth0", "-i", "dp-veth1", "-p", prog, "--workers", "2")
+    up = _stream(topo, topo.client, topo.server, SERVER_IP, 2 << 20)
+    down = _stream(topo, topo.server, topo.client, CLIENT_IP, 2 << 20, port=5002)
+    topo.sh(topo.client, sys.executable, "-c", UDP_FLOWS.format(dst=SERVER_IP))
+    _settle()
+    s = dp.stop()
+    for sent, got in (up, down):
+        assert sent == got and got["bytes"] == 2 << 20
+    a, b = s["interfaces"]["dp-veth0"], s["interfaces"]["dp-veth1"]
+    for x in (a, b):
+        assert x["rx"] == x["actions"]["redirect"] and x["ring"]["tp_drops"] == 0
+    assert b["out"] == a["rx"] and a["out"] == b["rx"]
+    workers = s["workers"]
+    assert [w["worker"] for w in workers] == [0, 1]
+    assert sum(w["rx"] for w in workers) == s["packets"]
+    assert all(w["rx"] >= 16 for w in workers)  # 64 flows: both rings got some
+    assert sum(w["actions"]["redirect"] for w in workers) == a["rx"] + b["rx"]
+
+
+def test_workers_host_tap_ping_and_no_tap_left(topo, run_dp):
+    """With --host-tap the lead worker owns the TAP; both write the host's frames."""
+    dp = run_dp("-i", "dp-veth0", "-p", "pass_all", "--host-tap", "--workers", "2")
+    topo.ip(topo.dp, "addr", "add", f"{HOST_IP}/24", "dev", TAP0)
+    r = topo.ping(topo.client, HOST_IP, 5)
+    _settle()
+    s = dp.stop()
+    assert r["received"] == 5
+    i = s["interfaces"]["dp-veth0"]
+    assert i["rx"] == i["actions"]["pass"] == i["host_in"] == s["packets"] >= 6
+    assert sum(w["rx"] for w in s["workers"]) == s["packets"]
+    _left_as_found(topo)

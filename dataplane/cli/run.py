@@ -1,13 +1,16 @@
 """``dataplane run``: take over interfaces and run a program on every frame."""
 
+import functools
 import os
 import signal
 import sys
 
 from ..errors import UsageError
 from ..live import LIVE_BATCH, LiveDataplane, preflight, tap_names
+from ..live_workers import LiveWorkers
 from ..stats import format_live_summary, print_json, print_line
 from ..program import load_program
+from ..workers import use_workers
 from .options import add_options
 
 HELP = "take over interfaces: run a program on every frame, send it where its verdict says"
@@ -31,7 +34,7 @@ EPILOG = "example: dataplane run -i eth1 -p firewall --host-tap   (then: ip addr
 def register(sub):
     p = sub.add_parser("run", help=HELP, description=DESCRIPTION, epilog=EPILOG)
     add_options(p, "interface", "program", "host_tap", "tap_name", "interval", "count",
-                "batch", "unchecked", "pin", "tx_path", "json",
+                "batch", "workers", "unchecked", "pin", "tx_path", "json",
                 interval=dict(default=2.0, help="print per-interface rates every SEC "
                               "seconds (default 2; 0: only the summary)"),
                 batch=dict(default=LIVE_BATCH, help=f"packets per batch (default "
@@ -50,6 +53,7 @@ def run(args):
     # what can fail without creating anything fails before the program compiles
     preflight(args.interfaces, args.host_tap,
               tap_names(args.interfaces, args.tap_names) if args.host_tap else None)
+    use_workers(args.workers)
     program = load_program(args.program, checked=not args.unchecked, pin=args.pin)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
@@ -68,9 +72,10 @@ def run(args):
         for sig in (signal.SIGINT, signal.SIGTERM):
             saved[sig] = signal.signal(sig, on_signal)
         old_wakeup = signal.set_wakeup_fd(wake_w)
-        with LiveDataplane(program, args.interfaces, host_tap=args.host_tap,
-                           tap_names_=args.tap_names, batch_size=args.batch,
-                           tx=args.tx) as live:
+        live_class = LiveDataplane if args.workers == 1 else \
+            functools.partial(LiveWorkers, workers=args.workers)
+        with live_class(program, args.interfaces, host_tap=args.host_tap,
+                        tap_names_=args.tap_names, batch_size=args.batch, tx=args.tx) as live:
             live.warm_up()
             dp = live
             _ready(live, args)

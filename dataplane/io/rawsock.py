@@ -54,6 +54,10 @@ PACKET_VERSION = 10
 PACKET_TX_RING = 13
 PACKET_QDISC_BYPASS = 20
 PACKET_IGNORE_OUTGOING = 23
+PACKET_FANOUT = 18
+#: Fanout by the skb's flow hash: the kernel's flow dissector hash, made
+#: symmetric (both directions of a flow reach one socket).
+PACKET_FANOUT_HASH = 0
 PACKET_MR_PROMISC = 1
 TPACKET_V2 = 1
 TPACKET_V3 = 2
@@ -233,11 +237,13 @@ class RawSocket:
     and a batched transmit path (``tx``: "mmsg" for sendmmsg, "ring" for a TX ring).
 
     ``rx=False`` opens only the transmit path (no ring, no promiscuous mode).
+    ``fanout`` (a group id) joins the ring to a PACKET_FANOUT_HASH group: the
+    kernel spreads the interface's flows over the group's rings (one per worker).
     Errors are one-line DataplaneErrors: no such interface, not root.
     """
 
     def __init__(self, ifname, rx=True, tx="mmsg", promisc=True, block_size=BLOCK_SIZE,
-                 blocks=BLOCKS, block_timeout_ms=BLOCK_TIMEOUT_MS):
+                 blocks=BLOCKS, block_timeout_ms=BLOCK_TIMEOUT_MS, fanout=None):
         if tx not in TX_PATHS:
             raise DataplaneError(f"transmit path '{tx}': valid values: {', '.join(TX_PATHS)}")
         self.ifname = ifname
@@ -256,12 +262,12 @@ class RawSocket:
         self.last_bytes = 0
         self._walk = None
         try:
-            self._setup(rx, tx, promisc, block_timeout_ms)
+            self._setup(rx, tx, promisc, block_timeout_ms, fanout)
         except BaseException:
             self.close()
             raise
 
-    def _setup(self, rx, tx, promisc, tov):
+    def _setup(self, rx, tx, promisc, tov, fanout):
         s, name = self.sock, self.ifname
         try:
             s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
@@ -287,6 +293,12 @@ class RawSocket:
             raise DataplaneError(f"interface '{name}': cannot bind a packet socket: "
                                  f"{exc.strerror}") from None
         s.setblocking(False)
+        if rx and fanout is not None:  # one ring of a group the kernel spreads flows over
+            try:
+                s.setsockopt(SOL_PACKET, PACKET_FANOUT, fanout | (PACKET_FANOUT_HASH << 16))
+            except OSError as exc:
+                raise DataplaneError(f"interface '{name}': cannot join packet fanout group "
+                                     f"{fanout}: {exc.strerror}") from None
         if rx and promisc:
             s.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, self._mreq())
             self.promisc = True

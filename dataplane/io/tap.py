@@ -15,6 +15,7 @@ can put them on the wire. Errors are one-line DataplaneErrors: no
 /dev/net/tun, not root, name taken or too long.
 """
 
+import copy
 import errno
 import fcntl
 import os
@@ -168,6 +169,16 @@ class Tap:
         p = select.poll()
         p.register(self.fd, select.POLLIN)
         return bool(p.poll(max(0, int(timeout * 1000))))
+
+    def writer(self):
+        """A handle for another worker thread to write into this TAP: the same
+        descriptor (a write is one frame, atomic), its own status and calls.
+        The TAP's owner closes the descriptor; the handle is never closed."""
+        w = copy.copy(self)
+        w.st = np.zeros(K.ST_SIZE, np.int64)
+        w._writes, w._read = CallCache(), None
+        w.close = lambda: None
+        return w
 
     def close(self):
         """Close the descriptor: the kernel removes the device (idempotent)."""

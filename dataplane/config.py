@@ -36,7 +36,8 @@ SLOT_ALIGN = 64
 #: kernel offers them (madvise): a 1M-packet batch spans ~1 GB, and with 4 KiB
 #: pages every few packets cost a TLB miss.
 HUGE_PAGE_MIN = 4 << 20
-#: Workers (per-CPU map slots); one until multi-core workers exist (issue 7).
+#: Workers of the programs loaded from now on (per-CPU map slots, locked eBPF
+#: atomics); set by workers.use_workers, from --workers.
 WORKERS = 1
 #: Default packets per batch. Each batch costs a few Python-level calls (~10 us
 #: in all), so 1024 keeps that under 10 ns/packet; the compiled loop itself does

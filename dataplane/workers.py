@@ -23,7 +23,7 @@ import threading
 import numpy as np
 
 from . import config, native
-from .errors import UsageError
+from .errors import DataplaneError, UsageError
 from .kernels import layout, runner as runner_kernels
 from .kernels.steer import count_verdicts, steer, unsteer
 
@@ -47,8 +47,8 @@ def check_workers(n):
     """Refuse N > 1 where worker state cannot be thread-local (no C compiler:
     kernels then run through numba's JIT, whose globals are shared)."""
     if n > 1 and native.compiler() is None:
-        raise UsageError(f"--workers {n}: needs a C compiler (cc) to build thread-local "
-                         f"worker state; without one only --workers 1 runs")
+        raise DataplaneError(f"--workers {n}: needs a C compiler (cc) to build thread-local "
+                             f"worker state; without one only --workers 1 runs")
 
 
 def use_workers(n):

@@ -264,3 +264,13 @@ def test_cli_workers_json_and_summary(tmp_path):
     r = _cli("bench", "-r", SMALL, "-p", "drop_udp", "--workers", "2", "--repeat", "1", "-j")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["workers"] == 2
+
+
+def test_workers_without_a_c_compiler_is_a_clear_error():
+    import os
+    env = {**os.environ, "DATAPLANE_NO_NATIVE": "1"}
+    r = subprocess.run([sys.executable, "-m", "dataplane.cli.main", "replay", "-r", SMALL,
+                        "-p", "drop_udp", "--workers", "2"], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("error: --workers 2: needs a C compiler")

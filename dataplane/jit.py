@@ -18,6 +18,7 @@ cached shared object is never stale.
 import contextlib
 import functools
 import hashlib
+import threading
 import time
 import types as pytypes
 import weakref
@@ -90,6 +91,10 @@ def materialize(namespace, names=None):
 
 
 _addresses = {}
+
+#: One build at a time in a process: numba's compiler and the shared object's
+#: temporary files (named by process id) are not for two threads at once.
+_build_lock = threading.RLock()
 
 #: Nanoseconds spent building native code in this process (a run's timing
 #: leaves it out and reports it apart: it is paid once per program version).
@@ -195,13 +200,14 @@ class Kernel:
         """
         global build_ns
         path, meta = self._paths(kinds, block)
-        if path.exists() and meta.exists():
-            symbol, nargs, returns = meta.read_text().split()
-            fn = native.load(path, symbol, int(nargs), returns == "int")
-        else:
-            t0 = time.perf_counter_ns()
-            fn = self._build(kinds, args, path, meta, block)
-            build_ns += time.perf_counter_ns() - t0
+        with _build_lock:  # worker threads may reach a kernel first at the same time
+            if path.exists() and meta.exists():
+                symbol, nargs, returns = meta.read_text().split()
+                fn = native.load(path, symbol, int(nargs), returns == "int")
+            else:
+                t0 = time.perf_counter_ns()
+                fn = self._build(kinds, args, path, meta, block)
+                build_ns += time.perf_counter_ns() - t0
         if not block:
             self._entries[kinds] = fn
         return fn

@@ -276,3 +276,29 @@ def test_workers_without_a_c_compiler_is_a_clear_error():
                        env=env)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith("error: --workers 2: needs a C compiler")
+
+
+def test_a_kernel_first_called_by_two_threads_at_once_builds_once():
+    """Worker threads reach a kernel at the same time on a cold cache: one builds
+    it, the other waits and loads it (two builds wrote one .so over the other)."""
+    import os
+    import threading
+    import time
+    from dataplane.jit import kernel
+    ns = {"__name__": "test_workers_kernels"}
+    unique = f"{os.getpid()}_{time.time_ns()}"  # never in the cache: a cold build
+    exec(f"def twice_{unique}(a, n):\n"
+         "    t = 0\n    for i in range(n):\n        t += a[i] * 2\n    return t\n", ns)
+    k = kernel(nogil=True, _nrt=False)(next(v for n, v in ns.items() if n.startswith("twice")))
+    a = np.arange(100, dtype=np.int64)
+    barrier, out = threading.Barrier(2), []
+
+    def call():
+        barrier.wait()
+        out.append(k(a, 100))
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert out == [9900, 9900]

@@ -125,3 +125,15 @@ def test_bad_cluster_is_one_line(tmp_path, captures, spec, code):
 def test_no_capture_matches(tmp_path):
     r = _cli("replay", "-r", str(tmp_path / "*.pcap"), "-p", "drop_udp")
     assert r.returncode == 2 and "no capture matches" in r.stderr
+
+
+def test_an_existing_scheduler_by_address(tmp_path, captures):
+    """--cluster tcp://host:port: a scheduler and two worker processes started
+    apart (here a LocalCluster of this test process, on loopback)."""
+    import distributed
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as lc:
+        s = _replay("-r", str(captures / "*.pcap"), "-p", "drop_udp", "-w", tmp_path,
+                    "--cluster", lc.scheduler_address)
+    assert s["packets"] == 15000 and s["cluster"].startswith("tcp://127.0.0.1:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cap0", "cap1", "cap2"]

@@ -156,6 +156,34 @@ def _is_int64_array(arr):
 
 
 @intrinsic
+def load_acquire(typingctx, arr, index):
+    """``arr[index]`` of an int64 array, an acquire load (the other side's release)."""
+    if not _is_int64_array(arr):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_int64_element(context, builder, signature, args),
+                                   "acquire", 8)
+
+    return types.int64(arr, index), codegen
+
+
+@intrinsic
+def store_release(typingctx, arr, index, value):
+    """``arr[index] = value`` of an int64 array, a release store: every store
+    before it is visible to a reader that sees this one."""
+    if not _is_int64_array(arr):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[2], signature.args[2], types.int64)
+        builder.store_atomic(v, _int64_element(context, builder, signature, args), "release", 8)
+        return context.get_dummy_value()
+
+    return types.void(arr, index, value), codegen
+
+
+@intrinsic
 def spin_lock(typingctx, arr, index):
     """Take the spin lock in int64 ``arr[index]`` (0 free, 1 held): the kernel's
     raw_spin_lock on a map's or a ring's lock word. Test-and-test-and-set, so a

@@ -20,14 +20,14 @@ kernel maps the data pages twice for the same effect).
 
 import numpy as np
 from numba import njit, types
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from .. import config
 from ..errors import ProgramError
 from .map_api import key_packer as packer
 from ..maps import (BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, RB_CONSUMER, RB_DROPPED,
                     RB_LOCK, RB_PRODUCER, RB_WRITTEN)
-from .memory import spin_lock, spin_unlock
+from .memory import load_acquire, spin_lock, spin_unlock, store_release
 
 EAGAIN, EINVAL = 11, 22
 _FLAGS = BPF_RB_NO_WAKEUP | BPF_RB_FORCE_WAKEUP
@@ -42,43 +42,6 @@ def bpf_ringbuf_output(ringbuf, data, flags):
     field, in order) for a structured one; the kernel's ``size`` argument is
     the dtype's itemsize."""
     raise NotImplementedError("bpf_ringbuf_output runs only inside a program")
-
-
-def _element_pointer(context, builder, arrty, arr, index, indexty):
-    ary = context.make_array(arrty)(context, builder, arr)
-    idx = context.cast(builder, index, indexty, types.int64)
-    return builder.gep(ary.data, [idx])
-
-
-@intrinsic
-def load_acquire(typingctx, arr, index):
-    """``arr[index]`` of an int64 array, an acquire load (the other side's release)."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
-        return None
-
-    def codegen(context, builder, signature, args):
-        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1],
-                               signature.args[1])
-        return builder.load_atomic(ptr, "acquire", 8)
-
-    return types.int64(arr, index), codegen
-
-
-@intrinsic
-def store_release(typingctx, arr, index, value):
-    """``arr[index] = value`` of an int64 array, a release store: every store
-    before it is visible to a reader that sees this one."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.int64):
-        return None
-
-    def codegen(context, builder, signature, args):
-        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1],
-                               signature.args[1])
-        v = context.cast(builder, args[2], signature.args[2], types.int64)
-        builder.store_atomic(v, ptr, "release", 8)
-        return context.get_dummy_value()
-
-    return types.void(arr, index, value), codegen
 
 
 @njit(**config.INLINE_JIT)

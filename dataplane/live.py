@@ -109,7 +109,7 @@ class LiveDataplane:
     """Interfaces taken over by a program; see the module's docstring."""
 
     def __init__(self, program, interfaces, host_tap=False, tap_names_=None, batch_size=None,
-                 tx="mmsg", fanout=None, lead=None):
+                 tx="mmsg", fanout=None, lead=None, extended=False):
         if not interfaces:
             raise DataplaneError("no interface given")
         self.program = program
@@ -122,7 +122,8 @@ class LiveDataplane:
         taps = tap_names(interfaces, tap_names_) if host_tap else [None] * len(interfaces)
         if lead is None:
             preflight(interfaces, host_tap, taps)
-        self.stats = LiveStats(program.name, interfaces, taps, host_tap, program.checked)
+        self.stats = LiveStats(program.name, interfaces, taps, host_tap, program.checked,
+                               extended)
         self.batch_size = batch_size or LIVE_BATCH
         self.ports = []
         self._drops0 = {}  # the interfaces' drop counters when run() started

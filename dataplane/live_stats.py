@@ -38,18 +38,28 @@ VERDICT_COLUMN = {XdpAction.XDP_ABORTED: ABORTED, XdpAction.XDP_DROP: DROP,
 #: (JSON key, column) of the periodic rates, in print order
 RATES = (("rx", RX), ("pass", PASS), ("drop", DROP), ("tx", TX), ("redir", REDIRECT),
          ("err", ERR))
+#: The rates -e adds (xdp-bench's extended stats): aborted verdicts, bytes in,
+#: frames out and refused, to and from the host, the kernel's ring and
+#: interface drops.
+EXTENDED_RATES = (("abort", ABORTED), ("rx_bytes", RX_BYTES), ("out", OUT),
+                  ("out_drop", OUT_DROP), ("to_host", HOST_IN), ("to_host_drop", HOST_IN_DROP),
+                  ("from_host", HOST_OUT), ("ring_drop", RING_DROPS),
+                  ("if_rx_drop", IF_RX_DROPPED))
 
 
 class LiveStats:
     """Raw counters of a live run: ``c[i, COLUMN]`` for interface ``i``."""
 
-    def __init__(self, program, interfaces, taps=None, host_tap=False, checked=True):
+    def __init__(self, program, interfaces, taps=None, host_tap=False, checked=True,
+                 extended=False):
         self.program = program
         self.interfaces = list(interfaces)
         self.taps = list(taps or [None] * len(self.interfaces))
         self.host_tap = host_tap
         self.checked = checked
         self.c = np.zeros((len(self.interfaces), COLUMNS), np.int64)
+        #: -e: the periodic lines carry EXTENDED_RATES too.
+        self.extended = extended
         self.unknown = {}          # redirect target ifindex not held -> frames
         self.errors = {}           # (interface, what) -> last errno text
         self.faults = 0
@@ -76,27 +86,32 @@ class LiveStats:
         self.invalid = program.invalid
 
     # ---- periodic lines ----------------------------------------------------
+    @property
+    def rates(self):
+        return RATES + EXTENDED_RATES if self.extended else RATES
+
     def interval_json(self, before, seconds, now_s):
         d = self.c - before
         out = {"time_s": round(now_s, 3), "interval_s": round(seconds, 3), "interfaces": {}}
         for i, name in enumerate(self.interfaces):
-            e = {f"{k}_pps": round(d[i, col] / seconds, 1) if seconds > 0 else 0.0
-                 for k, col in RATES}
+            e = {(f"{k}_per_s" if k.endswith("bytes") else f"{k}_pps"):
+                 round(d[i, col] / seconds, 1) if seconds > 0 else 0.0
+                 for k, col in self.rates}
             e["rx"] = int(self.c[i, RX])
             e["ring_drops"] = int(self.c[i, RING_DROPS])
             out["interfaces"][name] = e
         return out
 
     def interval_header(self):
-        return (f"{'interface':<16}" + "".join(f"{k + '/s':>12}" for k, _ in RATES)
+        return (f"{'interface':<16}" + "".join(f"{k + '/s':>{_width(k)}}" for k, _ in self.rates)
                 + f"{'ring drops':>12}")
 
     def interval_lines(self, before, seconds):
         d = self.c - before
         lines = []
         for i, name in enumerate(self.interfaces):
-            rates = "".join(f"{(d[i, col] / seconds if seconds > 0 else 0):>12,.0f}"
-                            for _, col in RATES)
+            rates = "".join(f"{(d[i, col] / seconds if seconds > 0 else 0):>{_width(k)},.0f}"
+                            for k, col in self.rates)
             lines.append(f"{name:<16}{rates}{int(self.c[i, RING_DROPS]):>12,}")
         return lines
 
@@ -138,6 +153,10 @@ class LiveStats:
         if self.error:
             d["error"] = self.error
         return d
+
+
+def _width(key):
+    return max(12, len(key) + 4)
 
 
 def interface_drops(names):

@@ -29,7 +29,7 @@ class LiveWorkers:
     (warm_up, run, stop, close, ports, program)."""
 
     def __init__(self, program, interfaces, workers, host_tap=False, tap_names_=None,
-                 batch_size=None, tx="mmsg"):
+                 batch_size=None, tx="mmsg", extended=False):
         check_workers(workers)
         if program.traces:
             raise UsageError("run: --workers with a program that calls bpf_trace_printk: not "
@@ -42,7 +42,7 @@ class LiveWorkers:
         self.lanes = []
         try:
             lead = LiveDataplane(program.for_worker(0), interfaces, host_tap, tap_names_,
-                                 batch_size, tx, fanout=fanout)
+                                 batch_size, tx, fanout=fanout, extended=extended)
             self.lanes.append(lead)
             for k in range(1, workers):
                 self.lanes.append(LiveDataplane(program.for_worker(k), interfaces, host_tap,
@@ -107,7 +107,8 @@ class LiveWorkers:
     def _merged(self):
         """The workers' counters summed (an interface's own drop counters once)."""
         lead = self.lanes[0].stats
-        m = LiveStats(lead.program, lead.interfaces, lead.taps, lead.host_tap, lead.checked)
+        m = LiveStats(lead.program, lead.interfaces, lead.taps, lead.host_tap, lead.checked,
+                      lead.extended)
         for lane in self.lanes:
             s = lane.stats
             m.c += s.c

@@ -536,3 +536,25 @@ def test_workers_host_tap_ping_and_no_tap_left(topo, run_dp):
     assert i["rx"] == i["actions"]["pass"] == i["host_in"] == s["packets"] >= 6
     assert sum(w["rx"] for w in s["workers"]) == s["packets"]
     _left_as_found(topo)
+
+
+def test_extended_interval_lines(topo, run_dp):
+    """-e: the periodic JSON lines carry the extended rates; each interval's
+    rates times its length add up to the counters."""
+    dp = run_dp("-i", "dp-veth0", "-p", "drop_all", "--interval", "0.2", "-e")
+    # a static neighbour: the echo requests go at once, no ARP retries trailing
+    topo.ip(topo.client, "neigh", "replace", HOST_IP, "lladdr", MAC_DP0, "dev", "client-veth")
+    topo.ping(topo.client, HOST_IP, 3, timeout=0.2)
+    time.sleep(0.6)
+    s = dp.stop()
+    lines = [json.loads(ln) for ln in dp.stdout[:-1]]
+    assert lines, "no interval line"
+    for ln in lines:
+        e = ln["interfaces"]["dp-veth0"]
+        for key in ("rx_pps", "drop_pps", "abort_pps", "rx_bytes_per_s", "out_pps",
+                    "to_host_pps", "from_host_pps", "ring_drop_pps", "if_rx_drop_pps"):
+            assert e[key] >= 0, key
+    # the frames came before the last full interval: the rates add up to the total
+    dropped = sum(ln["interfaces"]["dp-veth0"]["drop_pps"] * ln["interval_s"] for ln in lines)
+    total = s["interfaces"]["dp-veth0"]["actions"]["drop"]
+    assert total >= 3 and round(dropped) == total

@@ -105,6 +105,9 @@ OPTIONS = {
     "task_bytes": (("--task-bytes",), dict(metavar="N", type=_positive_int, default=256 << 20,
                    help="with --cluster: split classic pcaps larger than N bytes into tasks "
                         "of about N bytes, on record boundaries (default 268435456)")),
+    "extended": (("-e", "--extended"), dict(action="store_true",
+                 help="with --interval: more rates per interface (aborted, bytes in, out and "
+                      "refused, to and from the host, ring and interface drops)")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

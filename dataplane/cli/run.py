@@ -34,7 +34,7 @@ EPILOG = "example: dataplane run -i eth1 -p firewall --host-tap   (then: ip addr
 def register(sub):
     p = sub.add_parser("run", help=HELP, description=DESCRIPTION, epilog=EPILOG)
     add_options(p, "interface", "program", "host_tap", "tap_name", "interval", "count",
-                "batch", "workers", "unchecked", "pin", "tx_path", "json",
+                "batch", "workers", "unchecked", "pin", "tx_path", "extended", "json",
                 interval=dict(default=2.0, help="print per-interface rates every SEC "
                               "seconds (default 2; 0: only the summary)"),
                 batch=dict(default=LIVE_BATCH, help=f"packets per batch (default "
@@ -75,7 +75,8 @@ def run(args):
         live_class = LiveDataplane if args.workers == 1 else \
             functools.partial(LiveWorkers, workers=args.workers)
         with live_class(program, args.interfaces, host_tap=args.host_tap,
-                        tap_names_=args.tap_names, batch_size=args.batch, tx=args.tx) as live:
+                        tap_names_=args.tap_names, batch_size=args.batch, tx=args.tx,
+                        extended=args.extended) as live:
             live.warm_up()
             dp = live
             _ready(live, args)

@@ -419,9 +419,9 @@ def _stream(topo, src_ns, dst_ns, dst_ip, nbytes, port=5001):
 
 
 def test_redirect_bridges_tcp_streams_both_ways(topo, run_dp, tmp_path):
-    # The peers' stacks send wire-sized segments (gso_max_segs 1, as tso off would):
-    # TSO super-frames through a packet socket are issue 5's remaining work (vnet
-    # headers). Their checksums are left to offload: the walker completes them.
+    # The peers' stacks send wire-sized segments (gso_max_segs 1, as tso off would;
+    # super-frames: test_tso_super_frames_are_cut_into_wire_segments). Their
+    # checksums are left to offload: the walker completes them.
     for ns, dev in ((topo.client, "client-veth"), (topo.server, "server-veth")):
         topo.ip(ns, "link", "set", dev, "gso_max_segs", "1")
     prog = _bridge_program(tmp_path / "bridge.py", topo.ifindex(topo.dp, "dp-veth0"),
@@ -558,3 +558,23 @@ def test_extended_interval_lines(topo, run_dp):
     dropped = sum(ln["interfaces"]["dp-veth0"]["drop_pps"] * ln["interval_s"] for ln in lines)
     total = s["interfaces"]["dp-veth0"]["actions"]["drop"]
     assert total >= 3 and round(dropped) == total
+
+
+def test_tso_super_frames_are_cut_into_wire_segments(topo, run_dp, tmp_path):
+    """The peers keep GSO/TSO on (the default): their TCP stacks hand veth 64 KiB
+    frames, which the ring walker cuts into MTU-sized segments before the
+    program, as the kernel's GSO would; the streams arrive whole both ways."""
+    prog = _bridge_program(tmp_path / "bridge.py", topo.ifindex(topo.dp, "dp-veth0"),
+                           topo.ifindex(topo.dp, "dp-veth1"))
+    dp = run_dp("-i", "dp-veth0", "-i", "dp-veth1", "-p", prog)
+    up = _stream(topo, topo.client, topo.server, SERVER_IP, 8 << 20)
+    down = _stream(topo, topo.server, topo.client, CLIENT_IP, 8 << 20, port=5002)
+    s = dp.stop()
+    for sent, got in (up, down):
+        assert sent == got and got["bytes"] == 8 << 20
+    for i in s["interfaces"].values():
+        assert i["ring"]["tp_drops"] == 0 and i["out_dropped"] == 0
+        assert i["rx"] == i["actions"]["redirect"]
+    a = s["interfaces"]["dp-veth0"]
+    # more packets than frames the kernel put in the ring: super-frames were cut
+    assert a["rx"] > a["ring"]["tp_packets"]

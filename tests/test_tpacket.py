@@ -41,7 +41,7 @@ def test_walk_v3_copies_frames_restores_vlan_skips_outgoing_and_resumes():
     _block(ring, 1, [(_frame(4, 1000), K.TP_STATUS_USER, 3, None)])
     st = np.zeros(K.ST_SIZE, np.int64)
     b = PacketBatch(2)
-    status = K.walk_v3(ring, BLOCK, 3, 7, b.buf, b.meta, 0, 2, b.headroom, b.tailroom, st)
+    status = K.walk_v3(ring, BLOCK, 3, 7, b.buf, b.meta, 0, 2, b.headroom, b.tailroom, st, 0)
     assert status == K.FULL and st[K.ST_COUNT] == 2
     b.count = 2
     assert b.packet(0) == _frame(1)
@@ -51,7 +51,7 @@ def test_walk_v3_copies_frames_restores_vlan_skips_outgoing_and_resumes():
     assert b.ts_ns[0] == 1000 * 10**9 + 500 and b.snap_cut[0] == 4 and b.snap_cut[1] == 0
     assert st[K.ST_BYTES] == 60 + 64
     assert ring[K.BD_STATUS] == K.TP_STATUS_USER       # block 0 not done: not handed back
-    status = K.walk_v3(ring, BLOCK, 3, 7, b.buf, b.meta, 0, 2, b.headroom, b.tailroom, st)
+    status = K.walk_v3(ring, BLOCK, 3, 7, b.buf, b.meta, 0, 2, b.headroom, b.tailroom, st, 0)
     assert status == K.EMPTY and st[K.ST_COUNT] == 1
     b.count = 1
     assert b.packet(0) == _frame(4, 1000)
@@ -59,7 +59,7 @@ def test_walk_v3_copies_frames_restores_vlan_skips_outgoing_and_resumes():
     assert ring[K.BD_STATUS] == 0 and ring[BLOCK + K.BD_STATUS] == 0   # handed back
     assert st[K.ST_BLOCK] == 2
     assert K.walk_v3(ring, BLOCK, 3, 7, b.buf, b.meta, 0, 2, b.headroom, b.tailroom,
-                     st) == K.EMPTY
+                     st, 0) == K.EMPTY
 
 
 def test_walk_v3_asks_for_a_bigger_buffer_for_an_outsized_frame():
@@ -68,12 +68,76 @@ def test_walk_v3_asks_for_a_bigger_buffer_for_an_outsized_frame():
     st = np.zeros(K.ST_SIZE, np.int64)
     b = PacketBatch(1, buffer_bytes=2048)
     assert K.walk_v3(ring, BLOCK, 2, 1, b.buf, b.meta, 0, 1, b.headroom, b.tailroom,
-                     st) == K.NEED_BUFFER
+                     st, 0) == K.NEED_BUFFER
     b.ensure_buffer(int(st[K.ST_NEED]))
     assert K.walk_v3(ring, BLOCK, 2, 1, b.buf, b.meta, 0, 1, b.headroom, b.tailroom,
-                     st) == K.EMPTY
+                     st, 0) == K.EMPTY
     b.count = 1
     assert b.packet(0) == _frame(1, 3000)
+
+
+def _super_frame(v6, payload, flags="PA"):
+    """A TSO frame as a local TCP sender hands it to a packet socket."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1Q, Ether
+    ip = IPv6(src="fc00::1", dst="fc00::2") if v6 else IP(src="10.0.0.1", dst="10.0.0.2",
+                                                           id=7, flags="DF")
+    return bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1Q(vlan=3) / ip
+                 / TCP(sport=4000, dport=80, seq=1000, flags=flags,
+                       options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))])
+                 / payload)
+
+
+def test_walk_v3_cuts_tcp_super_frames_into_wire_segments():
+    """scapy decodes the segments: each fits the MTU, sequence numbers advance,
+    checksums verify, FIN/PSH only on the last, payloads join to the original."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    big = 64 * 1024
+    ring = np.zeros(2 * big, np.uint8)
+    payload = bytes(range(256)) * 40  # 10,240 bytes
+    for v6 in (False, True):
+        frame = _super_frame(v6, payload, flags="FPA")
+        ring[:] = 0
+        base = 0
+        struct.pack_into("<IIIII", ring, base, 3, 0, K.TP_STATUS_USER, 2, 48)
+        small = _frame(9)
+        for k, data in enumerate((frame, small)):
+            off = 48 if k == 0 else 48 + ((80 + len(frame) + 15) & ~15)
+            nxt = (80 + len(frame) + 15) & ~15 if k == 0 else 0
+            struct.pack_into("<IIIIIIHHIIH", ring, off, nxt, 1, 2, len(data), len(data),
+                             K.TP_STATUS_USER, 80, 80 + 14, 0, 0, 0)
+            ring[off + 80:off + 80 + len(data)] = np.frombuffer(data, np.uint8)
+        st = np.zeros(K.ST_SIZE, np.int64)
+        b = PacketBatch(64)
+        status = K.walk_v3(ring, big, 2, 5, b.buf, b.meta, 0, 64, b.headroom, b.tailroom, st,
+                           1500)
+        assert status == K.EMPTY and st[K.ST_GSO] == 1
+        n = int(st[K.ST_COUNT])
+        b.count = n
+        segs = [Ether(b.packet(i)) for i in range(n - 1)]
+        assert b.packet(n - 1) == small               # the frame after it, untouched
+        hdr = 20 + 32 if not v6 else 40 + 32
+        assert n - 1 == -(-len(payload) // (1500 - hdr))
+        joined = b""
+        for i, seg in enumerate(segs):
+            l3 = seg.payload.payload                  # under the 802.1Q tag
+            tcp = l3[TCP]
+            assert len(bytes(l3)) <= 1500
+            assert tcp.seq == 1000 + len(joined)
+            flags = str(tcp.flags)
+            assert ("F" in flags and "P" in flags) == (i == n - 2)
+            joined += bytes(tcp.payload)
+            raw = bytes(l3)
+            l3.chksum = None if not v6 else l3.chksum
+            tcp.chksum = None
+            rebuilt = type(l3)(bytes(l3))            # scapy recomputes: must agree
+            assert rebuilt[TCP].chksum == type(l3)(raw)[TCP].chksum
+            if not v6:
+                assert type(l3)(raw).chksum == rebuilt.chksum and rebuilt.id == 7 + i
+        assert joined == payload
+        assert all(b.ts_ns[i] == b.ts_ns[0] for i in range(n - 1))
 
 
 def test_ring_send_fills_free_frames_and_stops_when_full():

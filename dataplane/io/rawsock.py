@@ -327,7 +327,7 @@ class RawSocket:
             call = self._walk = BoundCall(
                 K.walk_v3, self.ring, self.block_size, self.blocks, self.ifindex,
                 batch.buf, batch.meta, 0, batch.capacity, batch.headroom, batch.tailroom,
-                self.st)
+                self.st, self.mtu)
         return call
 
     def read_batch(self, batch):

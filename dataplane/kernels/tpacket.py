@@ -29,6 +29,7 @@ import numpy as np
 
 from ..config import KERNEL_JIT, SLOT_ALIGN
 from ..jit import kernel, lazy
+from .gso import tcp_gso_layout, tcp_gso_segment
 from .layout import (ACTION, DATA, DATA_END, DATA_META, FRAME_END, FRAME_START, IFINDEX,
                      REDIRECT, RX_QUEUE, SNAP_CUT, TS_NS)
 
@@ -99,6 +100,7 @@ ST_SKIPPED = 5     # running count: outgoing frames skipped
 ST_BLOCKS = 6      # running count: blocks handed back to the kernel
 ST_BYTES = 7       # bytes of the frames copied (this call)
 ST_CSUM = 8        # running count: checksums completed (TP_STATUS_CSUMNOTREADY frames)
+ST_GSO = 9         # running count: TCP super-frames cut into segments (kernels/gso.py)
 # transmit loops
 ST_SENT = 0        # frames sent (this call)
 ST_ERRORS = 1      # frames refused one by one (this call), e.g. EMSGSIZE
@@ -162,14 +164,31 @@ def complete_csum(buf, d, end):
 
 
 @kernel(**KERNEL_JIT)
+def _segment_meta(meta, i, fs, d, length, fe, ifindex):
+    """Packet ``i``: a segment of a super-frame, at ``buf[d:d+length]`` in its slot."""
+    meta[FRAME_START, i] = fs
+    meta[DATA, i] = d
+    meta[DATA_META, i] = d
+    meta[DATA_END, i] = d + length
+    meta[FRAME_END, i] = fe
+    meta[SNAP_CUT, i] = 0
+    meta[IFINDEX, i] = ifindex
+    meta[RX_QUEUE, i] = 0
+    meta[ACTION, i] = 0
+    meta[REDIRECT, i] = 0
+
+
+@kernel(**KERNEL_JIT)
 def walk_v3(ring, block_size, nblocks, ifindex, buf, meta, n, capacity, headroom, tailroom,
-            st):
+            st, mtu):
     """Copy frames from the TPACKET_V3 ring's ready blocks into batch slots from ``n``.
 
     Returns EMPTY (no ready block left), FULL, or NEED_BUFFER (``st[ST_NEED]``);
     ``st[ST_COUNT]`` is the batch's packet count, ``st[ST_BYTES]`` the bytes
     copied. A block is handed back as soon as its last frame is copied; a batch
-    that fills mid-block resumes there.
+    that fills mid-block resumes there. A TCP frame larger than ``mtu`` (a
+    TSO/GRO super-frame) becomes wire-sized segments (kernels/gso.py), each
+    its own packet; 0 leaves every frame whole.
     """
     fs = meta[FRAME_END, n - 1] if n > 0 else 0
     st[ST_BYTES] = 0
@@ -217,7 +236,36 @@ def walk_v3(ring, block_size, nblocks, ifindex, buf, meta, n, capacity, headroom
                     memcpy(buf, d + 16, ring, mac + 12, snaplen - 12)
                 else:
                     memcpy(buf, d, ring, mac, snaplen)
-                if tpst & TP_STATUS_CSUMNOTREADY and snaplen == load32(ring, off + H3_LEN):
+                nseg = l3 = l4 = hend = mss = np.int64(0)
+                v6 = False
+                if mtu > 0 and caplen > mtu + 18 and snaplen == load32(ring, off + H3_LEN):
+                    nseg, l3, l4, hend, mss, v6 = tcp_gso_layout(buf, d, d + caplen, mtu)
+                if nseg > 1:
+                    slot = (headroom + hend + mss + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
+                    if n + nseg > capacity or fe + (nseg - 1) * slot > buf.size:
+                        if n == 0 and nseg > capacity:
+                            nseg = 0  # never fits a batch: left whole
+                        else:
+                            st[ST_PKT] = k
+                            st[ST_OFF] = off - base
+                            st[ST_COUNT] = n
+                            if n == 0:
+                                st[ST_NEED] = fe + (nseg - 1) * slot
+                                return NEED_BUFFER
+                            return FULL
+                if nseg > 1:
+                    end = d + caplen
+                    sfs = fe
+                    for j in range(1, nseg):  # the others first: they copy the headers as sent
+                        dj = sfs + headroom
+                        length = tcp_gso_segment(buf, d, end, dj, j, nseg, l3, l4, hend, mss, v6)
+                        sfe = (dj + length + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
+                        _segment_meta(meta, n + j, sfs, dj, length, sfe, ifindex)
+                        st[ST_BYTES] += length
+                        sfs = sfe
+                    caplen = tcp_gso_segment(buf, d, end, d, 0, nseg, l3, l4, hend, mss, v6)
+                    st[ST_GSO] += 1
+                elif tpst & TP_STATUS_CSUMNOTREADY and snaplen == load32(ring, off + H3_LEN):
                     st[ST_CSUM] += complete_csum(buf, d, d + caplen)
                 meta[FRAME_START, n] = fs
                 meta[DATA, n] = d
@@ -234,6 +282,11 @@ def walk_v3(ring, block_size, nblocks, ifindex, buf, meta, n, capacity, headroom
                 st[ST_BYTES] += caplen
                 fs = fe
                 n += 1
+                if nseg > 1:  # its segments follow it, with its timestamp
+                    for j in range(n, n + nseg - 1):
+                        meta[TS_NS, j] = meta[TS_NS, n - 1]
+                    fs = meta[FRAME_END, n + nseg - 2]
+                    n += nseg - 1
             else:
                 st[ST_SKIPPED] += 1
             off += load32(ring, off + H3_NEXT)

@@ -18,10 +18,10 @@ keeps up (measured: no difference with llvm.prefetch 1 KiB ahead).
 
 import numpy as np
 
-from ..config import KERNEL_JIT, SLOT_ALIGN
+from ..config import KERNEL_JIT
 from ..jit import kernel, lazy
-from .layout import (DATA, DATA_END, DATA_META, FRAME_END, FRAME_START, IFINDEX, RX_QUEUE,
-                     SNAP_CUT, TS_NS)
+from .layout import DATA, DATA_END, FRAME_END, SNAP_CUT, TS_NS
+from .slot import set_slot, slot_end
 
 memcpy = lazy("dataplane.kernels.memory", "memcpy")
 _load32 = lazy("dataplane.kernels.memory", "load32")
@@ -86,20 +86,6 @@ def _fault(st, code, b, c):
 
 
 @kernel(**KERNEL_JIT)
-def _slot(meta, n, fs, d, caplen, fe, orig, ifindex):
-    # The slot layout of PacketBatch: headroom, data, tailroom (to a 64-byte
-    # boundary), back to back.
-    meta[FRAME_START, n] = fs
-    meta[DATA, n] = d
-    meta[DATA_META, n] = d
-    meta[DATA_END, n] = d + caplen
-    meta[FRAME_END, n] = fe
-    meta[SNAP_CUT, n] = orig - caplen
-    meta[IFINDEX, n] = ifindex
-    meta[RX_QUEUE, n] = 0
-
-
-@kernel(**KERNEL_JIT)
 def _lengths_fault(st, caplen, orig, limit):
     """ERROR (with the fault in ``st``) for an impossible record length, else 0.
 
@@ -119,12 +105,12 @@ def _place(chunk, src, caplen, orig, ifindex, buf, meta, n, fs, headroom, tailro
     """Copy a record's data into slot ``n`` starting at ``fs``; return the slot's
     end, or -1 when it does not fit the buffer (``st[ST_NEED]``: bytes needed)."""
     d = fs + headroom
-    fe = (d + caplen + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
+    fe = slot_end(d, caplen, tailroom)
     if fe > buf.size:
         st[ST_NEED] = fe
         return -1
     memcpy(buf, d, chunk, src, caplen)
-    _slot(meta, n, fs, d, caplen, fe, orig, ifindex)
+    set_slot(meta, n, fs, d, caplen, fe, orig - caplen, ifindex)
     if caplen < orig:
         st[ST_SNAPCUT] += 1
     return fe

@@ -27,11 +27,11 @@ named below). Layouts are the kernel's (include/uapi/linux/if_packet.h).
 
 import numpy as np
 
-from ..config import KERNEL_JIT, SLOT_ALIGN
+from ..config import KERNEL_JIT
 from ..jit import kernel, lazy
 from .gso import tcp_gso_layout, tcp_gso_segment
-from .layout import (ACTION, DATA, DATA_END, DATA_META, FRAME_END, FRAME_START, IFINDEX,
-                     REDIRECT, RX_QUEUE, SNAP_CUT, TS_NS)
+from .layout import DATA, DATA_END, FRAME_END, REDIRECT, TS_NS
+from .slot import set_slot, slot_end
 
 memcpy = lazy("dataplane.kernels.memory", "memcpy")
 load32 = lazy("dataplane.kernels.memory", "load32")
@@ -164,21 +164,6 @@ def complete_csum(buf, d, end):
 
 
 @kernel(**KERNEL_JIT)
-def _segment_meta(meta, i, fs, d, length, fe, ifindex):
-    """Packet ``i``: a segment of a super-frame, at ``buf[d:d+length]`` in its slot."""
-    meta[FRAME_START, i] = fs
-    meta[DATA, i] = d
-    meta[DATA_META, i] = d
-    meta[DATA_END, i] = d + length
-    meta[FRAME_END, i] = fe
-    meta[SNAP_CUT, i] = 0
-    meta[IFINDEX, i] = ifindex
-    meta[RX_QUEUE, i] = 0
-    meta[ACTION, i] = 0
-    meta[REDIRECT, i] = 0
-
-
-@kernel(**KERNEL_JIT)
 def walk_v3(ring, block_size, nblocks, ifindex, buf, meta, n, capacity, headroom, tailroom,
             st, mtu):
     """Copy frames from the TPACKET_V3 ring's ready blocks into batch slots from ``n``.
@@ -213,7 +198,7 @@ def walk_v3(ring, block_size, nblocks, ifindex, buf, meta, n, capacity, headroom
                 vlan = (tpst & TP_STATUS_VLAN_VALID) != 0 and snaplen >= 12
                 caplen = snaplen + (4 if vlan else 0)
                 d = fs + headroom
-                fe = (d + caplen + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
+                fe = slot_end(d, caplen, tailroom)
                 if fe > buf.size:
                     st[ST_PKT] = k
                     st[ST_OFF] = off - base
@@ -241,7 +226,7 @@ def walk_v3(ring, block_size, nblocks, ifindex, buf, meta, n, capacity, headroom
                 if mtu > 0 and caplen > mtu + 18 and snaplen == load32(ring, off + H3_LEN):
                     nseg, l3, l4, hend, mss, v6 = tcp_gso_layout(buf, d, d + caplen, mtu)
                 if nseg > 1:
-                    slot = (headroom + hend + mss + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
+                    slot = slot_end(headroom, hend + mss, tailroom)
                     if n + nseg > capacity or fe + (nseg - 1) * slot > buf.size:
                         if n == 0 and nseg > capacity:
                             nseg = 0  # never fits a batch: left whole
@@ -259,26 +244,18 @@ def walk_v3(ring, block_size, nblocks, ifindex, buf, meta, n, capacity, headroom
                     for j in range(1, nseg):  # the others first: they copy the headers as sent
                         dj = sfs + headroom
                         length = tcp_gso_segment(buf, d, end, dj, j, nseg, l3, l4, hend, mss, v6)
-                        sfe = (dj + length + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
-                        _segment_meta(meta, n + j, sfs, dj, length, sfe, ifindex)
+                        sfe = slot_end(dj, length, tailroom)
+                        set_slot(meta, n + j, sfs, dj, length, sfe, 0, ifindex)
                         st[ST_BYTES] += length
                         sfs = sfe
                     caplen = tcp_gso_segment(buf, d, end, d, 0, nseg, l3, l4, hend, mss, v6)
                     st[ST_GSO] += 1
                 elif tpst & TP_STATUS_CSUMNOTREADY and snaplen == load32(ring, off + H3_LEN):
                     st[ST_CSUM] += complete_csum(buf, d, d + caplen)
-                meta[FRAME_START, n] = fs
-                meta[DATA, n] = d
-                meta[DATA_META, n] = d
-                meta[DATA_END, n] = d + caplen
-                meta[FRAME_END, n] = fe
-                meta[SNAP_CUT, n] = load32(ring, off + H3_LEN) - snaplen
+                set_slot(meta, n, fs, d, caplen, fe, load32(ring, off + H3_LEN) - snaplen,
+                         ifindex)
                 meta[TS_NS, n] = load32(ring, off + H3_SEC) * 1000000000 + \
                     load32(ring, off + H3_NSEC)
-                meta[IFINDEX, n] = ifindex
-                meta[RX_QUEUE, n] = 0
-                meta[ACTION, n] = 0
-                meta[REDIRECT, n] = 0
                 st[ST_BYTES] += caplen
                 fs = fe
                 n += 1
@@ -439,18 +416,9 @@ def tap_read(fd, maxlen, ifindex, buf, meta, n, capacity, headroom, tailroom, st
         if r == 0:
             st[ST_COUNT] = n
             return EMPTY
-        fe = (d + r + tailroom + SLOT_ALIGN - 1) & -SLOT_ALIGN
-        meta[FRAME_START, n] = fs
-        meta[DATA, n] = d
-        meta[DATA_META, n] = d
-        meta[DATA_END, n] = d + r
-        meta[FRAME_END, n] = fe
-        meta[SNAP_CUT, n] = 0
+        fe = slot_end(d, r, tailroom)
+        set_slot(meta, n, fs, d, r, fe, 0, ifindex)
         meta[TS_NS, n] = 0
-        meta[IFINDEX, n] = ifindex
-        meta[RX_QUEUE, n] = 0
-        meta[ACTION, n] = 0
-        meta[REDIRECT, n] = 0
         fs = fe
         n += 1
     st[ST_COUNT] = n

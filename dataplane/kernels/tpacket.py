@@ -29,6 +29,7 @@ import numpy as np
 
 from ..config import KERNEL_JIT
 from ..jit import kernel, lazy
+from .csum import _fold16, _sum16
 from .gso import tcp_gso_layout, tcp_gso_segment
 from .layout import DATA, DATA_END, FRAME_END, REDIRECT, TS_NS
 from .slot import set_slot, slot_end
@@ -146,15 +147,7 @@ def complete_csum(buf, d, end):
         return 0
     if field + 2 > end:
         return 0
-    s = np.int64(0)
-    i = l4
-    while i + 1 < end:
-        s += (np.int64(buf[i]) << 8) | buf[i + 1]
-        i += 2
-    if i < end:
-        s += np.int64(buf[i]) << 8
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
+    s = _fold16(_sum16(buf, l4, end - l4))  # the field's pseudo-header sum included
     c = ~s & 0xFFFF
     if c == 0 and l4proto == 17:
         c = 0xFFFF  # CSUM_MANGLED_0: 0 means "no checksum" in UDP

@@ -267,7 +267,8 @@ class Kernel:
             native.build(c, path)
         except native.NativeUnavailable:  # run numba's JIT code through the same ABI
             return native.from_address(c.address, len(ctypes_), returns_int)
-        meta.write_text(f"{c.native_name} {len(ctypes_)} {'int' if returns_int else 'void'}")
+        native.write_atomically(meta, f"{c.native_name} {len(ctypes_)} "
+                                      f"{'int' if returns_int else 'void'}")
         return native.load(path, c.native_name, len(ctypes_), returns_int)
 
 

@@ -112,7 +112,7 @@ def worker_state_library():
         if cc is None:
             raise NativeUnavailable("no C compiler")
         path.parent.mkdir(parents=True, exist_ok=True)
-        c, so = path.with_suffix(f".{os.getpid()}.c"), path.with_suffix(f".{os.getpid()}.tmp")
+        c, so = private_name(path, ".c"), private_name(path, ".tmp")
         try:
             c.write_text(src)
             r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(so), str(c)],
@@ -125,6 +125,19 @@ def worker_state_library():
                 if p.exists():
                     p.unlink()
     return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+
+
+def private_name(path, suffix):
+    """``path`` with ``.PID.suffix`` added: a temporary file no other process
+    writes (with_suffix would have replaced the pid rather than added to it)."""
+    return path.with_name(f"{path.name}.{os.getpid()}{suffix}")
+
+
+def write_atomically(path, text):
+    """Write ``path`` whole or not at all (another process may read it meanwhile)."""
+    tmp = private_name(path, ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def load(path, symbol, nargs, returns_int):
@@ -176,8 +189,8 @@ def build(cfunc, path):
         opt=3, reloc="pic", codemodel="default")
     _inline_all(ll, module, tm, cfunc.native_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}")
-    obj, stubs, so = (tmp.with_suffix(s) for s in (".o", ".c", ".so.tmp"))
+    # temporary names of this process only: Dask workers build the same kernel at once
+    obj, stubs, so = (private_name(path, s) for s in (".o", ".c", ".so.tmp"))
     try:
         obj.write_bytes(tm.emit_object(module))
         stubs.write_text(_STUBS_C)

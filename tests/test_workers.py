@@ -302,3 +302,23 @@ def test_a_kernel_first_called_by_two_threads_at_once_builds_once():
     for t in threads:
         t.join()
     assert out == [9900, 9900]
+
+
+def test_a_kernel_first_built_by_several_processes_at_once(tmp_path):
+    """Dask worker processes reach a kernel at the same time on a cold cache:
+    each builds it under names of its own and the last rename wins (the same
+    temporary name for both made one rename fail)."""
+    (tmp_path / "twice_module.py").write_text(
+        "import numpy as np\nfrom dataplane.jit import kernel\n\n"
+        "@kernel(nogil=True, _nrt=False)\ndef twice(a, n):\n"
+        "    t = 0\n    for i in range(n):\n        t += a[i] * 2\n    return t\n")
+    import os
+    env = {**os.environ, "PYTHONPATH": str(tmp_path),
+           "DATAPLANE_CACHE_DIR": str(tmp_path / "cache")}
+    code = ("import numpy as np, twice_module\n"
+            "print(twice_module.twice(np.arange(100, dtype=np.int64), 100))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [e for _, e in outs]
+    assert [o.strip() for o, _ in outs] == ["9900"] * 4

@@ -30,7 +30,6 @@ import glob
 import json
 import os
 import shutil
-import struct
 
 from .errors import CaptureError, DataplaneError, UsageError
 
@@ -234,58 +233,56 @@ def concatenate_parts(parts, dest_dir):
     return files
 
 
-def merge_by_time(dirs, dest_dir):
+def merge_by_time(dirs, dest_dir, chunk_bytes=8 << 20):
     """Merge the verdict pcaps of ``dirs`` by timestamp into ``dest_dir`` (ties:
-    the earlier directory first; within a file, file order)."""
+    the earlier directory first; within a file, file order). The records are
+    indexed and copied by compiled kernels, ``chunk_bytes`` of output at a time."""
     import numpy as np
 
+    from .io.pcap import MAGIC_NS
+    from .kernels import pcap_walk as K
     os.makedirs(dest_dir, exist_ok=True)
     names = sorted({f for d in dirs if os.path.isdir(d) for f in os.listdir(d)
                     if f.endswith(".pcap")})
     files = {}
     for name in names:
         sources = [os.path.join(d, name) for d in dirs if os.path.exists(os.path.join(d, name))]
-        blobs, keys = [], []
-        for k, src in enumerate(sources):
+        lengths = [os.path.getsize(src) for src in sources]
+        data = np.empty(sum(lengths), np.uint8)  # every source, back to back
+        bounds = np.concatenate(([0], np.cumsum(lengths)))
+        for src, a, b in zip(sources, bounds[:-1], bounds[1:]):
             with open(src, "rb") as f:
-                data = f.read()
-            ts, offsets, sizes = _records(data)
-            blobs.append((data, offsets, sizes))
-            keys.append(np.stack([ts, np.full(ts.size, k), np.arange(ts.size)]))
-        order = np.lexsort(np.concatenate(keys, axis=1)[::-1]) if keys else []
-        allkeys = np.concatenate(keys, axis=1) if keys else None
+                f.readinto(memoryview(data[a:b]))
+        frac = 1 if int.from_bytes(data[:4].tobytes(), "little") == MAGIC_NS else 1000
+        ts, offsets, sizes, source = [], [], [], []
+        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            blob = data[a:b]  # every file is ours: same magic, little-endian
+            empty = np.empty(0, np.int64)
+            n = K.record_index(blob, False, frac, empty, empty, empty)
+            t, o, z = (np.empty(n, np.int64) for _ in range(3))
+            K.record_index(blob, False, frac, t, o, z)
+            ts.append(t)
+            offsets.append(o + a)
+            sizes.append(z)
+            source.append(np.full(n, k, np.int64))
+        ts, offsets, sizes, source = (np.concatenate(a) for a in (ts, offsets, sizes, source))
+        order = np.lexsort((source, ts))  # stable: file order within a source
+        ends = np.cumsum(sizes[order])
         dest = os.path.join(dest_dir, name)
         with open(dest, "wb") as out:
-            out.write(blobs[0][0][:24])
-            chunk = []
-            for j in order:
-                data, offsets, sizes = blobs[allkeys[1, j]]
-                r = allkeys[2, j]
-                chunk.append(data[offsets[r]:offsets[r] + sizes[r]])
-                if len(chunk) >= 4096:
-                    out.write(b"".join(chunk))
-                    chunk = []
-            out.write(b"".join(chunk))
+            out.write(data[:24].tobytes())
+            stage = np.empty(max(chunk_bytes, int(sizes.max(initial=0))), np.uint8)
+            start, done = 0, 0
+            while start < order.size:
+                stop = max(int(np.searchsorted(ends, done + stage.size, "right")), start + 1)
+                nbytes = K.gather_records(data, offsets, sizes, order, start, stop, stage)
+                out.write(stage[:nbytes].data)
+                done += nbytes
+                start = stop
         files[os.path.splitext(name)[0]] = dest
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)
     return files
-
-
-def _records(data):
-    """(timestamps ns, record offsets, record sizes) of a pcap we wrote
-    (little-endian; the magic says us or ns)."""
-    import numpy as np
-    frac = 1 if struct.unpack_from("<I", data)[0] == 0xA1B23C4D else 1000
-    ts, offsets, sizes = [], [], []
-    pos = 24
-    while pos + 16 <= len(data):
-        sec, sub, caplen = struct.unpack_from("<III", data, pos)
-        ts.append(sec * 1_000_000_000 + sub * frac)
-        offsets.append(pos)
-        sizes.append(16 + caplen)
-        pos += 16 + caplen
-    return (np.array(ts, np.int64), np.array(offsets, np.int64), np.array(sizes, np.int64))
 
 
 def _numeric_delta(merged, before, after):

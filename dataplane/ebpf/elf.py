@@ -728,27 +728,26 @@ class _Loader:
         return ProgramCode(prog, self.sections[main.shndx].name, insns, self.license,
                            dict(sorted(map_refs.items())), func_names)
 
-    def _code_symbol_section(self, sym, slot, prog):
+    def _symbol_section(self, sym, slot, prog, externs):
+        """The section a relocation's symbol is in (``externs``: what an undefined
+        symbol would be, for the error)."""
         if sym.shndx == SHN_UNDEF:
             self.fail(f"relocation against an unknown symbol '{sym.name}' at insn {slot} "
-                      f"of {prog} (extern functions are not supported)")
+                      f"of {prog} ({externs} are not supported)")
         if sym.shndx >= SHN_LORESERVE:
             self.fail(f"relocation against '{sym.name}' at insn {slot} of {prog}: "
                       f"symbol is not in a section")
-        tsec = self.sections[sym.shndx]
+        return self.sections[sym.shndx]
+
+    def _code_symbol_section(self, sym, slot, prog):
+        tsec = self._symbol_section(sym, slot, prog, "extern functions")
         if not tsec.flags & SHF_EXECINSTR:
             self.fail(f"call to '{sym.name}' at insn {slot} of {prog}: not code "
                       f"(section '{tsec.name}')")
         return tsec
 
     def _relocate_lddw(self, ins, tail, sym, slot, prog, place, map_refs):
-        if sym.shndx == SHN_UNDEF:
-            self.fail(f"relocation against an unknown symbol '{sym.name}' at insn {slot} "
-                      f"of {prog} (extern variables and kconfig are not supported)")
-        if sym.shndx >= SHN_LORESERVE:
-            self.fail(f"relocation against '{sym.name}' at insn {slot} of {prog}: symbol "
-                      f"is not in a section")
-        tsec = self.sections[sym.shndx]
+        tsec = self._symbol_section(sym, slot, prog, "extern variables and kconfig")
         addend = ins.imm  # clang's addend: the offset from a section symbol
         if tsec.flags & SHF_EXECINSTR:   # a function's address (a callback)
             place((tsec.index, sym.value + addend), slot, "code address")

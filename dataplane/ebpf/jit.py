@@ -405,19 +405,10 @@ class _Emitter:
             return
         s = self.src_value(frame, insn, wide)
         zero, one, ones = ir.Constant(ty, 0), ir.Constant(ty, 1), ir.Constant(ty, -1)
-        if op == ADD:
-            res = b.add(d, s)
-        elif op == SUB:
-            res = b.sub(d, s)
-        elif op == MUL:
-            res = b.mul(d, s)
-        elif op == OR:
-            res = b.or_(d, s)
-        elif op == AND:
-            res = b.and_(d, s)
-        elif op == XOR:
-            res = b.xor(d, s)
-        elif op in (LSH, RSH, ARSH):
+        plain = {ADD: b.add, SUB: b.sub, MUL: b.mul, OR: b.or_, AND: b.and_, XOR: b.xor}
+        if op in plain:
+            res = plain[op](d, s)
+        elif op in (LSH, RSH, ARSH):  # the count masked to the width, as the ISA says
             n = b.and_(s, ir.Constant(ty, bits - 1))
             res = {LSH: b.shl, RSH: b.lshr, ARSH: b.ashr}[op](d, n)
         elif op in (DIV, MOD):

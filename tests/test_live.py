@@ -418,23 +418,35 @@ def _stream(topo, src_ns, dst_ns, dst_ip, nbytes, port=5001):
     return sent, got
 
 
-def test_redirect_bridges_tcp_streams_both_ways(topo, run_dp, tmp_path):
-    # The peers' stacks send wire-sized segments (gso_max_segs 1, as tso off would;
-    # super-frames: test_tso_super_frames_are_cut_into_wire_segments). Their
-    # checksums are left to offload: the walker completes them.
-    for ns, dev in ((topo.client, "client-veth"), (topo.server, "server-veth")):
-        topo.ip(ns, "link", "set", dev, "gso_max_segs", "1")
+def _bridged_streams(topo, run_dp, tmp_path, nbytes, *args, gso=True, between=None):
+    """TCP streams of ``nbytes`` both ways through a dataplane bridging the two
+    veths (``run`` with ``args`` more), ``between()`` run before it stops;
+    checks the streams arrived whole, nothing was dropped and every frame was
+    redirected; returns the run's summary. ``gso=False``: the peers' stacks send
+    wire-sized segments (gso_max_segs 1, as tso off would)."""
+    if not gso:
+        for ns, dev in ((topo.client, "client-veth"), (topo.server, "server-veth")):
+            topo.ip(ns, "link", "set", dev, "gso_max_segs", "1")
     prog = _bridge_program(tmp_path / "bridge.py", topo.ifindex(topo.dp, "dp-veth0"),
                            topo.ifindex(topo.dp, "dp-veth1"))
-    dp = run_dp("-i", "dp-veth0", "-i", "dp-veth1", "-p", prog)
-    up = _stream(topo, topo.client, topo.server, SERVER_IP, 4 << 20)
-    down = _stream(topo, topo.server, topo.client, CLIENT_IP, 4 << 20, port=5002)
+    dp = run_dp("-i", "dp-veth0", "-i", "dp-veth1", "-p", prog, *args)
+    up = _stream(topo, topo.client, topo.server, SERVER_IP, nbytes)
+    down = _stream(topo, topo.server, topo.client, CLIENT_IP, nbytes, port=5002)
+    if between is not None:
+        between()
     s = dp.stop()
     for sent, got in (up, down):
-        assert sent == got and got["bytes"] == 4 << 20
+        assert sent == got and got["bytes"] == nbytes
     for i in s["interfaces"].values():
         assert i["ring"]["tp_drops"] == 0 and i["out_dropped"] == 0
         assert i["rx"] == i["actions"]["redirect"]
+    return s
+
+
+def test_redirect_bridges_tcp_streams_both_ways(topo, run_dp, tmp_path):
+    # Wire-sized segments (super-frames: test_tso_super_frames_are_cut_into_wire_segments),
+    # their checksums left to offload: the walker completes them.
+    _bridged_streams(topo, run_dp, tmp_path, 4 << 20, gso=False)
 
 
 def test_redirect_to_an_interface_not_held_is_an_error_naming_it(topo, run_dp, tmp_path):
@@ -501,21 +513,12 @@ def test_workers_bridge_tcp_streams_and_spread_flows(topo, run_dp, tmp_path):
     """Two workers, each with its own ring per interface: the kernel's fanout
     spreads 64 UDP flows over both; TCP streams both ways arrive whole (both
     directions of a connection meet one worker); the counters add up."""
-    for ns, dev in ((topo.client, "client-veth"), (topo.server, "server-veth")):
-        topo.ip(ns, "link", "set", dev, "gso_max_segs", "1")
-    prog = _bridge_program(tmp_path / "bridge.py", topo.ifindex(topo.dp, "dp-veth0"),
-                           topo.ifindex(topo.dp, "dp-veth1"))
-    dp = run_dp("-i", "dp-veth0", "-i", "dp-veth1", "-p", prog, "--workers", "2")
-    up = _stream(topo, topo.client, topo.server, SERVER_IP, 2 << 20)
-    down = _stream(topo, topo.server, topo.client, CLIENT_IP, 2 << 20, port=5002)
-    topo.sh(topo.client, sys.executable, "-c", UDP_FLOWS.format(dst=SERVER_IP))
-    _settle()
-    s = dp.stop()
-    for sent, got in (up, down):
-        assert sent == got and got["bytes"] == 2 << 20
+    def udp_flows():
+        topo.sh(topo.client, sys.executable, "-c", UDP_FLOWS.format(dst=SERVER_IP))
+        _settle()
+    s = _bridged_streams(topo, run_dp, tmp_path, 2 << 20, "--workers", "2", gso=False,
+                         between=udp_flows)
     a, b = s["interfaces"]["dp-veth0"], s["interfaces"]["dp-veth1"]
-    for x in (a, b):
-        assert x["rx"] == x["actions"]["redirect"] and x["ring"]["tp_drops"] == 0
     assert b["out"] == a["rx"] and a["out"] == b["rx"]
     workers = s["workers"]
     assert [w["worker"] for w in workers] == [0, 1]
@@ -564,17 +567,7 @@ def test_tso_super_frames_are_cut_into_wire_segments(topo, run_dp, tmp_path):
     """The peers keep GSO/TSO on (the default): their TCP stacks hand veth 64 KiB
     frames, which the ring walker cuts into MTU-sized segments before the
     program, as the kernel's GSO would; the streams arrive whole both ways."""
-    prog = _bridge_program(tmp_path / "bridge.py", topo.ifindex(topo.dp, "dp-veth0"),
-                           topo.ifindex(topo.dp, "dp-veth1"))
-    dp = run_dp("-i", "dp-veth0", "-i", "dp-veth1", "-p", prog)
-    up = _stream(topo, topo.client, topo.server, SERVER_IP, 8 << 20)
-    down = _stream(topo, topo.server, topo.client, CLIENT_IP, 8 << 20, port=5002)
-    s = dp.stop()
-    for sent, got in (up, down):
-        assert sent == got and got["bytes"] == 8 << 20
-    for i in s["interfaces"].values():
-        assert i["ring"]["tp_drops"] == 0 and i["out_dropped"] == 0
-        assert i["rx"] == i["actions"]["redirect"]
+    s = _bridged_streams(topo, run_dp, tmp_path, 8 << 20)
     a = s["interfaces"]["dp-veth0"]
     # more packets than frames the kernel put in the ring: super-frames were cut
     assert a["rx"] > a["ring"]["tp_packets"]

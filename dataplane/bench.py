@@ -87,11 +87,10 @@ def load_packets(path, limit=None, tailroom=config.TAILROOM, workers=1):
     return chunks, total
 
 
-def _worker_pass(program, chunks, batch, restore, threads):
+def _worker_pass(program, views, chunks, batch, restore, threads):
     """One pass with every worker at once: worker k runs its part of each chunk
-    in windows, with its own view of the program. ns/packet of the wall time
-    (in restore mode, of the slowest worker's timed calls)."""
-    views = [program.for_worker(k) for k in range(threads.n)]
+    in windows, with its view ``views[k]`` of the program. ns/packet of the wall
+    time (in restore mode, of the slowest worker's timed calls)."""
     elapsed = [0] * threads.n
     clock = time.perf_counter_ns
 
@@ -119,9 +118,9 @@ def _worker_pass(program, chunks, batch, restore, threads):
     return (max(elapsed) if restore else wall) / sum(c.batch.count for c in chunks)
 
 
-def _one_pass(program, chunks, batch, restore, threads=None):
+def _one_pass(program, chunks, batch, restore, threads=None, views=None):
     if threads is not None:
-        return _worker_pass(program, chunks, batch, restore, threads)
+        return _worker_pass(program, views, chunks, batch, restore, threads)
     call, clock = program._call, time.perf_counter_ns
     packets, elapsed = 0, 0
     for chunk in chunks:
@@ -206,9 +205,11 @@ def bench(program, unchecked, harness, chunks, packets, batch=256, repeats=7, wo
 
 def _bench(program, unchecked, harness, chunks, packets, batch, repeats, threads):
     programs = (program, unchecked, harness)
+    views = {p: [p.for_worker(k) for k in range(threads.n)] if threads else None
+             for p in programs}
     restore = False
     for p in programs:  # the warm-up passes also tell whether packets need restoring
-        _one_pass(p, chunks, batch, True, threads)
+        _one_pass(p, chunks, batch, True, threads, views[p])
         restore = restore or any(c.moved() for c in chunks)
     times = [[], [], []]
     for _ in range(repeats):  # all three restore, or none: the harness measures it too
@@ -216,6 +217,6 @@ def _bench(program, unchecked, harness, chunks, packets, batch, repeats, threads
             # an untimed pass first: the pass before (another program's) evicted
             # this one's maps, and timing it cold cost l4lb +30 ns/pkt against
             # the same program timed right after itself
-            _one_pass(p, chunks, batch, restore, threads)
-            t.append(_one_pass(p, chunks, batch, restore, threads))
+            _one_pass(p, chunks, batch, restore, threads, views[p])
+            t.append(_one_pass(p, chunks, batch, restore, threads, views[p]))
     return BenchResult(program.name, *times, packets, batch)

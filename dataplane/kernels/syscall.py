@@ -85,6 +85,13 @@ def sys_errno(typingctx):
     return types.int64(), codegen
 
 
+def _word32(context, builder, signature, args):
+    """Pointer to the 32-bit word at byte ``args[1]`` of array ``args[0]``."""
+    p = _byte_pointer(context, builder, signature.args[0], args[0],
+                      _i64(context, builder, args[1], signature.args[1]))
+    return builder.bitcast(p, ir.IntType(32).as_pointer())
+
+
 @intrinsic
 def load32_acquire(typingctx, arr, offset):
     """An acquire load of the 32-bit word at ``arr[offset]`` (aligned, unchecked):
@@ -94,10 +101,7 @@ def load32_acquire(typingctx, arr, offset):
         return None
 
     def codegen(context, builder, signature, args):
-        p = _byte_pointer(context, builder, signature.args[0], args[0],
-                          _i64(context, builder, args[1], signature.args[1]))
-        ptr = builder.bitcast(p, ir.IntType(32).as_pointer())
-        v = builder.load_atomic(ptr, "acquire", 4)
+        v = builder.load_atomic(_word32(context, builder, signature, args), "acquire", 4)
         return builder.zext(v, ir.IntType(64))
 
     return types.int64(arr, offset), codegen
@@ -112,11 +116,8 @@ def store32_release(typingctx, arr, offset, value):
         return None
 
     def codegen(context, builder, signature, args):
-        p = _byte_pointer(context, builder, signature.args[0], args[0],
-                          _i64(context, builder, args[1], signature.args[1]))
-        ptr = builder.bitcast(p, ir.IntType(32).as_pointer())
         v = builder.trunc(_i64(context, builder, args[2], signature.args[2]), ir.IntType(32))
-        builder.store_atomic(v, ptr, "release", 4)
+        builder.store_atomic(v, _word32(context, builder, signature, args), "release", 4)
         return context.get_dummy_value()
 
     return types.void(arr, offset, value), codegen

@@ -24,21 +24,9 @@ int drop_udp(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
-	unsigned char *p = data;
-	__u16 proto;
-	int i;
 
-	p = parse_eth(data, data_end, &proto);
-	if (!p)
-		return XDP_PASS;
-
-	if (proto == ETH_P_IP) {
-		if ((void *)(p + 20) <= data_end && p[9] == IPPROTO_UDP_)
-			return XDP_DROP;
-	} else if (proto == ETH_P_IPV6) {
-		if ((void *)(p + 40) <= data_end && p[6] == IPPROTO_UDP_)
-			return XDP_DROP;
-	}
+	if (parse_l4proto(data, data_end) == IPPROTO_UDP_)
+		return XDP_DROP;
 	return XDP_PASS;
 }
 

@@ -57,7 +57,6 @@ int firewall(struct xdp_md *ctx)
 	unsigned char *p, *l4 = NULL;
 	__u16 proto;
 	__u8 ipproto;
-	int i;
 
 	p = parse_eth(data, data_end, &proto);
 	if (!p)

@@ -53,7 +53,6 @@ int flow_counter(struct xdp_md *ctx)
 	unsigned char *p, *l4;
 	__u16 proto;
 	__u8 ipproto;
-	int i;
 
 	p = parse_eth(data, data_end, &proto);
 	if (!p)

@@ -32,22 +32,6 @@ struct {
 	__uint(max_entries, 5);
 } verdicts SEC(".maps");
 
-static __always_inline int l4proto(void *data, void *data_end)
-{
-	unsigned char *p;
-	__u16 proto;
-	int i;
-
-	p = parse_eth(data, data_end, &proto);
-	if (!p)
-		return -1;
-	if (proto == ETH_P_IP && (void *)(p + 20) <= data_end)
-		return p[9];
-	if (proto == ETH_P_IPV6 && (void *)(p + 40) <= data_end)
-		return p[6];
-	return -1;
-}
-
 SEC("xdp")
 int global_data(struct xdp_md *ctx)
 {
@@ -57,7 +41,7 @@ int global_data(struct xdp_md *ctx)
 	__u64 *count;
 
 	__sync_fetch_and_add(&packets, 1);
-	if (l4proto(data, data_end) == match_proto)
+	if (parse_l4proto(data, data_end) == match_proto)
 		verdict = match_verdict;
 	if (verdict > XDP_REDIRECT)
 		verdict = XDP_ABORTED;

@@ -49,7 +49,6 @@ int map_in_map(struct xdp_md *ctx)
 	__u32 family, key, *action;
 	__u16 proto;
 	void *table;
-	int i;
 
 	p = parse_eth(data, data_end, &proto);
 	if (!p)

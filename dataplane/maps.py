@@ -74,6 +74,7 @@ import numpy as np
 
 from . import config
 from .errors import MapError
+from .io.batch import alloc_buffer
 from .jit import api, lazy
 from .kernels import htab, lpm
 from .lpm_keys import (lpm_join as _lpm_join, lpm_key, lpm_key_text, lpm_split as _lpm_split,
@@ -224,10 +225,12 @@ class Map:
         first = Map(f"{self.name}_inner", inner.type, inner.key, inner.value, inner.max_entries)
         if first.is_map_in_map:
             raise MapError(self.name, "inner maps cannot be maps of maps")
-        self.pool = np.zeros((n, first.nbytes), np.uint8)
+        # each inner map starts a cache line, as a map of its own does
+        stride = -(-first.nbytes // config.SLOT_ALIGN) * config.SLOT_ALIGN
+        self.pool = alloc_buffer(stride * n).reshape(n, stride)
         self.inner_maps = tuple(
             Map(f"{self.name}_inner{i}", inner.type, inner.key, inner.value, inner.max_entries,
-                attach=self.pool[i]) for i in range(n))
+                attach=self.pool[i, :first.nbytes]) for i in range(n))
         for m in self.inner_maps:
             m.clear()  # attached storage starts zeroed: make each an empty map
         self.inner_spec = self.inner_maps[0]
@@ -310,7 +313,7 @@ class Map:
         self.nbytes = max(size, 64)
         fresh = buffer is None
         if fresh:
-            buffer = np.zeros(self.nbytes, np.uint8)
+            buffer = alloc_buffer(self.nbytes)
         elif buffer.size != self.nbytes:
             raise MapError(self.name, f"storage of {buffer.size} bytes, the map needs "
                                       f"{self.nbytes}")
@@ -734,7 +737,7 @@ class RingBuf(Map):
         hdr_bytes = 8 * RB_HDR_WORDS
         self.nbytes = hdr_bytes + self.max_entries
         if buffer is None:
-            buffer = np.zeros(self.nbytes, np.uint8)
+            buffer = alloc_buffer(self.nbytes)
         elif buffer.size != self.nbytes:
             raise MapError(self.name, f"storage of {buffer.size} bytes, the map needs "
                                       f"{self.nbytes}")

@@ -101,6 +101,24 @@ def test_values_wider_than_a_row_line_stay_apart():
     assert sorted(keys.tolist()) == sorted(got) and values.dtype == wide
 
 
+
+@pytest.mark.parametrize("entries", [16, 1000, 1 << 17])  # the last on huge pages
+def test_hash_rows_start_cache_lines(entries):
+    """A key row and the value beside it share one line only if each row starts
+    one: every table, an inner map of a pool included, starts on a 64-byte line."""
+    from dataplane.maps import BPF_MAP_TYPE_ARRAY_OF_MAPS, InnerMap
+    flow = np.dtype([(f"w{i}", ">u8") for i in range(4)] + [("ports", ">u4"), ("proto", "u1")])
+    conn = np.dtype([("real", "<u4"), ("atime", "<u8")])
+    m = Map("conns", BPF_MAP_TYPE_LRU_HASH, key=flow, value=conn, max_entries=entries)
+    outer = Map("per_worker", BPF_MAP_TYPE_ARRAY_OF_MAPS, key=np.uint32, max_entries=3,
+                pool=3, inner=InnerMap(BPF_MAP_TYPE_LRU_HASH, flow, conn, entries))
+    tables = [m, *outer.inner_maps]
+    assert all(t.keys.ctypes.data % 64 == 0 and t.keys.strides[0] == 64 for t in tables)
+    for t in tables:  # each row's value in the row's own line
+        t.update((1, 2, 3, 4, 5, 6), (7, 8))
+        assert t.lookup((1, 2, 3, 4, 5, 6)) == {"real": 7, "atime": 8}
+        last = t.values.ctypes.data + conn.itemsize - 1  # row 0's value, last byte
+        assert last // 64 == t.keys.ctypes.data // 64
 def test_array_semantics():
     m = Map("a", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.int64, max_entries=4)
     assert len(m) == 4 and m.lookup(3) == 0 and m.lookup(4) is None

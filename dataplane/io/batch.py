@@ -25,10 +25,17 @@ from ..kernels import layout
 
 
 def alloc_buffer(nbytes):
-    """A zeroed, page-aligned uint8 buffer; huge pages when large (config.HUGE_PAGE_MIN)."""
+    """A zeroed uint8 buffer starting a cache line (config.SLOT_ALIGN), page-aligned
+    and on huge pages when large (config.HUGE_PAGE_MIN). numpy's own arrays start
+    16 bytes into a line: every 64-byte row laid out from such a base straddles
+    two lines (a hash map's hit read its value from the second: l4lb, a second
+    miss a packet), and 4 KiB pages under a connection table of megabytes cost
+    a TLB miss on most lookups."""
     nbytes = max(int(nbytes), 1)
     if nbytes < config.HUGE_PAGE_MIN:
-        return np.zeros(nbytes, np.uint8)
+        raw = np.zeros(nbytes + config.SLOT_ALIGN, np.uint8)
+        skip = -raw.ctypes.data % config.SLOT_ALIGN
+        return raw[skip:skip + nbytes]
     m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if hasattr(mmap, "MADV_HUGEPAGE"):
         try:

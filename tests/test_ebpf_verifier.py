@@ -32,7 +32,8 @@ from llvmlite import ir
 from dataplane.ebpf import elf, isa, jit
 from dataplane.ebpf.asm import assemble
 from dataplane.ebpf.program import EBPF_HELPERS, MapInfo, map_infos
-from dataplane.ebpf.verifier import Analysis, VerifierError, check_structure, verify
+from dataplane.ebpf.verifier import (Analysis, VerifierError, check_structure, prune_points,
+                                     verify)
 
 MAPS = [MapInfo("m", 1, 4, 8)]
 ROOT = Path(__file__).resolve().parents[1]
@@ -462,6 +463,29 @@ def test_many_call_paths_do_not_hang():
         except VerifierError as exc:
             assert "too complex" in str(exc)
     assert time.perf_counter() - start < 20
+
+
+def test_paths_are_compared_only_where_they_can_meet():
+    """Prune points (the kernel's): entries, jump targets and the instruction after
+    a conditional jump; not straight-line code, a call's return nor an exit."""
+    insns = assemble("""
+        mov %r0, 0
+        ldxw %r2, [%r1+0]
+        jeq %r2, 1, one
+        add %r0, 1
+        ja out
+    one:
+        call local f
+        add %r0, 2
+    out:
+        exit
+    f:
+        mov %r0, 7
+        exit""")
+    funcs = check_structure(insns, "t", EBPF_HELPERS)
+    # 3: after the jeq; 5: its target; 7: ja's target; 8: f's entry
+    assert prune_points(insns, funcs) == {0, 3, 5, 7, 8}
+    assert verify(insns, MAPS, "t", EBPF_HELPERS).states >= 8  # every instruction stepped
 
 
 def test_call_local_frames():

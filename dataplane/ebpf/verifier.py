@@ -213,6 +213,19 @@ def successors(insns, pc):
     return [pc + 1]
 
 
+def prune_points(insns, funcs):
+    """Where paths are compared (the kernel's prune points): function entries and
+    the instructions a jump leads to (its target and, for a conditional one, the
+    next). A path between two of them meets no other path: comparing it at every
+    instruction cost a 3,700-instruction program 539,000 state comparisons."""
+    points = set(funcs)
+    for pc, insn in enumerate(insns):
+        if insn.cls in (JMP, JMP32) and insn.op not in (CALL, EXIT) \
+                and not insn.is_lddw_tail:
+            points.update(successors(insns, pc))
+    return points
+
+
 def check_structure(insns, name="prog", helpers=HELPERS):
     """Pass 1; returns {function entry: end} (ebpf/jit.functions)."""
     from .jit import functions
@@ -579,6 +592,7 @@ class Verifier:
     def run(self):
         funcs = check_structure(self.insns, self.name, self.helpers)
         self.live = liveness(self.insns, funcs, self.helpers)
+        prune = prune_points(self.insns, funcs)
         regs = [NOT_INIT] * 11
         regs[1] = CTX
         regs[10] = ("K", 0, 0)
@@ -592,6 +606,12 @@ class Verifier:
         todo = [(0, start)]
         while todo:
             pc, st = todo.pop()
+            if pc not in prune:
+                self.out.states += 1
+                if self.out.states > MAX_STATES:
+                    self.fail(pc, f"program too complex: over {MAX_STATES} states")
+                todo.extend(self.step(pc, st))
+                continue
             node = (tuple(f[0] for f in st.frames), pc)
             entry = seen.setdefault(node, [[], None, 0])
             states, summary = entry[0], entry[1]

@@ -76,6 +76,7 @@ bench: install $(BIG) $(LB)
 	$(PY) -m dataplane.cli.main bench -p flow_counter -r $(BIG)
 	$(PY) -m dataplane.cli.main bench -p l4lb -r $(LB) --config pcaps/l4lb.toml
 	$(PY) benchmarks/ebpf_vs_kernel.py
+	$(PY) benchmarks/cold_compile.py
 	$(PY) benchmarks/workers_scaling.py $(BIG) --workers 2
 	$(PY) -m dataplane.cli.main bench -p l4lb -r $(LB) --config pcaps/l4lb.toml --workers 2
 	$(PY) benchmarks/live_rx.py --seconds 3 --runs 3

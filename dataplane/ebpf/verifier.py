@@ -428,9 +428,18 @@ def covers(old, new, live=0x7ff):
     Registers outside the ``live`` mask are never read again: ignored."""
     if old.frames != new.frames:
         return False
-    for r, (a, b) in enumerate(zip(old.regs, new.regs)):
-        if live >> r & 1 and not _covers_type(a, b, old, new):
-            return False
+    ro, rn = old.regs, new.regs
+    if ro != rn:  # (most comparisons fail here, on one register)
+        for r in range(len(ro)):
+            a, b = ro[r], rn[r]
+            if a != b and live >> r & 1 and not _covers_type(a, b, old, new):
+                return False
+    if old.ranges != new.ranges:  # the same pointer: proven at least as far now
+        for r in range(len(ro)):
+            a = ro[r]
+            if a[0] == "P" and a == rn[r] and live >> r & 1 and \
+                    new.range_of(a[1]) < old.range_of(a[1]):
+                return False
     for so, sn in zip(old.stacks, new.stacks):
         for off, info in so.items():
             other = sn.get(off)

@@ -128,6 +128,7 @@ class LiveDataplane:
         self.ports = []
         self._drops0 = {}  # the interfaces' drop counters when run() started
         self._stop = None
+        self._down, self._next_link_check = set(), 0.0  # ports whose link went down
         self._closers = contextlib.ExitStack()
         try:
             for row, name in enumerate(interfaces):
@@ -231,6 +232,10 @@ class LiveDataplane:
                         busy = True
                         self._from_host(p)
                 now = time.monotonic()
+                if self._down and now >= self._next_link_check:
+                    self._next_link_check = now + POLL_MAX_S
+                    for p in self._down:
+                        self._check_vanished(p)
                 if next_stats is not None and now >= next_stats:
                     self._kernel_counters()
                     if on_interval is not None:
@@ -276,16 +281,26 @@ class LiveDataplane:
                     a - b for a, b in zip(now[p.name], self._drops0[p.name])]
 
     def _link_event(self, p):
+        """An error on ``p``'s socket: the link vanished (an error) or went down.
+        Deleting a link takes it down first, and the socket reports that alone
+        (ENETDOWN, once): a link that went down is checked again every
+        POLL_MAX_S, else one deleted just after this check was never noticed."""
         err = p.sock.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        self._check_vanished(p)
+        if err:
+            self.stats.errors[(p.name, "link")] = "went down while running" \
+                if err == errno.ENETDOWN else os.strerror(err)
+        if err == errno.ENETDOWN:
+            self._down.add(p)
+
+    @staticmethod
+    def _check_vanished(p):
         try:
             now = socket.if_nametoindex(p.name)
         except OSError:
             now = None
         if now != p.ifindex:
             raise DataplaneError(f"interface '{p.name}': vanished while running")
-        if err:
-            self.stats.errors[(p.name, "link")] = "went down while running" \
-                if err == errno.ENETDOWN else os.strerror(err)
 
     def _handle(self, p, n, exact_bytes=True):
         """One batch from interface ``p``: run, count, dispatch."""

@@ -501,6 +501,22 @@ def test_interface_vanishing_is_an_error_and_leaves_nothing(topo, run_dp):
     assert topo.link(topo.dp, "dp-veth1")["promiscuity"] == 0
 
 
+def test_interface_deleted_after_going_down_is_noticed(topo, run_dp):
+    """A link's socket reports its going down, once; deleting it later reports
+    nothing more (the race of the test above, lost once under load): the
+    dataplane keeps checking a link it saw go down."""
+    dp = run_dp("-i", "dp-veth0", "-i", "dp-veth1", "-p", "pass_all")
+    topo.ip(topo.dp, "link", "set", "dp-veth0", "down")
+    _settle()
+    assert dp.proc.poll() is None  # down is not gone
+    topo.ip(topo.dp, "link", "del", "dp-veth0")
+    dp.proc.wait(timeout=10)
+    time.sleep(0.05)
+    assert dp.proc.returncode == 1
+    assert [ln for ln in dp.stderr if ln.startswith("error:")] == [
+        "error: interface 'dp-veth0': vanished while running\n"]
+
+
 # ---- --workers: one ring per worker in a PACKET_FANOUT_HASH group -----------------
 
 UDP_FLOWS = ("import socket\n"

@@ -101,7 +101,6 @@ def test_values_wider_than_a_row_line_stay_apart():
     assert sorted(keys.tolist()) == sorted(got) and values.dtype == wide
 
 
-
 @pytest.mark.parametrize("entries", [16, 1000, 1 << 17])  # the last on huge pages
 def test_hash_rows_start_cache_lines(entries):
     """A key row and the value beside it share one line only if each row starts

@@ -615,46 +615,46 @@ class Verifier:
         todo = [(0, start)]
         while todo:
             pc, st = todo.pop()
-            if pc not in prune:
-                self.out.states += 1
-                if self.out.states > MAX_STATES:
-                    self.fail(pc, f"program too complex: over {MAX_STATES} states")
-                todo.extend(self.step(pc, st))
-                continue
-            node = (tuple(f[0] for f in st.frames), pc)
-            entry = seen.setdefault(node, [[], None, 0])
-            states, summary = entry[0], entry[1]
-            if summary is None:
-                live = self.live[pc]
-                if any(covers(old, st, live) for old in states):
+            if pc in prune:
+                st = self._arrive(seen, pc, st)
+                if st is None:
                     continue
-                if len(states) < PATHS_PER_INSN:
-                    states.append(st)
-                else:
-                    summary = st
-                    for old in states:
-                        summary = _join_states(summary, old, pc)
-                    entry[1] = summary
-                    st = summary
-            else:
-                if covers(summary, st, self.live[pc]):
-                    continue
-                merged = _join_states(summary, st, pc)
-                if merged.key() == summary.key():
-                    continue
-                entry[2] += 1
-                if entry[2] > WIDEN_AFTER:
-                    merged = State(tuple(_widen(t) for t in merged.regs), tuple(
-                        {o: ("spill", _widen(v[1])) if v[0] == "spill" else v
-                         for o, v in s.items()} for s in merged.stacks), merged.ranges,
-                        merged.frames)
-                entry[1] = st = merged
             self.out.states += 1
             if self.out.states > MAX_STATES:
                 self.fail(pc, f"program too complex: over {MAX_STATES} states")
-            for nxt in self.step(pc, st):
-                todo.append(nxt)
+            todo.extend(self.step(pc, st))
         return self.out
+
+    def _arrive(self, seen, pc, st):
+        """The state to explore from prune point ``pc`` when ``st`` arrives there:
+        None when one already explored covers it, ``st`` while fewer than
+        PATHS_PER_INSN are kept apart, else the summary joined with it."""
+        entry = seen.setdefault((tuple(f[0] for f in st.frames), pc), [[], None, 0])
+        states, summary = entry[0], entry[1]
+        live = self.live[pc]
+        if summary is None:
+            if any(covers(old, st, live) for old in states):
+                return None
+            if len(states) < PATHS_PER_INSN:
+                states.append(st)
+                return st
+            for old in states:
+                st = _join_states(st, old, pc)
+            entry[1] = st
+            return st
+        if covers(summary, st, live):
+            return None
+        merged = _join_states(summary, st, pc)
+        if merged.key() == summary.key():
+            return None
+        entry[2] += 1
+        if entry[2] > WIDEN_AFTER:
+            merged = State(tuple(_widen(t) for t in merged.regs), tuple(
+                {o: ("spill", _widen(v[1])) if v[0] == "spill" else v
+                 for o, v in s.items()} for s in merged.stacks), merged.ranges,
+                merged.frames)
+        entry[1] = merged
+        return merged
 
     # -- registers
     def read(self, st, pc, r):

@@ -7,6 +7,7 @@ updates, built by clang (``make bpf-toolchain`` installs it).
 """
 
 import argparse
+import platform
 import random
 import shutil
 import subprocess
@@ -98,8 +99,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         c, obj = Path(tmp) / "big.c", str(Path(tmp) / "big.o")
         c.write_text(source(args.rules))
-        arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
-        subprocess.run([clang, "-O2", "-g", "-target", "bpf", f"-I/usr/include/{arch}-linux-gnu",
+        subprocess.run([clang, "-O2", "-g", "-target", "bpf",
+                        f"-I/usr/include/{platform.machine()}-linux-gnu",
                         "-c", str(c), "-o", obj], check=True)
         n = len(elf.load_object(obj).program(None).insns)
         cold, warm = [], []

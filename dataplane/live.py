@@ -95,13 +95,13 @@ def preflight(interfaces, host_tap=False, taps=None):
 
 
 class Port:
-    """One interface the dataplane holds: its socket, TAP, host block, batches."""
+    """One interface the dataplane holds: its socket, TAP and batches."""
 
-    def __init__(self, row, sock, tap, block, batch, tap_batch):
+    def __init__(self, row, sock, tap, batch, tap_batch):
         self.row = row
         self.name = sock.ifname
         self.ifindex = sock.ifindex
-        self.sock, self.tap, self.block = sock, tap, block
+        self.sock, self.tap = sock, tap
         self.batch, self.tap_batch = batch, tap_batch
 
 
@@ -160,15 +160,15 @@ class LiveDataplane:
         c = self._closers
         sock = c.enter_context(RawSocket(name, tx=tx, fanout=None if self.fanout is None
                                          else self.fanout(row)))
-        tap = block = tap_batch = None
+        tap = tap_batch = None
         if tap_name is not None and self.lead is not None:
             tap = self.lead.ports[row].tap.writer()
         elif tap_name is not None:
             tap = c.enter_context(Tap(tap_name, mac=sock.mac, mtu=sock.mtu))
-            block = c.enter_context(HostBlock(name, sock.ifindex))
+            c.enter_context(HostBlock(name, sock.ifindex))  # held until the stack closes
             tap_batch = PacketBatch(self.batch_size, tailroom=0)
         batch = PacketBatch(self.batch_size, tailroom=self.program.tailroom)
-        return Port(row, sock, tap, block, batch, tap_batch)
+        return Port(row, sock, tap, batch, tap_batch)
 
     # ---- the loop ----------------------------------------------------------
     def warm_up(self):
@@ -274,6 +274,8 @@ class LiveDataplane:
                 c[p.row, RING_PACKETS:RING_FREEZES + 1] = p.sock.kernel_stats()
             except OSError:
                 pass
+        if not self._drops0:  # a worker other than the lead: the lead counts them
+            return
         now = interface_drops({p.name for p in self.ports})
         for p in self.ports:
             if p.name in now and p.name in self._drops0:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import UsageError
 from .live import LiveDataplane
-from .live_stats import IF_RX_DROPPED, IF_TX_DROPPED, RX, VERDICT_COLUMN, LiveStats
+from .live_stats import RX, VERDICT_COLUMN, LiveStats
 from .workers import check_workers
 
 
@@ -105,7 +105,8 @@ class LiveWorkers:
         return self.stats
 
     def _merged(self):
-        """The workers' counters summed (an interface's own drop counters once)."""
+        """The workers' counters summed (an interface's own drop counters are the
+        lead's alone: the others never read them)."""
         lead = self.lanes[0].stats
         m = LiveStats(lead.program, lead.interfaces, lead.taps, lead.host_tap, lead.checked,
                       lead.extended)
@@ -121,7 +122,6 @@ class LiveWorkers:
             if lane.program.first_fault is not None and m.first_fault is None:
                 m.first_fault, m.fault_reason = lane.program.first_fault, \
                     lane.program.fault_reason
-        m.c[:, IF_RX_DROPPED:IF_TX_DROPPED + 1] = lead.c[:, IF_RX_DROPPED:IF_TX_DROPPED + 1]
         m.elapsed_s, m.cpu_s = lead.elapsed_s, lead.cpu_s  # the process's CPU time
         m.stopped_by, m.error = lead.stopped_by, lead.error
         m.workers = [{"worker": k, "rx": int(lane.stats.c[:, RX].sum()),

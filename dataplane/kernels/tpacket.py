@@ -73,7 +73,6 @@ PACKET_OUTGOING = 4
 # struct tpacket2_hdr (TX ring frames)
 H2_STATUS = 0
 H2_LEN = 4
-H2_SNAPLEN = 8
 H2_DATA = 32                     # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)
 
 EAGAIN = 11

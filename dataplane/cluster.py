@@ -178,7 +178,8 @@ def connect(spec):
 
 def run_on_cluster(tasks, spec, progress=None, started=None):
     """Run ``tasks`` on the cluster ``spec``: results in task order. ``started``
-    (a callable) is called once the cluster is up, before the first task."""
+    (a callable) is called once the cluster is up, before the first task;
+    ``progress(task number, tasks done, tasks, result)`` as each task ends."""
     import distributed
     client, cluster = connect(spec)
     if started is not None:
@@ -195,7 +196,7 @@ def run_on_cluster(tasks, spec, progress=None, started=None):
                 results[k] = {"path": tasks[k].path, "start": tasks[k].start,
                               "error": f"{tasks[k].where}: task failed: {exc}"}
             if progress is not None:
-                progress(done, len(tasks), results[k])
+                progress(k, done, len(tasks), results[k])
         return results
     finally:
         client.close()

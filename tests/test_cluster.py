@@ -137,3 +137,19 @@ def test_an_existing_scheduler_by_address(tmp_path, captures):
                     "--cluster", lc.scheduler_address)
     assert s["packets"] == 15000 and s["cluster"].startswith("tcp://127.0.0.1:")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cap0", "cap1", "cap2"]
+
+
+def test_progress_credits_the_task_that_ended():
+    """Tasks end in any order: each end adds that task's bytes and packets."""
+    from dataplane.cli.replay_many import _tick
+
+    class Progress:
+        def update(self, nbytes, packets, note):
+            self.seen = (nbytes, packets, note)
+
+    p = Progress()
+    tick = _tick(p, [100, 20, 3])
+    tick(2, 1, 3, {"stats": {"packets": 1}})
+    assert p.seen == (3, 1, "1/3 tasks")
+    tick(0, 2, 3, {"error": "x"})
+    assert p.seen == (103, 1, "2/3 tasks")

@@ -65,10 +65,10 @@ def run_many(args, paths):
 def _tick(progress, sizes):
     done = {"bytes": 0, "packets": 0}
 
-    def update(k, total, result):
-        done["bytes"] += sizes.get(k, 0)
+    def update(k, finished, total, result):
+        done["bytes"] += sizes[k]  # the bytes of the task that ended, not the k-th's
         done["packets"] += (result.get("stats") or {}).get("packets", 0)
-        progress.update(done["bytes"], done["packets"], note=f"{k}/{total} tasks")
+        progress.update(done["bytes"], done["packets"], note=f"{finished}/{total} tasks")
     return update
 
 
@@ -80,8 +80,7 @@ def _on_cluster(args, paths, several, progress, ready):
         tasks = [dataclasses.replace(t, outdir=cluster.output_dir(args.write, t.path, several)
                                      if t.path in whole else os.path.join(parts_root, str(k)))
                  for k, t in enumerate(tasks)]
-    sizes = {k + 1: ((t.end or os.path.getsize(t.path)) - (t.start or 0))
-             for k, t in enumerate(tasks)}
+    sizes = [(t.end or os.path.getsize(t.path)) - (t.start or 0) for t in tasks]
     results = cluster.run_on_cluster(tasks, args.cluster, _tick(progress, sizes),
                                      started=lambda: ready.append(time.perf_counter_ns()))
     files = {}

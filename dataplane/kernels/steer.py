@@ -24,9 +24,7 @@ import numpy as np
 from .. import config
 from ..jit import kernel
 from .layout import ACTION, DATA, DATA_END
-
-_ETH_P_IP, _ETH_P_IPV6 = 0x0800, 0x86DD
-_ETH_P_8021Q, _ETH_P_8021AD = 0x8100, 0x88A8
+from .parse import ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6
 
 
 @kernel(**config.INLINE_JIT)
@@ -66,20 +64,20 @@ def flow_hash(buf, d, end):
     p = d + 12
     proto = _be16(buf, p)
     for _ in range(2):  # up to two VLAN tags (802.1ad outer, 802.1Q inner)
-        if (proto == _ETH_P_8021Q or proto == _ETH_P_8021AD) and p + 6 <= end:
+        if (proto == ETH_P_8021Q or proto == ETH_P_8021AD) and p + 6 <= end:
             p += 4
             proto = _be16(buf, p)
     p += 2
     h = np.uint64(0x9E3779B97F4A7C15)
     fragment = False
-    if proto == _ETH_P_IP:
+    if proto == ETH_P_IP:
         if p + 20 > end:
             return np.uint64(0)
         l4 = np.int64(buf[p + 9])
         h = _mix(_pair(h, _be32(buf, p + 12), _be32(buf, p + 16)), np.uint64(l4))
         fragment = (_be16(buf, p + 6) & np.uint64(0x3FFF)) != 0
         q = p + np.int64(buf[p] & 15) * 4
-    elif proto == _ETH_P_IPV6:
+    elif proto == ETH_P_IPV6:
         if p + 40 > end:
             return np.uint64(0)
         l4 = np.int64(buf[p + 6])
@@ -117,7 +115,7 @@ def steer(buf, meta, n, workers, worker_of, perm, bounds, out):
         bounds[k] = 0
     for i in range(n):
         h = flow_hash(buf, meta[DATA, i], meta[DATA_END, i])
-        w = np.int64(h % np.uint64(workers)) if h != 0 else np.int64(0)
+        w = np.int64(h % np.uint64(workers))
         worker_of[i] = w
         bounds[w + 1] += 1
     for k in range(workers):

@@ -330,17 +330,11 @@ def merge_maps(results):
                 before = {_key(e): e["value"] for e in r["maps_before"][name]["entries"]}
                 for e in r["maps"][name]["entries"]:
                     k = _key(e)
-                    row = table.setdefault(k, [e.get("key"), _zero(e["value"])])
+                    row = table.setdefault(k, [e.get("key"), 0])  # new: a change from 0
                     row[1] = _numeric_delta(row[1], before.get(k), e["value"])
             merged[name] = {"type": kind, "rule": "loaded value + each task's change",
                             "entries": [{"key": k, "value": v} for k, v in table.values()]}
     return merged
-
-
-def _zero(v):
-    if isinstance(v, dict):
-        return {f: _zero(x) for f, x in v.items()}
-    return 0 if isinstance(v, (int, float)) else v
 
 
 def _sum_values(values):

@@ -81,7 +81,6 @@ class InterfaceSink:
         self.ifname, self.pps = ifname, pps
         self.sock = RawSocket(ifname, rx=False)
         self.sent = self.dropped = 0
-        self.error = 0
         self.first = None
         self.seconds = 0.0
 
@@ -100,10 +99,9 @@ class InterfaceSink:
                 delay = due - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-            sent, dropped, err = self.sock.send(batch, idx, start, min(start + step, idx.size))
+            sent, dropped, _ = self.sock.send(batch, idx, start, min(start + step, idx.size))
             self.sent += sent
             self.dropped += dropped
-            self.error = err or self.error
         self.seconds = time.perf_counter() - self.first
 
     def close(self):

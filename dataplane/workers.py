@@ -150,7 +150,6 @@ class Workers:
         self.views = [program.for_worker(k) for k in range(n)]
         self.packets = np.zeros(n, np.int64)
         self.actions = np.zeros((n, 5), np.int64)
-        self._counts = np.zeros((n, 5), np.int64)
         self._bounds = np.zeros(n + 1, np.int64)
         self._capacity = 0
         self._batch = self._batch_of = None
@@ -188,9 +187,7 @@ class Workers:
         b = self._bounds
         self.threads.run_all([functools.partial(v._call, steered, int(b[k]), int(b[k + 1]))
                               for k, v in enumerate(self.views)])
-        self._counts[:] = 0
-        count_verdicts(self._meta, b, n, self._counts)
-        self.actions += self._counts
+        count_verdicts(self._meta, b, n, self.actions)  # (adds to the counts)
         self.packets += np.diff(b)
         for v in self.views:
             program.take_counters(base_index, v._scratch, self._perm)

@@ -108,23 +108,32 @@ def worker_state_library():
     key = hashlib.sha256(src.encode()).hexdigest()[:16]
     path = cache_dir() / f"worker-state-{key}.so"
     if not path.exists():
-        cc = compiler()
-        if cc is None:
-            raise NativeUnavailable("no C compiler")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        c, so = private_name(path, ".c"), private_name(path, ".tmp")
-        try:
-            c.write_text(src)
-            r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(so), str(c)],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                raise NativeUnavailable(f"{cc} failed: {r.stderr.strip()[:300]}")
-            os.replace(so, path)
-        finally:
-            for p in (c, so):
-                if p.exists():
-                    p.unlink()
+        _link(path, {".c": src})
     return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+
+
+def _link(path, inputs):
+    """Write ``inputs`` {suffix: text or bytes} to temporary files and link them
+    with the C compiler into the shared object ``path``, replaced whole (another
+    process may be building the same one)."""
+    cc = compiler()
+    if cc is None:
+        raise NativeUnavailable("no C compiler")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files = {s: private_name(path, s) for s in inputs}
+    so = private_name(path, ".so.tmp")
+    try:
+        for s, data in inputs.items():
+            (files[s].write_bytes if isinstance(data, bytes) else files[s].write_text)(data)
+        r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(so),
+                            *map(str, files.values())], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise NativeUnavailable(f"{cc} failed: {r.stderr.strip()[:300]}")
+        os.replace(so, path)
+    finally:
+        for f in (*files.values(), so):
+            if f.exists():
+                f.unlink()
 
 
 def private_name(path, suffix):
@@ -177,8 +186,7 @@ def _inline_all(ll, module, tm, entry):
 
 def build(cfunc, path):
     """Emit ``cfunc``'s module as PIC object code and link it into ``path``."""
-    cc = compiler()
-    if cc is None:
+    if compiler() is None:
         raise NativeUnavailable("no C compiler")
     import llvmlite.binding as ll
 
@@ -188,18 +196,5 @@ def build(cfunc, path):
         cpu=ll.get_host_cpu_name(), features=ll.get_host_cpu_features().flatten(),
         opt=3, reloc="pic", codemodel="default")
     _inline_all(ll, module, tm, cfunc.native_name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # temporary names of this process only: Dask workers build the same kernel at once
-    obj, stubs, so = (private_name(path, s) for s in (".o", ".c", ".so.tmp"))
-    try:
-        obj.write_bytes(tm.emit_object(module))
-        stubs.write_text(_STUBS_C)
-        r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(so), str(obj), str(stubs)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise NativeUnavailable(f"{cc} failed: {r.stderr.strip()[:300]}")
-        os.replace(so, path)
-    finally:
-        for p in (obj, stubs, so):
-            if p.exists():
-                p.unlink()
+    _link(path, {".o": tm.emit_object(module), ".c": _STUBS_C})

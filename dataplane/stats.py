@@ -102,6 +102,23 @@ def _n(x):
     return f"{int(x):,}"
 
 
+def _verdict_lines(counts, redirect, packets):
+    """The verdict table: each verdict's packets and share (``counts`` in
+    XdpAction order), then the redirect targets."""
+    lines = [f"  {'verdict':<14}{'packets':>14}{'share':>9}"]
+    for action, count in zip(XdpAction, counts):
+        share = 100.0 * count / packets if packets else 0.0
+        lines.append(f"  {action.name:<14}{_n(count):>14}{share:>8.1f}%")
+    for target, count in sorted(redirect.items()):
+        lines.append(f"    {'-> ifindex ' + str(target):<18}{_n(count):>10}")
+    return lines
+
+
+def _worker_verdicts(actions):
+    """A worker's verdicts as one list: ``pass 10, drop 3``."""
+    return ", ".join(f"{k} {_n(v)}" for k, v in actions.items() if v)
+
+
 def format_summary(stats):
     """The human summary block of a run: aligned columns, units in labels."""
     secs = stats.elapsed_ns / 1e9
@@ -109,19 +126,13 @@ def format_summary(stats):
     head = f"{name} on {stats.source}" if stats.source else name
     lines = [f"{head}: {_n(stats.packets)} packets, {_n(stats.bytes)} bytes in {secs:.3f} s"
              + (" (interrupted)" if stats.interrupted else "")]
-    lines.append(f"  {'verdict':<14}{'packets':>14}{'share':>9}")
-    for action, count in zip(XdpAction, stats.actions):
-        share = 100.0 * count / stats.packets if stats.packets else 0.0
-        lines.append(f"  {action.name:<14}{_n(count):>14}{share:>8.1f}%")
-    for target, count in sorted(stats.redirect.items()):
-        lines.append(f"    {'-> ifindex ' + str(target):<18}{_n(count):>10}")
+    lines += _verdict_lines(stats.actions, stats.redirect, stats.packets)
     if len(stats.workers) > 1:
         lines.append(f"  {'worker':<14}{'packets':>14}{'share':>9}   verdicts")
         for w in stats.workers:
             share = 100.0 * w["packets"] / stats.packets if stats.packets else 0.0
-            verdicts = ", ".join(f"{k} {_n(v)}" for k, v in w["actions"].items() if v)
             lines.append(f"  {w['worker']:<14}{_n(w['packets']):>14}{share:>8.1f}%   "
-                         f"{verdicts}")
+                         f"{_worker_verdicts(w['actions'])}")
     lines.append(f"  {'ns/pkt':<14}{stats.ns_per_pkt:>14.1f}")
     lines.append(f"  {'Mpps':<14}{stats.pps / 1e6:>14.3f}")
     if stats.compile_ns:
@@ -152,13 +163,8 @@ def format_many(summary, maps_only=False):
         lines.append(f"{summary['program']} on {len(summary['inputs'])} captures "
                      f"({len(summary['tasks'])} tasks{where}): {_n(n)} packets, "
                      f"{_n(summary['bytes'])} bytes in {secs:.3f} s")
-        lines.append(f"  {'verdict':<14}{'packets':>14}{'share':>9}")
-        for action in XdpAction:
-            count = summary["actions"].get(ACTION_NAMES[action], 0)
-            lines.append(f"  {action.name:<14}{_n(count):>14}"
-                         f"{100.0 * count / n if n else 0.0:>8.1f}%")
-        for target, count in sorted(summary["redirect"].items()):
-            lines.append(f"    {'-> ifindex ' + str(target):<18}{_n(count):>10}")
+        lines += _verdict_lines([summary["actions"].get(ACTION_NAMES[a], 0) for a in XdpAction],
+                                summary["redirect"], n)
         lines.append(f"  {'ns/pkt':<14}{secs * 1e9 / n if n else 0.0:>14.1f}"
                      + ("  (wall time of the cluster run)" if summary["cluster"] else ""))
         lines.append(f"  {'Mpps':<14}{n / secs / 1e6 if secs else 0.0:>14.3f}")
@@ -310,8 +316,8 @@ def format_live_summary(s):
     row("interface tx dropped", [_n(v) for v in c[:, IF_TX_DROPPED]])
     packets = s.packets
     for w in s.workers if len(s.workers) > 1 else ():
-        verdicts = ", ".join(f"{k} {_n(v)}" for k, v in w["actions"].items() if v)
-        lines.append(f"  worker {w['worker']:<15}{_n(w['rx']):>16} rx   {verdicts}")
+        lines.append(f"  worker {w['worker']:<15}{_n(w['rx']):>16} rx   "
+                     f"{_worker_verdicts(w['actions'])}")
     per_pkt = f", {s.cpu_s * 1e9 / packets:,.0f} ns/pkt" if packets >= 10000 else ""
     lines.append(f"  CPU {s.cpu_s:.3f} s (user + system of the loop, idle time "
                  f"included){per_pkt}")

@@ -87,6 +87,26 @@ def load_packets(path, limit=None, tailroom=config.TAILROOM, workers=1):
     return chunks, total
 
 
+def _run_range(call, chunk, lo, hi, batch, restore):
+    """Run packets ``lo``..``hi`` of ``chunk`` in windows of ``batch``: ns spent in
+    the calls. With ``restore`` each window is put back just before it runs,
+    untimed; without, the whole range is timed at once."""
+    b, clock = chunk.batch, time.perf_counter_ns
+    if not restore:
+        t0 = clock()
+        for start in range(lo, hi, batch):
+            call(b, start, min(start + batch, hi))
+        return clock() - t0
+    t = 0
+    for start in range(lo, hi, batch):
+        end = min(start + batch, hi)
+        restore_heads(b.buf, b.meta, chunk.meta, chunk.heads, start, end)
+        t0 = clock()
+        call(b, start, end)
+        t += clock() - t0
+    return t
+
+
 def _worker_pass(program, views, chunks, batch, restore, threads):
     """One pass with every worker at once: worker k runs its part of each chunk
     in windows, with its view ``views[k]`` of the program. ns/packet of the wall
@@ -95,20 +115,8 @@ def _worker_pass(program, views, chunks, batch, restore, threads):
     clock = time.perf_counter_ns
 
     def job(k):
-        call, t = views[k]._call, 0
-        for chunk in chunks:
-            b, lo, hi = chunk.batch, int(chunk.bounds[k]), int(chunk.bounds[k + 1])
-            if not restore:
-                for start in range(lo, hi, batch):
-                    call(b, start, min(start + batch, hi))
-                continue
-            for start in range(lo, hi, batch):
-                end = min(start + batch, hi)
-                restore_heads(b.buf, b.meta, chunk.meta, chunk.heads, start, end)
-                t0 = clock()
-                call(b, start, end)
-                t += clock() - t0
-        elapsed[k] = t
+        elapsed[k] = sum(_run_range(views[k]._call, c, int(c.bounds[k]), int(c.bounds[k + 1]),
+                                    batch, restore) for c in chunks)
 
     t0 = clock()
     threads.run_all([functools.partial(job, k) for k in range(threads.n)])
@@ -121,25 +129,10 @@ def _worker_pass(program, views, chunks, batch, restore, threads):
 def _one_pass(program, chunks, batch, restore, threads=None, views=None):
     if threads is not None:
         return _worker_pass(program, views, chunks, batch, restore, threads)
-    call, clock = program._call, time.perf_counter_ns
-    packets, elapsed = 0, 0
-    for chunk in chunks:
-        b, n = chunk.batch, chunk.batch.count
-        if not restore:
-            t0 = clock()
-            for start in range(0, n, batch):
-                call(b, start, min(start + batch, n))
-            elapsed += clock() - t0
-        else:  # each window put back just before it runs, untimed
-            for start in range(0, n, batch):
-                end = min(start + batch, n)
-                restore_heads(b.buf, b.meta, chunk.meta, chunk.heads, start, end)
-                t0 = clock()
-                call(b, start, end)
-                elapsed += clock() - t0
-        packets += n
+    elapsed = sum(_run_range(program._call, c, 0, c.batch.count, batch, restore)
+                  for c in chunks)
     program.take_counters()
-    return elapsed / packets
+    return elapsed / sum(c.batch.count for c in chunks)
 
 
 class BenchResult:

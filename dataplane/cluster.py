@@ -258,13 +258,12 @@ def merge_by_time(dirs, dest_dir, chunk_bytes=8 << 20):
         ts, offsets, sizes, source = [], [], [], []
         for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
             blob = data[a:b]  # every file is ours: same magic, little-endian
-            empty = np.empty(0, np.int64)
-            n = K.record_index(blob, False, frac, empty, empty, empty)
-            t, o, z = (np.empty(n, np.int64) for _ in range(3))
-            K.record_index(blob, False, frac, t, o, z)
-            ts.append(t)
-            offsets.append(o + a)
-            sizes.append(z)
+            most = max(0, (b - a - 24) // 16)  # records of 16-byte headers and no data
+            t, o, z = (np.empty(most, np.int64) for _ in range(3))
+            n = K.record_index(blob, False, frac, t, o, z)
+            ts.append(t[:n])
+            offsets.append(o[:n] + a)
+            sizes.append(z[:n])
             source.append(np.full(n, k, np.int64))
         ts, offsets, sizes, source = (np.concatenate(a) for a in (ts, offsets, sizes, source))
         order = np.lexsort((source, ts))  # stable: file order within a source

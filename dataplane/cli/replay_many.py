@@ -84,23 +84,20 @@ def _on_cluster(args, paths, several, progress, ready):
     results = cluster.run_on_cluster(tasks, args.cluster, _tick(progress, sizes),
                                      started=lambda: ready.append(time.perf_counter_ns()))
     files = {}
-    if parts_root is not None:
-        dirs = []
+    if parts_root is not None and args.merge:
+        # the tasks' folders are in capture and byte order: ties keep that order
+        files = cluster.merge_by_time([t.outdir for t in tasks], args.write)
+    elif parts_root is not None:
         for path in paths:
-            mine = [t.outdir for t in tasks if t.path == path]
             dest = cluster.output_dir(args.write, path, several)
-            if args.merge:
-                dest = os.path.join(parts_root, "file-" + str(len(dirs)))
-            got = cluster.concatenate_parts(mine, dest) if path not in whole else \
+            got = cluster.concatenate_parts([t.outdir for t in tasks if t.path == path], dest) \
+                if path not in whole else \
                 {os.path.splitext(f)[0]: os.path.join(dest, f)
                  for f in sorted(os.listdir(dest)) if f.endswith(".pcap")} \
                 if os.path.isdir(dest) else {}
-            dirs.append(dest)
-            if not args.merge:
-                files.update({(f"{os.path.basename(dest)}/{k}" if several else k): v
-                              for k, v in got.items()})
-        if args.merge:
-            files = cluster.merge_by_time(dirs, args.write)
+            files.update({(f"{os.path.basename(dest)}/{k}" if several else k): v
+                          for k, v in got.items()})
+    if parts_root is not None:
         _remove_if_empty(parts_root)
     return results, files
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import native
+from . import lazy_codegen, native
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -222,9 +222,11 @@ class Kernel:
                          for a, k in zip(args, kinds))
         # eBPF loops (generated, "trusted" files) are large straight from the JIT:
         # their module is optimised once, by native.build, not first by numba too
-        skip = _no_module_optimisation if native.compiler() and \
+        skip = _no_numba_optimisation if native.compiler() and \
             self.py_func.__globals__.get("__dataplane_trusted__") else contextlib.nullcontext
-        with skip():
+        # the entry runs from the shared object: no MCJIT code unless asked for
+        native_only = bool(native.compiler())
+        with skip(), (lazy_codegen.deferred() if native_only else contextlib.nullcontext()):
             disp.compile(argtypes)
         ret = disp.overloads[argtypes].signature.return_type
         returns_int = not isinstance(ret, types.NoneType)
@@ -262,7 +264,8 @@ class Kernel:
         exec(compile(src, f"<native entry of {self.__name__}>", "exec"), ns)
         sig = (types.int64 if returns_int else types.void)(*ctypes_)
         with skip():
-            c = cfunc(sig, error_model="numpy")(ns["entry"])
+            c = lazy_codegen.cfunc(sig, ns["entry"], error_model="numpy") if native_only \
+                else cfunc(sig, error_model="numpy")(ns["entry"])
         try:
             native.build(c, path)
         except native.NativeUnavailable:  # run numba's JIT code through the same ABI
@@ -273,18 +276,27 @@ class Kernel:
 
 
 @contextlib.contextmanager
-def _no_module_optimisation():
-    """Compile without numba's whole-module O3 (native.build inlines every
-    function and runs O3 on the result anyway): 1.2 s of the 4.2 s a
-    3,765-instruction eBPF object took. Not for Python programs: there numba's
-    pass made MCJIT's code generation slower than it saved (l4lb: 33 vs 30 s)."""
+def _no_numba_optimisation():
+    """Compile without numba's LLVM passes, per function and whole-module:
+    native.build inlines every function and runs O3 on the result anyway. On a
+    3,000-instruction eBPF object they took 1.2 s of 4.2 s (module) and 0.26 s
+    of 2.4 s (functions), and native.build's O3 went from 0.39 to 0.27 s
+    without them; the objects' ns/packet did not change. Not for Python
+    programs: there numba's module pass made MCJIT's code generation slower
+    than it saved (l4lb: 33 vs 30 s)."""
     import numba.core.codegen as codegen
-    saved = codegen.CPUCodeLibrary._optimize_final_module
+
+    def layout_only(self, ll_module):
+        ll_module.data_layout = self._codegen._data_layout
+    saved = codegen.CPUCodeLibrary._optimize_final_module, \
+        codegen.CPUCodeLibrary._optimize_functions
     codegen.CPUCodeLibrary._optimize_final_module = lambda self: None
+    codegen.CPUCodeLibrary._optimize_functions = layout_only
     try:
         yield
     finally:
-        codegen.CPUCodeLibrary._optimize_final_module = saved
+        codegen.CPUCodeLibrary._optimize_final_module, \
+            codegen.CPUCodeLibrary._optimize_functions = saved
 
 
 def kernel(**opts):

@@ -430,10 +430,16 @@ def covers(old, new, live=0x7ff):
         return False
     ro, rn = old.regs, new.regs
     if ro != rn:  # (most comparisons fail here, on one register)
-        for r in range(len(ro)):
-            a, b = ro[r], rn[r]
-            if a != b and live >> r & 1 and not _covers_type(a, b, old, new):
-                return False
+        r = 0
+        for a, b in zip(ro, rn):
+            if a != b and live >> r & 1:
+                k = a[0]
+                if k == "S":  # _covers_type's cases inline: the hottest loop of a load
+                    if b[0] != "S" or b[1] < a[1] or a[2] < b[2]:
+                        return False
+                elif k != "N" and k != "X":
+                    return False
+            r += 1
     if old.ranges != new.ranges:  # the same pointer: proven at least as far now
         for r in range(len(ro)):
             a = ro[r]
@@ -489,6 +495,12 @@ class State:
         return (self.regs, tuple(tuple(sorted(s.items())) for s in self.stacks), self.ranges,
                 self.frames)
 
+    def with_reg(self, r, t):
+        """This state with register ``r`` holding ``t``."""
+        regs = list(self.regs)
+        regs[r] = t
+        return State(tuple(regs), self.stacks, self.ranges, self.frames)
+
     def with_regs(self, **changes):
         regs = list(self.regs)
         for k, v in changes.items():
@@ -526,9 +538,13 @@ def _forget_spills(st):
 
 
 def _join_states(a, b, pc):
-    regs = tuple(_join(x, y, pc, i) for i, (x, y) in enumerate(zip(a.regs, b.regs)))
+    regs = a.regs if a.regs == b.regs else tuple(
+        x if x == y else _join(x, y, pc, i) for i, (x, y) in enumerate(zip(a.regs, b.regs)))
     stacks = []
     for sa, sb in zip(a.stacks, b.stacks):
+        if sa == sb:
+            stacks.append(sa)
+            continue
         s = {}
         for off in sa.keys() & sb.keys():
             x, y = sa[off], sb[off]
@@ -539,8 +555,11 @@ def _join_states(a, b, pc):
             else:
                 s[off] = ("init",)
         stacks.append(s)
-    ra, rb = dict(a.ranges), dict(b.ranges)
-    ranges = frozenset((k, min(ra[k], rb[k])) for k in ra.keys() & rb.keys())
+    if a.ranges == b.ranges:
+        ranges = a.ranges
+    else:
+        ra, rb = dict(a.ranges), dict(b.ranges)
+        ranges = frozenset((k, min(ra[k], rb[k])) for k in ra.keys() & rb.keys())
     return State(regs, tuple(stacks), ranges, a.frames)
 
 
@@ -629,14 +648,23 @@ class Verifier:
         """The state to explore from prune point ``pc`` when ``st`` arrives there:
         None when one already explored covers it, ``st`` while fewer than
         PATHS_PER_INSN are kept apart, else the summary joined with it."""
-        entry = seen.setdefault((tuple(f[0] for f in st.frames), pc), [[], None, 0])
-        states, summary = entry[0], entry[1]
+        entry = seen.setdefault((tuple(f[0] for f in st.frames), pc), [[], None, 0, {}])
+        states, summary, kept = entry[0], entry[1], entry[3]
         live = self.live[pc]
         if summary is None:
-            if any(covers(old, st, live) for old in states):
-                return None
+            # A state covers another only if every live register constant in it
+            # holds that constant in the other: kept states are filed by those
+            # registers and their values, and only the one file can cover.
+            for mask, files in kept.items():
+                near = files.get(tuple(st.regs[r] for r in range(11) if mask >> r & 1))
+                if near and any(covers(old, st, live) for old in near):
+                    return None
             if len(states) < PATHS_PER_INSN:
                 states.append(st)
+                mask = sum(1 << r for r, t in enumerate(st.regs)
+                           if live >> r & 1 and t[0] == "S" and t[1] == t[2])
+                kept.setdefault(mask, {}).setdefault(
+                    tuple(st.regs[r] for r in range(11) if mask >> r & 1), []).append(st)
                 return st
             for old in states:
                 st = _join_states(st, old, pc)
@@ -645,7 +673,8 @@ class Verifier:
         if covers(summary, st, live):
             return None
         merged = _join_states(summary, st, pc)
-        if merged.key() == summary.key():
+        if merged.regs == summary.regs and merged.stacks == summary.stacks and \
+                merged.ranges == summary.ranges:  # (frames: the summary's, by construction)
             return None
         entry[2] += 1
         if entry[2] > WIDEN_AFTER:
@@ -692,7 +721,7 @@ class Verifier:
             if off >= m.value_size:
                 self.fail(pc, f"offset {off} outside map '{m.name}' value of {m.value_size}")
             t = ("V", insn.imm, off, off, ("lddw", pc), False)
-        return st.with_regs(**{f"r{insn.dst}": t})
+        return st.with_reg(insn.dst, t)
 
     # -- arithmetic
     def alu(self, pc, st, insn, wide):
@@ -710,23 +739,23 @@ class Verifier:
                         t = self._narrow(t, wide, insn.off)
             else:
                 t = const(insn.imm if wide else insn.imm & U32)
-            return st.with_regs(**{f"r{d}": t})
+            return st.with_reg(d, t)
         if op == END:
             t = self.read(st, pc, d)
             if t[0] != "S":
                 self.fail(pc, f"byte swap of a pointer (R{d} {_name(t)})")
-            return st.with_regs(**{f"r{d}": scalar(0, (1 << insn.imm) - 1)})
+            return st.with_reg(d, scalar(0, (1 << insn.imm) - 1))
         dt = self.read(st, pc, d)
         if op == isa.NEG:
             if dt[0] != "S":
                 self.fail(pc, f"R{d} pointer arithmetic with neg prohibited")
-            return st.with_regs(**{f"r{d}": UNKNOWN if wide else scalar(0, U32)})
+            return st.with_reg(d, UNKNOWN if wide else scalar(0, U32))
         if insn.uses_reg_src:
             s = self.read(st, pc, insn.src)
         else:
             s = const(insn.imm)  # sign-extended
         if dt[0] == "S" and s[0] == "S":
-            return st.with_regs(**{f"r{d}": self._scalar_op(op, dt, s, wide, insn.off)})
+            return st.with_reg(d, self._scalar_op(op, dt, s, wide, insn.off))
         if not wide:
             self.fail(pc, f"R{d} 32-bit pointer arithmetic prohibited")
         self.minted = None
@@ -738,7 +767,7 @@ class Verifier:
             base = self.minted
             st = _retire(st, lambda x: x[0] == "P" and x[1] == base or
                          x[0] == "Z" and x[1][1] == base, drop_range=base)
-        return st.with_regs(**{f"r{d}": t})
+        return st.with_reg(d, t)
 
     @staticmethod
     def _narrow(t, wide, off):
@@ -920,7 +949,7 @@ class Verifier:
         t = self.access(pc, st, insn.src, insn.off, insn.size, False, insn)
         if insn.mode == MODE_MEMSX and t[0] == "S":
             t = UNKNOWN
-        return st.with_regs(**{f"r{insn.dst}": t})
+        return st.with_reg(insn.dst, t)
 
     def store(self, pc, st, insn):
         if insn.cls == ST:
@@ -1040,7 +1069,7 @@ class Verifier:
 
     @staticmethod
     def _set_reg_everywhere(st, r, old, new):
-        return st.with_regs(**{f"r{r}": new})
+        return st.with_reg(r, new)
 
     def refine_pointers(self, pc, st, insn, d, s):
         op = insn.op
@@ -1053,8 +1082,8 @@ class Verifier:
         # a packet pointer or NULL (paths joined) compared with 0
         for r, ptr, other in ((insn.dst, d, s), (insn.src, s, d)):
             if ptr[0] == "Z" and is_const(other) and other[1] == 0 and op in (isa.JEQ, isa.JNE):
-                null, nonnull = st.with_regs(**{f"r{r}": const(0)}), \
-                    st.with_regs(**{f"r{r}": ptr[1]})
+                null, nonnull = st.with_reg(r, const(0)), \
+                    st.with_reg(r, ptr[1])
                 return (null, nonnull) if op == isa.JEQ else (nonnull, null)
         # packet pointer against data_end: grows the proven range
         rel = {isa.JGT: ">", isa.JGE: ">=", isa.JLT: "<", isa.JLE: "<=", isa.JEQ: "==",

@@ -38,7 +38,7 @@ def main():
     harness = load_program("pass_all")
     for obj in sorted((ROOT / "programs" / "bpf").glob("*.o")):
         ref = f"{obj}:{ENTRY[obj.stem]}" if obj.stem in ENTRY else str(obj)
-        r = kernel_bench.compare(ref, args.r, args.frames, args.repeat, harness, captures, empty)
+        r = kernel_bench.compare(ref, args.r, args.frames, args.repeat, harness, captures)
         kern = f"{r['kernel']:10.1f}" if r["kernel"] is not None else f"{'-':>10}"
         ratio = f"{r['ratio']:6.2f}" if r["ratio"] is not None else f"{'~':>6}"
         note = f"   ({r['note']})" if r["note"] else ""

@@ -286,6 +286,53 @@ def test_csum_diff_like_the_kernel(tmp_path):
             assert prog.test_run(f).data == k.test_run("csum_diff", f)[1], f"frame {i}"
 
 
+KEYWORD_NAMES_C = r"""#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 1);
+} from SEC(".maps");
+
+SEC("xdp")
+int pass(struct xdp_md *ctx)
+{
+	__u32 k = 0;
+	__u64 *v = bpf_map_lookup_elem(&from, &k);
+
+	if (v)
+		*v += 1;
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int in(struct xdp_md *ctx)
+{
+	return XDP_DROP;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_c_names_that_are_python_keywords(tmp_path):
+    """Programs and maps may have names C allows and Python does not (``pass``,
+    ``from``, ``in``): the generated file renames them, the verdicts stay."""
+    import shutil
+    import subprocess
+    if shutil.which("clang") is None:
+        pytest.skip("clang not installed")
+    src, obj = tmp_path / "keywords.c", tmp_path / "keywords.o"
+    src.write_text(KEYWORD_NAMES_C)
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
+                    "-c", str(src), "-o", str(obj)], check=True)
+    f = frames(1)[0]
+    prog = load_program(f"{obj}:pass")
+    assert [prog.test_run(f).action for _ in range(3)] == [XdpAction.XDP_PASS] * 3
+    assert int(next(iter(prog.maps.values())).lookup(0)) == 3
+    assert load_program(f"{obj}:in").test_run(f).action == XdpAction.XDP_DROP
+
+
 # ---------------------------------------------------------------- command line
 
 def test_prog_dump_and_verify(capsys):

@@ -14,6 +14,7 @@ verifier invalidates them).
 """
 
 import hashlib
+import keyword
 import os
 from pathlib import Path
 
@@ -78,10 +79,12 @@ def bytes_dtype(n):
 
 
 def _identifier(name, taken):
+    """A Python identifier for a C name (a map's, a program's) in the generated
+    file: valid C names such as ``pass`` or ``from`` are Python keywords."""
     out = "".join(c if c.isalnum() or c == "_" else "_" for c in name).strip("_") or "map"
     if not out[0].isalpha():
         out = "m" + out
-    while out in taken:
+    while out in taken or keyword.iskeyword(out):
         out += "_"
     taken.add(out)
     return out

@@ -491,20 +491,10 @@ class State:
         self.ranges = ranges    # frozenset of (base, n): bytes [0, n) from base proven
         self.frames = frames    # tuple of (return pc, saved R6-R9) of the callers
 
-    def key(self):
-        return (self.regs, tuple(tuple(sorted(s.items())) for s in self.stacks), self.ranges,
-                self.frames)
-
     def with_reg(self, r, t):
         """This state with register ``r`` holding ``t``."""
         regs = list(self.regs)
         regs[r] = t
-        return State(tuple(regs), self.stacks, self.ranges, self.frames)
-
-    def with_regs(self, **changes):
-        regs = list(self.regs)
-        for k, v in changes.items():
-            regs[int(k[1:])] = v
         return State(tuple(regs), self.stacks, self.ranges, self.frames)
 
     def range_of(self, base):
@@ -561,6 +551,22 @@ def _join_states(a, b, pc):
         ra, rb = dict(a.ranges), dict(b.ranges)
         ranges = frozenset((k, min(ra[k], rb[k])) for k in ra.keys() & rb.keys())
     return State(regs, tuple(stacks), ranges, a.frames)
+
+
+class _PrunePoint:
+    """What reached one prune point: the states kept apart (also filed by their
+    live constant registers: ``files[mask][their values]``), then the summary
+    and how many times it changed."""
+
+    __slots__ = ("states", "files", "summary", "changes")
+
+    def __init__(self):
+        self.states, self.files, self.summary, self.changes = [], {}, None, 0
+
+
+def _constants(st, mask):
+    """The registers of ``mask``, in order: the key of a file of kept states."""
+    return tuple(st.regs[r] for r in range(11) if mask >> r & 1)
 
 
 def expand_maps(maps):
@@ -630,7 +636,7 @@ class Verifier:
         # one at the same instruction covers is pruned. Past PATHS_PER_INSN
         # states an instruction joins what reaches it into one summary, widened
         # after WIDEN_AFTER changes: loops converge.
-        seen = {}     # (frames' return pcs, pc) -> [states, summary or None, changes]
+        seen = {}     # (frames' return pcs, pc) -> _PrunePoint
         todo = [(0, start)]
         while todo:
             pc, st = todo.pop()
@@ -648,41 +654,42 @@ class Verifier:
         """The state to explore from prune point ``pc`` when ``st`` arrives there:
         None when one already explored covers it, ``st`` while fewer than
         PATHS_PER_INSN are kept apart, else the summary joined with it."""
-        entry = seen.setdefault((tuple(f[0] for f in st.frames), pc), [[], None, 0, {}])
-        states, summary, kept = entry[0], entry[1], entry[3]
+        where = (tuple(f[0] for f in st.frames), pc)
+        point = seen.get(where)
+        if point is None:
+            point = seen[where] = _PrunePoint()
         live = self.live[pc]
-        if summary is None:
+        if point.summary is None:
             # A state covers another only if every live register constant in it
-            # holds that constant in the other: kept states are filed by those
-            # registers and their values, and only the one file can cover.
-            for mask, files in kept.items():
-                near = files.get(tuple(st.regs[r] for r in range(11) if mask >> r & 1))
+            # holds that constant in the other: only the one file can cover.
+            for mask, files in point.files.items():
+                near = files.get(_constants(st, mask))
                 if near and any(covers(old, st, live) for old in near):
                     return None
-            if len(states) < PATHS_PER_INSN:
-                states.append(st)
+            if len(point.states) < PATHS_PER_INSN:
+                point.states.append(st)
                 mask = sum(1 << r for r, t in enumerate(st.regs)
                            if live >> r & 1 and t[0] == "S" and t[1] == t[2])
-                kept.setdefault(mask, {}).setdefault(
-                    tuple(st.regs[r] for r in range(11) if mask >> r & 1), []).append(st)
+                point.files.setdefault(mask, {}).setdefault(_constants(st, mask), []).append(st)
                 return st
-            for old in states:
+            for old in point.states:
                 st = _join_states(st, old, pc)
-            entry[1] = st
+            point.summary = st
             return st
+        summary = point.summary
         if covers(summary, st, live):
             return None
         merged = _join_states(summary, st, pc)
         if merged.regs == summary.regs and merged.stacks == summary.stacks and \
                 merged.ranges == summary.ranges:  # (frames: the summary's, by construction)
             return None
-        entry[2] += 1
-        if entry[2] > WIDEN_AFTER:
+        point.changes += 1
+        if point.changes > WIDEN_AFTER:
             merged = State(tuple(_widen(t) for t in merged.regs), tuple(
                 {o: ("spill", _widen(v[1])) if v[0] == "spill" else v
                  for o, v in s.items()} for s in merged.stacks), merged.ranges,
                 merged.frames)
-        entry[1] = merged
+        point.summary = merged
         return merged
 
     # -- registers
@@ -972,10 +979,9 @@ class Verifier:
                 st = _forget_spills(st)
             if insn.imm == isa.ATOMIC_CMPXCHG:
                 self.read(st, pc, 0)
-                return st.with_regs(r0=UNKNOWN if insn.size == 8 else scalar(0, U32))
+                return st.with_reg(0, UNKNOWN if insn.size == 8 else scalar(0, U32))
             if insn.imm & isa.ATOMIC_FETCH:
-                return st.with_regs(**{f"r{insn.src}": UNKNOWN if insn.size == 8
-                                       else scalar(0, U32)})
+                return st.with_reg(insn.src, UNKNOWN if insn.size == 8 else scalar(0, U32))
             return st
         dt = self.read(st, pc, insn.dst)
         if value[0] != "S" and dt[0] != "K":
@@ -1185,11 +1191,11 @@ class Verifier:
             # for non-NULL by the NULL check of this one (and the other way).
             new = _retire(new, lambda x: x[0] in "VM" and x[4] == ident and x[5])
             if map_index in self.inner_of:  # a map of maps gives an inner map
-                new = new.with_regs(r0=("M", self.inner_of[map_index], 0, 0, ident, True))
+                new = new.with_reg(0, ("M", self.inner_of[map_index], 0, 0, ident, True))
             else:
-                new = new.with_regs(r0=("V", map_index, 0, 0, ident, True))
+                new = new.with_reg(0, ("V", map_index, 0, 0, ident, True))
         else:
-            new = new.with_regs(r0=UNKNOWN)
+            new = new.with_reg(0, UNKNOWN)
         if hid in MOVES_PACKET:
             def stale(t):
                 return MIXED if t[0] in "PEZ" else t

@@ -220,13 +220,11 @@ class Kernel:
         argtypes = tuple(typeof(a.astype(a.dtype, copy=False)) if isinstance(a, np.ndarray)
                          else (types.float64 if k == "f" else types.int64)
                          for a, k in zip(args, kinds))
-        # eBPF loops (generated, "trusted" files) are large straight from the JIT:
-        # their module is optimised once, by native.build, not first by numba too
-        skip = _no_numba_optimisation if native.compiler() and \
-            self.py_func.__globals__.get("__dataplane_trusted__") else contextlib.nullcontext
-        # the entry runs from the shared object: no MCJIT code unless asked for
-        native_only = bool(native.compiler())
-        with skip(), (lazy_codegen.deferred() if native_only else contextlib.nullcontext()):
+        native_only = native.compiler() is not None
+        building = functools.partial(
+            _native_build, self.py_func.__globals__.get("__dataplane_trusted__", False)) \
+            if native_only else contextlib.nullcontext
+        with building():
             disp.compile(argtypes)
         ret = disp.overloads[argtypes].signature.return_type
         returns_int = not isinstance(ret, types.NoneType)
@@ -263,7 +261,7 @@ class Kernel:
             f"return kernel({', '.join(call)})" if returns_int else f"kernel({', '.join(call)})"]))
         exec(compile(src, f"<native entry of {self.__name__}>", "exec"), ns)
         sig = (types.int64 if returns_int else types.void)(*ctypes_)
-        with skip():
+        with building():
             c = lazy_codegen.cfunc(sig, ns["entry"], error_model="numpy") if native_only \
                 else cfunc(sig, error_model="numpy")(ns["entry"])
         try:
@@ -276,14 +274,25 @@ class Kernel:
 
 
 @contextlib.contextmanager
+def _native_build(trusted):
+    """How a kernel compiles for its shared object: no MCJIT machine code
+    (lazy_codegen.py: the entry runs from the .so), and for ``trusted`` code
+    (eBPF objects' generated files, large straight from the JIT) none of
+    numba's LLVM passes either."""
+    with lazy_codegen.deferred(), \
+            (_no_numba_optimisation() if trusted else contextlib.nullcontext()):
+        yield
+
+
+@contextlib.contextmanager
 def _no_numba_optimisation():
     """Compile without numba's LLVM passes, per function and whole-module:
     native.build inlines every function and runs O3 on the result anyway. On a
     3,000-instruction eBPF object they took 1.2 s of 4.2 s (module) and 0.26 s
     of 2.4 s (functions), and native.build's O3 went from 0.39 to 0.27 s
     without them; the objects' ns/packet did not change. Not for Python
-    programs: there numba's module pass made MCJIT's code generation slower
-    than it saved (l4lb: 33 vs 30 s)."""
+    programs: numba's passes before native.build's made flow_counter 36 ns/pkt
+    instead of 47 (and l4lb 97-110 instead of 91-96: no clean win)."""
     import numba.core.codegen as codegen
 
     def layout_only(self, ll_module):

@@ -17,6 +17,7 @@ demand. The kernel has no counterpart: it has one code generator, not two.
 
 import contextlib
 import ctypes
+import functools
 import threading
 
 _state = threading.local()
@@ -47,14 +48,13 @@ def is_deferred(library):
     return getattr(library, "_dp_deferred", False)
 
 
-def cfunc(sig, fn, **options):
-    """numba's ``cfunc(sig, **options)(fn)`` without its machine code: finalized
-    (linked) for native.build; ``.address`` makes the code (numba's JIT path)."""
-    from numba.core import sigutils
+@functools.lru_cache(maxsize=1)
+def _cfunc_class():
     from numba.core.ccallback import CFunc
-    from numba.core.compiler_lock import global_compiler_lock
 
     class NativeOnlyCFunc(CFunc):
+        """numba's CFunc whose ``address`` makes the machine code when asked."""
+
         @property
         def address(self):
             if self._wrapper_address is None:
@@ -62,7 +62,16 @@ def cfunc(sig, fn, **options):
                     self._wrapper_name)
             return self._wrapper_address
 
-    c = NativeOnlyCFunc(fn, sigutils.normalize_signature(sig), {}, options)
+    return NativeOnlyCFunc
+
+
+def cfunc(sig, fn, **options):
+    """numba's ``cfunc(sig, **options)(fn)`` without its machine code: finalized
+    (linked) for native.build; ``.address`` makes the code (numba's JIT path)."""
+    from numba.core import sigutils
+    from numba.core.compiler_lock import global_compiler_lock
+
+    c = _cfunc_class()(fn, sigutils.normalize_signature(sig), {}, options)
     with global_compiler_lock, deferred():
         cres = c._compile_uncached()
         c._library, c._wrapper_name = cres.library, cres.fndesc.llvm_cfunc_wrapper_name

@@ -37,6 +37,8 @@ from .isa import (ADD, ALU, ALU64, AND, ARSH, CALL, CALL_LOCAL, DIV, END, EXIT, 
 
 I8, I16, I32, I64, I1 = (ir.IntType(n) for n in (8, 16, 32, 64, 1))
 _WIDTH = {1: I8, 2: I16, 4: I32, 8: I64}
+#: ALU operations that are one LLVM instruction as they are (IRBuilder methods).
+_PLAIN_ALU = {ADD: "add", SUB: "sub", MUL: "mul", OR: "or_", AND: "and_", XOR: "xor"}
 
 
 class JitError(ProgramError):
@@ -405,9 +407,8 @@ class _Emitter:
             return
         s = self.src_value(frame, insn, wide)
         zero, one, ones = ir.Constant(ty, 0), ir.Constant(ty, 1), ir.Constant(ty, -1)
-        plain = {ADD: b.add, SUB: b.sub, MUL: b.mul, OR: b.or_, AND: b.and_, XOR: b.xor}
-        if op in plain:
-            res = plain[op](d, s)
+        if op in _PLAIN_ALU:
+            res = getattr(b, _PLAIN_ALU[op])(d, s)
         elif op in (LSH, RSH, ARSH):  # the count masked to the width, as the ISA says
             n = b.and_(s, ir.Constant(ty, bits - 1))
             res = {LSH: b.shl, RSH: b.lshr, ARSH: b.ashr}[op](d, n)

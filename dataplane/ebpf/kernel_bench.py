@@ -11,6 +11,7 @@ figure: the kernel's repeated run keeps the moved packet, so after the first
 run it times the helper refusing to move past the headroom.
 """
 
+import contextlib
 import os
 import statistics
 import tempfile
@@ -79,32 +80,36 @@ def _mean_run_ns(fd, frames, repeat):
     return statistics.mean(kernel._test_run_fd(fd, f, repeat)[2] for f in frames)
 
 
+@contextlib.contextmanager
+def _empty_program():
+    """The kernel's empty XDP program (returns XDP_PASS): its descriptor, or None
+    when the kernel refuses it."""
+    fd, _ = kernel.prog_load(PASS_ALL, "GPL", "dp_pass_all")
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def kernel_empty_ns(frames, repeat):
     """The kernel's empty XDP program: mean ns per run over the frames (None: no kernel)."""
-    fd, err = kernel.prog_load(PASS_ALL, "GPL", "dp_pass_all")
-    if fd is None:
-        return None
-    try:
-        return _mean_run_ns(fd, frames, repeat)
-    finally:
-        os.close(fd)
+    with _empty_program() as fd:
+        return None if fd is None else _mean_run_ns(fd, frames, repeat)
 
 
 def kernel_ns(path, name, frames, repeat, rounds=KERNEL_ROUNDS):
     """The kernel's ns per run of program ``name`` of object ``path`` less the
     empty program's, both over ``frames``: the median of ``rounds`` rounds that
     each time the two back to back (None: no empty program could be loaded)."""
-    fd, err = kernel.prog_load(PASS_ALL, "GPL", "dp_pass_all")
-    if fd is None:
-        return None
-    try:
+    with _empty_program() as empty:
+        if empty is None:
+            return None
         with kernel.KernelObject(path) as k:
             prog = k.program_fd(name)
             return statistics.median(_mean_run_ns(prog, frames, repeat)
-                                     - _mean_run_ns(fd, frames, repeat)
+                                     - _mean_run_ns(empty, frames, repeat)
                                      for _ in range(rounds))
-    finally:
-        os.close(fd)
 
 
 def compare(ref, capture, frames=16, repeat=2000, harness=None, captures=None):

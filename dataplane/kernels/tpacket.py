@@ -156,6 +156,20 @@ def complete_csum(buf, d, end):
 
 
 @kernel(**KERNEL_JIT)
+def _pause(st, k, off, n, need):
+    """Keep the walk's place (frame ``k`` of the block, at ``off`` into it) and
+    stop: NEED_BUFFER with ``st[ST_NEED] = need`` when not even the batch's
+    first frame fits (``n`` 0, ``need`` > 0), else FULL."""
+    st[ST_PKT] = k
+    st[ST_OFF] = off
+    st[ST_COUNT] = n
+    if n == 0 and need > 0:
+        st[ST_NEED] = need
+        return NEED_BUFFER
+    return FULL
+
+
+@kernel(**KERNEL_JIT)
 def walk_v3(ring, block_size, nblocks, ifindex, buf, meta, n, capacity, headroom, tailroom,
             st, mtu):
     """Copy frames from the TPACKET_V3 ring's ready blocks into batch slots from ``n``.
@@ -180,10 +194,7 @@ def walk_v3(ring, block_size, nblocks, ifindex, buf, meta, n, capacity, headroom
         off = base + (load32(ring, base + BD_FIRST) if k == 0 else st[ST_OFF])
         while k < num:
             if n >= capacity:
-                st[ST_PKT] = k
-                st[ST_OFF] = off - base
-                st[ST_COUNT] = n
-                return FULL
+                return _pause(st, k, off - base, n, 0)
             tpst = load32(ring, off + H3_STATUS)
             snaplen = load32(ring, off + H3_SNAPLEN)
             if ring[off + H3_SLL + SLL_PKTTYPE] != PACKET_OUTGOING:
@@ -192,13 +203,7 @@ def walk_v3(ring, block_size, nblocks, ifindex, buf, meta, n, capacity, headroom
                 d = fs + headroom
                 fe = slot_end(d, caplen, tailroom)
                 if fe > buf.size:
-                    st[ST_PKT] = k
-                    st[ST_OFF] = off - base
-                    st[ST_COUNT] = n
-                    if n == 0:
-                        st[ST_NEED] = fe
-                        return NEED_BUFFER
-                    return FULL
+                    return _pause(st, k, off - base, n, fe)
                 mac = off + _load16(ring, off + H3_MAC)
                 if vlan:
                     tpid = 0x8100
@@ -223,39 +228,29 @@ def walk_v3(ring, block_size, nblocks, ifindex, buf, meta, n, capacity, headroom
                         if n == 0 and nseg > capacity:
                             nseg = 0  # never fits a batch: left whole
                         else:
-                            st[ST_PKT] = k
-                            st[ST_OFF] = off - base
-                            st[ST_COUNT] = n
-                            if n == 0:
-                                st[ST_NEED] = fe + (nseg - 1) * slot
-                                return NEED_BUFFER
-                            return FULL
+                            return _pause(st, k, off - base, n, fe + (nseg - 1) * slot)
+                ts = load32(ring, off + H3_SEC) * 1000000000 + load32(ring, off + H3_NSEC)
+                nxt = fe  # the next free slot: after the frame's segments, if cut
                 if nseg > 1:
                     end = d + caplen
-                    sfs = fe
                     for j in range(1, nseg):  # the others first: they copy the headers as sent
-                        dj = sfs + headroom
+                        dj = nxt + headroom
                         length = tcp_gso_segment(buf, d, end, dj, j, nseg, l3, l4, hend, mss, v6)
                         sfe = slot_end(dj, length, tailroom)
-                        set_slot(meta, n + j, sfs, dj, length, sfe, 0, ifindex)
+                        set_slot(meta, n + j, nxt, dj, length, sfe, 0, ifindex)
+                        meta[TS_NS, n + j] = ts
                         st[ST_BYTES] += length
-                        sfs = sfe
+                        nxt = sfe
                     caplen = tcp_gso_segment(buf, d, end, d, 0, nseg, l3, l4, hend, mss, v6)
                     st[ST_GSO] += 1
                 elif tpst & TP_STATUS_CSUMNOTREADY and snaplen == load32(ring, off + H3_LEN):
                     st[ST_CSUM] += complete_csum(buf, d, d + caplen)
                 set_slot(meta, n, fs, d, caplen, fe, load32(ring, off + H3_LEN) - snaplen,
                          ifindex)
-                meta[TS_NS, n] = load32(ring, off + H3_SEC) * 1000000000 + \
-                    load32(ring, off + H3_NSEC)
+                meta[TS_NS, n] = ts
                 st[ST_BYTES] += caplen
-                fs = fe
-                n += 1
-                if nseg > 1:  # its segments follow it, with its timestamp
-                    for j in range(n, n + nseg - 1):
-                        meta[TS_NS, j] = meta[TS_NS, n - 1]
-                    fs = meta[FRAME_END, n + nseg - 2]
-                    n += nseg - 1
+                fs = nxt
+                n += max(nseg, 1)
             else:
                 st[ST_SKIPPED] += 1
             off += load32(ring, off + H3_NEXT)

@@ -16,7 +16,7 @@ import pytest
 
 import reference
 from dataplane import PacketBatch, ProgramError, XdpAction, load_program
-from dataplane.maps import (BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH,
+from dataplane.maps import (BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH,
                             BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_LRU_HASH,
                             BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH, BPF_NOEXIST,
                             Map, MapError)
@@ -118,6 +118,8 @@ def test_hash_rows_start_cache_lines(entries):
         assert t.lookup((1, 2, 3, 4, 5, 6)) == {"real": 7, "atime": 8}
         last = t.values.ctypes.data + conn.itemsize - 1  # row 0's value, last byte
         assert last // 64 == t.keys.ctypes.data // 64
+
+
 def test_array_semantics():
     m = Map("a", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.int64, max_entries=4)
     assert len(m) == 4 and m.lookup(3) == 0 and m.lookup(4) is None

@@ -92,7 +92,7 @@ def _super_frame(v6, payload, flags="PA"):
 def test_walk_v3_cuts_tcp_super_frames_into_wire_segments():
     """scapy decodes the segments: each fits the MTU, sequence numbers advance,
     checksums verify, FIN/PSH only on the last, payloads join to the original."""
-    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet import TCP
     from scapy.layers.l2 import Ether
     big = 64 * 1024
     ring = np.zeros(2 * big, np.uint8)

@@ -335,6 +335,57 @@ def test_c_names_that_are_python_keywords(tmp_path):
 
 # ---------------------------------------------------------------- command line
 
+def _stamp_program(helper):
+    """Bytecode storing helper ``helper``'s return value in the packet's first 8 bytes."""
+    from dataplane.ebpf.asm import assemble
+    from dataplane.ebpf.program import load_insns_program
+    return load_insns_program(assemble(f"""
+        mov %r6, %r1
+        call {helper}
+        ldxw %r2, [%r6]
+        ldxw %r3, [%r6+4]
+        mov %r4, %r2
+        add %r4, 8
+        jgt %r4, %r3, +1
+        stxdw [%r2], %r0
+        mov %r0, 2
+        exit"""), f"stamp{helper}")
+
+
+def _stamps(prog, *ts_ns):
+    from dataplane.io.batch import PacketBatch
+    b = PacketBatch(len(ts_ns))
+    for t in ts_ns:
+        b.append(bytes(60), ts_ns=t)
+    prog.run_batch(b)
+    return [int.from_bytes(b.packet(i)[:8], "little") for i in range(len(ts_ns))]
+
+
+@pytest.mark.parametrize("helper", [5, 160])
+def test_ktime_helpers_give_capture_time(helper):
+    """bpf_ktime_get_ns (5) and _coarse_ns (160) in bytecode give each packet's
+    capture time under use_capture_time, as the Python helpers do: the loop hands
+    it over only to objects that call one of them (runner.py, reads_time)."""
+    prog = _stamp_program(helper)
+    prog.use_capture_time(True)
+    assert _stamps(prog, 1_700_000_000_123_456_789, 1_700_000_000_999_000_000) == \
+        [1_700_000_000_123_456_789, 1_700_000_000_999_000_000]
+    prog.use_capture_time(False)
+    t0, t1 = _stamps(prog, 1, 2)
+    assert 0 < t0 <= t1 < 1_700_000_000_000_000_000  # CLOCK_MONOTONIC, not the epoch
+
+
+def test_prandom_and_smp_id_helpers():
+    """bpf_get_prandom_u32 (7): 32-bit draws, new per packet, repeatable from a
+    seed; bpf_get_smp_processor_id (8): the worker, 0 on one."""
+    prog = _stamp_program(7)
+    prog.seed_prandom(7)
+    a = _stamps(prog, 1, 2, 3)
+    prog.seed_prandom(7)
+    assert _stamps(prog, 1, 2, 3) == a and len(set(a)) == 3 and max(a) < 2**32
+    assert _stamps(_stamp_program(8), 1, 2) == [0, 0]
+
+
 def test_prog_dump_and_verify(capsys):
     assert main(["prog", "dump", str(BPF / "legacy_maps.o")]) == 0
     out = capsys.readouterr().out

@@ -534,7 +534,7 @@ class XdpTarget:
         simple = {5: k.call_ktime, 7: k.call_prandom, 8: k.call_smp_id,
                   160: k.call_ktime_coarse}
         if helper in simple:
-            return ci(builder, simple[helper], types.int64())
+            return ci(builder, simple[helper], types.int64(), [])
         raise ProgramError(f"insn {pc}: helper {helper} is not supported")
 
     def _trace(self, builder, pc, args):

@@ -438,7 +438,9 @@ def _add_loops(module, gen, tree, names):
     src = "".join(runner_kernels.runner_source(n, loop_maps, reads_packet,
                                                bool(module.__dataplane_trace__),
                                                module.__dataplane_tail__, grows_head,
-                                               hooks[n], budget=not trusted)
+                                               hooks[n], budget=not trusted,
+                                               reads_time=getattr(
+                                                   module, "__dataplane_reads_time__", True))
                   for n in names)
     exec(compile(src, f"{gen}:loops", "exec"), module.__dict__)
 

@@ -33,7 +33,11 @@ def run(args):
     if args.config:
         for p in (program, unchecked):
             load_balancer(p, args.config)
-    harness = load_program("pass_all")
+    if is_object_ref(args.program):  # the kernel's empty program, through our eBPF path
+        from ..ebpf.kernel_bench import empty_program
+        harness = empty_program()
+    else:
+        harness = load_program("pass_all")
     chunks, packets = load_packets(args.read or default_capture(), args.count,
                                    max(program.tailroom, harness.tailroom), args.workers)
     if packets == 0:

@@ -198,6 +198,7 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
              f"__dataplane_trace_formats__ = {table!r}",
              f"__dataplane_grows_head__ = {bool(helpers & {44, 54})}",
              f"__dataplane_grows_tail__ = {65 in helpers}",
+             f"__dataplane_reads_time__ = {bool(helpers & {5, 160})}",
              f"__dataplane_shared_atomics__ = {shared}", ""]
     ident = dict(zip((p for p, _ in programs), fns))
     for index, (m, n) in enumerate(zip(mapdefs, names)):

@@ -222,3 +222,20 @@ def spin_unlock(typingctx, arr, index):
         return context.get_dummy_value()
 
     return types.void(arr, index), codegen
+
+
+@intrinsic
+def crc32_u64(typingctx, crc, word):
+    """``crc32q``: the CRC32C of ``word`` continuing ``crc`` (x86-64 with SSE4.2:
+    htab.HOST_CRC32C says whether the host has it)."""
+    sig = types.uint64(types.uint64, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        crc = context.cast(builder, args[0], signature.args[0], types.uint64)
+        w = context.cast(builder, args[1], signature.args[1], types.uint64)
+        fnty = ir.FunctionType(i64, [i64, i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.sse42.crc32.64.64")
+        return builder.call(fn, [crc, w])
+
+    return sig, codegen

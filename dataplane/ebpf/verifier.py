@@ -1070,12 +1070,8 @@ class Verifier:
             if nlo > nhi:
                 out.append(None)  # this side cannot be taken
             else:
-                out.append(self._set_reg_everywhere(st, insn.dst, d, ("S", nlo, nhi)))
+                out.append(st.with_reg(insn.dst, ("S", nlo, nhi)))
         return tuple(out)
-
-    @staticmethod
-    def _set_reg_everywhere(st, r, old, new):
-        return st.with_reg(r, new)
 
     def refine_pointers(self, pc, st, insn, d, s):
         op = insn.op

@@ -19,6 +19,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from bpf_build import CLANG, compile_bpf, include_flags
 from dataplane.ebpf import btf as B
 from dataplane.ebpf.btf_dtype import btf_dtype, map_dtypes
 from dataplane.ebpf.elf import load_object
@@ -27,7 +28,6 @@ from dataplane.map_json import from_python, to_python
 from dataplane.map_layout import field_list
 from dataplane.maps import Map
 
-CLANG = shutil.which("clang")
 BPFTOOL = shutil.which("bpftool")
 NM = shutil.which("llvm-nm") or shutil.which("nm")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -169,13 +169,6 @@ def _run(cmd):
     return r.stdout
 
 
-def _include_flags():
-    for d in sorted(glob.glob("/usr/include/*-linux-gnu")):
-        if os.path.exists(os.path.join(d, "asm", "types.h")):
-            return ["-I" + d]
-    return []
-
-
 @pytest.fixture(scope="module")
 def obj(tmp_path_factory):
     if CLANG is None:
@@ -184,7 +177,7 @@ def obj(tmp_path_factory):
     src = d / "types.bpf.c"
     src.write_text(BPF)
     out = str(d / "types.o")
-    _run([CLANG, "-O2", "-g", "-target", "bpf", *_include_flags(), "-c", str(src), "-o", out])
+    compile_bpf(src, out)
     spec = load_object(out)
     return {"path": out, "spec": spec, "dir": d,
             "maps": {m.name: m for m in spec.maps}}
@@ -353,7 +346,7 @@ def test_host_offsetof_oracle(obj):
     lines.append("return 0; }")
     host.write_text("\n".join(lines))
     exe = str(obj["dir"] / "host")
-    r = subprocess.run([CLANG, "-std=gnu11", *_include_flags(), str(host), "-o", exe],
+    r = subprocess.run([CLANG, "-std=gnu11", *include_flags(), str(host), "-o", exe],
                        check=False, capture_output=True, text=True)
     if r.returncode:
         pytest.skip(f"cannot build a host program: {r.stderr.strip()[:200]}")

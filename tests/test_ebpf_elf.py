@@ -6,7 +6,6 @@ when clang is missing). The oracle for relocations and calls is
 the loader; for BTF, ``bpftool btf dump file X.o``.
 """
 
-import glob
 import json
 import os
 import random
@@ -17,6 +16,7 @@ import subprocess
 
 import pytest
 
+from bpf_build import CLANG, compile_bpf
 from dataplane.ebpf import btf as B
 from dataplane.ebpf import isa
 from dataplane.ebpf.elf import (
@@ -28,7 +28,6 @@ from dataplane.ebpf.elf import (
 from dataplane.errors import ProgramError
 
 SRC = os.path.join(os.path.dirname(__file__), "ebpf_src")
-CLANG = shutil.which("clang")
 OBJDUMP = shutil.which("llvm-objdump")
 READELF = shutil.which("llvm-readelf")
 BPFTOOL = shutil.which("bpftool")
@@ -43,24 +42,6 @@ ARRAY_OF_MAPS, HASH_OF_MAPS, DEVMAP, RINGBUF = 12, 13, 14, 27
 BPF_F_NO_PREALLOC, BPF_F_RDONLY_PROG = 1, 0x80
 
 
-def _include_flags():
-    flags = []
-    for d in sorted(glob.glob("/usr/include/*-linux-gnu")):
-        if os.path.exists(os.path.join(d, "asm", "types.h")):
-            flags.append("-I" + d)
-            break
-    return flags
-
-
-def _compile(src, out, extra=(), debug=True):
-    cmd = [CLANG, "-O2", "-target", "bpf", *_include_flags(), *extra, "-c", src, "-o", out]
-    if debug:
-        cmd.insert(2, "-g")
-    r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
-    return out
-
-
 @pytest.fixture(scope="module")
 def objs(tmp_path_factory):
     if CLANG is None:
@@ -68,11 +49,11 @@ def objs(tmp_path_factory):
     d = tmp_path_factory.mktemp("ebpf_objs")
     out = {}
     for name in ("progs", "shared", "maps"):
-        out[name] = _compile(os.path.join(SRC, name + ".c"), str(d / (name + ".o")))
+        out[name] = compile_bpf(os.path.join(SRC, name + ".c"), str(d / (name + ".o")))
     # legacy maps, and no BTF at all (no -g)
-    out["legacy"] = _compile(os.path.join(SRC, "legacy.c"), str(d / "legacy.o"), debug=False)
+    out["legacy"] = compile_bpf(os.path.join(SRC, "legacy.c"), str(d / "legacy.o"), debug=False)
     for flag in ("EXTERN_CALL", "BAD_MAP_MEMBER", "BAD_LEGACY", "NO_PROGRAM"):
-        out["bad_" + flag] = _compile(os.path.join(SRC, "bad.c"), str(d / f"bad_{flag}.o"),
+        out["bad_" + flag] = compile_bpf(os.path.join(SRC, "bad.c"), str(d / f"bad_{flag}.o"),
                                       extra=["-D" + flag])
     out["dir"] = str(d)
     return out
@@ -548,7 +529,7 @@ def test_errors_name_the_file_and_the_fault(objs, tmp_path):
 @needs_clang
 def test_big_endian_and_foreign_objects(objs, tmp_path):
     src = os.path.join(SRC, "legacy.c")
-    be = _compile(src, str(tmp_path / "be.o"), extra=["-target", "bpfeb"], debug=False)
+    be = compile_bpf(src, str(tmp_path / "be.o"), extra=["-target", "bpfeb"], debug=False)
     assert "big-endian" in _err(be)
     x86 = tmp_path / "x86.o"
     c = tmp_path / "f.c"

@@ -11,6 +11,7 @@ from pathlib import Path
 import dpkt
 import pytest
 
+from bpf_build import CLANG, compile_bpf
 from dataplane import XdpAction, load_program
 from dataplane.cli.main import main
 from dataplane.ebpf import kernel
@@ -265,15 +266,10 @@ def test_redirect_helpers_like_the_kernel():
 def test_csum_diff_like_the_kernel(tmp_path):
     """bpf_csum_diff by address gives the kernel's results (and the same folding
     as Python programs' csum_diff_words): compared in the output bytes."""
-    import shutil
-    import subprocess
-    if shutil.which("clang") is None:
+    if CLANG is None:
         pytest.skip("clang not installed")
-    obj = tmp_path / "csum_diff.o"
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
-                    "-c", str(ROOT / "tests" / "ebpf_src" / "csum_diff.c"), "-o", str(obj)],
-                   check=True)
-    prog = load_program(str(obj))
+    obj = compile_bpf(ROOT / "tests" / "ebpf_src" / "csum_diff.c", tmp_path / "csum_diff.o")
+    prog = load_program(obj)
     sent = [f for f in frames(300) if len(f) >= 46]
     ok, reason = kernel.kernel_available()
     if not ok:
@@ -281,7 +277,7 @@ def test_csum_diff_like_the_kernel(tmp_path):
             out = prog.test_run(f).data
             assert all(int.from_bytes(out[o:o + 4], "little") <= 0xffff for o in (34, 38, 42))
         pytest.skip(f"no kernel oracle: {reason}")
-    with kernel.KernelObject(str(obj)) as k:
+    with kernel.KernelObject(obj) as k:
         for i, f in enumerate(sent):
             assert prog.test_run(f).data == k.test_run("csum_diff", f)[1], f"frame {i}"
 
@@ -318,22 +314,17 @@ char _license[] SEC("license") = "GPL";
 def test_c_names_that_are_python_keywords(tmp_path):
     """Programs and maps may have names C allows and Python does not (``pass``,
     ``from``, ``in``): the generated file renames them, the verdicts stay."""
-    import shutil
-    import subprocess
-    if shutil.which("clang") is None:
+    if CLANG is None:
         pytest.skip("clang not installed")
-    src, obj = tmp_path / "keywords.c", tmp_path / "keywords.o"
+    src = tmp_path / "keywords.c"
     src.write_text(KEYWORD_NAMES_C)
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu",
-                    "-c", str(src), "-o", str(obj)], check=True)
+    obj = compile_bpf(src, tmp_path / "keywords.o")
     f = frames(1)[0]
     prog = load_program(f"{obj}:pass")
     assert [prog.test_run(f).action for _ in range(3)] == [XdpAction.XDP_PASS] * 3
     assert int(next(iter(prog.maps.values())).lookup(0)) == 3
     assert load_program(f"{obj}:in").test_run(f).action == XdpAction.XDP_DROP
 
-
-# ---------------------------------------------------------------- command line
 
 def _stamp_program(helper):
     """Bytecode storing helper ``helper``'s return value in the packet's first 8 bytes."""
@@ -385,6 +376,8 @@ def test_prandom_and_smp_id_helpers():
     assert _stamps(prog, 1, 2, 3) == a and len(set(a)) == 3 and max(a) < 2**32
     assert _stamps(_stamp_program(8), 1, 2) == [0, 0]
 
+
+# ---------------------------------------------------------------- command line
 
 def test_prog_dump_and_verify(capsys):
     assert main(["prog", "dump", str(BPF / "legacy_maps.o")]) == 0

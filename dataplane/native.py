@@ -57,18 +57,28 @@ def compiler():
 
 
 @functools.lru_cache(maxsize=1)
-def machine_key():
-    """What the machine code depends on: CPU features, architecture, Python."""
-    h = hashlib.sha256(f"{platform.machine()} {sys.version_info[:2]}".encode())
+def host_cpu():
+    """The first CPU's fields in /proc/cpuinfo ({} where it cannot be read)."""
+    fields = {}
     try:
-        with open("/proc/cpuinfo", "rb") as f:
+        with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith((b"flags", b"model name", b"Features")):
-                    h.update(line)
-                if line.strip() == b"":
+                if not line.strip():
                     break
+                name, _, value = line.partition(":")
+                fields[name.strip()] = value.strip()
     except OSError:
         pass
+    return fields
+
+
+@functools.lru_cache(maxsize=1)
+def machine_key():
+    """What the machine code depends on: CPU features, architecture, Python."""
+    cpu = host_cpu()
+    h = hashlib.sha256(f"{platform.machine()} {sys.version_info[:2]}".encode())
+    for field in ("flags", "model name", "Features"):
+        h.update(f"{field}: {cpu.get(field, '')}\n".encode())
     return h.hexdigest()[:12]
 
 

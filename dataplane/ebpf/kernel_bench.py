@@ -8,6 +8,10 @@ same frames: PASS_ALL, two instructions returning XDP_PASS, loaded here through
 the eBPF path (the Python pass_all cost 0.2 ns a packet less, which was charged
 to every object).
 
+Maps are timed as the object leaves them (an LPM trie: empty, so its lookup
+ends at once on both sides) unless a MapFill writes the same entries into both
+first: benchmarks/ebpf_vs_kernel.py times lpm_acl both ways (acl_fill).
+
 A program that moves the packet (bpf_xdp_adjust_head/meta/tail) gets no kernel
 figure: the kernel's repeated run keeps the moved packet, so after the first
 run it times the helper refusing to move past the headroom.
@@ -15,7 +19,9 @@ run it times the helper refusing to move past the headroom.
 
 import contextlib
 import os
+import random
 import statistics
+import struct
 import tempfile
 from pathlib import Path
 
@@ -65,16 +71,61 @@ def moves_packet(insns):
                and i.imm in MOVES_PACKET for i in insns if not i.is_lddw_tail)
 
 
-def ours_ns(ref, captures, harness, repeats=3):
+class MapFill:
+    """Entries written into a map on both sides before timing: ``entries`` is
+    [(our key, the kernel's key bytes, value)], the value an unsigned 32-bit int."""
+
+    def __init__(self, map_name, entries, what):
+        self.map_name, self.entries, self.what = map_name, entries, what
+
+    @contextlib.contextmanager
+    def into_programs(self, *programs):
+        """The entries in the programs' maps, emptied again on leaving (a program
+        loaded once more in this process is the same one, maps and all)."""
+        maps = [p.maps[self.map_name] for p in programs]
+        try:
+            for m in maps:
+                for key, _, value in self.entries:
+                    m.update(key, value)
+            yield
+        finally:
+            for m in maps:
+                m.clear()
+
+    def into_kernel(self, kobj):
+        for _, key, value in self.entries:
+            kobj.map_update(self.map_name, key, struct.pack("<I", value))
+
+
+def acl_fill(frames, count=512, seed=9669):
+    """lpm_acl's ACL for a bench: a /24 around each frame's IPv4 source (XDP_PASS,
+    so each lookup ends on a prefix) among ``count`` random prefixes of 8 to 32
+    bits (XDP_DROP). Empty, both sides time a lookup that stops at once (the
+    kernel's trie: a NULL root)."""
+    rng = random.Random(seed)
+    prefixes = {}
+    for _ in range(count):
+        plen = rng.randint(8, 32)
+        prefixes[(plen, rng.getrandbits(32) & ~((1 << (32 - plen)) - 1))] = 1
+    for f in frames:
+        if len(f) >= 34 and f[12:14] == b"\x08\x00":
+            prefixes[(24, int.from_bytes(f[26:29], "big") << 8)] = 2
+    entries = [((plen, addr), struct.pack("<I", plen) + addr.to_bytes(4, "big"), v)
+               for (plen, addr), v in sorted(prefixes.items())]
+    return MapFill("acl", entries, f"acl: {len(entries)} prefixes")
+
+
+def ours_ns(ref, captures, harness, repeats=3, fill=None):
     """Mean over the captures of (program - harness) ns/packet."""
     from ..bench import bench, load_packets
     from ..program import load_program
     program, unchecked = load_program(ref), load_program(ref, checked=False)
     costs = []
-    for cap in captures:
-        chunks, packets = load_packets(cap, None, max(program.tailroom, harness.tailroom))
-        r = bench(program, unchecked, harness, chunks, packets, repeats=repeats)
-        costs.append(r.ns_per_pkt - r.harness_ns_per_pkt)
+    with fill.into_programs(program, unchecked) if fill else contextlib.nullcontext():
+        for cap in captures:
+            chunks, packets = load_packets(cap, None, max(program.tailroom, harness.tailroom))
+            r = bench(program, unchecked, harness, chunks, packets, repeats=repeats)
+            costs.append(r.ns_per_pkt - r.harness_ns_per_pkt)
     return statistics.mean(costs)
 
 
@@ -106,7 +157,7 @@ def kernel_empty_ns(frames, repeat):
         return None if fd is None else _mean_run_ns(fd, frames, repeat)
 
 
-def kernel_ns(path, name, frames, repeat, rounds=KERNEL_ROUNDS):
+def kernel_ns(path, name, frames, repeat, rounds=KERNEL_ROUNDS, fill=None):
     """The kernel's ns per run of program ``name`` of object ``path`` less the
     empty program's, both over ``frames``: the median of ``rounds`` rounds that
     each time the two back to back (None: no empty program could be loaded)."""
@@ -114,15 +165,18 @@ def kernel_ns(path, name, frames, repeat, rounds=KERNEL_ROUNDS):
         if empty is None:
             return None
         with kernel.KernelObject(path) as k:
+            if fill is not None:
+                fill.into_kernel(k)
             prog = k.program_fd(name)
             return statistics.median(_mean_run_ns(prog, frames, repeat)
                                      - _mean_run_ns(empty, frames, repeat)
                                      for _ in range(rounds))
 
 
-def compare(ref, capture, frames=16, repeat=2000, harness=None, captures=None):
+def compare(ref, capture, frames=16, repeat=2000, harness=None, captures=None, fill=None):
     """{"ours": ns, "kernel": ns or None, "ratio": ours/kernel or None, "note": why
-    not} for object ``ref`` ("prog.o" or "prog.o:name")."""
+    not} for object ``ref`` ("prog.o" or "prog.o:name"); ``fill`` (a MapFill) is
+    written into both sides' maps first."""
     path, name = elf.split_object_ref(ref)
     prog = elf.load_object(path).program(name)
     packets = read_frames(capture, frames)
@@ -130,7 +184,7 @@ def compare(ref, capture, frames=16, repeat=2000, harness=None, captures=None):
     if captures is None:
         tmp = tempfile.TemporaryDirectory()
         captures = frame_captures(packets, tmp.name)
-    ours = ours_ns(ref, captures, harness or empty_program())
+    ours = ours_ns(ref, captures, harness or empty_program(), fill=fill)
     out = {"ours": ours, "kernel": None, "ratio": None, "note": None}
     ok, why = kernel.kernel_available()
     if not ok:
@@ -138,7 +192,7 @@ def compare(ref, capture, frames=16, repeat=2000, harness=None, captures=None):
     elif moves_packet(prog.insns):
         out["note"] = "moves the packet: the kernel's repeated run times a refusal"
     else:
-        out["kernel"] = kernel_ns(path, prog.name, packets, repeat)
+        out["kernel"] = kernel_ns(path, prog.name, packets, repeat, fill=fill)
         if out["kernel"] is None:
             out["note"] = "the kernel refused the empty program"
         elif min(ours, out["kernel"]) >= NOISE_NS:

@@ -17,7 +17,7 @@ from numba.extending import intrinsic, overload
 
 from .. import config
 from . import htab, lpm
-from .htab import H_LOCK
+from .htab import H_COUNT, H_LOCK
 from .memory import spin_lock, spin_unlock
 from .csum import _diff as _diff_kernel
 from ..helpers import bpf_redirect
@@ -169,6 +169,8 @@ def _lookup(m, key):
         one_word = spec.lpm_width <= 64
 
         def impl(m, key):
+            if m.hdr[H_COUNT] == 0:  # the kernel's trie: a NULL root, no walk
+                return np.int64(0)
             plen, hi, lo = read(key)
             if plen < width:  # a shorter prefixlen: the general walk
                 e = slow(m.buckets, m.chain, m.keys, m.index, m.rchild, m.nhdr, m.nent, m.bhi,

@@ -24,7 +24,7 @@ from .. import config
 from ..errors import ProgramError
 from ..map_layout import pack_source
 from . import htab, lpm
-from .htab import H_LOCK
+from .htab import H_COUNT, H_LOCK
 from .memory import prefetch, spin_lock, spin_unlock, view_bytes
 from .budget import worker_id
 from .xdp import prefetch_stage
@@ -153,6 +153,8 @@ def _lpm_lookup(spec, key):
     one_word = spec.lpm_width <= 64
 
     def entry(m, key):
+        if m.hdr[H_COUNT] == 0:  # the kernel's trie: a NULL root, no walk
+            return np.int64(-1)
         plen, hi, lo = to_words(key)
         if full and plen != width:  # a shorter prefixlen: longest match of <= plen bits
             return slow(m.buckets, m.chain, m.keys, m.index, m.rchild, m.nhdr, m.nent, m.bhi,

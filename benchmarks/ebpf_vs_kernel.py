@@ -26,7 +26,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-r", default=str(ROOT / "pcaps" / "small.pcap"))
     ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--repeat", type=int, default=2000)
+    ap.add_argument("--repeat", type=int, default=kernel_bench.KERNEL_REPEAT)
     args = ap.parse_args()
     frames = kernel_bench.read_frames(args.r, args.frames)
     ok, why = kernel.kernel_available()

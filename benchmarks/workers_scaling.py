@@ -14,6 +14,7 @@ Prints medians and the median of the per-pair ratios. Usage:
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,23 +24,34 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run(cmd):
-    t0 = time.perf_counter()
+def _children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run(cmd, cpu=None):
+    """Run ``cmd``: (wall seconds, its stdout); its CPU seconds (user + system)
+    appended to ``cpu`` when given."""
+    t0, c0 = time.perf_counter(), _children_cpu()
     r = subprocess.run(cmd, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if r.returncode != 0:
         sys.exit(f"error: {' '.join(map(str, cmd))}: exit {r.returncode}: {r.stderr[-300:]}")
+    if cpu is not None:
+        cpu.append(_children_cpu() - c0)
     return elapsed, r.stdout
 
 
 def paired(a, b, runs):
-    """Alternate a and b (after one warm-up of each): medians and ratio a/b."""
+    """Alternate a and b (after one warm-up of each): medians of wall and CPU
+    seconds, and the median ratio a/b of the wall times."""
     run(a), run(b)
-    ta, tb = [], []
+    ta, tb, ca, cb = [], [], [], []
     for _ in range(runs):
-        ta.append(run(a)[0])
-        tb.append(run(b)[0])
+        ta.append(run(a, ca)[0])
+        tb.append(run(b, cb)[0])
     return {"a_s": statistics.median(ta), "b_s": statistics.median(tb),
+            "a_cpu_s": statistics.median(ca), "b_cpu_s": statistics.median(cb),
             "ratio": statistics.median(x / y for x, y in zip(ta, tb))}
 
 
@@ -76,7 +88,8 @@ def main():
             cmd = [dp, "replay", "-r", args.capture, "-p", program, "-w",
                    os.path.join(tmp, "out"), "-q", "--workers"]
             p = paired(cmd + ["1"], cmd + [str(n)], args.runs)
-            res["replay"][program] = {"s_1": p["a_s"], f"s_{n}": p["b_s"], "speedup": p["ratio"]}
+            res["replay"][program] = {"s_1": p["a_s"], f"s_{n}": p["b_s"], "speedup": p["ratio"],
+                                      "cpu_s_1": p["a_cpu_s"], f"cpu_s_{n}": p["b_cpu_s"]}
         caps = os.path.join(tmp, "caps")
         os.mkdir(caps)
         for k in range(8):
@@ -101,8 +114,11 @@ def main():
         print(f"bench {program} (batch {BENCH_BATCH}): {r['ns_1']:.1f} ns/pkt on 1 worker, "
               f"{r[f'ns_{n}']:.1f} on {n}: {r['speedup']:.2f}x")
     for program, r in res["replay"].items():
+        # one worker already keeps more than one core busy (the write-back thread)
         print(f"replay {program} ({os.path.basename(args.capture)}): {r['s_1']:.2f} s on 1 "
-              f"worker, {r[f's_{n}']:.2f} s on {n}: {r['speedup']:.2f}x")
+              f"worker, {r[f's_{n}']:.2f} s on {n}: {r['speedup']:.2f}x; CPU "
+              f"{r['cpu_s_1']:.2f} s on 1 worker ({r['cpu_s_1'] / r['s_1']:.2f} cores busy), "
+              f"{r[f'cpu_s_{n}']:.2f} s on {n}")
     c = res["cluster"]
     print(f"replay of 8 captures x 250,000 packets (flow_counter): --cluster local:{n} "
           f"{c['cluster_s']:.2f} s, one process --workers {n} {c['one_process_s']:.2f} s: "

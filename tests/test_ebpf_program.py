@@ -238,11 +238,14 @@ def test_bench_acl_fill_is_written_alike_and_emptied():
     (ipaddress) on both sides, each IPv4 frame matching its /24; the map is empty
     again afterwards."""
     import ipaddress
+    import struct
     from dataplane.ebpf import kernel_bench
     fs = [f for f in frames(200) if len(f) >= 14]
     fill = kernel_bench.acl_fill(fs[:16], count=300)
-    nets = [(ipaddress.ip_network((int.from_bytes(key[4:], "big"), plen)), v)
-            for (plen, _), key, v in fill.entries]
+    nets = []
+    for key, value in fill.entries:  # the kernel's bytes: u32 prefixlen, address; u32
+        (plen,), (v,) = struct.unpack("<I", key[:4]), struct.unpack("<I", value)
+        nets.append((ipaddress.ip_network((int.from_bytes(key[4:], "big"), plen)), v))
     assert len(nets) == len(fill.entries) > 300 and fill.what == f"acl: {len(nets)} prefixes"
     prog = load_program(str(BPF / "lpm_acl.o"))
     acl = prog.maps["acl"]

@@ -73,7 +73,8 @@ def moves_packet(insns):
 
 class MapFill:
     """Entries written into a map on both sides before timing: ``entries`` is
-    [(our key, the kernel's key bytes, value)], the value an unsigned 32-bit int."""
+    [(key bytes, value bytes)] as the kernel takes them; our map reads them as
+    records of its BTF key and value types."""
 
     def __init__(self, map_name, entries, what):
         self.map_name, self.entries, self.what = map_name, entries, what
@@ -82,19 +83,21 @@ class MapFill:
     def into_programs(self, *programs):
         """The entries in the programs' maps, emptied again on leaving (a program
         loaded once more in this process is the same one, maps and all)."""
+        import numpy as np
         maps = [p.maps[self.map_name] for p in programs]
         try:
             for m in maps:
-                for key, _, value in self.entries:
-                    m.update(key, value)
+                for key, value in self.entries:
+                    m.update(np.frombuffer(key, m.key_dtype)[0],
+                             np.frombuffer(value, m.value_dtype)[0])
             yield
         finally:
             for m in maps:
                 m.clear()
 
     def into_kernel(self, kobj):
-        for _, key, value in self.entries:
-            kobj.map_update(self.map_name, key, struct.pack("<I", value))
+        for key, value in self.entries:
+            kobj.map_update(self.map_name, key, value)
 
 
 def acl_fill(frames, count=512, seed=9669):
@@ -110,7 +113,7 @@ def acl_fill(frames, count=512, seed=9669):
     for f in frames:
         if len(f) >= 34 and f[12:14] == b"\x08\x00":
             prefixes[(24, int.from_bytes(f[26:29], "big") << 8)] = 2
-    entries = [((plen, addr), struct.pack("<I", plen) + addr.to_bytes(4, "big"), v)
+    entries = [(struct.pack("<I", plen) + addr.to_bytes(4, "big"), struct.pack("<I", v))
                for (plen, addr), v in sorted(prefixes.items())]
     return MapFill("acl", entries, f"acl: {len(entries)} prefixes")
 

@@ -459,3 +459,59 @@ def test_bad_objects_are_one_line_errors(ref, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: ") and message in err[0], err
     assert "Traceback" not in "\n".join(err)
+
+
+def _csum_of_slot(choose):
+    """bpf_csum_diff (28) over 8 stack bytes, stamped into the packet's first 8
+    bytes: at fp-8 (choose 'a'), fp-16 ('b'), or, from one call site, fp-8 for
+    packets of ingress ifindex 0 and fp-16 for the others ('either')."""
+    from dataplane.ebpf.asm import assemble
+    from dataplane.ebpf.program import load_insns_program
+    pick = {"a": "", "b": "add %r1, -8",
+            "either": "jeq %r7, 0, +1\n        add %r1, -8"}[choose]
+    text = f"""
+        mov %r6, %r1
+        ldxw %r7, [%r6+12]
+        stdw [%r10-8], 0x11223344
+        stdw [%r10-16], 0x55667788
+        mov %r1, %r10
+        add %r1, -8
+        {pick}
+        mov %r2, 8
+        mov %r3, 0
+        mov %r4, 0
+        mov %r5, 0
+        call 28
+        ldxw %r2, [%r6]
+        ldxw %r3, [%r6+4]
+        mov %r4, %r2
+        add %r4, 8
+        jgt %r4, %r3, +1
+        stxdw [%r2], %r0
+        mov %r0, 2
+        exit"""
+    return load_insns_program(assemble(text), f"csum_{choose}"), assemble(text)
+
+
+def test_helper_stack_argument_from_one_or_two_slots():
+    """A helper's pointer to a fixed stack slot reaches it as that slot of the
+    frame (verifier stack_args: LLVM keeps a map key in registers); a call site
+    reached with two different slots reads through the pointer, each packet its
+    own bytes."""
+    from dataplane.ebpf.verifier import verify
+    from dataplane.ebpf.program import EBPF_HELPERS
+    from dataplane.io.batch import PacketBatch
+    results = {}
+    for choose in ("a", "b", "either"):
+        prog, insns = _csum_of_slot(choose)
+        call = next(pc for pc, i in enumerate(insns) if i.opcode == 0x85 and i.imm == 28)
+        a = verify(insns, [], "t", EBPF_HELPERS)
+        assert a.stack_args[(call, 1)] == {"a": -8, "b": -16, "either": None}[choose]
+        b = PacketBatch(4)
+        for ifindex in (0, 1):
+            b.append(bytes(60), ifindex=ifindex)
+        prog.run_batch(b)
+        results[choose] = [int.from_bytes(b.packet(i)[:8], "little") for i in range(2)]
+    a, b = results["a"][0], results["b"][0]
+    assert a != b and results["a"] == [a, a] and results["b"] == [b, b]
+    assert results["either"] == [a, b]

@@ -497,7 +497,7 @@ class _Emitter:
                 phi.add_incoming(v, blk)
             self.put(frame, 0, phi)
             return
-        args = [self.get(frame, r) for r in range(1, 6)]
+        args = [self.stack_arg(frame, pc, r) for r in range(1, 6)]
         if insn.uses_reg_src:  # callx: the helper id is in a register
             self.put(frame, 0, self.t.helper_call(b, pc, None, args + [self.get(frame, insn.dst)]))
             return
@@ -513,6 +513,17 @@ class _Emitter:
             self.top_exits.append((I64(0), b.block))
             b.branch(self.top_done)
             b.position_at_end(cont)
+
+    def stack_arg(self, frame, pc, r):
+        """Helper argument ``r``: a pointer to a fixed stack slot (the verifier's
+        stack_args) as the address of the frame's alloca slot, which the inlined
+        helper's load then reads as that slot: LLVM forwards the key just stored
+        there instead of storing it and loading it back."""
+        off = getattr(self.t, "stack_args", {}).get((pc, r))
+        if off is None:
+            return self.get(frame, r)
+        return self.b.ptrtoint(self.b.gep(frame.stack, [I32(0), I32(isa.STACK_SIZE + off)]),
+                               I64)
 
 
 def _field_error(insn):

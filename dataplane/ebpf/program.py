@@ -402,6 +402,7 @@ class XdpTarget:
         self.ctx_loads, self.checks = analysis.ctx_loads, analysis.checks
         self.zero_stack = analysis.zero_stack
         self.stack_slots = analysis.stack_slots
+        self.stack_args = analysis.stack_args
         with builder.goto_entry_block():
             self.redirect = builder.alloca(ir.IntType(64), name="bpf_redirect_target")
         builder.store(ir.Constant(ir.IntType(64), 0), self.redirect)

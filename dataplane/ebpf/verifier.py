@@ -594,6 +594,8 @@ class Analysis:
     ``record_sizes``: {map index: set of sizes} bpf_ringbuf_output writes;
     ``stack_slots``: {pc: offset from R10 or None} of stack accesses: a fixed
     offset in the running function's own frame on every path, or None.
+    ``stack_args``: {(pc, register): offset from R10 or None} of helper call
+    arguments, the same way (a map key or value on the stack).
     """
 
     def __init__(self):
@@ -604,6 +606,7 @@ class Analysis:
         self.trace_formats = {}
         self.record_sizes = {}
         self.stack_slots = {}
+        self.stack_args = {}
         self.states = 0
 
 
@@ -1130,6 +1133,12 @@ class Verifier:
     def helper(self, pc, st, hid):
         name, args, ret = self.helpers[hid]
         map_index = None
+        for r in range(1, 6):
+            t = st.regs[r]
+            slot = t[2] if t[0] == "K" and t[1] == len(st.frames) else None
+            if self.out.stack_args.get((pc, r), slot) != slot:
+                slot = None
+            self.out.stack_args[(pc, r)] = slot
         for i, kind in enumerate(args):
             r = i + 1
             optional = kind.endswith("?")

@@ -370,13 +370,8 @@ def test_c_names_that_are_python_keywords(tmp_path):
     assert load_program(f"{obj}:in").test_run(f).action == XdpAction.XDP_DROP
 
 
-def _stamp_program(helper):
-    """Bytecode storing helper ``helper``'s return value in the packet's first 8 bytes."""
-    from dataplane.ebpf.asm import assemble
-    from dataplane.ebpf.program import load_insns_program
-    return load_insns_program(assemble(f"""
-        mov %r6, %r1
-        call {helper}
+#: Bytecode tail storing R0 in the packet's first 8 bytes (R6: the context), then PASS.
+STAMP_R0 = """
         ldxw %r2, [%r6]
         ldxw %r3, [%r6+4]
         mov %r4, %r2
@@ -384,7 +379,16 @@ def _stamp_program(helper):
         jgt %r4, %r3, +1
         stxdw [%r2], %r0
         mov %r0, 2
-        exit"""), f"stamp{helper}")
+        exit"""
+
+
+def _stamp_program(helper):
+    """Bytecode storing helper ``helper``'s return value in the packet's first 8 bytes."""
+    from dataplane.ebpf.asm import assemble
+    from dataplane.ebpf.program import load_insns_program
+    return load_insns_program(assemble(f"""
+        mov %r6, %r1
+        call {helper}""" + STAMP_R0), f"stamp{helper}")
 
 
 def _stamps(prog, *ts_ns):
@@ -481,15 +485,7 @@ def _csum_of_slot(choose):
         mov %r3, 0
         mov %r4, 0
         mov %r5, 0
-        call 28
-        ldxw %r2, [%r6]
-        ldxw %r3, [%r6+4]
-        mov %r4, %r2
-        add %r4, 8
-        jgt %r4, %r3, +1
-        stxdw [%r2], %r0
-        mov %r0, 2
-        exit"""
+        call 28""" + STAMP_R0
     return load_insns_program(assemble(text), f"csum_{choose}"), assemble(text)
 
 

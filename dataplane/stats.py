@@ -276,6 +276,9 @@ def format_versus_kernel(v):
         text += f", kernel {v['kernel']:.1f} ns/pkt"
     if v["ratio"] is not None:
         text += f", ratio {v['ratio']:.2f}"
+    if v.get("kernel_empty") is not None and v["kernel"] is not None:
+        ours, kern = v["ours"] + v["ours_empty"], v["kernel"] + v["kernel_empty"]
+        text += f"; whole runs, empty program included: ours {ours:.1f}, kernel {kern:.1f}"
     return head + text + (f" ({v['note']})" if v["note"] else "")
 
 

@@ -6,6 +6,7 @@ root and bpf() are there), and dpkt for encapsulated output.
 """
 
 import os
+import re
 from pathlib import Path
 
 import dpkt
@@ -442,10 +443,15 @@ def test_bench_compares_with_the_kernel(capsys):
     assert main(["bench", "-p", str(BPF / "drop_udp.o"), "--repeat", "3", "-j"]) == 0
     out = json.loads(capsys.readouterr().out)
     versus = out["kernel"]
-    assert versus["ours"] is not None
+    assert versus["ours"] is not None and versus["ours_empty"] > 0
     ok, reason = kernel.kernel_available()
-    if ok:
-        assert versus["kernel"] is not None
+    if ok:  # each side's empty program too: the whole runs
+        assert versus["kernel"] is not None and versus["kernel_empty"] > 0
+        assert main(["bench", "-p", str(BPF / "drop_udp.o"), "--repeat", "3"]) == 0
+        line = capsys.readouterr().out.splitlines()[-1]
+        ours, kern = (float(x) for x in
+                      re.search(r"whole runs.*: ours ([\d.]+), kernel ([\d.]+)", line).groups())
+        assert ours > 0 and kern > 0
     else:
         assert "no kernel" in versus["note"]
 

@@ -119,17 +119,18 @@ def acl_fill(frames, count=512, seed=9669):
 
 
 def ours_ns(ref, captures, harness, repeats=3, fill=None):
-    """Mean over the captures of (program - harness) ns/packet."""
+    """Means over the captures of (program - harness) and of the harness, ns/packet."""
     from ..bench import bench, load_packets
     from ..program import load_program
     program, unchecked = load_program(ref), load_program(ref, checked=False)
-    costs = []
+    costs, empties = [], []
     with fill.into_programs(program, unchecked) if fill else contextlib.nullcontext():
         for cap in captures:
             chunks, packets = load_packets(cap, None, max(program.tailroom, harness.tailroom))
             r = bench(program, unchecked, harness, chunks, packets, repeats=repeats)
             costs.append(r.ns_per_pkt - r.harness_ns_per_pkt)
-    return statistics.mean(costs)
+            empties.append(r.harness_ns_per_pkt)
+    return statistics.mean(costs), statistics.mean(empties)
 
 
 #: Runs of each frame in one BPF_PROG_TEST_RUN: 2000 (~16 us a call) left the
@@ -168,24 +169,29 @@ def kernel_empty_ns(frames, repeat):
 def kernel_ns(path, name, frames, repeat, rounds=KERNEL_ROUNDS, fill=None):
     """The kernel's ns per run of program ``name`` of object ``path`` less the
     empty program's, both over ``frames``: the median of ``rounds`` rounds that
-    each time the two back to back (None: no empty program could be loaded)."""
+    each time the two back to back; and the empty program's, the median of the
+    same rounds ((None, None): no empty program could be loaded)."""
     with _kernel_empty_program() as empty:
         if empty is None:
-            return None
+            return None, None
         with kernel.KernelObject(path) as k:
             if fill is not None:
                 fill.into_kernel(k)
             prog = k.program_fd(name)
-            return statistics.median(_mean_run_ns(prog, frames, repeat)
-                                     - _mean_run_ns(empty, frames, repeat)
-                                     for _ in range(rounds))
+            pairs = [(_mean_run_ns(prog, frames, repeat), _mean_run_ns(empty, frames, repeat))
+                     for _ in range(rounds)]
+            return (statistics.median(p - e for p, e in pairs),
+                    statistics.median(e for _, e in pairs))
 
 
 def compare(ref, capture, frames=16, repeat=KERNEL_REPEAT, harness=None, captures=None,
             fill=None):
     """{"ours": ns, "kernel": ns or None, "ratio": ours/kernel or None, "note": why
-    not} for object ``ref`` ("prog.o" or "prog.o:name"); ``fill`` (a MapFill) is
-    written into both sides' maps first."""
+    not} for object ``ref`` ("prog.o" or "prog.o:name"), each less its side's
+    empty program, which "ours_empty" and "kernel_empty" give (ns a packet, a run:
+    a side whose loop leaves the core idle hides part of a program in it, so
+    the whole runs are worth a look too); ``fill`` (a MapFill) is written into
+    both sides' maps first."""
     path, name = elf.split_object_ref(ref)
     prog = elf.load_object(path).program(name)
     packets = read_frames(capture, frames)
@@ -193,15 +199,17 @@ def compare(ref, capture, frames=16, repeat=KERNEL_REPEAT, harness=None, capture
     if captures is None:
         tmp = tempfile.TemporaryDirectory()
         captures = frame_captures(packets, tmp.name)
-    ours = ours_ns(ref, captures, harness or empty_program(), fill=fill)
-    out = {"ours": ours, "kernel": None, "ratio": None, "note": None}
+    ours, ours_empty = ours_ns(ref, captures, harness or empty_program(), fill=fill)
+    out = {"ours": ours, "kernel": None, "ratio": None, "note": None,
+           "ours_empty": ours_empty, "kernel_empty": None}
     ok, why = kernel.kernel_available()
     if not ok:
         out["note"] = f"no kernel to compare with: {why}"
     elif moves_packet(prog.insns):
         out["note"] = "moves the packet: the kernel's repeated run times a refusal"
     else:
-        out["kernel"] = kernel_ns(path, prog.name, packets, repeat, fill=fill)
+        out["kernel"], out["kernel_empty"] = kernel_ns(path, prog.name, packets, repeat,
+                                                       fill=fill)
         if out["kernel"] is None:
             out["note"] = "the kernel refused the empty program"
         elif min(ours, out["kernel"]) >= NOISE_NS:

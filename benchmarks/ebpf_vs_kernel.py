@@ -55,9 +55,10 @@ def _whole(r):
     """Each side's program with its empty program (its loop) added back: a loop
     that leaves the core idle hides part of the program in it, so the difference
     alone can favour the side with the heavier loop."""
-    if r["kernel"] is None:
+    whole = kernel_bench.whole_runs(r)
+    if whole is None:
         return ""
-    ours, kern = r["ours"] + r["ours_empty"], r["kernel"] + r["kernel_empty"]
+    ours, kern = whole
     return f"   | {ours:5.1f} {kern:5.1f} {ours / kern:5.2f}"
 
 

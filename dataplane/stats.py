@@ -268,6 +268,7 @@ class Progress:
 def format_versus_kernel(v):
     """The kernel comparison of ``dataplane bench`` on an eBPF object
     (ebpf/kernel_bench.compare): one line, each frame repeated on both sides."""
+    from .ebpf.kernel_bench import whole_runs
     head = "  vs the kernel's JIT (each frame repeated, empty program subtracted): "
     if v["ours"] is None:
         return head + v["note"]
@@ -276,9 +277,9 @@ def format_versus_kernel(v):
         text += f", kernel {v['kernel']:.1f} ns/pkt"
     if v["ratio"] is not None:
         text += f", ratio {v['ratio']:.2f}"
-    if v.get("kernel_empty") is not None and v["kernel"] is not None:
-        ours, kern = v["ours"] + v["ours_empty"], v["kernel"] + v["kernel_empty"]
-        text += f"; whole runs, empty program included: ours {ours:.1f}, kernel {kern:.1f}"
+    whole = whole_runs(v)
+    if whole is not None:
+        text += f"; whole runs, empty program included: ours {whole[0]:.1f}, kernel {whole[1]:.1f}"
     return head + text + (f" ({v['note']})" if v["note"] else "")
 
 

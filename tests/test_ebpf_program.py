@@ -392,13 +392,14 @@ def _stamp_program(helper):
         call {helper}""" + STAMP_R0), f"stamp{helper}")
 
 
-def _stamps(prog, *ts_ns):
+def _stamps(prog, *values, field="ts_ns"):
+    """The stamps of packets appended with ``field`` (PacketBatch.append) = each value."""
     from dataplane.io.batch import PacketBatch
-    b = PacketBatch(len(ts_ns))
-    for t in ts_ns:
-        b.append(bytes(60), ts_ns=t)
+    b = PacketBatch(len(values))
+    for v in values:
+        b.append(bytes(60), **{field: v})
     prog.run_batch(b)
-    return [int.from_bytes(b.packet(i)[:8], "little") for i in range(len(ts_ns))]
+    return [int.from_bytes(b.packet(i)[:8], "little") for i in range(len(values))]
 
 
 @pytest.mark.parametrize("helper", [5, 160])
@@ -492,7 +493,8 @@ def _csum_of_slot(choose):
         mov %r4, 0
         mov %r5, 0
         call 28""" + STAMP_R0
-    return load_insns_program(assemble(text), f"csum_{choose}"), assemble(text)
+    insns = assemble(text)
+    return load_insns_program(insns, f"csum_{choose}"), insns
 
 
 def test_helper_stack_argument_from_one_or_two_slots():
@@ -502,18 +504,13 @@ def test_helper_stack_argument_from_one_or_two_slots():
     own bytes."""
     from dataplane.ebpf.verifier import verify
     from dataplane.ebpf.program import EBPF_HELPERS
-    from dataplane.io.batch import PacketBatch
     results = {}
     for choose in ("a", "b", "either"):
         prog, insns = _csum_of_slot(choose)
         call = next(pc for pc, i in enumerate(insns) if i.opcode == 0x85 and i.imm == 28)
-        a = verify(insns, [], "t", EBPF_HELPERS)
-        assert a.stack_args[(call, 1)] == {"a": -8, "b": -16, "either": None}[choose]
-        b = PacketBatch(4)
-        for ifindex in (0, 1):
-            b.append(bytes(60), ifindex=ifindex)
-        prog.run_batch(b)
-        results[choose] = [int.from_bytes(b.packet(i)[:8], "little") for i in range(2)]
+        analysis = verify(insns, [], "t", EBPF_HELPERS)
+        assert analysis.stack_args[(call, 1)] == {"a": -8, "b": -16, "either": None}[choose]
+        results[choose] = _stamps(prog, 0, 1, field="ifindex")
     a, b = results["a"][0], results["b"][0]
     assert a != b and results["a"] == [a, a] and results["b"] == [b, b]
     assert results["either"] == [a, b]

@@ -184,6 +184,14 @@ def kernel_ns(path, name, frames, repeat, rounds=KERNEL_ROUNDS, fill=None):
                     statistics.median(e for _, e in pairs))
 
 
+def whole_runs(v):
+    """(ours, kernel): each side's ns with its empty program (its loop) added back,
+    from a ``compare`` result; None without a kernel figure."""
+    if v.get("kernel_empty") is None:
+        return None
+    return v["ours"] + v["ours_empty"], v["kernel"] + v["kernel_empty"]
+
+
 def compare(ref, capture, frames=16, repeat=KERNEL_REPEAT, harness=None, captures=None,
             fill=None):
     """{"ours": ns, "kernel": ns or None, "ratio": ours/kernel or None, "note": why

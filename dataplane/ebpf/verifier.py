@@ -569,6 +569,14 @@ def _constants(st, mask):
     return tuple(st.regs[r] for r in range(11) if mask >> r & 1)
 
 
+def _agree(table, key, slot):
+    """Record ``slot`` (a stack offset in the running frame, or None) at ``key``:
+    one that differs from what another path recorded there becomes None."""
+    if table.get(key, slot) != slot:
+        slot = None
+    table[key] = slot
+
+
 def expand_maps(maps):
     """The maps an instruction or a register may name: the program's, then the
     inner map template of each map of maps (``.inner``, a MapInfo-like object).
@@ -923,10 +931,7 @@ class Verifier:
             self.fail(pc, f"invalid stack access off={start} size={size}")
         # the JIT addresses a fixed slot of the running frame from its alloca (LLVM
         # can then keep it in registers); any other case stays an address
-        slot = start if depth == len(st.frames) else None
-        if self.out.stack_slots.get(pc, slot) != slot:
-            slot = None
-        self.out.stack_slots[pc] = slot
+        _agree(self.out.stack_slots, pc, start if depth == len(st.frames) else None)
         stack = st.stacks[depth]
         if write:
             return None
@@ -1133,12 +1138,10 @@ class Verifier:
     def helper(self, pc, st, hid):
         name, args, ret = self.helpers[hid]
         map_index = None
-        for r in range(1, 6):
+        for r in range(1, len(args) + 1):
             t = st.regs[r]
-            slot = t[2] if t[0] == "K" and t[1] == len(st.frames) else None
-            if self.out.stack_args.get((pc, r), slot) != slot:
-                slot = None
-            self.out.stack_args[(pc, r)] = slot
+            _agree(self.out.stack_args, (pc, r),
+                   t[2] if t[0] == "K" and t[1] == len(st.frames) else None)
         for i, kind in enumerate(args):
             r = i + 1
             optional = kind.endswith("?")

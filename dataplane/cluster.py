@@ -242,51 +242,19 @@ def concatenate_parts(parts, dest_dir):
     return files
 
 
-def merge_by_time(dirs, dest_dir, chunk_bytes=8 << 20):
+def merge_by_time(dirs, dest_dir):
     """Merge the verdict pcaps of ``dirs`` by timestamp into ``dest_dir`` (ties:
-    the earlier directory first; within a file, file order). The records are
-    indexed and copied by compiled kernels, ``chunk_bytes`` of output at a time."""
-    import numpy as np
-
-    from .io.pcap import MAGIC_NS
-    from .kernels import pcap_walk as K
+    the earlier directory first; within a file, file order), a window of each
+    file at a time (io/pcap_merge.py: mergecap)."""
+    from .io.pcap_merge import merge_pcaps
     os.makedirs(dest_dir, exist_ok=True)
     names = sorted({f for d in dirs if os.path.isdir(d) for f in os.listdir(d)
                     if f.endswith(".pcap")})
     files = {}
     for name in names:
         sources = [os.path.join(d, name) for d in dirs if os.path.exists(os.path.join(d, name))]
-        lengths = [os.path.getsize(src) for src in sources]
-        data = np.empty(sum(lengths), np.uint8)  # every source, back to back
-        bounds = np.concatenate(([0], np.cumsum(lengths)))
-        for src, a, b in zip(sources, bounds[:-1], bounds[1:]):
-            with open(src, "rb") as f:
-                f.readinto(memoryview(data[a:b]))
-        frac = 1 if int.from_bytes(data[:4].tobytes(), "little") == MAGIC_NS else 1000
-        ts, offsets, sizes, source = [], [], [], []
-        for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-            blob = data[a:b]  # every file is ours: same magic, little-endian
-            most = max(0, (b - a - 24) // 16)  # records of 16-byte headers and no data
-            t, o, z = (np.empty(most, np.int64) for _ in range(3))
-            n = K.record_index(blob, False, frac, t, o, z)
-            ts.append(t[:n])
-            offsets.append(o[:n] + a)
-            sizes.append(z[:n])
-            source.append(np.full(n, k, np.int64))
-        ts, offsets, sizes, source = (np.concatenate(a) for a in (ts, offsets, sizes, source))
-        order = np.lexsort((source, ts))  # stable: file order within a source
-        ends = np.cumsum(sizes[order])
         dest = os.path.join(dest_dir, name)
-        with open(dest, "wb") as out:
-            out.write(data[:24].tobytes())
-            stage = np.empty(max(chunk_bytes, int(sizes.max(initial=0))), np.uint8)
-            start, done = 0, 0
-            while start < order.size:
-                stop = max(int(np.searchsorted(ends, done + stage.size, "right")), start + 1)
-                nbytes = K.gather_records(data, offsets, sizes, order, start, stop, stage)
-                out.write(stage[:nbytes].data)
-                done += nbytes
-                start = stop
+        merge_pcaps(sources, dest)
         files[os.path.splitext(name)[0]] = dest
     for d in dirs:
         shutil.rmtree(d, ignore_errors=True)

@@ -194,40 +194,6 @@ def split_points(data, pos, swap, snap_limit, targets, out):
 
 
 @kernel(**KERNEL_JIT)
-def record_index(data, swap, frac_ns, ts, offsets, sizes):
-    """Index the records of a whole classic pcap in ``data``: record k's
-    timestamp (ns), offset and size (header included) into ``ts[k]``,
-    ``offsets[k]``, ``sizes[k]`` while k is below their size. Returns how many
-    records there are (call with empty arrays to size them). A record cut by
-    the end of the data ends the index."""
-    pos = np.int64(24)
-    k = np.int64(0)
-    while pos + 16 <= data.size:
-        size = 16 + _u32(data, pos + 8, swap)
-        if pos + size > data.size:
-            break
-        if k < ts.size:
-            ts[k] = _u32(data, pos, swap) * _NS + _u32(data, pos + 4, swap) * frac_ns
-            offsets[k] = pos
-            sizes[k] = size
-        pos += size
-        k += 1
-    return k
-
-
-@kernel(**KERNEL_JIT)
-def gather_records(data, offsets, sizes, order, start, stop, out):
-    """Copy records ``order[start:stop]`` of ``data`` (by record_index's offsets
-    and sizes) back to back into ``out``; returns the bytes written."""
-    o = np.int64(0)
-    for j in range(start, stop):
-        r = order[j]
-        memcpy(out, o, data, offsets[r], sizes[r])
-        o += sizes[r]
-    return o
-
-
-@kernel(**KERNEL_JIT)
 def _pcapng_ts(ifs, k, hi, lo):
     # Units since the epoch -> ns: multiply (tsresol 10^-k, k <= 9), divide
     # (k > 9) or shift (2^-k); then add if_tsoffset.

@@ -335,7 +335,7 @@ class Map:
                                          offsets["keys"][0] + self.value_offset,
                                          (n * row, row))
             if fresh:
-                htab.htab_reset(self.hdr, self.buckets, self.chain, self.refs, self.free)
+                self._reset_table()
         if self.is_lpm:
             self.index = view["index"].view(np.int32)
             self.rchild = view["rchild"].view(np.int32)
@@ -443,7 +443,7 @@ class Map:
                 return -1  # an empty device or inner-map slot
             return index if 0 <= index < self.max_entries else -1
         return int(htab.htab_lookup_py(self.buckets, self.chain, self.keys,
-                                       _key_bytes(self.key_dtype, key, self.name)))
+                                       _key_bytes(self.key_dtype, key, self.name), self._seed))
 
     def _index(self, key):
         try:
@@ -492,7 +492,7 @@ class Map:
         elif self.is_hash:
             e = int(htab.htab_insert_py(*self._table(),
                                         _key_bytes(self.key_dtype, key, self.name),
-                                        int(flags), self.lru))
+                                        int(flags), self.lru, self._seed))
             if e < 0:
                 self._fail(-e, f"update {key!r}")
         else:
@@ -538,7 +538,7 @@ class Map:
         if not self.is_hash:
             self._fail(errno.EINVAL, f"delete {key!r}")
         r = int(htab.htab_delete_py(self.hdr, self.buckets, self.chain, self.free, self.keys,
-                                    _key_bytes(self.key_dtype, key, self.name)))
+                                    _key_bytes(self.key_dtype, key, self.name), self._seed))
         if r < 0:
             self._fail(-r, f"delete {key!r}")
 
@@ -573,11 +573,23 @@ class Map:
             return int(np.count_nonzero(self.values[0]))
         return int(self.hdr[htab.H_COUNT]) if (self.is_hash or self.is_lpm) else self.max_entries
 
+    def _reset_table(self):
+        """Empty the hash table; a hash map also draws a new key-hash seed
+        (kernels/htab.py), which an empty table can change."""
+        htab.htab_reset(self.hdr, self.buckets, self.chain, self.refs, self.free)
+        if self.is_hash:
+            self.hdr[htab.H_SEED] = htab.new_seed()
+
+    @property
+    def _seed(self):
+        """The key-hash seed (as the kernels read it: the header's bits, unsigned)."""
+        return np.uint64(int(self.hdr[htab.H_SEED]) & 0xFFFFFFFFFFFFFFFF if self.is_hash else 0)
+
     def clear(self):
         """Delete every entry (array maps: zero every value)."""
         self.values[...] = 0
         if self.is_hash or self.is_lpm:
-            htab.htab_reset(self.hdr, self.buckets, self.chain, self.refs, self.free)
+            self._reset_table()
         if self.is_lpm:
             lpm.lpm_clear(self.hdr, self.index, self.rchild, self.bhi, self.blo, self.rval)
 

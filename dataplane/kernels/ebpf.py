@@ -29,6 +29,9 @@ from .xdp import (bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_c
                   bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
                   bpf_xdp_adjust_tail)
 
+#: A hash map's key-hash seed from its header (kernels/htab.py).
+seed_of = htab.table_seed.dispatcher
+
 
 def _peek(nbytes):
     @intrinsic
@@ -197,7 +200,7 @@ def _lookup(m, key):
 
     def impl(m, key):
         k = read(key)
-        e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
+        e = find(m.buckets, m.chain, m.keys, k, key_hash(k, seed_of(m.hdr)))
         if e < 0:
             return np.int64(0)
         if lru:
@@ -221,7 +224,7 @@ def _lookup_outer(spec):
 
     def impl(m, key):
         k = read(key)
-        e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
+        e = find(m.buckets, m.chain, m.keys, k, key_hash(k, seed_of(m.hdr)))
         if e < 0:
             return np.int64(0)
         return np.int64(m.values[e])
@@ -263,7 +266,7 @@ def _update(m, key, value, flags):
     def impl(m, key, value, flags):
         spin_lock(m.hdr, H_LOCK)
         e, created = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, read(key),
-                            np.int64(flags), lru)
+                            np.int64(flags), lru, seed_of(m.hdr))
         if e >= 0:
             copy_bytes(slot(m, e), value, vsize)
         spin_unlock(m.hdr, H_LOCK)
@@ -291,7 +294,7 @@ def _delete(m, key):
     read, delete = key_reader(spec.key_dtype.itemsize), htab.htab_delete_locked.dispatcher
 
     def impl(m, key):
-        return delete(m.hdr, m.buckets, m.chain, m.free, m.keys, read(key))
+        return delete(m.hdr, m.buckets, m.chain, m.free, m.keys, read(key), seed_of(m.hdr))
     return impl
 
 

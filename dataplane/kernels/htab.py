@@ -11,6 +11,14 @@ so that a hit reads one line; other tables keep values apart, in the slot of
 the entry's number. Keys are compared a word at a time
 (numba-notes.md: 6 ns a hit against 26 ns for byte-by-byte compares).
 
+Each hash map hashes its keys with a random seed of its own (``hdr[H_SEED]``,
+drawn when the table is made or emptied), as the kernel's htab does with its
+``hashrnd``: CRC32C alone is linear over GF(2), so anyone who can choose flows
+(a connection table's keys) could craft thousands that share one bucket. The
+seed enters each key word non-linearly (xor, then an odd multiply) before the
+CRC; seed 0 is the plain CRC (LPM tries, whose prefixes the control plane
+writes, and tables pinned before seeds existed).
+
 Error codes are the kernel's: -ENOENT, -EEXIST, -E2BIG (a full map never drops
 an update silently). An LRU map never fails for lack of room: it evicts an
 entry not used lately. Like the kernel's (kernel/bpf/bpf_lru_list.c), the LRU
@@ -23,6 +31,7 @@ linked list kept exact on every hit cost 55 ns a packet in flow_counter
 (two more cache misses and a chain of dependent stores).
 """
 
+import os
 import platform
 
 import numpy as np
@@ -41,6 +50,8 @@ H_COUNT, H_FREE_TOP, H_CLOCK = 0, 1, 2
 #: the control plane (maybe another process: pinned maps are shared memory).
 #: Lookups take no lock, as under RCU in the kernel.
 H_LOCK = 3
+#: The key hash's seed (hash maps only: an LPM trie's header uses slots 4-7).
+H_SEED = 4
 HDR_SIZE = 8
 BUCKETS_PER_ENTRY = 4
 _NIL = -1
@@ -53,28 +64,48 @@ crc32_u64 = lazy("dataplane.kernels.memory", "crc32_u64")
 HOST_CRC32C = platform.machine() == "x86_64" and \
     "sse4_2" in native.host_cpu().get("flags", "").split()
 
+
+def new_seed():
+    """A random non-zero seed for a hash map's key hash (os.urandom)."""
+    return int.from_bytes(os.urandom(8), "little", signed=True) or 1
+
+
+@kernel(**config.INLINE_JIT)
+def table_seed(hdr):
+    """The key-hash seed of a hash map from its header."""
+    return np.uint64(hdr[H_SEED])
+
+
 if HOST_CRC32C:
     @kernel(**config.INLINE_JIT)
-    def key_hash(key):
+    def _mix(word, seed):
+        # xor then multiply by an odd number: not linear over GF(2) (the carries),
+        # so CRC collisions cannot be planned without the seed; seed 0: the word
+        return (np.uint64(word) ^ seed) * (seed | np.uint64(1))
+
+    @kernel(**config.INLINE_JIT)
+    def key_hash(key, seed):
         """Hash of a key's words: CRC32C (DPDK rte_hash's default) in two chains,
-        even and odd words, each word one 3-cycle instruction; the low half (the
-        bucket) mixes both chains, the high half is the even chain. Against the
-        multiply-xorshift mix below: HASH hits 5.9-6.2 -> 4.6-5.0 ns, LRU_HASH
-        7.1 -> 5.1-5.4 (benchmarks/map_lookups.py --keys 65536)."""
+        even and odd words, each word one 3-cycle instruction after its seeded
+        mix; the low half (the bucket) mixes both chains, the high half is the
+        even chain. Unseeded, against the multiply-xorshift mix below: HASH hits
+        5.9-6.2 -> 4.6-5.0 ns, LRU_HASH 7.1 -> 5.1-5.4 (benchmarks/map_lookups.py
+        --keys 65536); the seed's mix costs flow_counter ~1.3 ns a packet."""
+        seed = np.uint64(seed)
         a = np.uint64(0x9E3779B9)
         b = np.uint64(0x7F4A7C15)
         n = len(key)
         for i in range(0, n - 1, 2):
-            a = crc32_u64(a, np.uint64(key[i]))
-            b = crc32_u64(b, np.uint64(key[i + 1]))
+            a = crc32_u64(a, _mix(key[i], seed))
+            b = crc32_u64(b, _mix(key[i + 1], seed))
         if n & 1:
-            a = crc32_u64(a, np.uint64(key[n - 1]))
+            a = crc32_u64(a, _mix(key[n - 1], seed))
         return (a << np.uint64(32)) | (a ^ b)
 else:
     @kernel(**config.INLINE_JIT)
-    def key_hash(key):
-        """64-bit hash of a key's words (a multiply-xorshift mix; keys are words)."""
-        h = np.uint64(0x9E3779B97F4A7C15)
+    def key_hash(key, seed):
+        """64-bit hash of a key's words (a multiply-xorshift mix from the seed)."""
+        h = np.uint64(0x9E3779B97F4A7C15) ^ np.uint64(seed)
         for i in range(len(key)):
             h = (h ^ np.uint64(key[i])) * np.uint64(0xBF58476D1CE4E5B9)
             h ^= h >> np.uint64(31)
@@ -137,9 +168,9 @@ def _unchain(buckets, chain, keys, e):
 
 
 @kernel(**config.INLINE_JIT)
-def htab_delete(hdr, buckets, chain, free, keys, key):
+def htab_delete(hdr, buckets, chain, free, keys, key, seed):
     """Remove ``key``: 0, or -ENOENT."""
-    h = key_hash(key)
+    h = key_hash(key, seed)
     e = htab_find(buckets, chain, keys, key, h)
     if e < 0:
         return np.int64(-ENOENT)
@@ -148,10 +179,10 @@ def htab_delete(hdr, buckets, chain, free, keys, key):
 
 
 @kernel(**config.INLINE_JIT)
-def htab_delete_locked(hdr, buckets, chain, free, keys, key):
+def htab_delete_locked(hdr, buckets, chain, free, keys, key, seed):
     """htab_delete under the map's lock (H_LOCK)."""
     spin_lock(hdr, H_LOCK)
-    r = htab_delete(hdr, buckets, chain, free, keys, key)
+    r = htab_delete(hdr, buckets, chain, free, keys, key, seed)
     spin_unlock(hdr, H_LOCK)
     return r
 
@@ -165,7 +196,7 @@ def _release(hdr, buckets, chain, free, keys, e):
 
 
 @kernel(**config.INLINE_JIT)
-def htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru):
+def htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru, seed):
     """Find or make the entry for ``key`` under BPF_ANY / BPF_NOEXIST / BPF_EXIST.
 
     Returns ``(entry, created)``; entry < 0 is the kernel's error: -EEXIST
@@ -175,7 +206,7 @@ def htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru):
     """
     if flags > BPF_EXIST or flags < 0:
         return np.int64(-EINVAL), False
-    h = key_hash(key)
+    h = key_hash(key, seed)
     e = htab_find(buckets, chain, keys, key, h)
     if e >= 0:
         if flags == BPF_NOEXIST:
@@ -218,25 +249,25 @@ def htab_reset(hdr, buckets, chain, refs, free):
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_lookup_py(buckets, chain, keys, key):
+def htab_lookup_py(buckets, chain, keys, key, seed):
     """Control-plane lookup: the entry number or -1 (an LRU lookup does not
     mark the entry used: bpftool's lookups do not either)."""
-    return htab_find(buckets, chain, keys, key, key_hash(key))
+    return htab_find(buckets, chain, keys, key, key_hash(key, seed))
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_insert_py(hdr, buckets, chain, refs, free, keys, key, flags, lru):
+def htab_insert_py(hdr, buckets, chain, refs, free, keys, key, flags, lru, seed):
     """Control-plane insert: the entry number, or the kernel's negative error."""
     spin_lock(hdr, H_LOCK)
-    e, created = htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru)
+    e, created = htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru, seed)
     spin_unlock(hdr, H_LOCK)
     return e
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_delete_py(hdr, buckets, chain, free, keys, key):
+def htab_delete_py(hdr, buckets, chain, free, keys, key, seed):
     """Control-plane delete: 0 or -ENOENT."""
-    return htab_delete_locked(hdr, buckets, chain, free, keys, key)
+    return htab_delete_locked(hdr, buckets, chain, free, keys, key, seed)
 
 
 @kernel(**config.KERNEL_JIT)

@@ -67,6 +67,9 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST = htab.BPF_ANY, htab.BPF_NOEXIST, htab.BPF_EXIST
 #: hdr slots after the hash table's: interval boundaries, index nodes in use,
 #: boundary changes so far and at the last rebuild of the nodes.
 H_BOUNDS, H_NODES, H_CHANGES, H_REBUILT = 4, 5, 6, 7
+#: The prefix table's key-hash seed: none (the header's slots are the trie's;
+#: the control plane, not traffic, chooses prefixes, so none can be planned).
+PREFIX_SEED = np.uint64(0)
 #: Columns of ``nhdr``: the node's region (first and last address) and window.
 N_START_HI, N_START_LO, N_END_HI, N_END_LO, N_POS, N_FIXED = 0, 1, 2, 3, 4, 5
 #: A (sub)bucket with more boundaries than this gets an index node.
@@ -434,7 +437,7 @@ def _remove_bound(hdr, index, rchild, nhdr, nent, bhi, blo, rval, k, shift, widt
 def _exact(buckets, chain, keys, plen, hi, lo):
     """Entry of the stored prefix (hi, lo)/plen (already masked), or -1."""
     key = (np.uint64(plen), hi, lo)
-    return htab_find(buckets, chain, keys, key, key_hash(key))
+    return htab_find(buckets, chain, keys, key, key_hash(key, PREFIX_SEED))
 
 
 @kernel(**config.INLINE_JIT)
@@ -468,7 +471,7 @@ def lpm_insert(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent,
     hi, lo = mask128(hi, lo, plen)
     key = (np.uint64(plen), hi, lo)
     e, created = htab_insert(hdr, buckets, chain, refs, free, keys, key,
-                             np.int64(flags), False)
+                             np.int64(flags), False, PREFIX_SEED)
     if e < 0:
         return np.int64(-ENOSPC) if e == -E2BIG else e
     if created:
@@ -516,7 +519,7 @@ def lpm_delete(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent,
         _remove_bound(hdr, index, rchild, nhdr, nent, bhi, blo, rval, stop, shift, width)
     if start > 0 and rval[start] == rval[start - 1]:
         _remove_bound(hdr, index, rchild, nhdr, nent, bhi, blo, rval, start, shift, width)
-    htab_delete(hdr, buckets, chain, free, keys, (np.uint64(plen), hi, lo))
+    htab_delete(hdr, buckets, chain, free, keys, (np.uint64(plen), hi, lo), PREFIX_SEED)
     return np.int64(0)
 
 

@@ -29,6 +29,9 @@ from .memory import prefetch, spin_lock, spin_unlock, view_bytes
 from .budget import worker_id
 from .xdp import prefetch_stage
 
+#: A hash map's key-hash seed from its header (kernels/htab.py).
+seed_of = htab.table_seed.dispatcher
+
 
 def bpf_map_lookup_elem(m, key):
     """``bpf_map_lookup_elem(map, key)`` (helper 1): the value in place, or None."""
@@ -277,7 +280,7 @@ def _lookup(m, key):
 
     def impl(m, key):
         k = pack(key)
-        e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
+        e = find(m.buckets, m.chain, m.keys, k, key_hash(k, seed_of(m.hdr)))
         if e < 0:
             return None
         if lru:
@@ -318,7 +321,7 @@ def _lookup_inner(spec):
 
     def impl(m, key):
         k = pack(key)
-        e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
+        e = find(m.buckets, m.chain, m.keys, k, key_hash(k, seed_of(m.hdr)))
         if e < 0:
             return None
         return build(m.pool[m.values[e] - 1])
@@ -367,7 +370,7 @@ def _update(m, key, value, flags):
     def impl(m, key, value, flags):
         spin_lock(m.hdr, H_LOCK)  # the value too: two workers' updates never mix
         e, created = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys,
-                            pack(key), np.int64(flags), lru)
+                            pack(key), np.int64(flags), lru, seed_of(m.hdr))
         if e >= 0:
             if inline:
                 write(view_bytes(m.keys, e * row + voff, vt, (1,)), 0, value)
@@ -393,7 +396,7 @@ def _delete(m, key):
     pack, delete = key_packer(spec.key_dtype), htab.htab_delete_locked.dispatcher
 
     def impl(m, key):
-        return delete(m.hdr, m.buckets, m.chain, m.free, m.keys, pack(key))
+        return delete(m.hdr, m.buckets, m.chain, m.free, m.keys, pack(key), seed_of(m.hdr))
     return impl
 
 
@@ -419,7 +422,7 @@ def _prefetch(m, key):
         stage = prefetch_stage
 
         def impl(m, key):
-            b = key_hash(pack(key)) & mask
+            b = key_hash(pack(key), seed_of(m.hdr)) & mask
             if stage() == 0:
                 prefetch(m.buckets, b * 4)
             else:
@@ -483,7 +486,7 @@ def _redirect_map(m, key, flags):
         if f & ~_ACTION_MASK:
             return np.int64(ABORTED)
         k = pack(key)
-        e = find(m.buckets, m.chain, m.keys, k, key_hash(k))
+        e = find(m.buckets, m.chain, m.keys, k, key_hash(k, seed_of(m.hdr)))
         if e >= 0 and m.values[e] != 0:
             return target(m.values[e])
         return f & _ACTION_MASK

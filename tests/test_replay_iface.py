@@ -90,3 +90,28 @@ def test_bad_interface_options(netns, args, code, message):
     lines = r.stderr.strip().splitlines()
     assert lines[0].startswith("error: ") and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_down_interface_fails_the_send_in_one_call(netns):
+    """sendmmsg on a link that is down: the whole rest is counted dropped after
+    one failing call (FAILED), not refused frame by frame; errno ENETDOWN."""
+    subprocess.run(["ip", "-n", netns, "link", "set", "vA", "down"], check=True)
+    code = """
+import errno, json, numpy as np
+from dataplane.io.batch import PacketBatch
+from dataplane.io.rawsock import RawSocket
+from dataplane.kernels import tpacket as K
+b = PacketBatch(64)
+for i in range(40):
+    b.append(bytes(6) * 2 + b"\\x08\\x00" + bytes([i]) * 46)
+s = RawSocket("vA", rx=False)
+idx = np.arange(40)
+print(json.dumps({"push": s.tx.push(b, idx, 3, 40), "send": s.send(b, idx, 0, 40),
+                  "failed": K.FAILED, "enetdown": errno.ENETDOWN}))
+s.close()
+"""
+    r = _in(netns, sys.executable, "-c", code)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["push"] == [out["failed"], 0, 0, 3]  # status, sent, refused, resume at 3
+    assert out["send"] == [0, 40, out["enetdown"]]  # sent, dropped, errno

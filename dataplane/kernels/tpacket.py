@@ -78,6 +78,8 @@ H2_DATA = 32                     # TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)
 EAGAIN = 11
 ENOBUFS = 105
 EINTR = 4
+#: sendmmsg's errors that no frame can get past: the interface is down or gone.
+ENETDOWN, ENXIO, ENODEV = 100, 6, 19
 MSG_DONTWAIT = 0x40
 #: struct mmsghdr and struct iovec in int64 words (x86-64 / aarch64 LP64 layout)
 MMSG_WORDS = 8
@@ -270,8 +272,10 @@ def send_mmsg(fd, buf, buf_addr, meta, idx, start, stop, iov, hdrs, st):
     points at it (set once by the caller). A frame the kernel refuses (EMSGSIZE,
     ...) is counted in ``st[ST_ERRORS]`` and skipped. Returns 0 when all were
     handled, BUSY when the kernel had no room (EAGAIN / ENOBUFS; ``st[ST_POS]``
-    is where to resume), FAILED on another error that hit the first frame of a
-    call twice in a row (the interface is down or gone: ``st[ST_ERRNO]``).
+    is where to resume), FAILED when the interface is down or gone (ENETDOWN,
+    ENXIO, ENODEV in ``st[ST_ERRNO]``; ``st[ST_POS]``: the first frame not sent,
+    the caller's to count): one call, where skipping frame by frame made one
+    failing call per frame.
     """
     st[ST_SENT] = 0
     st[ST_ERRORS] = 0
@@ -296,6 +300,9 @@ def send_mmsg(fd, buf, buf_addr, meta, idx, start, stop, iov, hdrs, st):
         if e == EAGAIN or e == ENOBUFS:
             st[ST_POS] = i
             return BUSY
+        if e == ENETDOWN or e == ENXIO or e == ENODEV:
+            st[ST_POS] = i
+            return FAILED
         st[ST_ERRORS] += 1
         i += 1  # the first frame of this call is refused: skip it
     st[ST_POS] = i

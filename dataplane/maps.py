@@ -574,10 +574,13 @@ class Map:
         return int(self.hdr[htab.H_COUNT]) if (self.is_hash or self.is_lpm) else self.max_entries
 
     def _reset_table(self):
-        """Empty the hash table; a hash map also draws a new key-hash seed
-        (kernels/htab.py), which an empty table can change."""
+        """Empty the hash table. A hash map without a key-hash seed (new storage,
+        an inner map's zeroed row, a table pinned before seeds) draws one
+        (kernels/htab.py); one that has a seed keeps it, as the kernel keeps a
+        map's hashrnd for its life: a program inserting while the table is
+        cleared must not hash with a seed that is no longer the table's."""
         htab.htab_reset(self.hdr, self.buckets, self.chain, self.refs, self.free)
-        if self.is_hash:
+        if self.is_hash and self.hdr[htab.H_SEED] == 0:
             self.hdr[htab.H_SEED] = htab.new_seed()
 
     @property

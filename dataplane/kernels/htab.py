@@ -12,7 +12,7 @@ the entry's number. Keys are compared a word at a time
 (numba-notes.md: 6 ns a hit against 26 ns for byte-by-byte compares).
 
 Each hash map hashes its keys with a random seed of its own (``hdr[H_SEED]``,
-drawn when the table is made or emptied), as the kernel's htab does with its
+drawn when the table is made, kept for its life), as the kernel's htab does with its
 ``hashrnd``: CRC32C alone is linear over GF(2), so anyone who can choose flows
 (a connection table's keys) could craft thousands that share one bucket. The
 seed enters each key word non-linearly (xor, then an odd multiply) before the

@@ -15,13 +15,13 @@ from dataplane.io.pcap import PcapWriter
 from dataplane.io.pcap_merge import merge_pcaps
 
 
-def _source(path, stamps, seed, nanosecond=True):
+def _source(path, stamps, seed, nanosecond=True, snaplen=262144):
     """A pcap of frames at ``stamps`` (ns), random bytes and lengths; returns
     [(ts_ns, frame)] in file order."""
     rng = np.random.default_rng(seed)
     records = [(int(t), rng.integers(0, 256, int(rng.integers(60, 1515)), np.uint8).tobytes())
                for t in stamps]
-    with PcapWriter(path, nanosecond=nanosecond) as w:
+    with PcapWriter(path, nanosecond=nanosecond, snaplen=snaplen) as w:
         for t, frame in records:
             w.write(frame, t)
     return records
@@ -83,14 +83,48 @@ def test_memory_is_windows_not_files(tmp_path):
     assert (tmp_path / "out.pcap").stat().st_size == total - 3 * 24
 
 
-def test_microsecond_sources_and_a_cut_last_record(tmp_path):
+def test_microsecond_sources(tmp_path):
     a = _source(tmp_path / "a.pcap", [1000, 3000, 5000], seed=1, nanosecond=False)
     b = _source(tmp_path / "b.pcap", [2000, 4000], seed=2, nanosecond=False)
+    assert merge_pcaps([tmp_path / "a.pcap", tmp_path / "b.pcap"], tmp_path / "o.pcap") == 5
+    assert _read(tmp_path / "o.pcap") == [a[0], b[0], a[1], b[1], a[2]]
+    assert (tmp_path / "o.pcap").read_bytes()[:24] == (tmp_path / "a.pcap").read_bytes()[:24]
+
+
+@pytest.mark.parametrize("window", [None, 2048], ids=["whole-file-window", "refilled"])
+def test_a_record_cut_short_is_an_error_naming_it(tmp_path, window):
+    _source(tmp_path / "a.pcap", [1000, 3000, 5000], seed=1)
+    b = _source(tmp_path / "b.pcap", [2000, 4000], seed=2)
     data = (tmp_path / "b.pcap").read_bytes()
     (tmp_path / "b.pcap").write_bytes(data[:-10])  # its last record cut short
-    assert merge_pcaps([tmp_path / "a.pcap", tmp_path / "b.pcap"], tmp_path / "o.pcap") == 4
-    assert _read(tmp_path / "o.pcap") == [a[0], b[0], a[1], a[2]]
-    assert (tmp_path / "o.pcap").read_bytes()[:24] == (tmp_path / "a.pcap").read_bytes()[:24]
+    with pytest.raises(CaptureError) as ei:
+        merge_pcaps([tmp_path / "a.pcap", tmp_path / "b.pcap"], tmp_path / "o.pcap",
+                    window_bytes=window)
+    at = 24 + 16 + len(b[0][1])
+    assert str(ei.value) == f"{tmp_path / 'b.pcap'} (offset {at}): record cut short by the end" \
+        " of the file"
+
+
+def test_many_sources_get_smaller_windows(tmp_path, monkeypatch):
+    from dataplane.io import pcap_merge
+    monkeypatch.setattr(pcap_merge, "MERGE_MEMORY", 64 << 10)  # 4 sources: 16 KiB each
+    rng = np.random.default_rng(3)
+    paths, want = [], []
+    for k in range(4):
+        paths.append(tmp_path / f"s{k}.pcap")
+        want.append(_source(paths[-1], _stamps(rng, 300), seed=k, snaplen=1514 if k else 3000))
+    seen = []
+    real = pcap_merge._merge
+    monkeypatch.setattr(pcap_merge, "_merge", lambda s, d, width, stage: (
+        seen.append(width), real(s, d, width, stage))[1])
+    assert merge_pcaps(paths, tmp_path / "out.pcap") == 1200
+    assert seen == [16 << 10]
+    monkeypatch.setattr(pcap_merge, "MERGE_MEMORY", 4 << 10)  # 1 KiB each: below a record
+    merge_pcaps(paths, tmp_path / "out.pcap")
+    assert seen[-1] == 16 + 3000  # the largest snap length of the sources
+    expected = [rec for _, _, rec in heapq.merge(
+        *[[(t, k, (t, b)) for t, b in recs] for k, recs in enumerate(want)])]
+    assert _read(tmp_path / "out.pcap") == expected
 
 
 def test_bad_sources_are_one_line_errors(tmp_path):

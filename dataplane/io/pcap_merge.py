@@ -17,9 +17,10 @@ from ..errors import CaptureError
 from ..kernels import pcap_merge as K
 from .pcap import HEADER, MAGIC_NS, MAGIC_US
 
-#: Bytes of each source read at a time: at least one record (a larger one is
-#: an error), so the default holds the largest (MAX_SNAPLEN) several times over.
-WINDOW_BYTES = max(1 << 20, 4 * (16 + config.MAX_SNAPLEN))
+#: Bytes of each source read at a time, while the windows of all the sources
+#: fit in MERGE_MEMORY; never less than one record of the sources' snap length.
+WINDOW_BYTES = 1 << 20
+MERGE_MEMORY = 256 << 20
 #: Bytes of merged records per write().
 STAGE_BYTES = 8 << 20
 
@@ -43,10 +44,13 @@ class _Source:
         self.consumed = HEADER  # file offset of the window's first byte
 
 
-def merge_pcaps(sources, dest, window_bytes=WINDOW_BYTES, stage_bytes=STAGE_BYTES):
+def merge_pcaps(sources, dest, window_bytes=None, stage_bytes=STAGE_BYTES):
     """Merge the pcap files ``sources`` by timestamp into ``dest``; returns the
     number of records written. The output's header is the first source's; all
-    must have its precision (microseconds or nanoseconds)."""
+    must have its precision (microseconds or nanoseconds). ``window_bytes``
+    (default: WINDOW_BYTES, less for many sources, at least a record of the
+    largest snap length) is read of each source at a time; a record longer
+    than that, or cut short by the end of its file, is an error."""
     opened = []
     try:
         for path in sources:
@@ -56,6 +60,9 @@ def merge_pcaps(sources, dest, window_bytes=WINDOW_BYTES, stage_bytes=STAGE_BYTE
         if len({s.nanosecond for s in opened}) > 1:
             raise CaptureError(opened[0].path, "sources differ in timestamp precision"
                                " (microseconds and nanoseconds)")
+        if window_bytes is None:
+            snap = max(struct.unpack_from("<I", s.header, 16)[0] for s in opened)
+            window_bytes = max(min(WINDOW_BYTES, MERGE_MEMORY // len(opened)), 16 + snap)
         width = max(int(window_bytes), 32)
         return _merge(opened, str(dest), width, max(int(stage_bytes), width))
     finally:
@@ -78,6 +85,8 @@ def _merge(sources, dest, width, stage_bytes):
     for k in sorted(set(range(n)) - set(heap[:nh].tolist())):
         if not eof[k]:  # a full window and not one whole record
             _too_long(sources[k], width)
+        if end[k]:
+            _cut(sources[k])
     try:
         out = open(dest, "wb", buffering=0)
     except OSError as e:
@@ -92,6 +101,9 @@ def _merge(sources, dest, width, stage_bytes):
                     _too_long(sources[k], width)
                 _refill(sources[k], win, width, k, pos, end, eof)
                 continue
+            if status == K.CUT:
+                k = int(st[K.ST_NEED])
+                _cut(sources[k], int(pos[k]))
             _write(out, dest, stage[:int(st[K.ST_SPOS])].data)
             st[K.ST_SPOS] = 0
             if status == K.DONE:
@@ -100,6 +112,11 @@ def _merge(sources, dest, width, stage_bytes):
 
 def _too_long(s, width):
     raise CaptureError(s.path, f"record longer than {width - 16} bytes", offset=s.consumed)
+
+
+def _cut(s, at=0):
+    raise CaptureError(s.path, "record cut short by the end of the file",
+                       offset=s.consumed + at)
 
 
 def _write(out, dest, data):

@@ -21,7 +21,7 @@ from ..jit import kernel, lazy
 memcpy = lazy("dataplane.kernels.memory", "memcpy")
 _load32 = lazy("dataplane.kernels.memory", "load32")
 
-DONE, FLUSH, NEED_MORE = 0, 1, 2
+DONE, FLUSH, NEED_MORE, CUT = 0, 1, 2, 3
 # st slots: the stage's fill, sources in the heap, the source whose next
 # record must be read before the heap is right (-1: none), the source to
 # refill, records copied so far.
@@ -87,10 +87,10 @@ def merge_start(win, width, pos, end, frac_ns, heap, head_ts, st):
 @kernel(**KERNEL_JIT)
 def merge_records(win, width, pos, end, eof, frac_ns, heap, head_ts, stage, st):
     """Copy records in merged order into ``stage`` from ``st[ST_SPOS]`` until the
-    sources are done (DONE), the next record does not fit the stage (FLUSH), or
-    a source's window ends inside its next record (NEED_MORE: refill source
-    ``st[ST_NEED]``, its unread bytes moved to the front, and call again). A
-    source whose file ends inside a record (cut short) ends there."""
+    sources are done (DONE), the next record does not fit the stage (FLUSH), a
+    source's window ends inside its next record (NEED_MORE: refill source
+    ``st[ST_NEED]``, its unread bytes moved to the front, and call again), or a
+    source's file ends inside a record (CUT: source ``st[ST_NEED]``)."""
     spos = st[ST_SPOS]
     nh = st[ST_NHEAP]
     status = DONE
@@ -100,7 +100,11 @@ def merge_records(win, width, pos, end, eof, frac_ns, heap, head_ts, stage, st):
             p, e = k * width + pos[k], k * width + end[k]
             if _whole(win, p, e):
                 head_ts[k] = _ts(win, p, frac_ns)
-            elif eof[k]:  # done (or cut short): out of the heap
+            elif eof[k] and p < e:
+                st[ST_NEED] = k
+                status = CUT
+                break
+            elif eof[k]:  # done: out of the heap
                 nh -= 1
                 heap[0] = heap[nh]
             else:

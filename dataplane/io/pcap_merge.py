@@ -61,7 +61,9 @@ def merge_pcaps(sources, dest, window_bytes=None, stage_bytes=STAGE_BYTES):
             raise CaptureError(opened[0].path, "sources differ in timestamp precision"
                                " (microseconds and nanoseconds)")
         if window_bytes is None:
-            snap = max(struct.unpack_from("<I", s.header, 16)[0] for s in opened)
+            # a snap length of 0 says nothing: any record up to the maximum
+            snap = max(struct.unpack_from("<I", s.header, 16)[0] or config.MAX_SNAPLEN
+                       for s in opened)
             window_bytes = max(min(WINDOW_BYTES, MERGE_MEMORY // len(opened)), 16 + snap)
         width = max(int(window_bytes), 32)
         return _merge(opened, str(dest), width, max(int(stage_bytes), width))

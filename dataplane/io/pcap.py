@@ -171,6 +171,29 @@ def _replace_regular_file(path):
         os.unlink(path)
 
 
+def create_output(path):
+    """A new, unbuffered file at ``path`` for writing (an old plain file there is
+    replaced, not truncated: see _replace_regular_file), or a one-line CaptureError."""
+    try:
+        _replace_regular_file(path)
+        return open(path, "wb", buffering=0)
+    except OSError as e:
+        reason = (e.strerror or str(e)).lower()
+        raise CaptureError(path, f"cannot create: {reason}") from None
+
+
+def write_all(f, path, data):
+    """Write all of ``data`` to the unbuffered file ``f`` (of ``path``), or raise
+    a one-line CaptureError naming the offset."""
+    view = memoryview(data)
+    try:
+        while len(view):
+            view = view[f.write(view):]
+    except OSError as e:
+        reason = (e.strerror or str(e)).lower()
+        raise CaptureError(path, f"write failed: {reason}", offset=f.tell()) from None
+
+
 class PcapWriter:
     """Write packets to a classic little-endian pcap file (libpcap's pcap_dump_open + pcap_dump).
 
@@ -188,12 +211,7 @@ class PcapWriter:
         self.nanosecond = bool(nanosecond)
         self.snaplen = int(snaplen)
         self.linktype = int(linktype)
-        try:
-            _replace_regular_file(self.path)
-            self._f = open(self.path, "wb", buffering=0)
-        except OSError as e:
-            reason = (e.strerror or str(e)).lower()
-            raise CaptureError(self.path, f"cannot create: {reason}") from None
+        self._f = create_output(self.path)
         # Two staging buffers: one is written back in the background while the
         # kernel packs into the other (io/writeback.py).
         self._stages = [np.empty(max(int(stage_bytes), HEADER), np.uint8) for _ in range(2)]
@@ -268,14 +286,7 @@ class PcapWriter:
         self.bytes += size
 
     def _write_now(self, data):
-        view = memoryview(data)
-        try:
-            while len(view):
-                view = view[self._f.write(view):]
-        except OSError as e:
-            reason = (e.strerror or str(e)).lower()
-            raise CaptureError(self.path, f"write failed: {reason}",
-                               offset=self._f.tell()) from None
+        write_all(self._f, self.path, data)
 
     def _wait(self):
         if self._pending is not None:

@@ -15,7 +15,7 @@ import numpy as np
 from .. import config
 from ..errors import CaptureError
 from ..kernels import pcap_merge as K
-from .pcap import HEADER, MAGIC_NS, MAGIC_US
+from .pcap import HEADER, MAGIC_NS, MAGIC_US, create_output, write_all
 
 #: Bytes of each source read at a time, while the windows of all the sources
 #: fit in MERGE_MEMORY; never less than one record of the sources' snap length.
@@ -89,12 +89,8 @@ def _merge(sources, dest, width, stage_bytes):
             _too_long(sources[k], width)
         if end[k]:
             _cut(sources[k])
-    try:
-        out = open(dest, "wb", buffering=0)
-    except OSError as e:
-        raise CaptureError(dest, f"cannot create: {(e.strerror or str(e)).lower()}") from None
-    with out:
-        _write(out, dest, sources[0].header)
+    with create_output(dest) as out:
+        write_all(out, dest, sources[0].header)
         while True:
             status = K.merge_records(win, width, pos, end, eof, frac, heap, head_ts, stage, st)
             if status == K.NEED_MORE:
@@ -106,7 +102,7 @@ def _merge(sources, dest, width, stage_bytes):
             if status == K.CUT:
                 k = int(st[K.ST_NEED])
                 _cut(sources[k], int(pos[k]))
-            _write(out, dest, stage[:int(st[K.ST_SPOS])].data)
+            write_all(out, dest, stage[:int(st[K.ST_SPOS])].data)
             st[K.ST_SPOS] = 0
             if status == K.DONE:
                 return int(st[K.ST_RECORDS])
@@ -119,15 +115,6 @@ def _too_long(s, width):
 def _cut(s, at=0):
     raise CaptureError(s.path, "record cut short by the end of the file",
                        offset=s.consumed + at)
-
-
-def _write(out, dest, data):
-    view = memoryview(data)
-    try:
-        while len(view):
-            view = view[out.write(view):]
-    except OSError as e:
-        raise CaptureError(dest, f"write failed: {(e.strerror or str(e)).lower()}") from None
 
 
 def _refill(s, win, width, k, pos, end, eof):

@@ -22,15 +22,12 @@ from .memory import spin_lock, spin_unlock
 from .csum import _diff as _diff_kernel
 from ..helpers import bpf_redirect
 from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, array_update_error,
-                      bpf_redirect_map, bpf_tail_call)
+                      bpf_redirect_map, bpf_tail_call, seed_of)
 from .ringbuf import _ring_spec, ringbuf_write
 from .trace import trace_printk
 from .xdp import (bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns,
                   bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
                   bpf_xdp_adjust_tail)
-
-#: A hash map's key-hash seed from its header (kernels/htab.py).
-seed_of = htab.table_seed.dispatcher
 
 
 def _peek(nbytes):

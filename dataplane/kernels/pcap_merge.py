@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import KERNEL_JIT
 from ..jit import kernel, lazy
+from .pcap_walk import record_ts
 
 memcpy = lazy("dataplane.kernels.memory", "memcpy")
 _load32 = lazy("dataplane.kernels.memory", "load32")
@@ -27,14 +28,6 @@ DONE, FLUSH, NEED_MORE, CUT = 0, 1, 2, 3
 # refill, records copied so far.
 ST_SPOS, ST_NHEAP, ST_PENDING, ST_NEED, ST_RECORDS = range(5)
 ST_SIZE = 5
-
-_NS = 1000000000
-
-
-@kernel(**KERNEL_JIT)
-def _ts(win, p, frac_ns):
-    return np.int64(_load32(win, p)) * _NS + np.int64(_load32(win, p + 4)) * frac_ns
-
 
 @kernel(**KERNEL_JIT)
 def _whole(win, p, e):
@@ -72,7 +65,7 @@ def merge_start(win, width, pos, end, frac_ns, heap, head_ts, st):
     for k in range(pos.size):
         p = k * width + pos[k]
         if _whole(win, p, k * width + end[k]):
-            head_ts[k] = _ts(win, p, frac_ns)
+            head_ts[k] = record_ts(win, p, False, frac_ns)
             heap[nh] = k
             nh += 1
     for i in range(nh // 2 - 1, -1, -1):
@@ -99,7 +92,7 @@ def merge_records(win, width, pos, end, eof, frac_ns, heap, head_ts, stage, st):
         if k >= 0:  # source k (the heap's top) moved on: place its next record
             p, e = k * width + pos[k], k * width + end[k]
             if _whole(win, p, e):
-                head_ts[k] = _ts(win, p, frac_ns)
+                head_ts[k] = record_ts(win, p, False, frac_ns)
             elif eof[k] and p < e:
                 st[ST_NEED] = k
                 status = CUT

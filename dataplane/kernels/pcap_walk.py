@@ -70,6 +70,12 @@ def _u32(a, p, swap):
 
 
 @kernel(**KERNEL_JIT)
+def record_ts(a, p, swap, frac_ns):
+    """ns since the epoch of the classic pcap record whose header is at ``a[p]``."""
+    return _u32(a, p, swap) * _NS + _u32(a, p + 4, swap) * frac_ns
+
+
+@kernel(**KERNEL_JIT)
 def _put32(a, p, v):
     a[p] = v & 0xFF
     a[p + 1] = (v >> 8) & 0xFF
@@ -148,7 +154,7 @@ def walk_pcap(chunk, pos, end, swap, frac_ns, snap_limit,
         if fe < 0:
             status = FULL if n > 0 else NEED_BUFFER
             break
-        meta[TS_NS, n] = _u32(chunk, pos, swap) * _NS + _u32(chunk, pos + 4, swap) * frac_ns
+        meta[TS_NS, n] = record_ts(chunk, pos, swap, frac_ns)
         fs = fe
         pos += 16 + caplen
         n += 1

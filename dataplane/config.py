@@ -55,6 +55,12 @@ PREFETCH_AHEAD = 32
 #: header already fetched; its misses started in time for the program).
 HOOK_AHEAD = 8
 
+#: The CPU that compiled code targets: numba's own NUMBA_CPU_NAME and
+#: NUMBA_CPU_FEATURES when set (a cache portable across hosts, or valgrind,
+#: which decodes no AVX-512), else the host's.
+CPU_NAME = os.environ.get("NUMBA_CPU_NAME") or None
+CPU_FEATURES = os.environ.get("NUMBA_CPU_FEATURES", "")
+
 #: Where compiled programs are cached (keyed on the program's source hash).
 CACHE_DIR = os.environ.get(
     "DATAPLANE_CACHE_DIR",

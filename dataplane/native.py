@@ -76,7 +76,8 @@ def host_cpu():
 def machine_key():
     """What the machine code depends on: CPU features, architecture, Python."""
     cpu = host_cpu()
-    h = hashlib.sha256(f"{platform.machine()} {sys.version_info[:2]}".encode())
+    h = hashlib.sha256(f"{platform.machine()} {sys.version_info[:2]} "
+                       f"{config.CPU_NAME} {config.CPU_FEATURES}".encode())
     for field in ("flags", "model name", "Features"):
         h.update(f"{field}: {cpu.get(field, '')}\n".encode())
     return h.hexdigest()[:12]
@@ -202,8 +203,12 @@ def build(cfunc, path):
 
     module = ll.parse_assembly(_thread_local(cfunc._library.get_llvm_str()))
     module.verify()
+    if config.CPU_NAME:
+        cpu, features = config.CPU_NAME, config.CPU_FEATURES
+    else:
+        cpu, features = ll.get_host_cpu_name(), ll.get_host_cpu_features().flatten()
     tm = ll.Target.from_default_triple().create_target_machine(
-        cpu=ll.get_host_cpu_name(), features=ll.get_host_cpu_features().flatten(),
+        cpu=cpu, features=features,
         opt=3, reloc="pic", codemodel="default")
     _inline_all(ll, module, tm, cfunc.native_name)
     # temporary names of this process only: Dask workers build the same kernel at once

@@ -1,0 +1,97 @@
+"""Instructions per packet of programs' compiled loops, counted by valgrind
+(callgrind): a figure that does not move with the machine's load, for A/B
+tests of code changes where ns/packet on a shared VM moves 5-15%. Usage:
+
+    python benchmarks/icount.py PROGRAM [PROGRAM ...] -r CAPTURE [--config lb.toml]
+                                [-c PACKETS] [--passes N]
+
+Each program runs over the capture's first PACKETS packets in windows of 1024
+as `dataplane bench` does (heads restored before each window): one pass
+untimed, then N counted. The count is of the loop's own shared object (the
+program, its helpers and maps inlined into it), so Python's per-window calls
+are not in it; the empty program (pass_all) is counted the same way, so each
+line also gives the program's own instructions. Only instructions: a cache
+miss costs none, so the figure says what the code does in cache, not out of it.
+
+valgrind decodes no AVX-512: the loops are compiled for NUMBA_CPU_NAME
+(default haswell) into their own cache folder, separate from the host's.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+#: What valgrind runs: load a program, run the passes (argv: program capture config
+#: packets passes); a child process, so the count covers only these passes' loop.
+CHILD = """
+import sys
+from dataplane.bench import _one_pass, load_packets
+from dataplane.lb.control import load_balancer
+from dataplane.program import load_program
+ref, capture, lb_config, packets, passes = sys.argv[1:6]
+program = load_program(ref)
+if lb_config:
+    load_balancer(program, lb_config)
+chunks, n = load_packets(capture, int(packets), program.tailroom)
+for _ in range(1 + int(passes)):
+    _one_pass(program, chunks, 1024, True)
+print(n)
+"""
+
+#: A callgrind_annotate line: "1,234 (12.3%)  file:function [object]".
+_LINE = re.compile(r"^\s*([\d,]+) .*\[(.*)\]\s*$")
+
+
+def loop_instructions(ref, capture, lb_config, packets, passes, env):
+    """Instructions executed in the program's loop object over ``passes`` passes,
+    from the difference of a run with 1 + passes passes and one with 1."""
+    counts = []
+    for p in (0, passes):
+        with tempfile.NamedTemporaryFile(suffix=".cg") as out:
+            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
+                   sys.executable, "-c", CHILD, ref, capture, lb_config or "", str(packets),
+                   str(p)]
+            run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if run.returncode != 0:
+                sys.exit(f"icount: {ref}: valgrind run failed: "
+                         f"{(run.stderr.strip().splitlines() or ['?'])[-1]}")
+            n = int(run.stdout.split()[-1])
+            report = subprocess.run(["callgrind_annotate", "--threshold=100", out.name],
+                                    capture_output=True, text=True, check=True).stdout
+        counts.append(sum(int(m.group(1).replace(",", "")) for m in map(_LINE.match,
+                      report.splitlines()) if m and "_dp_run_" in m.group(2)))
+    return (counts[1] - counts[0]) / (passes * n), n
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("programs", nargs="+")
+    ap.add_argument("-r", "--read", required=True)
+    ap.add_argument("--config", help="l4lb configuration (for every program given)")
+    ap.add_argument("-c", "--count", type=int, default=20000, help="packets (default 20000)")
+    ap.add_argument("--passes", type=int, default=4, help="counted passes (default 4)")
+    args = ap.parse_args()
+    if not shutil.which("valgrind"):
+        print("icount: skipped: valgrind is not installed (apt-get install valgrind)")
+        return
+    env = dict(os.environ, NUMBA_CPU_NAME=os.environ.get("NUMBA_CPU_NAME", "haswell"))
+    # compile outside valgrind first (under it a compile takes minutes)
+    for ref, lb_config in [("pass_all", "")] + [(ref, args.config or "") for ref in args.programs]:
+        run = subprocess.run([sys.executable, "-c", CHILD, ref, args.read, lb_config, "1", "0"],
+                             env=env, capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.exit(f"icount: {ref}: {(run.stderr.strip().splitlines() or ['?'])[-1]}")
+    harness, n = loop_instructions("pass_all", args.read, None, args.count, args.passes, env)
+    print(f"instructions/packet, valgrind, {n:,} packets of {args.read} x {args.passes} passes, "
+          f"compiled for {env['NUMBA_CPU_NAME']}; harness (pass_all) {harness:.1f}")
+    for ref in args.programs:
+        total, _ = loop_instructions(ref, args.read, args.config, args.count, args.passes, env)
+        print(f"  {ref}: {total:.1f} instructions/packet, program's own {total - harness:.1f}")
+
+
+if __name__ == "__main__":
+    main()

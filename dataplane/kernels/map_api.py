@@ -101,6 +101,16 @@ def _base_zero():
     return np.int64(0)
 
 
+def _slot_form(spec):
+    """(value type, bytes a slot) for ``view_bytes(values, k * size, vt, (1,))``:
+    a one-element view of value slot ``k``, made at its address. Lookups prove
+    ``k`` in range; numba's ``values[k:k + 1]`` (or ``values[k]``) would clamp it
+    again and wrap negatives, ~10 instructions a lookup: more than a per-CPU
+    counter bump costs without them. (Written out in each lookup: a compiled
+    function without NRT may return no view but of its arguments.)"""
+    return _value_type(spec), np.int64(spec.value_dtype.itemsize)
+
+
 # ---------------------------------------------------------------- LPM tries
 
 def _key_arity(key):
@@ -167,18 +177,16 @@ def _lpm_lookup(spec, key):
         return np.int64(m.rval[find2(m.index, m.rchild, m.nhdr, m.nent, m.bhi, m.blo, hi, lo,
                                      shift)])
     entry = njit(**config.INLINE_JIT)(entry)
-    if scalar:
-        def impl(m, key):
-            e = entry(m, key)
-            if e < 0:
-                return None
-            return m.values[e:e + 1]
-    else:
-        def impl(m, key):
-            e = entry(m, key)
-            if e < 0:
-                return None
-            return m.values[e]
+    vt, size = _slot_form(spec)
+
+    def impl(m, key):
+        e = entry(m, key)
+        if e < 0:
+            return None
+        v = view_bytes(m.values, e * size, vt, (1,))
+        if scalar:
+            return v
+        return v[0]
     return impl
 
 
@@ -260,23 +268,21 @@ def _lookup(m, key):
     base, n, lru, scalar = _slot_base(spec), spec.max_entries, spec.lru, \
         spec.value_dtype.names is None
     if not spec.is_hash:
-        if scalar:
-            def impl(m, key):
-                i = np.int64(key) & 0xFFFFFFFF
-                if i >= n:
-                    return None
-                b = base() + i
-                return m.values[b:b + 1]
-        else:
-            def impl(m, key):
-                i = np.int64(key) & 0xFFFFFFFF
-                if i >= n:
-                    return None
-                return m.values[base() + i]
+        vt, size = _slot_form(spec)
+
+        def impl(m, key):
+            i = np.int64(key) & 0xFFFFFFFF
+            if i >= n:
+                return None
+            v = view_bytes(m.values, (base() + i) * size, vt, (1,))
+            if scalar:
+                return v
+            return v[0]
         return impl
     pack, find = key_packer(spec.key_dtype), htab.htab_find.dispatcher
     key_hash, touch = htab.key_hash.dispatcher, htab.lru_touch.dispatcher
     inline, row, voff, vt = _inline_value(spec)
+    size = _slot_form(spec)[1]
 
     def impl(m, key):
         k = pack(key)
@@ -288,8 +294,7 @@ def _lookup(m, key):
         if inline:  # compile-time constants: numba keeps one branch of each
             v = view_bytes(m.keys, e * row + voff, vt, (1,))
         else:
-            b = base() + e
-            v = m.values[b:b + 1]
+            v = view_bytes(m.values, (base() + e) * size, vt, (1,))
         if scalar:
             return v
         return v[0]
@@ -301,9 +306,14 @@ def _inline_value(spec):
     HASH / LRU_HASH keep an entry's value in its key row (maps.py), read through
     a view of the row; the others in the value array, at the entry's slot."""
     if not spec.inline_values:
-        return False, 0, 0, np.uint8
+        return False, 0, 0, _value_type(spec)
+    return True, spec.keys.strides[0], spec.value_offset, _value_type(spec)
+
+
+def _value_type(spec):
+    """The map's value type as view_bytes takes it: a numpy scalar type or a record dtype."""
     vt = spec.value_dtype
-    return True, spec.keys.strides[0], spec.value_offset, vt.type if vt.names is None else vt
+    return vt.type if vt.names is None else vt
 
 
 def _lookup_inner(spec):

@@ -7,7 +7,7 @@ DP := $(VENV)/bin/dataplane
 BIG := pcaps/big.pcap
 LB := pcaps/l4lb.pcap
 
-.PHONY: install deps demo test bench pcaps clean bpf bpf-toolchain
+.PHONY: install deps demo test bench bench-deps pcaps clean bpf bpf-toolchain
 
 install: $(VENV)/.installed deps
 
@@ -16,6 +16,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+# apt-get install $(1) as root where apt-get is, else run $(2) (say what is missing).
+apt_install = if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	  else $(2); fi
 
 # System tools the tests use as independent oracles: tcpdump reads our pcaps;
 # clang builds test objects; bpftool loads objects into the kernel
@@ -27,9 +32,7 @@ deps:
 	    || missing="$$missing $${t##*:}"; done; \
 	[ -f /usr/include/bpf/bpf_helpers.h ] || missing="$$missing libbpf-dev"; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "note: not installed:$$missing; tests that use them will be skipped"; fi; fi
+	  $(call apt_install,$$missing,echo "note: not installed:$$missing; tests that use them will be skipped"); fi
 
 # The C XDP programs in programs/bpf/ (each X.c -> X.o beside it; the objects are
 # committed, so running them needs no clang). Installs clang and libbpf-dev via
@@ -46,9 +49,12 @@ programs/bpf/%.o: programs/bpf/%.c programs/bpf/parse_eth.h | bpf-toolchain
 
 bpf-toolchain:
 	@{ command -v $(CLANG) >/dev/null 2>&1 && [ -f /usr/include/bpf/bpf_helpers.h ]; } || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libbpf-dev >/dev/null; \
-	  else echo "error: clang and libbpf-dev are needed to build programs/bpf (apt-get install clang libbpf-dev)"; exit 1; fi; }
+	  $(call apt_install,clang libbpf-dev,echo "error: clang and libbpf-dev are needed to build programs/bpf (apt-get install clang libbpf-dev)"; exit 1); }
+
+# valgrind counts instructions per packet (benchmarks/icount.py) in make bench.
+bench-deps:
+	@command -v valgrind >/dev/null 2>&1 || { \
+	  $(call apt_install,valgrind,echo "note: valgrind not installed; benchmarks/icount.py will say skipped"); }
 
 demo: install
 	$(DP) replay -r pcaps/small.pcap -p drop_udp -w out/demo
@@ -68,13 +74,15 @@ pcaps: install
 	$(PY) pcaps/gen.py -o $(BIG) --count 1000000 --seed 7
 	$(PY) pcaps/gen_l4lb.py $(LB) --config pcaps/l4lb.toml
 
-bench: install $(BIG) $(LB)
+bench: install bench-deps $(BIG) $(LB)
 	$(PY) -m dataplane.cli.main bench -p drop_udp -r $(BIG)
 	$(PY) benchmarks/replay_vs_tcpdump.py $(BIG)
 	$(PY) benchmarks/map_lookups.py --keys 4096
 	$(PY) benchmarks/map_lookups.py --keys 65536 --only hash
 	$(PY) -m dataplane.cli.main bench -p flow_counter -r $(BIG)
 	$(PY) -m dataplane.cli.main bench -p l4lb -r $(LB) --config pcaps/l4lb.toml
+	$(PY) benchmarks/icount.py drop_udp flow_counter -r $(BIG)
+	$(PY) benchmarks/icount.py l4lb -r $(LB) --config pcaps/l4lb.toml
 	$(PY) benchmarks/ebpf_vs_kernel.py
 	$(PY) benchmarks/cold_compile.py
 	$(PY) benchmarks/workers_scaling.py $(BIG) --workers 2

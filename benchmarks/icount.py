@@ -10,8 +10,9 @@ as `dataplane bench` does (heads restored before each window): one pass
 untimed, then N counted. The count is of the loop's own shared object (the
 program, its helpers and maps inlined into it), so Python's per-window calls
 are not in it; the empty program (pass_all) is counted the same way, so each
-line also gives the program's own instructions. Only instructions: a cache
-miss costs none, so the figure says what the code does in cache, not out of it.
+line also gives the program's own instructions. Only instructions: neither a
+cache miss nor a wait on a dependent load is in it, so read it beside ns/packet
+(l4lb lost 114 instructions a packet and no time to one change).
 
 valgrind decodes no AVX-512: the loops are compiled for NUMBA_CPU_NAME
 (default haswell) into their own cache folder, separate from the host's.

@@ -136,9 +136,13 @@ def test_bad_sources_are_one_line_errors(tmp_path):
     _source(us, [1], seed=2, nanosecond=False)
     big = tmp_path / "big.pcap"
     _source(big, [1, 2], seed=3)
+    empty = tmp_path / "empty.pcap"
+    empty.write_bytes(b"")
+    # opening errors are open_capture's own (io/capture.py open_file)
     cases = [([good, junk], junk, "not a little-endian classic pcap file"),
-             ([good, tmp_path / "missing.pcap"], tmp_path / "missing.pcap",
-              "cannot open: no such file"),
+             ([good, tmp_path / "missing.pcap"], tmp_path / "missing.pcap", ": no such file"),
+             ([good, tmp_path], tmp_path, ": is a directory, not a capture file"),
+             ([good, empty], empty, ": empty file, not a capture"),
              ([good, us], good, "sources differ in timestamp precision")]
     for sources, where, text in cases:
         with pytest.raises(CaptureError) as ei:

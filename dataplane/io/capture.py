@@ -19,8 +19,9 @@ PCAP_MAGICS = (0xA1B2C3D4, 0xD4C3B2A1, 0xA1B23C4D, 0x4D3CB2A1)
 PCAPNG_MAGIC = 0x0A0D0D0A
 
 
-def _open(path):
-    """Open ``path`` unbuffered for reading, or raise a one-line CaptureError."""
+def open_file(path):
+    """Open ``path`` unbuffered for reading -> (file, size), or raise a one-line
+    CaptureError (missing, a directory, no permission, empty)."""
     try:
         f = open(path, "rb", buffering=0)
     except FileNotFoundError:
@@ -47,7 +48,7 @@ def open_capture(path, chunk_bytes=config.READ_CHUNK, start=None, end=None):
     magic that is neither pcap (either byte order, us or ns) nor pcapng.
     """
     path = str(path)
-    f, _ = _open(path)
+    f, _ = open_file(path)
     with f:
         head = f.read(4)
     if len(head) < 4:
@@ -80,7 +81,7 @@ class CaptureReader:
         self.nanosecond = False
         self.warnings = []
         self.packets = 0
-        self._f, self.size = _open(self.path)
+        self._f, self.size = open_file(self.path)
         # np.empty touches no page until read into: a small file costs little.
         self._chunk = np.empty(max(int(chunk_bytes), 64), np.uint8)
         self._base = 0     # file offset of chunk[0]

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import config
 from ..errors import CaptureError
+from .capture import open_file
 from ..kernels import pcap_merge as K
 from .pcap import HEADER, MAGIC_NS, MAGIC_US, create_output, write_all
 
@@ -30,11 +31,7 @@ class _Source:
 
     def __init__(self, path):
         self.path = str(path)
-        try:
-            self.f = open(self.path, "rb", buffering=0)
-        except OSError as e:
-            raise CaptureError(self.path, f"cannot open: {(e.strerror or str(e)).lower()}") \
-                from None
+        self.f, _ = open_file(self.path)  # its errors are open_capture's
         self.header = self.f.read(HEADER)
         magic = struct.unpack_from("<I", self.header)[0] if len(self.header) == HEADER else None
         if magic not in (MAGIC_US, MAGIC_NS):

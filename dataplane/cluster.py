@@ -132,19 +132,9 @@ def run_task(task):
 
 
 def _load(task):
-    from .program import load_program
-    if task.filter is not None:
-        from .ebpf.cbpf import load_filter
-        program = load_filter(task.filter, checked=task.checked)
-    else:
-        program = load_program(task.program, checked=task.checked)
-    if task.config:
-        from .lb.control import load_balancer
-        load_balancer(program, task.config)
-    if task.seed is not None:
-        program.seed_prandom(task.seed)
-    program.use_capture_time(task.ktime == "capture")
-    return program
+    from .program import load_configured
+    return load_configured(task.program, task.filter, task.checked, lb_config=task.config,
+                           seed=task.seed, capture_time=task.ktime == "capture")
 
 
 # ---------------------------------------------------------------- the cluster

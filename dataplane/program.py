@@ -575,6 +575,28 @@ def _short_types(types_text):
     return "".join(out) + types_text[i:]
 
 
+def load_configured(ref=None, filter_expr=None, checked=True, pin=None, lb_config=None,
+                    seed=None, capture_time=False):
+    """A program as ``replay``, ``run`` and a cluster's tasks take it: -p ``ref``
+    (load_program), or -f ``filter_expr``, a tcpdump filter compiled to classic
+    BPF (as ``tcpdump -ddd`` would) and run as eBPF; configured by a load
+    balancer's TOML ``lb_config`` (--config, its state kept in ``pin``), with
+    bpf_get_prandom_u32 seeded (--seed) and bpf_ktime_get_ns giving each
+    packet's capture time (--ktime capture)."""
+    if filter_expr is not None:
+        from .ebpf.cbpf import load_filter
+        program = load_filter(filter_expr, checked=checked)
+    else:
+        program = load_program(ref, checked=checked, pin=pin)
+    if lb_config:
+        from .lb.control import load_balancer
+        load_balancer(program, lb_config, state_dir=pin)
+    if seed is not None:
+        program.seed_prandom(seed)
+    program.use_capture_time(capture_time)
+    return program
+
+
 def load_program(ref, name=None, checked=True, pin=None):
     """Load a program by reference (file, ``file:name`` or bundled name) -> Program.
 

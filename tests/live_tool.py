@@ -4,6 +4,7 @@
     live_tool.py snmp                              # this namespace's ICMP counters
     live_tool.py tcp-sink PORT                     # one connection: bytes and SHA-256
     live_tool.py tcp-send HOST PORT BYTES          # send random bytes: count and SHA-256
+    live_tool.py sniff IFACE N [--proto P]         # the next N IPv4 frames (of protocol P), hex
 
 Each prints one JSON object. There is no ping binary on every test machine,
 and a raw socket lets the test count exactly what was sent and answered.
@@ -90,6 +91,25 @@ def tcp_send(host, port, nbytes, timeout=20):
     return {"bytes": sent, "sha256": h.hexdigest()}
 
 
+def sniff(iface, count, proto, timeout=20):
+    """The next ``count`` IPv4 frames received on ``iface`` (with IP protocol
+    ``proto`` when given) as hex, caught by a packet socket (says "listening"
+    first, so the sender can wait for it)."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+    s.bind((iface, 0))
+    print("listening", flush=True)
+    frames, deadline = [], time.monotonic() + timeout
+    while len(frames) < count:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([s], [], [], left)[0]:
+            break
+        data, addr = s.recvfrom(65535)
+        if addr[2] == socket.PACKET_OUTGOING or (proto is not None and data[23] != proto):
+            continue
+        frames.append(data.hex())
+    return {"frames": frames}
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -105,6 +125,10 @@ def main():
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.add_argument("nbytes", type=int)
+    p = sub.add_parser("sniff")
+    p.add_argument("iface")
+    p.add_argument("count", type=int)
+    p.add_argument("--proto", type=int)
     a = ap.parse_args()
     if a.cmd == "ping":
         out = ping(a.dst, a.c, a.timeout, a.interval)
@@ -112,6 +136,8 @@ def main():
         out = tcp_sink(a.port)
     elif a.cmd == "tcp-send":
         out = tcp_send(a.host, a.port, a.nbytes)
+    elif a.cmd == "sniff":
+        out = sniff(a.iface, a.count, a.proto)
     else:
         out = snmp()
     print(json.dumps(out), flush=True)

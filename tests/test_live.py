@@ -18,6 +18,7 @@ import re
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -329,6 +330,48 @@ def test_icmp_echo_answered_by_xdp_tx(topo, run_dp, tx):
     assert i["actions"]["tx"] == 5
     assert i["actions"]["pass"] == i["rx"] - 5 == i["host_in"] >= 1   # ARP
     assert i["out"] == 5 + i["host_out"]
+
+
+def test_l4lb_with_config_encapsulates_back_out(topo, run_dp, tmp_path):
+    """``run -p l4lb --config``: datagrams to a VIP come back out of the ingress
+    interface (XDP_TX) in IPIP toward the VIP's real, as the config says; the
+    frames are decoded by dpkt as caught on the client's side of the wire."""
+    import dpkt
+    vip, real = "10.200.1.1", "10.0.0.2"
+    cfg = tmp_path / "lb.toml"
+    cfg.write_text(f'gateway_mac = "{MAC_CLIENT}"\n[[vip]]\naddress = "{vip}"\nport = 53\n'
+                   f'proto = "udp"\nreals = [ {{ address = "{real}", weight = 1 }} ]\n')
+    topo.ip(topo.client, "route", "add", f"{vip}/32", "dev", "client-veth")
+    topo.ip(topo.client, "neigh", "add", vip, "lladdr", MAC_DP0, "dev", "client-veth",
+            "nud", "permanent")
+    dp = run_dp("-i", "dp-veth0", "-p", "l4lb", "--config", cfg)
+    sniff = subprocess.Popen(topo.ns(topo.client, sys.executable, str(TOOL), "sniff",
+                                     "client-veth", "10", "--proto", "4"),
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert sniff.stdout.readline().strip() == "listening"
+        topo.sh(topo.client, sys.executable, "-c", _UDP_SEND, vip, "53")
+        frames = json.loads(sniff.communicate(timeout=30)[0])["frames"]
+    finally:
+        if sniff.poll() is None:
+            sniff.kill()
+            sniff.wait()
+    s = dp.stop()
+    assert len(frames) == 10
+    for hexed in frames:
+        eth = dpkt.ethernet.Ethernet(bytes.fromhex(hexed))
+        assert (eth.dst.hex(), eth.src.hex()) == (MAC_CLIENT.replace(":", ""),
+                                                  MAC_DP0.replace(":", ""))
+        outer = eth.data
+        assert outer.p == 4 and outer.ttl == 64
+        assert socket.inet_ntoa(outer.dst) == real
+        assert socket.inet_ntoa(outer.src).startswith("172.16.")
+        assert dpkt.in_cksum(bytes(outer)[:20]) == 0
+        inner = dpkt.ip.IP(bytes(outer.data))
+        assert (socket.inet_ntoa(inner.src), socket.inet_ntoa(inner.dst)) == (CLIENT_IP, vip)
+        assert inner.data.dport == 53 and inner.data.data == b"x" * 32
+    i = s["interfaces"]["dp-veth0"]
+    assert i["actions"]["tx"] == i["rx"] == 10
 
 
 def _bridge_program(path, a, b):

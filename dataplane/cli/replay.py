@@ -5,9 +5,8 @@ import sys
 from ..cluster import expand_inputs
 from ..errors import UsageError
 from ..io.capture import open_capture
-from ..lb.control import load_balancer
 from ..pipeline import InterfaceSink, Tee, VerdictPcaps, replay
-from ..program import load_program
+from ..program import load_configured
 from ..stats import Progress, format_maps, format_sent, format_summary, print_json
 from ..workers import use_workers
 from .options import add_options
@@ -60,16 +59,8 @@ def run(args):
         from .replay_many import run_many
         return run_many(args, paths)
     use_workers(args.workers)
-    if args.filter is not None:
-        from ..ebpf.cbpf import load_filter
-        program = load_filter(args.filter, checked=not args.unchecked)
-    else:
-        program = load_program(args.program, checked=not args.unchecked, pin=args.pin)
-    if args.config:
-        load_balancer(program, args.config, state_dir=args.pin)
-    if args.seed is not None:
-        program.seed_prandom(args.seed)
-    program.use_capture_time(args.ktime == "capture")
+    program = load_configured(args.program, args.filter, not args.unchecked, args.pin,
+                              args.config, args.seed, args.ktime == "capture")
     out = _interface_sink(args)
     with open_capture(args.read) as reader:
         sinks = (VerdictPcaps(args.write, nanosecond=reader.nanosecond,

@@ -9,7 +9,7 @@ from ..errors import UsageError
 from ..live import LIVE_BATCH, LiveDataplane, preflight, tap_names
 from ..live_workers import LiveWorkers
 from ..stats import format_live_summary, print_json, print_line
-from ..program import load_program
+from ..program import load_configured
 from ..workers import use_workers
 from .options import add_options
 
@@ -34,7 +34,8 @@ EPILOG = "example: dataplane run -i eth1 -p firewall --host-tap   (then: ip addr
 def register(sub):
     p = sub.add_parser("run", help=HELP, description=DESCRIPTION, epilog=EPILOG)
     add_options(p, "interface", "program", "host_tap", "tap_name", "interval", "count",
-                "batch", "workers", "unchecked", "pin", "tx_path", "extended", "json",
+                "batch", "workers", "unchecked", "seed", "pin", "config", "tx_path", "extended",
+                "json",
                 interval=dict(default=2.0, help="print per-interface rates every SEC "
                               "seconds (default 2; 0: only the summary)"),
                 batch=dict(default=LIVE_BATCH, help=f"packets per batch (default "
@@ -54,7 +55,8 @@ def run(args):
     preflight(args.interfaces, args.host_tap,
               tap_names(args.interfaces, args.tap_names) if args.host_tap else None)
     use_workers(args.workers)
-    program = load_program(args.program, checked=not args.unchecked, pin=args.pin)
+    program = load_configured(args.program, checked=not args.unchecked, pin=args.pin,
+                              lb_config=args.config, seed=args.seed)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)

@@ -439,6 +439,25 @@ def test_prog_dump_and_verify(capsys):
     assert "map_in_map: verified" in capsys.readouterr().out
 
 
+def test_verify_command_accepts_and_rejects_like_the_kernel_log(capsys, tmp_path):
+    """``dataplane verify X.o``: the same verdict as ``prog verify``; a program
+    that writes r10 is refused with its instruction and reason, exit 1."""
+    from elftools.elf.elffile import ELFFile
+    assert main(["verify", str(BPF / "firewall.o")]) == 0
+    out = capsys.readouterr().out
+    assert main(["prog", "verify", str(BPF / "firewall.o")]) == 0
+    assert capsys.readouterr().out == out and out.startswith("firewall: verified")
+    data = bytearray((BPF / "drop_udp.o").read_bytes())
+    with open(BPF / "drop_udp.o", "rb") as f:
+        text = ELFFile(f).get_section_by_name("xdp")["sh_offset"]
+    data[text:text + 8] = bytes([0xB7, 0x0A, 0, 0, 0, 0, 0, 0])  # mov r10, 0
+    bad = tmp_path / "bad.o"
+    bad.write_bytes(data)
+    assert main(["verify", str(bad)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "error: drop_udp: insn 0: mov %r10, 0: frame pointer is read only"
+
+
 def test_bench_compares_with_the_kernel(capsys):
     import json
     assert main(["bench", "-p", str(BPF / "drop_udp.o"), "--repeat", "3", "-j"]) == 0

@@ -8,11 +8,13 @@ stderr (``error: <what>: <why>``, then ``hint: ...`` where it helps); with
 import argparse
 import json
 import sys
+import types
 
 from .. import __version__
 from . import bench, conformance, lb_cmd, map_cmd, prog, replay, run
 
 COMMANDS = {"replay": replay, "bench": bench, "map": map_cmd, "lb": lb_cmd, "prog": prog,
+            "verify": types.SimpleNamespace(register=prog.register_verify, run=prog.run),
             "conformance": conformance, "run": run}
 
 

@@ -1,6 +1,6 @@
-"""``dataplane prog dump X.o[:name]`` and ``dataplane prog verify X.o[:name]``:
-an eBPF object's programs as the loader links them (bpftool prog dump xlated)
-and the verifier's verdict on them."""
+"""``dataplane prog dump X.o[:name]`` and ``dataplane prog verify X.o[:name]``
+(also ``dataplane verify X.o[:name]``): an eBPF object's programs as the loader
+links them (bpftool prog dump xlated) and the verifier's verdict on them."""
 
 import argparse
 
@@ -17,16 +17,34 @@ and which accesses it left to run-time checks; exit 1 with the instruction and
 the reason when it rejects the program."""
 
 
+VERIFY_HELP = "verify the programs of an eBPF object (.o)"
+
+
 def register(sub):
     p = sub.add_parser("prog", help=HELP, description=DESCRIPTION)
     ops = p.add_subparsers(dest="op", metavar="OP", required=True)
-    for name, help_ in (("dump", "disassemble a program"), ("verify", "verify programs")):
-        q = ops.add_parser(name, help=help_, description=help_)
-        q.add_argument("object", metavar="OBJECT[:NAME]", help="an eBPF ELF object, and a "
-                       "program of it (all of its programs for verify)")
-        add_options(q, "json")
-        q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
+    for name, help_ in (("dump", "disassemble a program"), ("verify", VERIFY_HELP)):
+        _object_arguments(ops.add_parser(name, help=help_, description=help_))
     return p
+
+
+def register_verify(sub):
+    """``dataplane verify``: ``prog verify`` under the name of the step itself."""
+    p = sub.add_parser("verify", help=f"{VERIFY_HELP} (prog verify)",
+                       description=f"{VERIFY_HELP}: what the verifier proved and the "
+                       "accesses it left to run-time checks; exit 1 with the instruction "
+                       "and the reason when it rejects a program (the same as prog verify)")
+    _object_arguments(p, verbose=False)  # a command's own -v comes from main
+    p.set_defaults(op="verify")
+    return p
+
+
+def _object_arguments(p, verbose=True):
+    p.add_argument("object", metavar="OBJECT[:NAME]", help="an eBPF ELF object, and a "
+                   "program of it (all of its programs for verify)")
+    add_options(p, "json")
+    if verbose:
+        p.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
 
 
 def _programs(ref, every):

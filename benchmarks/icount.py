@@ -31,12 +31,9 @@ import tempfile
 CHILD = """
 import sys
 from dataplane.bench import _one_pass, load_packets
-from dataplane.lb.control import load_balancer
-from dataplane.program import load_program
+from dataplane.program import load_configured
 ref, capture, lb_config, packets, passes = sys.argv[1:6]
-program = load_program(ref)
-if lb_config:
-    load_balancer(program, lb_config)
+program = load_configured(ref, lb_config=lb_config)
 chunks, n = load_packets(capture, int(packets), program.tailroom)
 for _ in range(1 + int(passes)):
     _one_pass(program, chunks, 1024, True)

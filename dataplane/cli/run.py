@@ -34,8 +34,8 @@ EPILOG = "example: dataplane run -i eth1 -p firewall --host-tap   (then: ip addr
 def register(sub):
     p = sub.add_parser("run", help=HELP, description=DESCRIPTION, epilog=EPILOG)
     add_options(p, "interface", "program", "host_tap", "tap_name", "interval", "count",
-                "batch", "workers", "unchecked", "seed", "pin", "config", "tx_path", "extended",
-                "json",
+                "batch", "workers", "unchecked", "seed", "pin", "config", "tx_path",
+                "extended", "json",
                 interval=dict(default=2.0, help="print per-interface rates every SEC "
                               "seconds (default 2; 0: only the summary)"),
                 batch=dict(default=LIVE_BATCH, help=f"packets per batch (default "

@@ -17,12 +17,12 @@ from numba.extending import intrinsic, overload
 
 from .. import config
 from . import htab, lpm
-from .htab import H_COUNT, H_LOCK
+from .htab import H_LOCK
 from .memory import spin_lock, spin_unlock
 from .csum import _diff as _diff_kernel
 from ..helpers import bpf_redirect
 from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, array_update_error,
-                      bpf_redirect_map, bpf_tail_call, seed_of)
+                      bpf_redirect_map, bpf_tail_call, lpm_entry, seed_of)
 from .ringbuf import _ring_spec, ringbuf_write
 from .trace import trace_printk
 from .xdp import (bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns,
@@ -163,23 +163,11 @@ def _lookup(m, key):
     if spec.is_map_in_map:
         return _lookup_outer(spec)
     if spec.is_lpm:  # the longest prefix of at most the key's prefixlen bits
-        (read, width, shift), slot = _lpm(spec), _value_slot(spec)
-        slow, find1, find2 = lpm.lpm_lookup.dispatcher, lpm.lpm_find1.dispatcher, \
-            lpm.lpm_find2.dispatcher
-        one_word = spec.lpm_width <= 64
+        read, entry, slot = _lpm(spec)[0], lpm_entry(spec), _value_slot(spec)
 
         def impl(m, key):
-            if m.hdr[H_COUNT] == 0:  # the kernel's trie: a NULL root, no walk
-                return np.int64(0)
             plen, hi, lo = read(key)
-            if plen < width:  # a shorter prefixlen: the general walk
-                e = slow(m.buckets, m.chain, m.keys, m.index, m.rchild, m.nhdr, m.nent, m.bhi,
-                         m.blo, m.rval, plen, hi, lo, width, shift)
-            elif one_word:  # a whole address (the usual lookup): kernels/lpm.py's index
-                e = np.int64(m.rval[find1(m.index, m.rchild, m.nhdr, m.nent, m.bhi, hi, shift)])
-            else:
-                e = np.int64(m.rval[find2(m.index, m.rchild, m.nhdr, m.nent, m.bhi, m.blo, hi,
-                                          lo, shift)])
+            e = entry(m, plen, hi, lo)
             if e < 0:
                 return np.int64(0)
             return slot(m, e)

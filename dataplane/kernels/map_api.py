@@ -122,9 +122,10 @@ def _key_arity(key):
     return 0
 
 
-def _lpm_forms(spec, key, full_only, what):
-    """(has_prefixlen, to_words) for an LPM key of numba type ``key``:
-    ``to_words(key) -> (prefixlen, hi, lo)`` (left-aligned words, kernels/lpm.py)."""
+def _lpm_words(spec, key, full_only, what):
+    """A compiled ``to_words(key) -> (prefixlen, hi, lo)`` (left-aligned words,
+    kernels/lpm.py) for an LPM key of numba type ``key``: the full key, or (unless
+    ``full_only``) the address alone, whose prefixlen is the trie's width."""
     width = spec.lpm_width
     words = 1 if width <= 64 else 2
     arity = _key_arity(key)
@@ -152,35 +153,43 @@ def _lpm_forms(spec, key, full_only, what):
         else:
             def to_words(k):
                 return np.int64(width), np.uint64(k[0]), (np.uint64(k[1]) & amask) << lsh
-    return full, njit(**config.INLINE_JIT)(to_words)
+    return njit(**config.INLINE_JIT)(to_words)
 
 
-def _lpm_lookup(spec, key):
+def lpm_entry(spec):
+    """A compiled ``entry(m, plen, hi, lo)``: the entry number of the longest
+    prefix of at most ``plen`` bits (the key's prefixlen, as the kernel's
+    trie_lookup_elem limits its match) that matches the left-aligned words
+    ``hi``, ``lo``, or -1. Python programs and eBPF objects both look up so."""
     # numpy scalars, not Python ints: a literal type would compile the kernels
     # again for each width (the control plane's calls pass int64 and uint64)
-    width, shift, scalar = np.int64(spec.lpm_width), np.uint64(spec.lpm_shift), \
-        spec.value_dtype.names is None
-    full, to_words = _lpm_forms(spec, key, False, "bpf_map_lookup_elem")
+    width, shift = np.int64(spec.lpm_width), np.uint64(spec.lpm_shift)
     find1, find2 = lpm.lpm_find1.dispatcher, lpm.lpm_find2.dispatcher
     slow = lpm.lpm_lookup.dispatcher
     one_word = spec.lpm_width <= 64
 
-    def entry(m, key):
+    def entry(m, plen, hi, lo):
         if m.hdr[H_COUNT] == 0:  # the kernel's trie: a NULL root, no walk
             return np.int64(-1)
-        plen, hi, lo = to_words(key)
-        if full and plen != width:  # a shorter prefixlen: longest match of <= plen bits
+        if plen < width:  # a shorter prefixlen: the general walk
             return slow(m.buckets, m.chain, m.keys, m.index, m.rchild, m.nhdr, m.nent, m.bhi,
                         m.blo, m.rval, plen, hi, lo, width, shift)
-        if one_word:
+        if one_word:  # a whole address (the usual lookup): kernels/lpm.py's index
             return np.int64(m.rval[find1(m.index, m.rchild, m.nhdr, m.nent, m.bhi, hi, shift)])
         return np.int64(m.rval[find2(m.index, m.rchild, m.nhdr, m.nent, m.bhi, m.blo, hi, lo,
                                      shift)])
-    entry = njit(**config.INLINE_JIT)(entry)
+    return njit(**config.INLINE_JIT)(entry)
+
+
+def _lpm_lookup(spec, key):
+    scalar = spec.value_dtype.names is None
+    to_words = _lpm_words(spec, key, False, "bpf_map_lookup_elem")
+    entry = lpm_entry(spec)
     vt, size = _slot_form(spec)
 
     def impl(m, key):
-        e = entry(m, key)
+        plen, hi, lo = to_words(key)
+        e = entry(m, plen, hi, lo)
         if e < 0:
             return None
         v = view_bytes(m.values, e * size, vt, (1,))
@@ -193,7 +202,7 @@ def _lpm_lookup(spec, key):
 def _lpm_update(spec, key):
     width, shift = np.int64(spec.lpm_width), np.uint64(spec.lpm_shift)
     write = _writer(spec.value_dtype)
-    _, to_words = _lpm_forms(spec, key, True, "bpf_map_update_elem")
+    to_words = _lpm_words(spec, key, True, "bpf_map_update_elem")
     insert = lpm.lpm_insert.dispatcher
 
     def impl(m, key, value, flags):
@@ -211,7 +220,7 @@ def _lpm_update(spec, key):
 
 def _lpm_delete(spec, key):
     width, shift = np.int64(spec.lpm_width), np.uint64(spec.lpm_shift)
-    _, to_words = _lpm_forms(spec, key, True, "bpf_map_delete_elem")
+    to_words = _lpm_words(spec, key, True, "bpf_map_delete_elem")
     delete = lpm.lpm_delete_locked.dispatcher
 
     def impl(m, key):

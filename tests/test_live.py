@@ -523,6 +523,14 @@ def test_errors_are_one_line_and_leave_nothing(topo):
                       "--tap-name", "dp-veth1")
     assert "TAP 'dp-veth1': name taken" in line
     _left_as_found(topo)
+    # a load balancer configuration that cannot be used: named, nothing taken over
+    line = _error_run(topo, "-i", "dp-veth0", "-p", "l4lb", "--host-tap", "--config",
+                      "/nonexistent/lb.toml")
+    assert "/nonexistent/lb.toml" in line
+    line = _error_run(topo, "-i", "dp-veth0", "-p", "pass_all", "--host-tap", "--config",
+                      ROOT / "programs" / "l4lb" / "example.toml")
+    assert "--config: program 'pass_all' is not the l4lb program" in line
+    _left_as_found(topo)
     if shutil.which("unshare"):  # a private mount namespace without /dev/net/tun
         line = _error_run(topo, "-i", "dp-veth0", "-p", "pass_all", "--host-tap",
                           prefix=("unshare", "--mount", "--propagation", "private", "sh",

@@ -442,8 +442,8 @@ class Map:
                     and 0 <= index < self.max_entries and self.values[0, index] == 0:
                 return -1  # an empty device or inner-map slot
             return index if 0 <= index < self.max_entries else -1
-        return int(htab.htab_lookup_py(self.buckets, self.chain, self.keys,
-                                       _key_bytes(self.key_dtype, key, self.name), self._seed))
+        return int(htab.htab_lookup_py(self.hdr, self.buckets, self.chain, self.keys,
+                                       _key_bytes(self.key_dtype, key, self.name)))
 
     def _index(self, key):
         try:
@@ -492,7 +492,7 @@ class Map:
         elif self.is_hash:
             e = int(htab.htab_insert_py(*self._table(),
                                         _key_bytes(self.key_dtype, key, self.name),
-                                        int(flags), self.lru, self._seed))
+                                        int(flags), self.lru))
             if e < 0:
                 self._fail(-e, f"update {key!r}")
         else:
@@ -538,7 +538,7 @@ class Map:
         if not self.is_hash:
             self._fail(errno.EINVAL, f"delete {key!r}")
         r = int(htab.htab_delete_py(self.hdr, self.buckets, self.chain, self.free, self.keys,
-                                    _key_bytes(self.key_dtype, key, self.name), self._seed))
+                                    _key_bytes(self.key_dtype, key, self.name)))
         if r < 0:
             self._fail(-r, f"delete {key!r}")
 
@@ -582,11 +582,6 @@ class Map:
         htab.htab_reset(self.hdr, self.buckets, self.chain, self.refs, self.free)
         if self.is_hash and self.hdr[htab.H_SEED] == 0:
             self.hdr[htab.H_SEED] = htab.new_seed()
-
-    @property
-    def _seed(self):
-        """The key-hash seed (as the kernels read it: the header's bits, unsigned)."""
-        return np.uint64(int(self.hdr[htab.H_SEED]) & 0xFFFFFFFFFFFFFFFF if self.is_hash else 0)
 
     def clear(self):
         """Delete every entry (array maps: zero every value)."""

@@ -180,12 +180,12 @@ def _lookup(m, key):
                 return np.int64(0)
             return slot(m, i)
         return impl
-    read, find, key_hash, touch = key_reader(spec.key_dtype.itemsize), \
-        htab.htab_find.dispatcher, htab.key_hash.dispatcher, htab.lru_touch.dispatcher
+    read, find, touch = key_reader(spec.key_dtype.itemsize), htab.htab_find_key.dispatcher, \
+        htab.lru_touch.dispatcher
 
     def impl(m, key):
         k = read(key)
-        e = find(m.buckets, m.chain, m.keys, k, key_hash(k, seed_of(m.hdr)))
+        e = find(m.hdr, m.buckets, m.chain, m.keys, k)
         if e < 0:
             return np.int64(0)
         if lru:
@@ -204,12 +204,11 @@ def _lookup_outer(spec):
                 return np.int64(0)
             return np.int64(m.values[i])
         return impl
-    read, find, key_hash = key_reader(spec.key_dtype.itemsize), htab.htab_find.dispatcher, \
-        htab.key_hash.dispatcher
+    read, find = key_reader(spec.key_dtype.itemsize), htab.htab_find_key.dispatcher
 
     def impl(m, key):
         k = read(key)
-        e = find(m.buckets, m.chain, m.keys, k, key_hash(k, seed_of(m.hdr)))
+        e = find(m.hdr, m.buckets, m.chain, m.keys, k)
         if e < 0:
             return np.int64(0)
         return np.int64(m.values[e])

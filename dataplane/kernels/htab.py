@@ -132,6 +132,12 @@ def htab_find(buckets, chain, keys, key, h):
 
 
 @kernel(**config.INLINE_JIT)
+def htab_find_key(hdr, buckets, chain, keys, key):
+    """Entry number of ``key`` in a hash map, hashed with the map's own seed, or -1."""
+    return htab_find(buckets, chain, keys, key, key_hash(key, table_seed(hdr)))
+
+
+@kernel(**config.INLINE_JIT)
 def lru_touch(refs, e):
     """Mark entry ``e`` used (bpf_lru_node_set_ref: written only when clear, so
     a hot entry's line is not dirtied on every hit)."""
@@ -249,25 +255,26 @@ def htab_reset(hdr, buckets, chain, refs, free):
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_lookup_py(buckets, chain, keys, key, seed):
+def htab_lookup_py(hdr, buckets, chain, keys, key):
     """Control-plane lookup: the entry number or -1 (an LRU lookup does not
     mark the entry used: bpftool's lookups do not either)."""
-    return htab_find(buckets, chain, keys, key, key_hash(key, seed))
+    return htab_find_key(hdr, buckets, chain, keys, key)
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_insert_py(hdr, buckets, chain, refs, free, keys, key, flags, lru, seed):
+def htab_insert_py(hdr, buckets, chain, refs, free, keys, key, flags, lru):
     """Control-plane insert: the entry number, or the kernel's negative error."""
     spin_lock(hdr, H_LOCK)
-    e, created = htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru, seed)
+    e, created = htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru,
+                             table_seed(hdr))
     spin_unlock(hdr, H_LOCK)
     return e
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_delete_py(hdr, buckets, chain, free, keys, key, seed):
+def htab_delete_py(hdr, buckets, chain, free, keys, key):
     """Control-plane delete: 0 or -ENOENT."""
-    return htab_delete_locked(hdr, buckets, chain, free, keys, key, seed)
+    return htab_delete_locked(hdr, buckets, chain, free, keys, key, table_seed(hdr))
 
 
 @kernel(**config.KERNEL_JIT)

@@ -288,14 +288,14 @@ def _lookup(m, key):
                 return v
             return v[0]
         return impl
-    pack, find = key_packer(spec.key_dtype), htab.htab_find.dispatcher
-    key_hash, touch = htab.key_hash.dispatcher, htab.lru_touch.dispatcher
-    inline, row, voff, vt = _inline_value(spec)
-    size = _slot_form(spec)[1]
+    pack, find, touch = key_packer(spec.key_dtype), htab.htab_find_key.dispatcher, \
+        htab.lru_touch.dispatcher
+    inline, row, voff, _ = _inline_value(spec)
+    vt, size = _slot_form(spec)
 
     def impl(m, key):
         k = pack(key)
-        e = find(m.buckets, m.chain, m.keys, k, key_hash(k, seed_of(m.hdr)))
+        e = find(m.hdr, m.buckets, m.chain, m.keys, k)
         if e < 0:
             return None
         if lru:
@@ -335,12 +335,11 @@ def _lookup_inner(spec):
                 return None
             return build(m.pool[m.values[i] - 1])
         return impl
-    pack, find, key_hash = key_packer(spec.key_dtype), htab.htab_find.dispatcher, \
-        htab.key_hash.dispatcher
+    pack, find = key_packer(spec.key_dtype), htab.htab_find_key.dispatcher
 
     def impl(m, key):
         k = pack(key)
-        e = find(m.buckets, m.chain, m.keys, k, key_hash(k, seed_of(m.hdr)))
+        e = find(m.hdr, m.buckets, m.chain, m.keys, k)
         if e < 0:
             return None
         return build(m.pool[m.values[e] - 1])
@@ -497,15 +496,14 @@ def _redirect_map(m, key, flags):
                 return target(m.values[i])
             return f & _ACTION_MASK
         return impl
-    pack, find, key_hash = key_packer(spec.key_dtype), htab.htab_find.dispatcher, \
-        htab.key_hash.dispatcher
+    pack, find = key_packer(spec.key_dtype), htab.htab_find_key.dispatcher
 
     def impl(m, key, flags):
         f = np.int64(flags)
         if f & ~_ACTION_MASK:
             return np.int64(ABORTED)
         k = pack(key)
-        e = find(m.buckets, m.chain, m.keys, k, key_hash(k, seed_of(m.hdr)))
+        e = find(m.hdr, m.buckets, m.chain, m.keys, k)
         if e >= 0 and m.values[e] != 0:
             return target(m.values[e])
         return f & _ACTION_MASK

@@ -290,8 +290,9 @@ def l4lb_prefetch(ctx):
     pkt = ctx.pkt
     if len(pkt) < ETH_HLEN + 40 + 4:
         return 0
-    v6 = load_be16(pkt, 12) == ETH_P_IPV6
-    v4 = (load_be16(pkt, 12) == ETH_P_IP) & (pkt[ETH_HLEN] == 0x45)
+    eth_proto = load_be16(pkt, 12)
+    v6 = eth_proto == ETH_P_IPV6
+    v4 = (eth_proto == ETH_P_IP) & (pkt[ETH_HLEN] == 0x45)
     proto = pkt[ETH_HLEN + 6] if v6 else pkt[ETH_HLEN + 9]
     # bitwise, not "and"/"or": one predictable branch, not one per packet kind
     if not ((v4 | v6) & ((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP))):

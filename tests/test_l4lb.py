@@ -917,6 +917,26 @@ def test_full_vip_table(prog, ctl_lb):
     assert run(prog, tcp(client4(1), VIP4, 1234, 80))[0] == TX
 
 
+
+def test_a_new_load_balancer_replaces_what_the_maps_hold(prog, ctl_lb):
+    """A configuration applied by a second LoadBalancer over the same maps (a
+    program loaded again in one process is the same one, maps and all) is what
+    the maps then say: VIPs it lacks are gone, even a full table's worth that
+    the first one added (before, they stayed and balanced traffic, and the
+    table had no number left for a new VIP: StopIteration)."""
+    for i in range(L.MAX_VIPS - 2):
+        ctl_lb.add_vip(f"10.201.{i // 200}.{i % 200 + 1}:80/tcp")
+    assert run(prog, tcp(client4(1), VIP4, 1234, 80))[0] == TX
+    fresh = LoadBalancer(prog.maps, from_dict(doc([
+        {"address": "10.203.0.1", "port": 80, "proto": "tcp", "reals": reals(REALS4[:1])}]),
+        "test"))
+    assert [k["addr"] for k, _ in prog.maps["vip_map"].items()] == ["10.203.0.1"]
+    assert [v["vip"] for v in fresh.list()] == ["10.203.0.1:80/tcp"]
+    assert run(prog, tcp(client4(1), VIP4, 1234, 80))[0] == PASS  # no VIP there now
+    assert run(prog, tcp(client4(1), "10.203.0.1", 1234, 80))[0] == TX
+    assert not prog.maps["ch_rings"].values[0, L.RING_SIZE:].any()  # others' rings emptied
+
+
 BAD_DOCS = [
     ({"gateway_mac": GW_MAC, "colour": "blue"}, r"colour"),
     ({"vip": [{"address": VIP4, "port": 80, "proto": "sctp"}]}, r"sctp"),
@@ -932,6 +952,16 @@ BAD_DOCS = [
      r"10\.200\.1\.1:80/tcp"),
     ({"max_pkt_size": 10}, r"max_pkt_size"),
     ({"udp_timeout": 0}, r"udp_timeout"),
+    # TOML has inf and nan, and arrays where a string belongs (found by fuzzing)
+    ({"vip": [{"address": VIP4, "port": 80, "reals": [{"address": "10.0.0.2",
+                                                        "weight": 2**32}]}]},
+     r"weight 4294967296 must be an integer in 1\.\.4294967295"),
+    ({"udp_timeout": float("inf")}, r"udp_timeout inf"),
+    ({"udp_timeout": float("nan")}, r"udp_timeout nan"),
+    ({"udp_timeout": 1e300}, r"udp_timeout 1e\+300"),
+    ({"encap": ["ipip"]}, r"encap \['ipip'\]"),
+    ({"vip": [{"address": VIP4, "port": 80, "proto": ["tcp"]}]}, r"proto \['tcp'\]"),
+    ({"vip": [{"address": VIP4, "port": 80, "flags": [["quic"]]}]}, r"flags \[\['quic'\]\]"),
 ]
 
 

@@ -21,6 +21,8 @@ from ..errors import DataplaneError
 from . import layout as L
 
 PROTOS = {"tcp": 6, "udp": 17}
+#: udp_timeout's bound (seconds): ~136 years, far inside the u64 of nanoseconds.
+MAX_UDP_TIMEOUT = 2**32
 ENCAPS = {"ipip": L.ENCAP_IPIP, "gue": L.ENCAP_GUE}
 
 
@@ -141,20 +143,26 @@ def check_port(port, what):
     return port
 
 
+def _is_one_of(value, names):
+    """``value`` is one of the strings ``names`` (a TOML array or table is not:
+    it is not even hashable)."""
+    return isinstance(value, str) and value in names
+
+
 def check_proto(proto, what):
-    if proto not in PROTOS:
-        raise LbError(f"{what}: proto '{proto}' is not tcp or udp")
+    if not _is_one_of(proto, PROTOS):
+        raise LbError(f"{what}: proto {proto!r} is not tcp or udp")
     return proto
 
 
 def check_weight(weight, what):
-    if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
-        raise LbError(f"{what}: weight {weight!r} must be an integer >= 1")
+    if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= L.MAX_WEIGHT:
+        raise LbError(f"{what}: weight {weight!r} must be an integer in 1..{L.MAX_WEIGHT}")
     return weight
 
 
 def check_flags(flags, what):
-    if not isinstance(flags, list) or any(f not in L.VIP_FLAGS for f in flags):
+    if not isinstance(flags, list) or not all(_is_one_of(f, L.VIP_FLAGS) for f in flags):
         raise LbError(f"{what}: flags {flags!r}: valid flags are {', '.join(L.VIP_FLAGS)}")
     return sorted(set(flags))
 
@@ -186,14 +194,15 @@ def from_dict(doc, where):
     cfg.gateway_mac = doc.get("gateway_mac", cfg.gateway_mac)
     parse_mac(cfg.gateway_mac, f"{where}: gateway_mac")
     cfg.encap = doc.get("encap", cfg.encap)
-    if cfg.encap not in ENCAPS:
-        raise LbError(f"{where}: encap '{cfg.encap}' is not ipip or gue")
+    if not _is_one_of(cfg.encap, ENCAPS):
+        raise LbError(f"{where}: encap {cfg.encap!r} is not ipip or gue")
     cfg.max_pkt_size = _int(doc, "max_pkt_size", cfg.max_pkt_size, 64, 65535, where)
     cfg.max_new_conns = _int(doc, "max_new_conns", cfg.max_new_conns, 1, 2**62, where)
     cfg.udp_timeout = doc.get("udp_timeout", cfg.udp_timeout)
-    if isinstance(cfg.udp_timeout, bool) or not isinstance(cfg.udp_timeout, (int, float)) \
-            or cfg.udp_timeout <= 0:
-        raise LbError(f"{where}: udp_timeout {cfg.udp_timeout!r} must be seconds > 0")
+    t = cfg.udp_timeout  # TOML has inf and nan; the map keeps whole nanoseconds (u64)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 1e-9 <= t <= MAX_UDP_TIMEOUT:
+        raise LbError(f"{where}: udp_timeout {t!r} must be seconds from 1e-9 to "
+                      f"{MAX_UDP_TIMEOUT}")
     vips = doc.get("vip", [])
     if not isinstance(vips, list):
         raise LbError(f"{where}: 'vip' must be an array of tables ([[vip]])")

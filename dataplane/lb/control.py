@@ -9,6 +9,7 @@ running instance. Every change is validated before a map is written, and a
 ring change rewrites only the slots that moved.
 """
 
+import ipaddress
 import json
 import os
 
@@ -16,8 +17,8 @@ import numpy as np
 
 from ..errors import DataplaneError
 from . import layout as L
-from .config import (ENCAPS, PROTOS, LbConfig, LbError, from_dict, parse_address, parse_mac,
-                     to_dict)
+from .config import (ENCAPS, PROTOS, LbConfig, LbError, Vip, from_dict, parse_address,
+                     parse_mac, to_dict)
 from .maglev import maglev_ring
 
 STATE_FILE = "lb.json"
@@ -73,7 +74,7 @@ class LoadBalancer:
         reals = {r.address for v in cfg.vips for r in v.reals}
         if len(reals) >= L.MAX_REALS:
             raise LbError(f"{len(reals)} reals, at most {L.MAX_REALS - 1}")
-        old = {v.name: v for v in self.cfg.vips}
+        old = {v.name: v for v in self._vips_in_maps()}
         self.cfg = cfg
         for name in set(old) - {v.name for v in cfg.vips}:
             self._drop_vip(old[name])
@@ -180,6 +181,15 @@ class LoadBalancer:
         self.maps["ctl"].update(0, (parse_mac(c.gateway_mac), c.max_pkt_size, ENCAPS[c.encap],
                                     trace, int(c.udp_timeout * 1e9), c.max_new_conns))
 
+    def _vips_in_maps(self):
+        """The VIPs the maps hold (without reals): what ``apply`` replaces, which
+        may be more than this object's configuration (maps that an earlier
+        LoadBalancer configured in this process, or a pinned instance that lost
+        its lb.json)."""
+        names = {number: name for name, number in PROTOS.items()}
+        return [Vip(ipaddress.ip_address(k["addr"]), int(k["port"]), names[int(k["proto"])])
+                for k, _ in self.maps["vip_map"].items()]
+
     def _vip_key(self, vip):
         hi, lo = address_words(vip.address)
         return (hi, lo, vip.port, PROTOS[vip.proto])
@@ -269,8 +279,6 @@ class LoadBalancer:
 
 
 def _from_words(value):
-    import ipaddress
-
     ip = ipaddress.IPv6Address(value)
     return ip.ipv4_mapped or ip
 

@@ -15,6 +15,8 @@ RING_SIZE = 65537
 #: VIPs and reals the maps hold (vip numbers 0.., real ids 1.., 0 = none).
 MAX_VIPS = 128
 MAX_REALS = 4096
+#: A real's weight: Katran's are uint32 (Maglev's accumulator is int64).
+MAX_WEIGHT = 0xFFFFFFFF
 #: Connection-table entries per worker, and in the shared fallback table.
 CONN_TABLE_SIZE = 1 << 17
 FALLBACK_TABLE_SIZE = 1 << 16

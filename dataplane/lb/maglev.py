@@ -19,6 +19,7 @@ import operator
 import numpy as np
 
 from ..kernels.maglev import maglev_fill
+from .layout import MAX_WEIGHT
 
 #: Slots per VIP ring (Katran's kDefaultChRingSize): prime, so every skip in
 #: 1..N-1 walks the whole ring.
@@ -30,7 +31,6 @@ _M64 = (1 << 64) - 1
 _SEED_OFFSET = 0x243F6A8885A308D3
 _SEED_SKIP = 0x13198A2E03707344
 _MAX_ID = 0xFFFFFFFF      # ring slots are uint32
-_MAX_WEIGHT = 0xFFFFFFFF  # Katran's weights are uint32; the accumulator is int64
 
 
 def _fmix64(k):
@@ -87,8 +87,8 @@ def maglev_ring(reals, size=RING_SIZE):
             raise ValueError(f"{name}: id must be in 1..{_MAX_ID} (0 marks an empty slot)")
         if real_id in checked:
             raise ValueError(f"{name}: id listed twice")
-        if not 1 <= weight <= _MAX_WEIGHT:
-            raise ValueError(f"{name}: weight {weight} must be in 1..{_MAX_WEIGHT}")
+        if not 1 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"{name}: weight {weight} must be in 1..{MAX_WEIGHT}")
         try:
             h1, h2 = real_hash(address)
         except ValueError as e:

@@ -883,6 +883,11 @@ CONTROL_ERRORS = [
      r"10\.0\.0\.2.*weight 0"),
     ("malformed real", lambda lb: lb.add_real(f"{VIP4}:80/tcp", "10.0.0.300"), r"10\.0\.0\.300"),
     ("malformed VIP", lambda lb: lb.add_vip("10.0.0.300:80/tcp"), r"10\.0\.0\.300"),
+    # a zone index: the maps keep 16 bytes, so the real was never found again
+    # and each change of its VIP gave it one more id (found by fuzzing)
+    ("real with a zone index", lambda lb: lb.add_real(f"[{VIP6}]:80/tcp", "fe80::1%eth0"),
+     r"fe80::1%eth0.*zone index"),
+    ("VIP with a zone index", lambda lb: lb.add_vip("[fe80::1%eth0]:80/tcp"), r"zone index"),
     ("bad VIP port", lambda lb: lb.add_vip("10.0.0.30:70000/tcp"), r"70000"),
     ("bad VIP proto", lambda lb: lb.add_vip("10.0.0.30:80/sctp"), r"sctp"),
     ("bad flag", lambda lb: lb.add_vip("10.0.0.30:80/tcp", ["fast"]), r"fast"),

@@ -122,9 +122,13 @@ class LbConfig:
 
 def parse_address(text, what):
     try:
-        return ipaddress.ip_address(str(text).strip("[]"))
+        address = ipaddress.ip_address(str(text).strip("[]"))
     except ValueError:
         raise LbError(f"{what}: '{text}' is not an IPv4 or IPv6 address") from None
+    if getattr(address, "scope_id", None):  # the maps hold 16 bytes: fe80::1%eth0 == fe80::1?
+        raise LbError(f"{what}: '{text}': an address with a zone index (%{address.scope_id}) "
+                      "cannot be a VIP or a real")
+    return address
 
 
 def parse_vip(text):

@@ -888,6 +888,9 @@ CONTROL_ERRORS = [
     ("real with a zone index", lambda lb: lb.add_real(f"[{VIP6}]:80/tcp", "fe80::1%eth0"),
      r"fe80::1%eth0.*zone index"),
     ("VIP with a zone index", lambda lb: lb.add_vip("[fe80::1%eth0]:80/tcp"), r"zone index"),
+    # all zeros is how the reals map marks an empty row: such a real was lost too
+    ("unspecified real", lambda lb: lb.add_real(f"[{VIP6}]:80/tcp", "::"), r"'::'.*unspecified"),
+    ("unspecified VIP", lambda lb: lb.add_vip("0.0.0.0:80/tcp"), r"0\.0\.0\.0.*unspecified"),
     ("bad VIP port", lambda lb: lb.add_vip("10.0.0.30:70000/tcp"), r"70000"),
     ("bad VIP proto", lambda lb: lb.add_vip("10.0.0.30:80/sctp"), r"sctp"),
     ("bad flag", lambda lb: lb.add_vip("10.0.0.30:80/tcp", ["fast"]), r"fast"),

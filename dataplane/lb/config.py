@@ -128,6 +128,8 @@ def parse_address(text, what):
     if getattr(address, "scope_id", None):  # the maps hold 16 bytes: fe80::1%eth0 == fe80::1?
         raise LbError(f"{what}: '{text}': an address with a zone index (%{address.scope_id}) "
                       "cannot be a VIP or a real")
+    if address.is_unspecified:  # all zeros: an empty row of the reals map
+        raise LbError(f"{what}: '{text}' is the unspecified address: not a VIP or a real")
     return address
 
 

@@ -42,6 +42,13 @@ def test_no_command_is_a_usage_error():
     (["replay", "-r", SMALL], 2, "the following arguments are required: -p"),
     (["replay", "-r", SMALL, "-p", "drop_udp", "-c", "0"], 2, "must be at least 1"),
     (["bench", "-p", "drop_udp", "--batch", "x"], 2, "is not an integer"),
+    # nan passed every "<= 0" check: lb stats then raised ValueError in time.sleep
+    (["lb", "stats", "--config", "programs/l4lb/example.toml", "--interval", "nan"], 2,
+     "'nan' is not a finite number"),
+    (["run", "-i", "dp-none0", "-p", "drop_udp", "--interval", "inf"], 2,
+     "'inf' is not a finite number"),
+    (["replay", "-r", SMALL, "-p", "drop_udp", "-i", "dp-none0", "--pps", "nan"], 2,
+     "'nan' is not a finite number"),
     (["replay", "-r", "/nonexistent.pcap", "-p", "drop_udp"], 1, "/nonexistent.pcap"),
     (["replay", "-r", SMALL, "-p", "no_such_program"], 1, "program 'no_such_program'"),
 ])

@@ -5,6 +5,7 @@ thing everywhere and their help is written once.
 """
 
 import argparse
+import math
 
 from .. import config
 
@@ -16,6 +17,18 @@ def _positive_int(text):
         raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
+    return value
+
+
+def _finite_float(text):
+    """A number of seconds or packets a second: nan and inf are refused here,
+    as each comparison the commands make lets nan through."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
     return value
 
 
@@ -67,7 +80,7 @@ OPTIONS = {
     "config": (("--config",), dict(metavar="FILE",
                help="a load balancer configuration (TOML: gateway_mac, [[vip]] tables with "
                     "their reals) for the l4lb program; see programs/l4lb/example.toml")),
-    "interval": (("--interval",), dict(metavar="SEC", type=float,
+    "interval": (("--interval",), dict(metavar="SEC", type=_finite_float,
                  help="also measure rates: sample the counters SEC seconds apart and "
                       "print packets and bytes per second")),
     "interface": (("-i", "--interface"), dict(metavar="IFACE", dest="interfaces",
@@ -84,7 +97,7 @@ OPTIONS = {
     "tx_path": (("--tx",), dict(choices=("mmsg", "ring"), default="mmsg",
                 help="batched transmit path (valid values: mmsg, sendmmsg of 64 frames "
                      "per call; ring, a PACKET_TX_RING; default mmsg)")),
-    "pps": (("--pps",), dict(metavar="N", type=float,
+    "pps": (("--pps",), dict(metavar="N", type=_finite_float,
             help="with replay -i: send at N packets per second (default: --topspeed)")),
     "topspeed": (("--topspeed",), dict(action="store_true",
                  help="with replay -i: send as fast as the interface takes them (the "

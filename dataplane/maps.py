@@ -119,6 +119,11 @@ _PERCPU = {BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU
 _LRU = {BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 _INLINE_VALUES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH}
 _MAP_IN_MAP = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
+#: bpf_attr's max_entries is a __u32; a hash table's (and a trie's) entry
+#: numbers here are int32 (the kernel's htab refuses far fewer: its bucket
+#: array's size in bytes must fit a u32).
+MAX_ENTRIES_LIMIT = 0xFFFFFFFF
+HASH_MAX_ENTRIES = 1 << 31
 SUPPORTED = _HASHES | _ARRAYS | _MAP_IN_MAP | {BPF_MAP_TYPE_LPM_TRIE}
 SUPPORTED |= {BPF_MAP_TYPE_RINGBUF}  # a RingBuf (below): Map(...) of this type makes one
 
@@ -175,6 +180,12 @@ class Map:
         self.max_entries = int(max_entries)
         if self.max_entries < 1:
             raise MapError(name, f"max_entries must be at least 1, not {max_entries}")
+        if self.max_entries > MAX_ENTRIES_LIMIT:  # bpf_attr's max_entries is a __u32
+            raise MapError(name, f"max_entries {max_entries} is above {MAX_ENTRIES_LIMIT}")
+        hashed = type in _HASHES or type == BPF_MAP_TYPE_LPM_TRIE
+        if hashed and self.max_entries > HASH_MAX_ENTRIES:  # (the kernel's htab: E2BIG)
+            raise MapError(name, f"max_entries {max_entries} of a {MAP_TYPE_NAMES[type]} map "
+                                 f"is above {HASH_MAX_ENTRIES}")
         if type in _ARRAYS and (self.key_dtype.names or self.key_dtype.itemsize != 4):
             raise MapError(name, f"array maps take a 4-byte integer key, not {self.key_dtype}")
         if type in _DEVMAPS and (self.value_dtype.names or self.value_dtype.itemsize != 4
@@ -227,7 +238,7 @@ class Map:
             raise MapError(self.name, "inner maps cannot be maps of maps")
         # each inner map starts a cache line, as a map of its own does
         stride = -(-first.nbytes // config.SLOT_ALIGN) * config.SLOT_ALIGN
-        self.pool = alloc_buffer(stride * n).reshape(n, stride)
+        self.pool = alloc_buffer(stride * n, f"map '{self.name}'").reshape(n, stride)
         self.inner_maps = tuple(
             Map(f"{self.name}_inner{i}", inner.type, inner.key, inner.value, inner.max_entries,
                 attach=self.pool[i, :first.nbytes]) for i in range(n))
@@ -313,7 +324,7 @@ class Map:
         self.nbytes = max(size, 64)
         fresh = buffer is None
         if fresh:
-            buffer = alloc_buffer(self.nbytes)
+            buffer = alloc_buffer(self.nbytes, f"map '{self.name}'")
         elif buffer.size != self.nbytes:
             raise MapError(self.name, f"storage of {buffer.size} bytes, the map needs "
                                       f"{self.nbytes}")
@@ -747,7 +758,7 @@ class RingBuf(Map):
         hdr_bytes = 8 * RB_HDR_WORDS
         self.nbytes = hdr_bytes + self.max_entries
         if buffer is None:
-            buffer = alloc_buffer(self.nbytes)
+            buffer = alloc_buffer(self.nbytes, f"map '{self.name}'")
         elif buffer.size != self.nbytes:
             raise MapError(self.name, f"storage of {buffer.size} bytes, the map needs "
                                       f"{self.nbytes}")

@@ -50,6 +50,9 @@ def test_no_command_is_a_usage_error():
     (["replay", "-r", SMALL, "-p", "drop_udp", "-i", "dp-none0", "--pps", "nan"], 2,
      "'nan' is not a finite number"),
     (["replay", "-r", "/nonexistent.pcap", "-p", "drop_udp"], 1, "/nonexistent.pcap"),
+    # petabytes, past any address space: was an OSError traceback
+    (["replay", "-r", SMALL, "-p", "drop_udp", "--batch", str(10**12)], 1,
+     "bytes for a batch of 1,000,000,000,000 packets (--batch)"),
     (["replay", "-r", SMALL, "-p", "no_such_program"], 1, "program 'no_such_program'"),
 ])
 def test_errors_are_one_line_with_exit_code(args, code, text):

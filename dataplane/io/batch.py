@@ -21,10 +21,11 @@ import mmap
 import numpy as np
 
 from .. import config
+from ..errors import DataplaneError
 from ..kernels import layout
 
 
-def alloc_buffer(nbytes):
+def alloc_buffer(nbytes, what="a buffer"):
     """A zeroed uint8 buffer starting a cache line (config.SLOT_ALIGN), page-aligned
     and on huge pages when large (config.HUGE_PAGE_MIN). numpy's own arrays start
     16 bytes into a line: every 64-byte row laid out from such a base straddles
@@ -32,11 +33,15 @@ def alloc_buffer(nbytes):
     miss a packet), and 4 KiB pages under a connection table of megabytes cost
     a TLB miss on most lookups."""
     nbytes = max(int(nbytes), 1)
-    if nbytes < config.HUGE_PAGE_MIN:
-        raw = np.zeros(nbytes + config.SLOT_ALIGN, np.uint8)
-        skip = -raw.ctypes.data % config.SLOT_ALIGN
-        return raw[skip:skip + nbytes]
-    m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    try:
+        if nbytes < config.HUGE_PAGE_MIN:
+            raw = np.zeros(nbytes + config.SLOT_ALIGN, np.uint8)
+            skip = -raw.ctypes.data % config.SLOT_ALIGN
+            return raw[skip:skip + nbytes]
+        m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (MemoryError, OSError) as exc:  # a --batch or max_entries too large for memory
+        raise DataplaneError(f"cannot allocate {nbytes:,} bytes for {what}: "
+                             f"{getattr(exc, 'strerror', None) or 'out of memory'}") from None
     if hasattr(mmap, "MADV_HUGEPAGE"):
         try:
             m.madvise(mmap.MADV_HUGEPAGE)
@@ -63,7 +68,7 @@ class PacketBatch:
         self.tailroom = int(tailroom)
         if buffer_bytes is None:
             buffer_bytes = self.capacity * (self.headroom + 2048 + self.tailroom)
-        self.buf = alloc_buffer(buffer_bytes)
+        self.buf = alloc_buffer(buffer_bytes, f"a batch of {self.capacity:,} packets (--batch)")
         self.meta = np.zeros((layout.ROWS, self.capacity), np.int64)
         m = self.meta
         self.data, self.data_end = m[layout.DATA], m[layout.DATA_END]

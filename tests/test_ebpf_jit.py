@@ -882,8 +882,34 @@ def test_cli_plugin_program_it_cannot_run():
         code, out, err = _cli(["conformance", "--plugin", ""], stdin=program)
         assert code == 1, (program, out, err)
         lines = err.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: insn 0:"), err
+        assert len(lines) == 1 and lines[0].startswith("error: program: insn 0:"), err
         assert out == ""
+
+
+def test_cli_conformance_vectors_that_crash_or_loop_fail_alone(tmp_path, monkeypatch):
+    """A vector's program runs unproved: one reading far outside its memory, one
+    that never ends and one whose jump leaves the program each fail with the
+    reason, and the rest of the folder still runs (the first crashed the whole
+    process, the second hung it, the third raised KeyError in the JIT)."""
+    monkeypatch.setattr(conformance, "RUN_SECONDS", 1)
+    vectors = {
+        "a_ok": "mov %r0, 7\nexit\n-- result\n0x7",
+        "crash": "lsh %r1, 40\nldxdw %r0, [%r1]\nexit\n-- mem\n00 01\n-- result\n0x0",
+        "endless": "mov %r0, 1\njeq %r0, 1, -1\nexit\n-- result\n0x1",
+        "jump": "ja +5\nexit\n-- result\n0x1",
+        "z_ok": "mov %r0, 1\nexit\n-- result\n0x1",
+    }
+    for name, body in vectors.items():
+        (tmp_path / f"{name}.data").write_text(f"-- asm\n{body}\n")
+    code, out, err = _cli(["conformance", str(tmp_path)])
+    assert code == 1 and "Traceback" not in err
+    assert out.splitlines() == [
+        "PASS a_ok.data",
+        "FAIL crash.data: crashed: SIGSEGV (a memory access outside the block and the stack?)",
+        "FAIL endless.data: did not finish in 1 s (an endless loop?)",
+        "FAIL jump.data: not compiled: program: insn 0: ja +5: jump out of range from insn 0 to 6",
+        "PASS z_ok.data",
+        "Passed 2 out of 5 tests."]
 
 
 def test_cli_conformance_missing_folder(tmp_path):

@@ -8,14 +8,23 @@ R0 as an unsigned 64-bit number.
 
 The plugin protocol of the bpf_conformance runner (``--plugin``): the memory
 as hex in the argument, the program as hex on stdin, R0 printed in hex.
+
+A vector's program is compiled here and run in a forked child: its memory
+accesses are not proved (only the verifier's structural pass is consulted), so
+one outside the block and the stack, or an endless loop, ends that child, and
+the vector fails with the reason while the others still run.
 """
 
 import ctypes
+import faulthandler
+import os
+import signal
+import struct
 from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import DataplaneError, UsageError
-from . import asm, isa, jit
+from . import asm, isa, jit, verifier
 
 
 class Vector(NamedTuple):
@@ -76,21 +85,62 @@ def parse_vector(path):
 
 
 def run(code, memory=b""):
-    """Run a program on a memory block -> R0 (unsigned). Programs are trusted
-    here (the verifier is not consulted): this is the ISA check only."""
+    """Run a program on a memory block -> R0 (unsigned). Only the verifier's
+    structural pass is consulted (opcodes, jump and call targets, lddw pairs,
+    control falling off the end, recursion): what the JIT needs to emit code
+    at all. Their types and bounds are trusted: this is the ISA check only."""
+    verifier.check_structure(code, "program", helpers=jit.RAW_HELPERS, callx=True)
     fn = jit.compile_raw(code)
     buf = ctypes.create_string_buffer(bytes(memory), max(len(memory), 1))
-    return fn(ctypes.addressof(buf) if memory else 0, len(memory))
+    return _in_child(fn, ctypes.addressof(buf) if memory else 0, len(memory))
+
+
+#: Seconds a vector's program may run (the suite's take microseconds).
+RUN_SECONDS = 2
+
+
+class RunError(DataplaneError):
+    """A vector's program crashed or did not finish (its child process ended)."""
+
+
+def _in_child(fn, *args):
+    """``fn(*args)`` (an unsigned 64-bit result) in a forked child process."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: nothing of the parent's Python runs here but this
+        try:
+            os.close(r)
+            faulthandler.disable()  # a crash here is the answer, not a bug to report
+            signal.alarm(RUN_SECONDS)  # its default action ends the process
+            os.write(w, struct.pack("<Q", fn(*args)))
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if len(data) == 8:
+        return struct.unpack("<Q", data)[0]
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
+        raise RunError(f"did not finish in {RUN_SECONDS} s (an endless loop?)")
+    if os.WIFSIGNALED(status):
+        raise RunError(f"crashed: {signal.Signals(os.WTERMSIG(status)).name} (a memory access "
+                       "outside the block and the stack?)")
+    raise RunError(f"ended without a result (exit status {os.waitstatus_to_exitcode(status)})")
 
 
 def run_vector(vector):
     """(passed, detail) for one vector."""
     try:
         got = run(vector.code, vector.memory)
-    except jit.JitError as exc:
+    except (jit.JitError, verifier.VerifierError) as exc:
         if vector.error:
             return True, f"error as expected: {exc}"
         return False, f"not compiled: {exc}"
+    except RunError as exc:
+        if vector.error:
+            return True, f"error as expected: {exc}"
+        return False, str(exc)
     if vector.result is None:
         return False, f"expected error '{vector.error}', got {got:#x}"
     if got != vector.result:

@@ -580,6 +580,10 @@ def emit(builder, insns, target, r1, r2=None):
 
 # ---------------------------------------------------------------- bare ISA runs
 
+#: The helpers of RawTarget: 5, the conformance suite's "unwind".
+RAW_HELPERS = frozenset({5})
+
+
 class RawTarget(Target):
     """The conformance vectors' runtime: memory block in R1, its length in R2,
     helper 5 returns its first argument (the suite's "unwind" helper)."""
@@ -587,7 +591,7 @@ class RawTarget(Target):
     def helper_call(self, builder, pc, helper, args):
         if helper is None:  # callx: only helper 5 exists here
             return args[0]
-        if helper == 5:
+        if helper in RAW_HELPERS:
             return args[0]
         raise JitError(f"insn {pc}: helper {helper} is not available here")
 

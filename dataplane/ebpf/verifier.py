@@ -103,7 +103,7 @@ _ALU_OPS = set(isa.ALU_NAMES)
 _LOAD_SIZES = (isa.SIZE_B, isa.SIZE_H, isa.SIZE_W, isa.SIZE_DW)
 
 
-def _check_insn(insns, pc, insn, helpers):
+def _check_insn(insns, pc, insn, helpers, callx=False):
     """The reason slot ``pc`` is malformed, or None."""
     c, op = insn.cls, insn.op
     if insn.dst > 10 or insn.src > 10:
@@ -170,8 +170,8 @@ def _check_insn(insns, pc, insn, helpers):
         if op == CALL:
             if c == JMP32:
                 return "invalid call in JMP32"
-            if insn.uses_reg_src:
-                return "indirect calls (callx) are not allowed"
+            if insn.uses_reg_src:  # callx: the helper's id is in the register
+                return None if callx else "indirect calls (callx) are not allowed"
             if insn.src == CALL_LOCAL:
                 tgt = pc + 1 + insn.imm
                 if not 0 <= tgt < len(insns) or insns[tgt].is_lddw_tail:
@@ -226,8 +226,9 @@ def prune_points(insns, funcs):
     return points
 
 
-def check_structure(insns, name="prog", helpers=HELPERS):
-    """Pass 1; returns {function entry: end} (ebpf/jit.functions)."""
+def check_structure(insns, name="prog", helpers=HELPERS, callx=False):
+    """Pass 1; returns {function entry: end} (ebpf/jit.functions). ``callx``:
+    allow indirect helper calls (the conformance suite's ISA has them)."""
     from .jit import functions
 
     if not insns:
@@ -239,7 +240,7 @@ def check_structure(insns, name="prog", helpers=HELPERS):
             if pc == 0 or not insns[pc - 1].is_lddw:
                 raise VerifierError(name, insns, pc, "invalid BPF_LD_IMM insn")
             continue
-        reason = _check_insn(insns, pc, insn, helpers)
+        reason = _check_insn(insns, pc, insn, helpers, callx)
         if reason:
             raise VerifierError(name, insns, pc, reason)
     funcs = functions(insns)

@@ -456,6 +456,32 @@ class Map:
         return int(htab.htab_lookup_py(self.hdr, self.buckets, self.chain, self.keys,
                                        _key_bytes(self.key_dtype, key, self.name)))
 
+    def check_links(self):
+        """Raise MapError when the links of a hash map's table (or an LPM trie's
+        prefix table, and its range table's indices) are out of range or loop:
+        the control plane follows them without bounds checks, so a pinned file
+        that was damaged would read out of bounds or walk for ever. Arrays
+        have no links. Run by pin.open_pinned on every map it opens."""
+        if not (self.is_hash or self.is_lpm):
+            return
+        fault = htab.htab_check(self.hdr, self.buckets, self.chain, self.free, self.keys,
+                                np.zeros(self.max_entries, np.int8))
+        if fault:
+            raise MapError(self.name, f"corrupt table: {htab.CHECK_FAULTS[fault]}")
+        if self.is_lpm:
+            bounds = int(self.hdr[lpm.H_BOUNDS])
+            nodes = self.nhdr.shape[0]
+            why = ("interval count out of range" if not 1 <= bounds <= self.rval.size else
+                   "interval's entry out of range"
+                   if ((self.rval[:bounds] < -1) | (self.rval[:bounds] >= self.max_entries)).any()
+                   else "index out of range or out of order"
+                   if (self.index < 0).any() or (self.index > bounds).any()
+                   or (np.diff(self.index) < 0).any()
+                   else "index node out of range"
+                   if ((self.rchild < -1) | (self.rchild >= nodes)).any() else None)
+            if why:
+                raise MapError(self.name, f"corrupt prefix table: {why}")
+
     def _index(self, key):
         try:
             return int(key)
@@ -467,7 +493,9 @@ class Map:
         names = {errno.ENOENT: "no such key", errno.EEXIST: "key exists",
                  errno.E2BIG: f"map is full ({self.max_entries} entries)",
                  errno.ENOSPC: f"map is full ({self.max_entries} entries)",
-                 errno.EINVAL: "invalid argument"}
+                 errno.EINVAL: "invalid argument",
+                 errno.EBUSY: "its update lock stayed held (a process killed while it "
+                              "changed the map? unpin it, or run the program again)"}
         raise MapError(self.name, f"{what}: {names.get(err, errno.errorcode.get(err, err))} "
                                   f"(-{errno.errorcode.get(err, err)})", err)
 

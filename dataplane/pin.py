@@ -97,6 +97,11 @@ def open_pinned(directory, name):
     if path.stat().st_size != spec["bytes"]:
         raise DataplaneError(f"{path}: size {path.stat().st_size} does not match its spec "
                              f"({spec['bytes']} bytes)")
-    return Map(spec["name"], spec["type"], key=spec_dtype(spec["key"]),
-               value=spec_dtype(spec["value"]),
-               max_entries=spec["max_entries"], attach=_map_file(path, spec["bytes"]))
+    m = Map(spec["name"], spec["type"], key=spec_dtype(spec["key"]),
+            value=spec_dtype(spec["value"]),
+            max_entries=spec["max_entries"], attach=_map_file(path, spec["bytes"]))
+    try:
+        m.check_links()
+    except DataplaneError as exc:  # damaged: say which file
+        raise DataplaneError(f"{path}: {exc}") from None
+    return m

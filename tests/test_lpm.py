@@ -18,6 +18,7 @@ import pytest
 
 import reference
 from dataplane import PacketBatch, ProgramError, XdpAction, load_program
+from dataplane.kernels import htab
 from dataplane.maps import (BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_LPM_TRIE, BPF_NOEXIST, LPM_V4,
                             LPM_V6, Map, MapError)
 
@@ -519,3 +520,18 @@ def test_acl_lpm_verdicts_and_counts_match_reference():
         assert b.append(f)
     prog.run_batch(b)
     assert b.action[:b.count].tolist() == [v for v, _ in want]
+
+
+def test_a_lock_left_held_is_ebusy_not_a_hang():
+    """A pinned trie keeps its lock word: one left set by a killed process made
+    update and delete spin for ever; they give up after ~1 s with -EBUSY."""
+    m = lpm()
+    m.update("10.0.0.0/8", 1)
+    m.hdr[htab.H_LOCK] = 1
+    for op in (lambda: m.update("10.1.0.0/16", 2), lambda: m.delete("10.0.0.0/8")):
+        with pytest.raises(MapError, match=r"update lock stayed held.*-EBUSY"):
+            op()
+    assert m.lookup("10.1.2.3") == 1  # lookups take no lock
+    m.hdr[htab.H_LOCK] = 0
+    m.update("10.1.0.0/16", 2)
+    assert m.lookup("10.1.2.3") == 2

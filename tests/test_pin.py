@@ -54,6 +54,50 @@ def test_map_cli_errors(tmp_path):
     assert "map 'config'" in r.stderr and "rate_pps" in r.stderr
 
 
+
+def _flows_pinned(tmp_path):
+    """flow_counter's flows, pinned and filled by a replay of small.pcap."""
+    from dataplane.kernels import htab
+    from dataplane.pin import open_pinned
+    pin = tmp_path / "pinned"
+    dp("replay", "-r", SMALL, "-p", "flow_counter", "--pin", pin, "-q")
+    return pin, open_pinned(pin, "flows"), htab
+
+
+def test_damaged_pinned_file_is_an_error_not_a_crash(tmp_path):
+    """The control plane follows a pinned table's links without bounds checks:
+    a damaged file segfaulted dump (random bytes), hung update (a chain looping
+    back), and raised a traceback (all 0xff); each is now one error line."""
+    pin, flows, htab = _flows_pinned(tmp_path)
+    e = int(flows.buckets[flows.buckets >= 0][0])  # the head of some chain
+    flows.chain[e] = e  # the chain now loops
+    del flows
+    for args in (("dump", "flows"), ("update", "flows", '{"saddr": "10.9.9.9", "daddr": '
+                 '"10.8.8.8", "sport": 1, "dport": 2, "proto": 17}', '{"packets": 1, "bytes": 1}')):
+        r = dp("map", *args, "--pin", pin, check=1)
+        assert r.stderr.splitlines() == [f"error: {pin / 'flows.bin'}: map 'flows': corrupt "
+                                         "table: a chain that loops, or an entry in two chains"]
+    size = (pin / "flows.bin").stat().st_size
+    for junk in (b"\xff" * size, bytes(range(256)) * (size // 256) + bytes(size % 256)):
+        (pin / "flows.bin").write_bytes(junk)
+        r = dp("map", "dump", "flows", "--pin", pin, check=1)
+        assert len(r.stderr.splitlines()) == 1 and "corrupt table" in r.stderr, r.stderr
+
+
+def test_a_lock_left_held_is_an_error_not_a_hang(tmp_path):
+    """A process killed while it changed a pinned map leaves the map's lock word
+    set: the control plane spun on it for ever; it now gives up after about a
+    second (htab.CONTROL_SPINS) with -EBUSY. Lookups take no lock."""
+    pin, flows, htab = _flows_pinned(tmp_path)
+    flows.hdr[htab.H_LOCK] = 1
+    key = '{"saddr": "10.9.9.9", "daddr": "10.8.8.8", "sport": 1, "dport": 2, "proto": 17}'
+    r = dp("map", "update", "flows", key, '{"packets": 1, "bytes": 1}', "--pin", pin, check=1)
+    assert "its update lock stayed held" in r.stderr and "(-EBUSY)" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    dp("map", "dump", "flows", "--pin", pin)  # reading still works
+    flows.hdr[htab.H_LOCK] = 0
+    dp("map", "update", "flows", key, '{"packets": 1, "bytes": 1}', "--pin", pin)
+
 RUNNER = """
 import sys
 from dataplane import PacketBatch, load_program

@@ -40,9 +40,10 @@ from .. import config, native
 from ..jit import kernel, lazy
 
 spin_lock = lazy("dataplane.kernels.memory", "spin_lock")
+spin_trylock = lazy("dataplane.kernels.memory", "spin_trylock")
 spin_unlock = lazy("dataplane.kernels.memory", "spin_unlock")
 
-ENOENT, EEXIST, E2BIG, EINVAL = 2, 17, 7, 22
+ENOENT, EEXIST, E2BIG, EINVAL, EBUSY = 2, 17, 7, 22, 16
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 H_COUNT, H_FREE_TOP, H_CLOCK = 0, 1, 2
 #: The map's update lock (the kernel's per-bucket raw spinlocks, one per map
@@ -261,10 +262,29 @@ def htab_lookup_py(hdr, buckets, chain, keys, key):
     return htab_find_key(hdr, buckets, chain, keys, key)
 
 
+#: Tries of the control plane at a map's lock before it gives up (about a
+#: second): a pinned map keeps its lock word, so a process killed while it
+#: held it (SIGKILL mid-insert) leaves it held for good, and dataplane map /
+#: lb would spin on it forever.
+CONTROL_SPINS = 1 << 27
+
+
+@kernel(**config.INLINE_JIT)
+def control_lock(hdr):
+    """Take the map's lock (H_LOCK) for the control plane: False after
+    CONTROL_SPINS tries."""
+    for _ in range(CONTROL_SPINS):
+        if spin_trylock(hdr, H_LOCK):
+            return True
+    return False
+
+
 @kernel(**config.KERNEL_JIT)
 def htab_insert_py(hdr, buckets, chain, refs, free, keys, key, flags, lru):
-    """Control-plane insert: the entry number, or the kernel's negative error."""
-    spin_lock(hdr, H_LOCK)
+    """Control-plane insert: the entry number, or the kernel's negative error
+    (-EBUSY: the lock stayed held)."""
+    if not control_lock(hdr):
+        return np.int64(-EBUSY)
     e, created = htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru,
                              table_seed(hdr))
     spin_unlock(hdr, H_LOCK)
@@ -273,8 +293,65 @@ def htab_insert_py(hdr, buckets, chain, refs, free, keys, key, flags, lru):
 
 @kernel(**config.KERNEL_JIT)
 def htab_delete_py(hdr, buckets, chain, free, keys, key):
-    """Control-plane delete: 0 or -ENOENT."""
-    return htab_delete_locked(hdr, buckets, chain, free, keys, key, table_seed(hdr))
+    """Control-plane delete: 0, -ENOENT or -EBUSY (the lock stayed held)."""
+    if not control_lock(hdr):
+        return np.int64(-EBUSY)
+    r = htab_delete(hdr, buckets, chain, free, keys, key, table_seed(hdr))
+    spin_unlock(hdr, H_LOCK)
+    return r
+
+
+#: What htab_check finds broken (its nonzero results).
+CHECK_FAULTS = {1: "free-stack top out of range", 2: "entry count out of range",
+                3: "CLOCK hand out of range", 4: "free-stack entry out of range",
+                5: "an entry both free and in a chain, or free twice",
+                6: "bucket or chain link out of range", 7: "an entry in the wrong bucket",
+                8: "a chain that loops, or an entry in two chains",
+                9: "count and free entries do not add up"}
+
+
+@kernel(**config.KERNEL_JIT)
+def htab_check(hdr, buckets, chain, free, keys, seen):
+    """0 when the table's links are sound, else the number of the first broken
+    invariant (CHECK_FAULTS): a pinned file another process wrote is checked
+    before the control plane follows its links, so that a corrupt one is an
+    error, not a read out of bounds or a walk without end. ``seen`` is int8
+    scratch of the entries' number."""
+    n = free.size
+    top = hdr[H_FREE_TOP]
+    if top < 0 or top > n:
+        return 1
+    if hdr[H_COUNT] < 0 or hdr[H_COUNT] > n:
+        return 2
+    if hdr[H_CLOCK] < 0 or (n > 0 and hdr[H_CLOCK] >= n):
+        return 3
+    for i in range(n):
+        seen[i] = 0
+    for i in range(top):
+        e = free[i]
+        if e < 0 or e >= n:
+            return 4
+        if seen[e]:
+            return 5
+        seen[e] = 1
+    mask = np.uint64(buckets.size - 1)
+    for b in range(buckets.size):
+        e = np.int64(buckets[b])
+        while e != _NIL:
+            if e < 0 or e >= n:
+                return 6
+            if seen[e]:
+                return 5 if seen[e] == 1 else 8
+            if keys[e, 0] & mask != np.uint64(b):
+                return 7
+            seen[e] = 2
+            e = np.int64(chain[e])
+    chained = 0
+    for i in range(n):
+        chained += seen[i] == 2
+    if chained != hdr[H_COUNT] or chained + top != n:
+        return 9
+    return 0
 
 
 @kernel(**config.KERNEL_JIT)

@@ -59,7 +59,8 @@ import numpy as np
 from .. import config
 from ..jit import kernel
 from . import htab
-from .htab import H_LOCK, htab_delete, htab_find, htab_insert, key_hash, spin_lock, spin_unlock
+from .htab import (EBUSY, H_LOCK, control_lock, htab_delete, htab_find, htab_insert, key_hash,
+                   spin_lock, spin_unlock)
 
 ENOENT, EEXIST, E2BIG, EINVAL = htab.ENOENT, htab.EEXIST, htab.E2BIG, htab.EINVAL
 ENOSPC = 28
@@ -562,15 +563,17 @@ def lpm_py(op, hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent,
     if op == OP_LOOKUP:
         return lpm_lookup(buckets, chain, keys, index, rchild, nhdr, nent, bhi, blo, rval,
                           plen, kw[1], kw[2], width, ushift)
-    if op == OP_UPDATE:
-        spin_lock(hdr, H_LOCK)
-        r = lpm_insert(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
-                       nent, bhi, blo, rval, plen, kw[1], kw[2], flags, width, ushift)
+    if op == OP_UPDATE or op == OP_DELETE:
+        if not control_lock(hdr):  # a process died holding it (htab.CONTROL_SPINS)
+            return np.int64(-EBUSY)
+        if op == OP_UPDATE:
+            r = lpm_insert(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
+                           nent, bhi, blo, rval, plen, kw[1], kw[2], flags, width, ushift)
+        else:
+            r = lpm_delete(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
+                           nent, bhi, blo, rval, plen, kw[1], kw[2], width, ushift)
         spin_unlock(hdr, H_LOCK)
         return r
-    if op == OP_DELETE:
-        return lpm_delete_locked(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
-                                 nent, bhi, blo, rval, plen, kw[1], kw[2], width, ushift)
     if op == OP_REBUILD:
         lpm_rebuild_nodes(hdr, index, rchild, nhdr, nent, bhi, blo, width, ushift)
         return np.int64(0)

@@ -211,6 +211,21 @@ def spin_lock(typingctx, arr, index):
 
 
 @intrinsic
+def spin_trylock(typingctx, arr, index):
+    """One attempt at the spin lock in ``arr[index]``: True when it was taken."""
+    if not _is_int64_array(arr):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ptr = _int64_element(context, builder, signature, args)
+        i64 = ir.IntType(64)
+        pair = builder.cmpxchg(ptr, i64(0), i64(1), "acquire", "monotonic")
+        return builder.extract_value(pair, 1)
+
+    return types.boolean(arr, index), codegen
+
+
+@intrinsic
 def spin_unlock(typingctx, arr, index):
     """Release the spin lock in ``arr[index]`` (a release store of 0)."""
     if not _is_int64_array(arr):

@@ -123,6 +123,9 @@ _MAP_IN_MAP = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
 #: numbers here are int32 (the kernel's htab refuses far fewer: its bucket
 #: array's size in bytes must fit a u32).
 MAX_ENTRIES_LIMIT = 0xFFFFFFFF
+#: Checks of a pinned table's links (Map.check_links) while a running program
+#: changes it (its count, free stack, hand or lock moved) before giving up.
+CHECK_TRIES = 5
 HASH_MAX_ENTRIES = 1 << 31
 SUPPORTED = _HASHES | _ARRAYS | _MAP_IN_MAP | {BPF_MAP_TYPE_LPM_TRIE}
 SUPPORTED |= {BPF_MAP_TYPE_RINGBUF}  # a RingBuf (below): Map(...) of this type makes one
@@ -464,23 +467,30 @@ class Map:
         have no links. Run by pin.open_pinned on every map it opens."""
         if not (self.is_hash or self.is_lpm):
             return
-        fault = htab.htab_check(self.hdr, self.buckets, self.chain, self.free, self.keys,
-                                np.zeros(self.max_entries, np.int8))
+        seen, moved = np.zeros(self.max_entries, np.int8), self.hdr[:htab.H_LOCK + 1].copy
+        for _ in range(CHECK_TRIES):
+            before = moved()
+            fault = htab.htab_check(self.hdr, self.buckets, self.chain, self.free, self.keys,
+                                    seen)
+            if not fault or np.array_equal(before, moved()):
+                break  # sound, or broken while nothing moved: conclusive
+        else:
+            fault = 0  # a running program kept changing it: not judged, not blamed
         if fault:
             raise MapError(self.name, f"corrupt table: {htab.CHECK_FAULTS[fault]}")
-        if self.is_lpm:
-            bounds = int(self.hdr[lpm.H_BOUNDS])
-            nodes = self.nhdr.shape[0]
-            why = ("interval count out of range" if not 1 <= bounds <= self.rval.size else
-                   "interval's entry out of range"
-                   if ((self.rval[:bounds] < -1) | (self.rval[:bounds] >= self.max_entries)).any()
-                   else "index out of range or out of order"
-                   if (self.index < 0).any() or (self.index > bounds).any()
-                   or (np.diff(self.index) < 0).any()
-                   else "index node out of range"
-                   if ((self.rchild < -1) | (self.rchild >= nodes)).any() else None)
-            if why:
-                raise MapError(self.name, f"corrupt prefix table: {why}")
+        if self.is_lpm:  # the range table's indices (its index nodes are not checked)
+            bounds, rval, index = int(self.hdr[lpm.H_BOUNDS]), self.rval, self.index
+            checks = (
+                (lambda: not 1 <= bounds <= rval.size, "interval count out of range"),
+                (lambda: ((rval[:bounds] < -1) | (rval[:bounds] >= self.max_entries)).any(),
+                 "an interval's entry out of range"),
+                (lambda: (index < 0).any() or (index > bounds).any()
+                 or (np.diff(index) < 0).any(), "index out of range or out of order"),
+                (lambda: ((self.rchild < -1) | (self.rchild >= self.nhdr.shape[0])).any(),
+                 "index node out of range"))
+            for broken, why in checks:
+                if broken():
+                    raise MapError(self.name, f"corrupt prefix table: {why}")
 
     def _index(self, key):
         try:

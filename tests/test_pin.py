@@ -98,6 +98,7 @@ def test_a_lock_left_held_is_an_error_not_a_hang(tmp_path):
     flows.hdr[htab.H_LOCK] = 0
     dp("map", "update", "flows", key, '{"packets": 1, "bytes": 1}', "--pin", pin)
 
+
 RUNNER = """
 import sys
 from dataplane import PacketBatch, load_program

@@ -133,14 +133,10 @@ def run_vector(vector):
     """(passed, detail) for one vector."""
     try:
         got = run(vector.code, vector.memory)
-    except (jit.JitError, verifier.VerifierError) as exc:
+    except (jit.JitError, verifier.VerifierError, RunError) as exc:
         if vector.error:
             return True, f"error as expected: {exc}"
-        return False, f"not compiled: {exc}"
-    except RunError as exc:
-        if vector.error:
-            return True, f"error as expected: {exc}"
-        return False, str(exc)
+        return False, str(exc) if isinstance(exc, RunError) else f"not compiled: {exc}"
     if vector.result is None:
         return False, f"expected error '{vector.error}', got {got:#x}"
     if got != vector.result:

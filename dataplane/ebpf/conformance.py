@@ -87,9 +87,10 @@ def parse_vector(path):
 def run(code, memory=b""):
     """Run a program on a memory block -> R0 (unsigned). Only the verifier's
     structural pass is consulted (opcodes, jump and call targets, lddw pairs,
-    control falling off the end, recursion): what the JIT needs to emit code
-    at all. Their types and bounds are trusted: this is the ISA check only."""
-    verifier.check_structure(code, "program", helpers=jit.RAW_HELPERS, callx=True)
+    control falling off the end, recursion; unreachable code is allowed): what
+    the JIT needs to emit code at all. Types and bounds are trusted: this is
+    the ISA check only."""
+    verifier.check_structure(code, "program", helpers=jit.RAW_HELPERS, raw=True)
     fn = jit.compile_raw(code)
     buf = ctypes.create_string_buffer(bytes(memory), max(len(memory), 1))
     return _in_child(fn, ctypes.addressof(buf) if memory else 0, len(memory))

@@ -226,9 +226,10 @@ def prune_points(insns, funcs):
     return points
 
 
-def check_structure(insns, name="prog", helpers=HELPERS, callx=False):
-    """Pass 1; returns {function entry: end} (ebpf/jit.functions). ``callx``:
-    allow indirect helper calls (the conformance suite's ISA has them)."""
+def check_structure(insns, name="prog", helpers=HELPERS, raw=False):
+    """Pass 1; returns {function entry: end} (ebpf/jit.functions). ``raw``: a
+    bare ISA run's checks (conformance): indirect helper calls (callx) and
+    unreachable instructions are allowed, as the ISA has them."""
     from .jit import functions
 
     if not insns:
@@ -240,7 +241,7 @@ def check_structure(insns, name="prog", helpers=HELPERS, callx=False):
             if pc == 0 or not insns[pc - 1].is_lddw:
                 raise VerifierError(name, insns, pc, "invalid BPF_LD_IMM insn")
             continue
-        reason = _check_insn(insns, pc, insn, helpers, callx)
+        reason = _check_insn(insns, pc, insn, helpers, callx=raw)
         if reason:
             raise VerifierError(name, insns, pc, reason)
     funcs = functions(insns)
@@ -263,7 +264,7 @@ def check_structure(insns, name="prog", helpers=HELPERS, callx=False):
                     raise VerifierError(name, insns, pc, f"control {what}")
                 todo.append(s)
         for pc in range(start, end):
-            if pc not in seen and not insns[pc].is_lddw_tail:
+            if pc not in seen and not insns[pc].is_lddw_tail and not raw:
                 raise VerifierError(name, insns, pc, "unreachable insn")
 
     # A rejection names the call instruction that recurses or goes one frame

@@ -19,6 +19,7 @@ import pytest
 import reference
 from dataplane import PacketBatch, ProgramError, XdpAction, load_program
 from dataplane.kernels import htab
+from dataplane.kernels import lpm as lpm_kernels
 from dataplane.maps import (BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_LPM_TRIE, BPF_NOEXIST, LPM_V4,
                             LPM_V6, Map, MapError)
 
@@ -535,3 +536,26 @@ def test_a_lock_left_held_is_ebusy_not_a_hang():
     m.hdr[htab.H_LOCK] = 0
     m.update("10.1.0.0/16", 2)
     assert m.lookup("10.1.2.3") == 2
+
+
+def test_check_links_passes_sound_tries_and_catches_broken_nodes():
+    """Map.check_links (run on every pinned map opened) on a trie with index
+    nodes: clean after inserts and deletes; a child link, an offset and the
+    interval count each broken are caught (lookups would read out of bounds)."""
+    rng = random.Random(5)
+    m = lpm(max_entries=8000)
+    for i in range(4000):
+        m.update(f"10.{rng.randrange(256)}.{rng.randrange(256)}.0/{rng.choice([16, 20, 24])}", i)
+    for k, _ in list(m.items())[:1500]:
+        m.delete(k)
+    assert m.hdr[lpm_kernels.H_NODES] > 10
+    m.check_links()
+    for where, value, why in ((("nent", 0, 5), 0, "index node"), (("nent", 1, 512), 1 << 30,
+                              "index node"), (("hdr", lpm_kernels.H_BOUNDS), 0, "interval count")):
+        array = getattr(m, where[0])
+        saved = array[where[1:]]
+        array[where[1:]] = value
+        with pytest.raises(MapError, match=why):
+            m.check_links()
+        array[where[1:]] = saved
+    m.check_links()

@@ -535,6 +535,51 @@ def lpm_delete_locked(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr
     return r
 
 
+@kernel(**config.KERNEL_JIT)
+def lpm_check_nodes(hdr, index, rchild, nhdr, nent, parent, stack):
+    """True when every index node a lookup can reach is sound: a number below
+    H_NODES, its window inside the key, its sub-bucket starts in order and
+    inside its bucket's intervals, its children made after it (nodes are made
+    in order, so a loop is impossible) and each with one parent. ``parent`` and
+    ``stack`` are int64 scratch of the pool's size (a pinned file's check)."""
+    nodes = hdr[H_NODES]
+    if nodes < 0 or nodes > nhdr.shape[0]:
+        return False
+    for k in range(nodes):
+        parent[k] = -2
+    for b in range(rchild.size):
+        root = np.int64(rchild[b])
+        if root == -1:
+            continue
+        if root < 0 or root >= nodes or parent[root] != -2:
+            return False
+        parent[root] = -1
+        stack[0], stack[1], stack[2] = root, np.int64(index[b]), np.int64(index[b + 1])
+        top = 3
+        while top:
+            k, lo, hi = stack[top - 3], stack[top - 2], stack[top - 1]
+            top -= 3
+            if nhdr[k, N_POS] > np.uint64(120):
+                return False
+            prev = np.int64(0)
+            for t in range(257):
+                off = np.int64(nent[k, 2 * t])
+                if off < prev or lo + off > hi:
+                    return False
+                prev = off
+            for t in range(256):
+                c = np.int64(nent[k, 2 * t + 1])
+                if c == -1:
+                    continue
+                if c <= k or c >= nodes or parent[c] != -2 or top + 3 > stack.size:
+                    return False
+                parent[c] = k
+                stack[top], stack[top + 1] = c, lo + np.int64(nent[k, 2 * t])
+                stack[top + 2] = lo + np.int64(nent[k, 2 * t + 2])
+                top += 3
+    return True
+
+
 # ---------------------------------------------------------------- from Python
 
 #: Operations of lpm_py: one kernel (one compile) for the control plane.

@@ -123,6 +123,25 @@ def test_pinned_instance_changed_by_a_second_process(tmp_path, capture):
                for r in v["reals"])
 
 
+
+def test_attaching_writes_nothing_and_needs_lb_json(tmp_path, capture):
+    """lb list / stats read a running instance without writing its maps. With
+    its lb.json gone, attaching (which now replaces what the maps hold by what
+    the configuration says) would have wiped every VIP: it is an error instead."""
+    pcap, cfg = capture
+    pin = tmp_path / "pin"
+    dp("replay", "-r", pcap, "-p", "l4lb", "--config", cfg, "--pin", pin, "-q", check=0)
+    before = {f.name: f.read_bytes() for f in pin.glob("*.bin")}
+    vips = len(json.loads(dp("lb", "list", "--pin", pin, "-j", check=0).stdout))
+    dp("lb", "stats", "--pin", pin, check=0)
+    assert {f.name: f.read_bytes() for f in pin.glob("*.bin")} == before
+    (pin / "lb.json").unlink()
+    r = dp("lb", "list", "--pin", pin, check=1)
+    assert r.stderr.splitlines() == [f"error: {pin / 'lb.json'}: missing, while the instance "
+                                     f"has {vips} VIP(s): its configuration cannot be known, "
+                                     "nothing was changed"]
+    assert {f.name: f.read_bytes() for f in pin.glob("*.bin")} == before
+
 def test_trace_says_why_each_packet_went_where(tmp_path, capture):
     pcap, cfg = capture
     r = dp("lb", "trace", "-r", pcap, "--config", cfg, "-c", "400", "-j", check=0)

@@ -38,14 +38,17 @@ class LoadBalancer:
     """Katran's control plane over an l4lb program's maps (``maps``: name -> Map,
     ``Program.maps`` or pinned ones) and a configuration (LbConfig)."""
 
-    def __init__(self, maps, cfg=None, state_dir=None):
+    def __init__(self, maps, cfg=None, state_dir=None, attached=False):
         missing = set(CONTROL_MAPS) - set(maps)
         if missing:
             raise LbError(f"not an l4lb program's maps: {', '.join(sorted(missing))} missing")
         self.maps = maps
         self.state_dir = state_dir
+        if attached:  # a running instance: its maps already say what ``cfg`` says
+            self.cfg = cfg
+            return
         self.cfg = LbConfig()
-        lru = maps.get("lru_mapping")  # absent when attached: the running process set it
+        lru = maps.get("lru_mapping")
         for worker in range(lru.max_entries if lru is not None else 0):
             lru.update(worker, worker)  # each worker its own connection table
         self.apply(cfg or LbConfig())
@@ -53,7 +56,8 @@ class LoadBalancer:
     @classmethod
     def attach(cls, directory):
         """The instance whose maps are pinned in ``directory`` (dataplane replay/run
-        --pin), with its configuration from ``directory``/lb.json."""
+        --pin), with its configuration from ``directory``/lb.json. Attaching
+        writes nothing: the maps are the running instance's."""
         from ..pin import open_pinned
 
         maps = {name: open_pinned(directory, name) for name in CONTROL_MAPS}
@@ -62,10 +66,14 @@ class LoadBalancer:
             with open(path) as f:
                 cfg = from_dict(json.load(f), path)
         except FileNotFoundError:
+            if len(maps["vip_map"]):  # its VIPs' reals and weights are in no file
+                raise LbError(f"{path}: missing, while the instance has "
+                              f"{len(maps['vip_map'])} VIP(s): its configuration cannot be "
+                              "known, nothing was changed") from None
             cfg = LbConfig()
         except (OSError, ValueError) as exc:
             raise LbError(f"{path}: {exc}") from None
-        return cls(maps, cfg, state_dir=directory)
+        return cls(maps, cfg, state_dir=directory, attached=True)
 
     # -- whole configuration ------------------------------------------------
     def apply(self, cfg):

@@ -46,9 +46,10 @@ def _pcap(order, nanosecond, packets):
 
 def _pcapng(order, packets):
     out = shb(order) + idb(order) + idb(order, snaplen=128, tsresol=6)
-    for k, f in enumerate(packets):
-        out += (epb(order, k % 2, 1000 * k, f), block(order, 3, struct.pack(order + "I", len(f)) + f),
-                opb(order, 0, k, f), block(order, 5, bytes(12)))[k % 4]
+    for k, f in enumerate(packets):  # EPB, SPB, OPB and a block of an unknown type in turn
+        simple = block(order, 3, struct.pack(order + "I", len(f)) + f)
+        out += (epb(order, k % 2, 1000 * k, f), simple, opb(order, 0, k, f),
+                block(order, 5, bytes(12)))[k % 4]
     other = ">" if order == "<" else "<"  # a second section, in the other byte order
     return out + shb(other) + idb(other)
 
@@ -141,7 +142,8 @@ def test_mutated_captures_replay_every_packet_they_read(tmp_path):
 #: What a value in the document is replaced with: wrong types, edges, TOML's inf
 #: and nan, arrays where strings belong, addresses with a zone index.
 VALUES = [0, -1, 1, 2**31, 2**32, 2**64, 1.5, float("inf"), float("nan"), "", "x", "10.0.0.1",
-          "fc00::1", "::", "0.0.0.0", "fe80::1%eth0", "255.255.255.255", "02:00:00:00:00:fe", [], [1], {},
+          "fc00::1", "::", "0.0.0.0", "fe80::1%eth0", "::ffff:10.0.0.2", "255.255.255.255",
+          "02:00:00:00:00:fe", [], [1], {},
           {"a": 1}, True, "tcp", "udp", ["quic"], ["bogus"], [["quic"]], 65535, 65536,
           [{"address": "10.0.0.9"}], [{"address": "fe80::2%1"}],
           [{"address": "10.0.0.9", "weight": 0}], [{"weight": 1}],

@@ -891,6 +891,9 @@ CONTROL_ERRORS = [
     # all zeros is how the reals map marks an empty row: such a real was lost too
     ("unspecified real", lambda lb: lb.add_real(f"[{VIP6}]:80/tcp", "::"), r"'::'.*unspecified"),
     ("unspecified VIP", lambda lb: lb.add_vip("0.0.0.0:80/tcp"), r"0\.0\.0\.0.*unspecified"),
+    # stored as the IPv4 address it maps, then found as that: the same leak
+    ("IPv4-mapped real", lambda lb: lb.add_real(f"[{VIP6}]:80/tcp", "::ffff:10.0.0.7"),
+     r"IPv4-mapped address: give the IPv4 address \(10\.0\.0\.7\)"),
     ("bad VIP port", lambda lb: lb.add_vip("10.0.0.30:70000/tcp"), r"70000"),
     ("bad VIP proto", lambda lb: lb.add_vip("10.0.0.30:80/sctp"), r"sctp"),
     ("bad flag", lambda lb: lb.add_vip("10.0.0.30:80/tcp", ["fast"]), r"fast"),

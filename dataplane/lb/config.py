@@ -130,6 +130,9 @@ def parse_address(text, what):
                       "cannot be a VIP or a real")
     if address.is_unspecified:  # all zeros: an empty row of the reals map
         raise LbError(f"{what}: '{text}' is the unspecified address: not a VIP or a real")
+    if getattr(address, "ipv4_mapped", None):  # the maps keep IPv4 in this very form
+        raise LbError(f"{what}: '{text}' is an IPv4-mapped address: give the IPv4 address "
+                      f"({address.ipv4_mapped})")
     return address
 
 

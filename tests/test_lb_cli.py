@@ -132,6 +132,7 @@ def test_attaching_writes_nothing_and_needs_lb_json(tmp_path, capture):
     pin = tmp_path / "pin"
     dp("replay", "-r", pcap, "-p", "l4lb", "--config", cfg, "--pin", pin, "-q", check=0)
     before = {f.name: f.read_bytes() for f in pin.glob("*.bin")}
+    state = (pin / "lb.json").read_bytes()
     vips = len(json.loads(dp("lb", "list", "--pin", pin, "-j", check=0).stdout))
     dp("lb", "stats", "--pin", pin, check=0)
     assert {f.name: f.read_bytes() for f in pin.glob("*.bin")} == before
@@ -141,6 +142,13 @@ def test_attaching_writes_nothing_and_needs_lb_json(tmp_path, capture):
                                      f"has {vips} VIP(s): its configuration cannot be known, "
                                      "nothing was changed"]
     assert {f.name: f.read_bytes() for f in pin.glob("*.bin")} == before
+    # restarted without --config: fresh maps, an old lb.json (list raised TypeError)
+    dp("replay", "-r", pcap, "-p", "l4lb", "--pin", pin, "-q", check=0)
+    (pin / "lb.json").write_bytes(state)
+    r = dp("lb", "list", "--pin", pin, check=1)
+    assert len(r.stderr.splitlines()) == 1
+    assert f"does not describe the instance's maps ({vips} VIP(s) against 0; in lb.json only" \
+        in r.stderr
 
 def test_trace_says_why_each_packet_went_where(tmp_path, capture):
     pcap, cfg = capture

@@ -73,7 +73,15 @@ class LoadBalancer:
             cfg = LbConfig()
         except (OSError, ValueError) as exc:
             raise LbError(f"{path}: {exc}") from None
-        return cls(maps, cfg, state_dir=directory, attached=True)
+        lb = cls(maps, cfg, state_dir=directory, attached=True)
+        in_maps, in_file = {v.name for v in lb._vips_in_maps()}, {v.name for v in cfg.vips}
+        if in_maps != in_file:  # e.g. the instance restarted without --config: fresh maps
+            only = sorted(in_file - in_maps) or sorted(in_maps - in_file)
+            where = "lb.json only" if in_file - in_maps else "the maps only"
+            raise LbError(f"{path}: does not describe the instance's maps ({len(in_file)} VIP(s) "
+                          f"against {len(in_maps)}; in {where}: {', '.join(only[:3])}"
+                          f"{', ...' if len(only) > 3 else ''}): nothing was changed")
+        return lb
 
     # -- whole configuration ------------------------------------------------
     def apply(self, cfg):

@@ -123,10 +123,10 @@ _MAP_IN_MAP = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
 #: numbers here are int32 (the kernel's htab refuses far fewer: its bucket
 #: array's size in bytes must fit a u32).
 MAX_ENTRIES_LIMIT = 0xFFFFFFFF
+HASH_MAX_ENTRIES = 1 << 31
 #: Checks of a pinned table's links (Map.check_links) while a running program
 #: changes it (its count, free stack, hand or lock moved) before giving up.
 CHECK_TRIES = 5
-HASH_MAX_ENTRIES = 1 << 31
 SUPPORTED = _HASHES | _ARRAYS | _MAP_IN_MAP | {BPF_MAP_TYPE_LPM_TRIE}
 SUPPORTED |= {BPF_MAP_TYPE_RINGBUF}  # a RingBuf (below): Map(...) of this type makes one
 
@@ -461,7 +461,7 @@ class Map:
 
     def check_links(self):
         """Raise MapError when the links of a hash map's table (or an LPM trie's
-        prefix table, and its range table's indices) are out of range or loop:
+        prefix table, range table and index nodes) are out of range or loop:
         the control plane follows them without bounds checks, so a pinned file
         that was damaged would read out of bounds or walk for ever. Arrays
         have no links. Run by pin.open_pinned on every map it opens."""

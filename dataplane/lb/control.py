@@ -200,8 +200,8 @@ class LoadBalancer:
     def _vips_in_maps(self):
         """The VIPs the maps hold (without reals): what ``apply`` replaces, which
         may be more than this object's configuration (maps that an earlier
-        LoadBalancer configured in this process, or a pinned instance that lost
-        its lb.json)."""
+        LoadBalancer configured in this process), and what ``attach`` checks
+        lb.json against."""
         names = {number: name for name, number in PROTOS.items()}
         return [Vip(ipaddress.ip_address(k["addr"]), int(k["port"]), names[int(k["proto"])])
                 for k, _ in self.maps["vip_map"].items()]

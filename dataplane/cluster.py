@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import sys
+import urllib.parse
 
 from .errors import CaptureError, DataplaneError, UsageError
 
@@ -139,6 +140,9 @@ def _load(task):
 
 # ---------------------------------------------------------------- the cluster
 
+#: The most worker processes ``--cluster local:N`` starts.
+MAX_LOCAL_WORKERS = 256
+
 def connect(spec):
     """A Dask client for ``--cluster``: ``local`` or ``local:N`` (an embedded
     LocalCluster of N worker processes, one thread each; default: the cores
@@ -149,11 +153,12 @@ def connect(spec):
         raise UsageError("--cluster needs Dask: pip install 'dask[distributed]'") from None
     import logging
     logging.getLogger("distributed").setLevel(logging.ERROR)
+    bad = UsageError(f"--cluster: expected local, local:N (N from 1 to {MAX_LOCAL_WORKERS}) "
+                     f"or tcp://host:port, not '{spec}'")
     if spec == "local" or spec.startswith("local:"):
         n = spec.partition(":")[2]
-        if n and not (n.isdigit() and int(n) >= 1):
-            raise UsageError(f"--cluster: expected local, local:N (N >= 1) or "
-                             f"tcp://host:port, not '{spec}'")
+        if n and not (n.isdigit() and 1 <= int(n) <= MAX_LOCAL_WORKERS):
+            raise bad  # (local:100000 started processes until the machine gave out)
         workers = int(n) if n else max(1, len(os.sched_getaffinity(0)))
         import dask
         # Forked workers start with Dask, numba and dataplane already imported:
@@ -167,7 +172,13 @@ def connect(spec):
                                                silence_logs=logging.ERROR)
         return distributed.Client(cluster), cluster
     if not spec.startswith(("tcp://", "tls://")):
-        raise UsageError(f"--cluster: expected local, local:N or tcp://host:port, not '{spec}'")
+        raise bad
+    try:  # a host and a port (tcp:// alone was a ValueError deep in Dask)
+        url = urllib.parse.urlsplit(spec)
+        if not url.hostname or url.port is None or url.path not in ("", "/"):
+            raise bad
+    except ValueError:
+        raise bad from None
     try:
         return distributed.Client(spec, timeout=10), None
     except (OSError, TimeoutError) as exc:

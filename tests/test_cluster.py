@@ -114,7 +114,11 @@ def test_a_failing_task_is_named_and_the_others_kept(tmp_path, captures):
     assert (tmp_path / "out" / "cap0" / "pass.pcap").exists()
 
 
-@pytest.mark.parametrize("spec, code", [("local:0", 2), ("locale", 2), ("tcp://127.0.0.1:1", 1)])
+@pytest.mark.parametrize("spec, code", [
+    ("local:0", 2), ("locale", 2), ("tcp://127.0.0.1:1", 1),
+    # refused before anything starts or connects: local:100000 started processes
+    # until the machine gave out, tcp:// alone was a ValueError traceback
+    ("local:100000", 2), ("tcp://", 2), ("tcp://host", 2), ("tcp://host:99999", 2)])
 def test_bad_cluster_is_one_line(tmp_path, captures, spec, code):
     r = _cli("replay", "-r", captures / "cap1.pcap", "-p", "drop_udp", "--cluster", spec)
     assert r.returncode == code, r.stderr

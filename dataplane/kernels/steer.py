@@ -31,15 +31,13 @@ prefetch = lazy("dataplane.kernels.memory", "prefetch")
 
 @kernel(**config.INLINE_JIT)
 def _be16(buf, p):
-    q = np.uint64(p)  # an unsigned index: no negative-index fix-up between the loads
+    q = np.uint64(p)  # unsigned: no negative-index fix-up between loads, so LLVM merges them
     return (np.uint64(buf[q]) << np.uint64(8)) | np.uint64(buf[q + np.uint64(1)])
 
 
 @kernel(**config.INLINE_JIT)
 def _be32(buf, p):
-    q = np.uint64(p)  # four byte loads LLVM can merge into one (movbe)
-    return ((np.uint64(buf[q]) << np.uint64(24)) | (np.uint64(buf[q + np.uint64(1)]) << np.uint64(16))
-            | (np.uint64(buf[q + np.uint64(2)]) << np.uint64(8)) | np.uint64(buf[q + np.uint64(3)]))
+    return (_be16(buf, p) << np.uint64(16)) | _be16(buf, p + 2)
 
 
 @kernel(**config.INLINE_JIT)

@@ -119,7 +119,7 @@ def _value_address(m):
 def _value_slot(spec):
     """A compiled ``slot(m, e) -> address`` of entry ``e``'s value."""
     base, vsize = _slot_base(spec), spec.value_dtype.itemsize
-    inline, row, voff, _ = _inline_value(spec)
+    inline, row, voff = _inline_value(spec)
     if inline:
         def slot(m, e):
             return array_address(m.keys) + e * row + voff

@@ -290,7 +290,7 @@ def _lookup(m, key):
         return impl
     pack, find, touch = key_packer(spec.key_dtype), htab.htab_find_key.dispatcher, \
         htab.lru_touch.dispatcher
-    inline, row, voff, _ = _inline_value(spec)
+    inline, row, voff = _inline_value(spec)
     vt, size = _slot_form(spec)
 
     def impl(m, key):
@@ -311,12 +311,12 @@ def _lookup(m, key):
 
 
 def _inline_value(spec):
-    """(inline, row bytes, value offset in the row, value type) of a hash map:
+    """(inline, row bytes, value offset in the row) of a hash map:
     HASH / LRU_HASH keep an entry's value in its key row (maps.py), read through
     a view of the row; the others in the value array, at the entry's slot."""
     if not spec.inline_values:
-        return False, 0, 0, _value_type(spec)
-    return True, spec.keys.strides[0], spec.value_offset, _value_type(spec)
+        return False, 0, 0
+    return True, spec.keys.strides[0], spec.value_offset
 
 
 def _value_type(spec):
@@ -383,7 +383,7 @@ def _update(m, key, value, flags):
             return np.int64(0)
         return impl
     pack, insert = key_packer(spec.key_dtype), htab.htab_insert.dispatcher
-    inline, row, voff, vt = _inline_value(spec)
+    (inline, row, voff), vt = _inline_value(spec), _value_type(spec)
 
     def impl(m, key, value, flags):
         spin_lock(m.hdr, H_LOCK)  # the value too: two workers' updates never mix

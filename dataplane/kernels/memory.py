@@ -183,6 +183,13 @@ def store_release(typingctx, arr, index, value):
     return types.void(arr, index, value), codegen
 
 
+def _take(builder, ptr):
+    """The lock word 0 -> 1 (acquire): an i1, true when this thread took it."""
+    i64 = ir.IntType(64)
+    return builder.extract_value(builder.cmpxchg(ptr, i64(0), i64(1), "acquire", "monotonic"),
+                                 1)
+
+
 @intrinsic
 def spin_lock(typingctx, arr, index):
     """Take the spin lock in int64 ``arr[index]`` (0 free, 1 held): the kernel's
@@ -199,8 +206,7 @@ def spin_lock(typingctx, arr, index):
                                     ("lock.try", "lock.wait", "lock.done"))
         builder.branch(try_bb)
         builder.position_at_end(try_bb)
-        pair = builder.cmpxchg(ptr, i64(0), i64(1), "acquire", "monotonic")
-        builder.cbranch(builder.extract_value(pair, 1), done_bb, wait_bb)
+        builder.cbranch(_take(builder, ptr), done_bb, wait_bb)
         builder.position_at_end(wait_bb)
         held = builder.load_atomic(ptr, "monotonic", 8)
         builder.cbranch(builder.icmp_signed("==", held, i64(0)), try_bb, wait_bb)
@@ -217,10 +223,7 @@ def spin_trylock(typingctx, arr, index):
         return None
 
     def codegen(context, builder, signature, args):
-        ptr = _int64_element(context, builder, signature, args)
-        i64 = ir.IntType(64)
-        pair = builder.cmpxchg(ptr, i64(0), i64(1), "acquire", "monotonic")
-        return builder.extract_value(pair, 1)
+        return _take(builder, _int64_element(context, builder, signature, args))
 
     return types.boolean(arr, index), codegen
 

@@ -478,21 +478,13 @@ class Map:
             fault = 0  # a running program kept changing it: not judged, not blamed
         if fault:
             raise MapError(self.name, f"corrupt table: {htab.CHECK_FAULTS[fault]}")
-        if self.is_lpm:  # the range table's indices and index nodes
-            bounds, rval, index = int(self.hdr[lpm.H_BOUNDS]), self.rval, self.index
-            checks = (
-                (lambda: not 1 <= bounds <= rval.size, "interval count out of range"),
-                (lambda: ((rval[:bounds] < -1) | (rval[:bounds] >= self.max_entries)).any(),
-                 "an interval's entry out of range"),
-                (lambda: (index < 0).any() or (index > bounds).any()
-                 or (np.diff(index) < 0).any(), "index out of range or out of order"),
-                (lambda: not lpm.lpm_check_nodes(
-                    self.hdr, index, self.rchild, self.nhdr, self.nent,
-                    np.empty(self.nhdr.shape[0], np.int64),
-                    np.empty(3 * self.nhdr.shape[0] + 3, np.int64)), "an index node is broken"))
-            for broken, why in checks:
-                if broken():
-                    raise MapError(self.name, f"corrupt prefix table: {why}")
+        if self.is_lpm:  # its range table and index nodes too
+            pool = self.nhdr.shape[0]
+            fault = lpm.lpm_check(self.hdr, self.index, self.rchild, self.nhdr, self.nent,
+                                  self.rval, self.max_entries, np.empty(pool, np.int64),
+                                  np.empty(3 * pool + 3, np.int64))
+            if fault:
+                raise MapError(self.name, f"corrupt prefix table: {lpm.CHECK_FAULTS[fault]}")
 
     def _index(self, key):
         try:

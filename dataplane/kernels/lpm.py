@@ -535,16 +535,32 @@ def lpm_delete_locked(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr
     return r
 
 
+#: What lpm_check finds broken (its nonzero results).
+CHECK_FAULTS = {1: "interval count out of range", 2: "an interval's entry out of range",
+                3: "index out of range or out of order", 4: "an index node is broken"}
+
+
 @kernel(**config.KERNEL_JIT)
-def lpm_check_nodes(hdr, index, rchild, nhdr, nent, parent, stack):
-    """True when every index node a lookup can reach is sound: a number below
-    H_NODES, its window inside the key, its sub-bucket starts in order and
-    inside its bucket's intervals, its children made after it (nodes are made
-    in order, so a loop is impossible) and each with one parent. ``parent`` and
-    ``stack`` are int64 scratch of the pool's size (a pinned file's check)."""
+def lpm_check(hdr, index, rchild, nhdr, nent, rval, entries, parent, stack):
+    """0 when the range table and the index nodes a lookup can reach are sound,
+    else the number of the first broken invariant (CHECK_FAULTS), as
+    htab.htab_check for the prefix table. Nodes: numbers below H_NODES,
+    windows inside the key, sub-bucket starts in order and inside their
+    bucket's intervals, children made after them (nodes are made in order, so
+    no loop) and each with one parent. ``parent`` and ``stack`` are int64
+    scratch of the pool's size and 3 * that + 3."""
+    bounds = hdr[H_BOUNDS]
+    if bounds < 1 or bounds > rval.size:
+        return 1
+    for k in range(bounds):
+        if rval[k] < -1 or rval[k] >= entries:
+            return 2
+    for b in range(index.size):
+        if index[b] < 0 or index[b] > bounds or (b > 0 and index[b] < index[b - 1]):
+            return 3
     nodes = hdr[H_NODES]
     if nodes < 0 or nodes > nhdr.shape[0]:
-        return False
+        return 4
     for k in range(nodes):
         parent[k] = -2
     for b in range(rchild.size):
@@ -552,7 +568,7 @@ def lpm_check_nodes(hdr, index, rchild, nhdr, nent, parent, stack):
         if root == -1:
             continue
         if root < 0 or root >= nodes or parent[root] != -2:
-            return False
+            return 4
         parent[root] = -1
         stack[0], stack[1], stack[2] = root, np.int64(index[b]), np.int64(index[b + 1])
         top = 3
@@ -560,24 +576,24 @@ def lpm_check_nodes(hdr, index, rchild, nhdr, nent, parent, stack):
             k, lo, hi = stack[top - 3], stack[top - 2], stack[top - 1]
             top -= 3
             if nhdr[k, N_POS] > np.uint64(120):
-                return False
+                return 4
             prev = np.int64(0)
             for t in range(257):
                 off = np.int64(nent[k, 2 * t])
                 if off < prev or lo + off > hi:
-                    return False
+                    return 4
                 prev = off
             for t in range(256):
                 c = np.int64(nent[k, 2 * t + 1])
                 if c == -1:
                     continue
                 if c <= k or c >= nodes or parent[c] != -2 or top + 3 > stack.size:
-                    return False
+                    return 4
                 parent[c] = k
                 stack[top], stack[top + 1] = c, lo + np.int64(nent[k, 2 * t])
                 stack[top + 2] = lo + np.int64(nent[k, 2 * t + 2])
                 top += 3
-    return True
+    return 0
 
 
 # ---------------------------------------------------------------- from Python

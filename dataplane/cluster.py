@@ -143,6 +143,7 @@ def _load(task):
 #: The most worker processes ``--cluster local:N`` starts.
 MAX_LOCAL_WORKERS = 256
 
+
 def connect(spec):
     """A Dask client for ``--cluster``: ``local`` or ``local:N`` (an embedded
     LocalCluster of N worker processes, one thread each; default: the cores

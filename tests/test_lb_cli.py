@@ -124,6 +124,10 @@ def test_pinned_instance_changed_by_a_second_process(tmp_path, capture):
 
 
 
+def _map_bytes(pin):
+    return {f.name: f.read_bytes() for f in pin.glob("*.bin")}
+
+
 def test_attaching_writes_nothing_and_needs_lb_json(tmp_path, capture):
     """lb list / stats read a running instance without writing its maps. With
     its lb.json gone, attaching (which now replaces what the maps hold by what
@@ -131,17 +135,17 @@ def test_attaching_writes_nothing_and_needs_lb_json(tmp_path, capture):
     pcap, cfg = capture
     pin = tmp_path / "pin"
     dp("replay", "-r", pcap, "-p", "l4lb", "--config", cfg, "--pin", pin, "-q", check=0)
-    before = {f.name: f.read_bytes() for f in pin.glob("*.bin")}
+    before = _map_bytes(pin)
     state = (pin / "lb.json").read_bytes()
     vips = len(json.loads(dp("lb", "list", "--pin", pin, "-j", check=0).stdout))
     dp("lb", "stats", "--pin", pin, check=0)
-    assert {f.name: f.read_bytes() for f in pin.glob("*.bin")} == before
+    assert _map_bytes(pin) == before
     (pin / "lb.json").unlink()
     r = dp("lb", "list", "--pin", pin, check=1)
     assert r.stderr.splitlines() == [f"error: {pin / 'lb.json'}: missing, while the instance "
                                      f"has {vips} VIP(s): its configuration cannot be known, "
                                      "nothing was changed"]
-    assert {f.name: f.read_bytes() for f in pin.glob("*.bin")} == before
+    assert _map_bytes(pin) == before
     # restarted without --config: fresh maps, an old lb.json (list raised TypeError)
     dp("replay", "-r", pcap, "-p", "l4lb", "--pin", pin, "-q", check=0)
     (pin / "lb.json").write_bytes(state)

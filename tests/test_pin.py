@@ -7,6 +7,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+from dataplane.kernels import htab
+from dataplane.pin import open_pinned
+
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "pcaps" / "small.pcap"
 
@@ -55,25 +58,27 @@ def test_map_cli_errors(tmp_path):
 
 
 
+#: A flow_counter key absent from small.pcap, and a value, as `dataplane map` takes them.
+NEW_FLOW = ('{"saddr": "10.9.9.9", "daddr": "10.8.8.8", "sport": 1, "dport": 2, "proto": 17}',
+            '{"packets": 1, "bytes": 1}')
+
+
 def _flows_pinned(tmp_path):
     """flow_counter's flows, pinned and filled by a replay of small.pcap."""
-    from dataplane.kernels import htab
-    from dataplane.pin import open_pinned
     pin = tmp_path / "pinned"
     dp("replay", "-r", SMALL, "-p", "flow_counter", "--pin", pin, "-q")
-    return pin, open_pinned(pin, "flows"), htab
+    return pin, open_pinned(pin, "flows")
 
 
 def test_damaged_pinned_file_is_an_error_not_a_crash(tmp_path):
     """The control plane follows a pinned table's links without bounds checks:
     a damaged file segfaulted dump (random bytes), hung update (a chain looping
     back), and raised a traceback (all 0xff); each is now one error line."""
-    pin, flows, htab = _flows_pinned(tmp_path)
+    pin, flows = _flows_pinned(tmp_path)
     e = int(flows.buckets[flows.buckets >= 0][0])  # the head of some chain
     flows.chain[e] = e  # the chain now loops
     del flows
-    for args in (("dump", "flows"), ("update", "flows", '{"saddr": "10.9.9.9", "daddr": '
-                 '"10.8.8.8", "sport": 1, "dport": 2, "proto": 17}', '{"packets": 1, "bytes": 1}')):
+    for args in (("dump", "flows"), ("update", "flows", *NEW_FLOW)):
         r = dp("map", *args, "--pin", pin, check=1)
         assert r.stderr.splitlines() == [f"error: {pin / 'flows.bin'}: map 'flows': corrupt "
                                          "table: a chain that loops, or an entry in two chains"]
@@ -88,15 +93,14 @@ def test_a_lock_left_held_is_an_error_not_a_hang(tmp_path):
     """A process killed while it changed a pinned map leaves the map's lock word
     set: the control plane spun on it for ever; it now gives up after about a
     second (htab.CONTROL_SPINS) with -EBUSY. Lookups take no lock."""
-    pin, flows, htab = _flows_pinned(tmp_path)
+    pin, flows = _flows_pinned(tmp_path)
     flows.hdr[htab.H_LOCK] = 1
-    key = '{"saddr": "10.9.9.9", "daddr": "10.8.8.8", "sport": 1, "dport": 2, "proto": 17}'
-    r = dp("map", "update", "flows", key, '{"packets": 1, "bytes": 1}', "--pin", pin, check=1)
+    r = dp("map", "update", "flows", *NEW_FLOW, "--pin", pin, check=1)
     assert "its update lock stayed held" in r.stderr and "(-EBUSY)" in r.stderr
     assert len(r.stderr.splitlines()) == 1
     dp("map", "dump", "flows", "--pin", pin)  # reading still works
     flows.hdr[htab.H_LOCK] = 0
-    dp("map", "update", "flows", key, '{"packets": 1, "bytes": 1}', "--pin", pin)
+    dp("map", "update", "flows", *NEW_FLOW, "--pin", pin)
 
 
 RUNNER = """

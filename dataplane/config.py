@@ -51,8 +51,9 @@ READ_CHUNK = 8 << 20
 LOOP_BUDGET = 1 << 20
 #: Packets ahead of the current one whose headers the runner prefetches.
 PREFETCH_AHEAD = 32
-#: Packets ahead of the current one a program's prefetch hook runs on (its
-#: header already fetched; its misses started in time for the program).
+#: A program's prefetch hook runs on the packet 2 * HOOK_AHEAD ahead of the
+#: current one (its header already fetched), and the loop fetches the rows of
+#: the hash buckets it fetched HOOK_AHEAD ahead: misses started in time.
 HOOK_AHEAD = 8
 
 #: The CPU that compiled code targets: numba's own NUMBA_CPU_NAME and

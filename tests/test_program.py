@@ -6,6 +6,7 @@ import dpkt
 import pytest
 
 from dataplane import PacketBatch, ProgramError, XdpAction, load_program
+from dataplane.kernels import layout
 from dataplane.program import bundled_programs, resolve_program
 
 
@@ -194,7 +195,9 @@ def test_several_programs_of_one_file_and_both_modes_load(tmp_path):
 
 def test_prefetch_hook_is_only_a_hint(tmp_path):
     """@xdp(prefetch=hook): the hook runs a few packets ahead; its faults and
-    exceptions are ignored, and verdicts equal the program's without it."""
+    exceptions are ignored, and verdicts equal the program's without it. More
+    hash prefetches a packet than its memo slot notes are fetched unnoted; one
+    in the program's body notes nothing; the loop empties every slot it reads."""
     body = """
         from dataplane.maps import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH,
                                     BPF_MAP_TYPE_LPM_TRIE, LPM_V4, Map,
@@ -206,7 +209,8 @@ def test_prefetch_hook_is_only_a_hint(tmp_path):
 
         def hook(ctx):
             pkt = ctx.pkt
-            bpf_map_prefetch(seen, pkt[0])
+            for k in range(8):  # more than a memo slot's MEMO_ENTRIES
+                bpf_map_prefetch(seen, pkt[0] + k)
             bpf_map_prefetch(cfg, pkt[0])
             bpf_map_prefetch(acl, 7)
             bpf_map_update_elem(cfg, 1, 1, 0)  # only to show the test that it ran
@@ -217,6 +221,7 @@ def test_prefetch_hook_is_only_a_hint(tmp_path):
         @xdp(prefetch=HOOK)
         def prog(ctx):
             pkt = ctx.pkt
+            bpf_map_prefetch(seen, pkt[1])
             if bpf_map_lookup_elem(seen, pkt[0]) is not None:
                 return XDP_DROP
             return XDP_PASS
@@ -233,9 +238,34 @@ def test_prefetch_hook_is_only_a_hint(tmp_path):
         prog.run_batch(b)
         results.append([int(a) for a in b.action[:b.count]])
         ran.append(prog.maps["cfg"].lookup(1))
+        memo = prog._scratch[layout.SCRATCH_MEMO:].reshape(layout.MEMO_SLOTS, -1)
+        assert not memo[:, 0].any()  # every slot read and emptied
     assert ran == [1, 0]
     assert results[0] == results[1]
     assert results[0].count(int(XdpAction.XDP_DROP)) == 8
+
+
+def test_prefetch_memo_slots():
+    """The hook's memo ring (kernels/runner.py): packet h's slot is emptied and
+    its address handed out; reading it fetches the rows of the buckets noted
+    (an empty bucket: none) and empties it."""
+    import numpy as np
+
+    from dataplane.kernels.runner import memo_fetch_rows, memo_open, new_scratch
+
+    s = new_scratch()
+    slot = layout.SCRATCH_MEMO + 5 * layout.MEMO_SLOT_WORDS
+    s[slot] = 3
+    h = np.uint64(5 + 2 * layout.MEMO_SLOTS)  # the ring wraps
+    assert memo_open(s, h) == s.ctypes.data + 8 * slot and s[slot] == 0
+    buckets = np.array([2, -1], np.int32)
+    rows = np.zeros((4, 8), np.uint64)
+    for k, b in enumerate((0, 1)):  # a chain's first entry, then an empty bucket
+        s[slot + 1 + 3 * k: slot + 4 + 3 * k] = (buckets.ctypes.data + 4 * b, rows.ctypes.data, 64)
+    s[slot] = 2
+    memo_fetch_rows(s, h)
+    assert s[slot] == 0
+    assert list(s[:layout.SCRATCH_MEMO]) == list(new_scratch()[:layout.SCRATCH_MEMO])
 
 
 def test_kernel_argument_cache_keeps_no_array_alive():

@@ -25,9 +25,10 @@ from ..errors import ProgramError
 from ..map_layout import pack_source
 from . import htab, lpm
 from .htab import H_COUNT, H_LOCK
-from .memory import prefetch, spin_lock, spin_unlock, view_bytes
+from .layout import MEMO_ENTRIES
+from .memory import as_pointer, byte_address, prefetch, spin_lock, spin_unlock, view_bytes
 from .budget import worker_id
-from .xdp import prefetch_stage
+from .xdp import prefetch_memo
 
 #: A hash map's key-hash seed from its header (kernels/htab.py).
 seed_of = htab.table_seed.dispatcher
@@ -421,10 +422,10 @@ def _delete(m, key):
 def bpf_map_prefetch(m, key):
     """Start loading the cache lines a lookup of ``key`` will read (no kernel
     counterpart: for ``@xdp(prefetch=...)`` hooks, which run a few packets
-    ahead, twice). Hash maps: the key's bucket is fetched (far pass), then read
-    and its first entry's row fetched (near pass); arrays: the value. Returns
-    0, or -ENOENT in the near pass of a hash map when the key is surely absent
-    (its bucket is empty: the lookup will miss). Changes nothing."""
+    ahead). Arrays: the value's line. Hash maps: the key's bucket's line, and
+    the hook's memo notes the bucket, so that the loop, some packets later,
+    reads it (cached by then) and fetches the row of the chain's first entry.
+    Returns 0. Changes nothing; in a program's body it only fetches."""
     raise NotImplementedError("bpf_map_prefetch runs only inside a program")
 
 
@@ -437,17 +438,18 @@ def _prefetch(m, key):
         pack, key_hash = key_packer(spec.key_dtype), htab.key_hash.dispatcher
         mask, row = np.uint64(spec.buckets.size - 1), spec.keys.strides[0]
 
-        stage = prefetch_stage
-
         def impl(m, key):
             b = key_hash(pack(key), seed_of(m.hdr)) & mask
-            if stage() == 0:
-                prefetch(m.buckets, b * 4)
-            else:
-                e = m.buckets[b]
-                if e < 0:
-                    return np.int64(-htab.ENOENT)
-                prefetch(m.keys, e * row)
+            prefetch(m.buckets, b * 4)
+            memo = prefetch_memo()
+            if memo != 0:  # in the hook: note the bucket for the loop's second look
+                slot = as_pointer(memo, np.int64)
+                n = slot[0]
+                if n < MEMO_ENTRIES:
+                    slot[1 + 3 * n] = byte_address(m.buckets, b * 4)
+                    slot[2 + 3 * n] = byte_address(m.keys, 0)
+                    slot[3 + 3 * n] = row
+                    slot[0] = n + 1
             return np.int64(0)
         return impl
     if not (spec.is_lpm or spec.is_map_in_map) and spec.values.ndim == 2:

@@ -47,14 +47,43 @@ def prefetch(typingctx, arr, offset):
 
     def codegen(context, builder, signature, args):
         off = context.cast(builder, args[1], signature.args[1], types.int64)
-        p = _byte_pointer(context, builder, signature.args[0], args[0], off)
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [p.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [p, i32(0), i32(3), i32(1)])
+        _prefetch_line(builder, _byte_pointer(context, builder, signature.args[0], args[0], off))
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic
+def prefetch_address(typingctx, addr):
+    """prefetch() of the line at the int64 address ``addr`` (a hint: it never faults)."""
+    def codegen(context, builder, signature, args):
+        addr = context.cast(builder, args[0], signature.args[0], types.int64)
+        _prefetch_line(builder, builder.inttoptr(addr, ir.IntType(8).as_pointer()))
+        return context.get_dummy_value()
+
+    return types.void(addr), codegen
+
+
+def _prefetch_line(builder, p):
+    """llvm.prefetch of i8* ``p``: a read, into every cache level."""
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [p.type, i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+    builder.call(fn, [p, i32(0), i32(3), i32(1)])
+
+
+@intrinsic
+def byte_address(typingctx, arr, offset):
+    """The int64 address of byte ``offset`` of ``arr``'s data (unchecked)."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        off = context.cast(builder, args[1], signature.args[1], types.int64)
+        p = _byte_pointer(context, builder, signature.args[0], args[0], off)
+        return builder.ptrtoint(p, ir.IntType(64))
+
+    return types.int64(arr, offset), codegen
 
 
 @intrinsic

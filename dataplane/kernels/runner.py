@@ -24,10 +24,15 @@ import numpy as np
 
 from .. import config
 from ..action import XDP_ABORTED, XDP_REDIRECT
-from ..jit import kernel
+from ..jit import kernel, lazy
 from ..maps import RB_AUX
-from .layout import (ACTION, REDIRECT, SCRATCH_FAULTS, SCRATCH_FIRST_FAULT,
-                     SCRATCH_FIRST_INVALID, SCRATCH_INVALID, SCRATCH_SIZE)
+from .layout import (ACTION, MEMO_SLOT_WORDS, MEMO_SLOTS, REDIRECT, SCRATCH_FAULTS,
+                     SCRATCH_FIRST_FAULT, SCRATCH_FIRST_INVALID, SCRATCH_INVALID, SCRATCH_MEMO,
+                     SCRATCH_SIZE)
+
+as_pointer = lazy("dataplane.kernels.memory", "as_pointer")
+byte_address = lazy("dataplane.kernels.memory", "byte_address")
+prefetch_address = lazy("dataplane.kernels.memory", "prefetch_address")
 
 #: Fault kinds (scratch[SCRATCH_FAULT] after a packet; FAULT_KIND_COUNTS + kind counts them).
 FAULT_NONE, FAULT_ACCESS, FAULT_LOOP, FAULT_EXCEPTION = 0, 1, 2, 3
@@ -85,6 +90,48 @@ def store_verdict(ret, fault, i, meta, scratch):
         meta[REDIRECT, i] = target - 1
 
 
+# packet h's slot is read HOOK_AHEAD packets after the hook noted it, and
+# taken again for packet h + MEMO_SLOTS, noted 2 * HOOK_AHEAD before it
+if MEMO_SLOTS <= config.HOOK_AHEAD:
+    raise ImportError(f"MEMO_SLOTS ({MEMO_SLOTS}) must exceed HOOK_AHEAD ({config.HOOK_AHEAD})")
+
+
+@kernel(**config.INLINE_JIT)
+def _memo_slot(h):
+    return SCRATCH_MEMO + np.int64(h % np.uint64(MEMO_SLOTS)) * MEMO_SLOT_WORDS
+
+
+@kernel(**config.INLINE_JIT)
+def memo_clear(scratch):
+    """Empty every slot of the prefetch hook's memo (a call's first packets
+    were noted by no hook run of this call)."""
+    for s in range(MEMO_SLOTS):
+        scratch[SCRATCH_MEMO + s * MEMO_SLOT_WORDS] = 0
+
+
+@kernel(**config.INLINE_JIT)
+def memo_open(scratch, h):
+    """Empty packet ``h``'s memo slot before the hook runs on it: its address,
+    which the loop hands bpf_map_prefetch (xdp.prefetch_memo)."""
+    slot = _memo_slot(h)
+    scratch[slot] = 0
+    return byte_address(scratch, slot * 8)
+
+
+@kernel(**config.INLINE_JIT)
+def memo_fetch_rows(scratch, h):
+    """The hook's second step on packet ``h``, without running it again: read
+    each bucket it noted (fetched some packets ago, cached now) and fetch the
+    row of the chain's first entry; then empty the slot."""
+    slot = _memo_slot(h)
+    for k in range(scratch[slot]):
+        w = slot + 1 + 3 * k
+        e = as_pointer(scratch[w], np.int32)[0]
+        if e >= 0:
+            prefetch_address(scratch[w + 1] + np.int64(e) * scratch[w + 2])
+    scratch[slot] = 0
+
+
 #: The loop, instantiated per program by program.py ({name} is the program's name).
 RUNNER_SOURCE = '''
 @_dp_kernel(**_dp_config.RUNNER_JIT)
@@ -99,7 +146,7 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
     capture_time = scratch[_dp_layout.SCRATCH_KTIME] != 0
     if not capture_time:
         _dp_ktime_set_capture(0)
-{trace_setup}    for i in range(start, stop):
+{trace_setup}{hook_setup}    for i in range(start, stop):
 {capture_packet}{trace_packet}        j = i + ahead
         if {prefetch} and j < stop:
             _dp_prefetch(buf, meta[_dp_layout.DATA, j])
@@ -123,11 +170,14 @@ import numpy as _dp_np
 from dataplane import config as _dp_config
 from dataplane.jit import kernel as _dp_kernel, lazy as _dp_lazy
 from dataplane.kernels import layout as _dp_layout
-from dataplane.kernels.runner import store_verdict as _dp_store_verdict
+from dataplane.kernels.runner import (memo_clear as _dp_memo_clear,
+                                      memo_fetch_rows as _dp_memo_fetch_rows,
+                                      memo_open as _dp_memo_open,
+                                      store_verdict as _dp_store_verdict)
 _dp_make_xdp_md = _dp_lazy("dataplane.kernels.context", "make_xdp_md")
 _dp_make_xdp_md_unchecked = _dp_lazy("dataplane.kernels.context", "make_xdp_md_unchecked")
 _dp_prefetch = _dp_lazy("dataplane.kernels.memory", "prefetch")
-_dp_prefetch_stage_set = _dp_lazy("dataplane.kernels.xdp", "prefetch_stage_set")
+_dp_prefetch_memo_set = _dp_lazy("dataplane.kernels.xdp", "prefetch_memo_set")
 _dp_loop_budget_tick = _dp_lazy("dataplane.kernels.budget", "loop_budget_tick")
 _dp_loop_budget_reset = _dp_lazy("dataplane.kernels.budget", "loop_budget_reset")
 _dp_loop_budget_spent = _dp_lazy("dataplane.kernels.budget", "loop_budget_spent")
@@ -173,14 +223,17 @@ CAPTURE_PACKET = '''        if capture_time:
             _dp_ktime_set_capture(meta[_dp_layout.TS_NS, i])
 '''
 
-HOOK_SOURCE = '''        for stage in range(2):  # the prefetch hook: far ahead, then near
-            h = i + _dp_np.uint64({ahead} * (2 - stage))
-            if h < stop:
-                _dp_prefetch_stage_set(stage)
-                try:
-                    _dp_fn_{hook}(_dp_make_xdp_md{variant}(buf, meta, scratch, h){map_args})
-                except Exception:
-                    pass
+HOOK_SOURCE = '''        h = i + _dp_np.uint64({ahead} * 2)  # the prefetch hook, far ahead
+        if h < stop:
+            _dp_prefetch_memo_set(_dp_memo_open(scratch, h))
+            try:
+                _dp_fn_{hook}(_dp_make_xdp_md{variant}(buf, meta, scratch, h){map_args})
+            except Exception:
+                pass
+            _dp_prefetch_memo_set(0)
+        h = i + _dp_np.uint64({ahead})  # nearer: the rows of the buckets it noted
+        if h < stop:
+            _dp_memo_fetch_rows(scratch, h)
 '''
 
 
@@ -201,11 +254,13 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
     ``tail_programs``: the file's programs, when it has a PROG_ARRAY: after the
     program returns, the loop runs the tail calls it asked for (by number).
 
-    ``hook``: the program's prefetch function (``@xdp(prefetch=...)``), run
-    twice on each packet before the program: 2 * HOOK_AHEAD packets ahead
-    (stage 0: bpf_map_prefetch fetches the key's bucket) and HOOK_AHEAD ahead
-    (stage 1: it reads the bucket, now cached, and fetches the entry). One pass
-    that read the bucket stalled on it: a third of the load balancer's time.
+    ``hook``: the program's prefetch function (``@xdp(prefetch=...)``), run on
+    each packet 2 * HOOK_AHEAD packets ahead: bpf_map_prefetch fetches a hash
+    key's bucket and notes it in the packet's memo slot (scratch). HOOK_AHEAD
+    packets ahead the loop reads the noted buckets, cached by then, and fetches
+    each chain's first row (memo_fetch_rows). A hook that read the bucket at
+    once stalled on it (a third of the load balancer's time); running the hook
+    a second time to read it cost ~130 instructions a packet (l4lb).
 
     ``grows_head``: the file calls bpf_xdp_adjust_head / _meta, so the line in
     front of data (where an outer header goes) is prefetched too: unfetched, its
@@ -242,6 +297,7 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
                                             map_args=args) if hook else "",
                                         map_params=params, map_handles=handles, map_args=args,
                                         trace_setup=setup, trace_packet=packet,
+                                        hook_setup="    _dp_memo_clear(scratch)\n" if hook else "",
                                         capture_packet=CAPTURE_PACKET if reads_time else "",
                                         budget_reset="        _dp_loop_budget_reset()\n"
                                         if budget else "",

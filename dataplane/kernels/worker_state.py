@@ -17,7 +17,7 @@ WORKER_GLOBALS = {
     "dataplane_ktime_capture": 0,
     "dataplane_tail_target": 0,
     "dataplane_tail_count": 0,
-    "dataplane_prefetch_stage": 0,
+    "dataplane_prefetch_memo": 0,
     "dataplane_worker_id": 0,
     "dataplane_trace_packet": 0,
 }

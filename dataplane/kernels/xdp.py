@@ -220,13 +220,14 @@ def tail_call_reset(typingctx):
     return types.void(), codegen
 
 
-# -- prefetch hooks: which of the two passes over a packet ahead is running --------
+# -- prefetch hooks: where bpf_map_prefetch notes the buckets it fetched ----------
 
-_PREFETCH_STAGE = "dataplane_prefetch_stage"
+_PREFETCH_MEMO = "dataplane_prefetch_memo"
 
 
-#: The loop says which pass of the prefetch hook runs: 0 far ahead (fetch the
-#: bucket), 1 near (read the bucket, fetch the entry).
-prefetch_stage_set = worker_global_writer(_PREFETCH_STAGE)
-prefetch_stage = worker_global_reader(_PREFETCH_STAGE)
+#: The address of the memo slot (layout.SCRATCH_MEMO) of the packet the prefetch
+#: hook runs on, set by the loop around the hook only: 0 elsewhere, so that
+#: bpf_map_prefetch called from a program's body notes nothing.
+prefetch_memo_set = worker_global_writer(_PREFETCH_MEMO)
+prefetch_memo = worker_global_reader(_PREFETCH_MEMO)
 

@@ -279,14 +279,13 @@ def encapsulate(ctx, real_v6, real_hi, real_lo, inner_v6, inner_len, tos, entrop
 
 
 def l4lb_prefetch(ctx):
-    """The prefetch hook, run a few packets ahead (twice: see bpf_map_prefetch):
-    start loading the connection-table entry of the packet's flow and, for a
-    new flow (a SYN, or a key surely absent), its VIP's ring slot. TCP and UDP
-    only. The kind of packet (IPv4 or IPv6, TCP or UDP) picks values, not
-    branches: the hook runs on packets 2 * HOOK_AHEAD ahead, whose kind the
-    branch predictor cannot know, and each mispredicted branch on the mix cost
-    more than the loads for both kinds (dataplane bench -p l4lb on
-    pcaps/l4lb.pcap, side by side: 88.5-95.9 -> 82.0-84.7 ns/pkt)."""
+    """The prefetch hook, run a few packets ahead (see bpf_map_prefetch): start
+    loading the connection-table entry of the packet's flow and, for a SYN, its
+    VIP's ring slot. TCP and UDP only. The kind of packet (IPv4 or IPv6, TCP or
+    UDP) picks values, not branches: the hook runs on packets 2 * HOOK_AHEAD
+    ahead, whose kind the branch predictor cannot know, and each mispredicted
+    branch on the mix cost more than the loads for both kinds (dataplane bench
+    -p l4lb on pcaps/l4lb.pcap, side by side: 88.5-95.9 -> 82.0-84.7 ns/pkt)."""
     pkt = ctx.pkt
     if len(pkt) < ETH_HLEN + 40 + 4:
         return 0
@@ -308,12 +307,11 @@ def l4lb_prefetch(ctx):
            np.uint64(load_be16(pkt, l4)), np.uint64(load_be16(pkt, l4 + 2)), np.uint64(proto))
     table = bpf_map_lookup_elem(lru_mapping, bpf_get_smp_processor_id())
     if table is not None:
-        absent = prefetch_conn(table, key)
+        bpf_map_prefetch(table, key)
     else:
-        absent = prefetch_conn(fallback_conns, key)
+        bpf_map_prefetch(fallback_conns, key)
     flags = pkt[l4 + 13] if l4 + 13 < len(pkt) else 0  # (a UDP datagram may end sooner)
-    syn = (proto == IPPROTO_TCP) & ((flags & TCP_SYN) != 0)
-    if absent | syn:  # a new flow: its VIP's ring slot will be read too
+    if (proto == IPPROTO_TCP) & ((flags & TCP_SYN) != 0):  # its VIP's ring slot is read too
         vip = bpf_map_lookup_elem(vip_map, (key[2], key[3], key[5], key[6]))
         if vip is None:
             vip = bpf_map_lookup_elem(vip_map, (key[2], key[3], 0, key[6]))
@@ -322,11 +320,6 @@ def l4lb_prefetch(ctx):
                              v6, vip.flags) % RING_SIZE
             bpf_map_prefetch(ch_rings, np.int64(vip.vip_num) * RING_SIZE + slot)
     return 0
-
-
-def prefetch_conn(table, key):
-    """Fetch the flow's connection-table entry; True when the flow is surely new."""
-    return bpf_map_prefetch(table, key) < 0
 
 
 @xdp(prefetch=l4lb_prefetch)

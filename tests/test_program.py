@@ -247,11 +247,13 @@ def test_prefetch_hook_is_only_a_hint(tmp_path):
 
 def test_prefetch_memo_slots():
     """The hook's memo ring (kernels/runner.py): packet h's slot is emptied and
-    its address handed out; reading it fetches the rows of the buckets noted
-    (an empty bucket: none) and empties it."""
+    its address handed out; the first read fetches the rows of the buckets
+    noted and notes each chain's link instead (an empty bucket: none), the
+    second fetches the linked rows and empties the slot."""
     import numpy as np
 
-    from dataplane.kernels.runner import memo_fetch_rows, memo_open, new_scratch
+    from dataplane.kernels.runner import (memo_fetch_next_rows, memo_fetch_rows, memo_open,
+                                          new_scratch)
 
     s = new_scratch()
     slot = layout.SCRATCH_MEMO + 5 * layout.MEMO_SLOT_WORDS
@@ -259,11 +261,17 @@ def test_prefetch_memo_slots():
     h = np.uint64(5 + 2 * layout.MEMO_SLOTS)  # the ring wraps
     assert memo_open(s, h) == s.ctypes.data + 8 * slot and s[slot] == 0
     buckets = np.array([2, -1], np.int32)
+    chain = np.array([-1, -1, 0, -1], np.int32)  # entry 2, then 0
     rows = np.zeros((4, 8), np.uint64)
-    for k, b in enumerate((0, 1)):  # a chain's first entry, then an empty bucket
-        s[slot + 1 + 3 * k: slot + 4 + 3 * k] = (buckets.ctypes.data + 4 * b, rows.ctypes.data, 64)
+    w = layout.MEMO_WORDS
+    for k, b in enumerate((0, 1)):  # a chain of two entries, then an empty bucket
+        s[slot + 1 + w * k: slot + 1 + w * (k + 1)] = (buckets.ctypes.data + 4 * b,
+                                                       chain.ctypes.data, rows.ctypes.data, 64)
     s[slot] = 2
     memo_fetch_rows(s, h)
+    assert s[slot] == 2
+    assert (s[slot + 1], s[slot + 1 + w]) == (chain.ctypes.data + 4 * 2, 0)
+    memo_fetch_next_rows(s, h)
     assert s[slot] == 0
     assert list(s[:layout.SCRATCH_MEMO]) == list(new_scratch()[:layout.SCRATCH_MEMO])
 

@@ -27,11 +27,13 @@ SCRATCH_SEED = 5          # non-zero: reseed bpf_get_prandom_u32 before the batc
 SCRATCH_KTIME = 6         # non-zero: bpf_ktime_get_ns() gives each packet's capture time
 SCRATCH_WORKER = 7        # the worker running the loop (bpf_get_smp_processor_id)
 # The prefetch hook's memo (kernels/runner.py HOOK_SOURCE): a ring of MEMO_SLOTS
-# slots, one per packet between the hook's run on it and the loop's second
-# look; a slot is [count, (bucket address, first row's address, row bytes) x
-# MEMO_ENTRIES]: the hash-map buckets bpf_map_prefetch fetched for the packet.
+# slots, one per packet between the hook's run on it and the loop's last look;
+# a slot is [count, (bucket address, chain's address, first row's address, row
+# bytes) x MEMO_ENTRIES]: the hash-map buckets bpf_map_prefetch fetched for
+# the packet (then the address of the next link: see runner.memo_fetch_rows).
 SCRATCH_MEMO = 8
 MEMO_SLOTS = 16
 MEMO_ENTRIES = 5
-MEMO_SLOT_WORDS = 1 + 3 * MEMO_ENTRIES
+MEMO_WORDS = 4
+MEMO_SLOT_WORDS = 1 + MEMO_WORDS * MEMO_ENTRIES
 SCRATCH_SIZE = SCRATCH_MEMO + MEMO_SLOTS * MEMO_SLOT_WORDS

@@ -25,7 +25,7 @@ from ..errors import ProgramError
 from ..map_layout import pack_source
 from . import htab, lpm
 from .htab import H_COUNT, H_LOCK
-from .layout import MEMO_ENTRIES
+from .layout import MEMO_ENTRIES, MEMO_WORDS
 from .memory import as_pointer, byte_address, prefetch, spin_lock, spin_unlock, view_bytes
 from .budget import worker_id
 from .xdp import prefetch_memo
@@ -446,9 +446,11 @@ def _prefetch(m, key):
                 slot = as_pointer(memo, np.int64)
                 n = slot[0]
                 if n < MEMO_ENTRIES:
-                    slot[1 + 3 * n] = byte_address(m.buckets, b * 4)
-                    slot[2 + 3 * n] = byte_address(m.keys, 0)
-                    slot[3 + 3 * n] = row
+                    w = 1 + MEMO_WORDS * n
+                    slot[w] = byte_address(m.buckets, b * 4)
+                    slot[w + 1] = byte_address(m.chain, 0)
+                    slot[w + 2] = byte_address(m.keys, 0)
+                    slot[w + 3] = row
                     slot[0] = n + 1
             return np.int64(0)
         return impl

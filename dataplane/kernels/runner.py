@@ -26,7 +26,7 @@ from .. import config
 from ..action import XDP_ABORTED, XDP_REDIRECT
 from ..jit import kernel, lazy
 from ..maps import RB_AUX
-from .layout import (ACTION, MEMO_SLOT_WORDS, MEMO_SLOTS, REDIRECT, SCRATCH_FAULTS,
+from .layout import (ACTION, MEMO_SLOT_WORDS, MEMO_SLOTS, MEMO_WORDS, REDIRECT, SCRATCH_FAULTS,
                      SCRATCH_FIRST_FAULT, SCRATCH_FIRST_INVALID, SCRATCH_INVALID, SCRATCH_MEMO,
                      SCRATCH_SIZE)
 
@@ -90,15 +90,20 @@ def store_verdict(ret, fault, i, meta, scratch):
         meta[REDIRECT, i] = target - 1
 
 
-# packet h's slot is read HOOK_AHEAD packets after the hook noted it, and
-# taken again for packet h + MEMO_SLOTS, noted 2 * HOOK_AHEAD before it
-if MEMO_SLOTS <= config.HOOK_AHEAD:
-    raise ImportError(f"MEMO_SLOTS ({MEMO_SLOTS}) must exceed HOOK_AHEAD ({config.HOOK_AHEAD})")
+#: Packets ahead the loop fetches the rows of the chains' second entries.
+NEXT_AHEAD = config.HOOK_AHEAD // 2
+# packet h's slot is last read 2 * HOOK_AHEAD - NEXT_AHEAD packets after the
+# hook noted it, and taken again for packet h + MEMO_SLOTS
+if MEMO_SLOTS <= 2 * config.HOOK_AHEAD - NEXT_AHEAD:
+    raise ImportError(f"MEMO_SLOTS ({MEMO_SLOTS}) too small for HOOK_AHEAD ({config.HOOK_AHEAD})")
 
 
 @kernel(**config.INLINE_JIT)
-def _memo_slot(h):
-    return SCRATCH_MEMO + np.int64(h % np.uint64(MEMO_SLOTS)) * MEMO_SLOT_WORDS
+def _memo_slot(scratch, h):
+    """The address of packet ``h``'s memo slot (read through a pointer: an index
+    into scratch costs numba's negative-index fix-up, five instructions)."""
+    return byte_address(scratch, (SCRATCH_MEMO + np.int64(h % np.uint64(MEMO_SLOTS))
+                                  * MEMO_SLOT_WORDS) * 8)
 
 
 @kernel(**config.INLINE_JIT)
@@ -113,23 +118,43 @@ def memo_clear(scratch):
 def memo_open(scratch, h):
     """Empty packet ``h``'s memo slot before the hook runs on it: its address,
     which the loop hands bpf_map_prefetch (xdp.prefetch_memo)."""
-    slot = _memo_slot(h)
-    scratch[slot] = 0
-    return byte_address(scratch, slot * 8)
+    address = _memo_slot(scratch, h)
+    as_pointer(address, np.int64)[0] = 0
+    return address
 
 
 @kernel(**config.INLINE_JIT)
 def memo_fetch_rows(scratch, h):
     """The hook's second step on packet ``h``, without running it again: read
-    each bucket it noted (fetched some packets ago, cached now) and fetch the
-    row of the chain's first entry; then empty the slot."""
-    slot = _memo_slot(h)
-    for k in range(scratch[slot]):
-        w = slot + 1 + 3 * k
-        e = as_pointer(scratch[w], np.int32)[0]
+    each bucket it noted (fetched some packets ago, cached now), fetch the row
+    of the chain's first entry and its link to the next; the entry's bucket
+    address becomes that link's (0: an empty bucket)."""
+    slot = as_pointer(_memo_slot(scratch, h), np.int64)
+    for k in range(slot[0]):
+        w = 1 + MEMO_WORDS * k
+        e = np.int64(as_pointer(slot[w], np.int32)[0])
         if e >= 0:
-            prefetch_address(scratch[w + 1] + np.int64(e) * scratch[w + 2])
-    scratch[slot] = 0
+            prefetch_address(slot[w + 2] + e * slot[w + 3])
+            link = slot[w + 1] + 4 * e
+            prefetch_address(link)
+            slot[w] = link
+        else:
+            slot[w] = 0
+
+
+@kernel(**config.INLINE_JIT)
+def memo_fetch_next_rows(scratch, h):
+    """The last step, NEXT_AHEAD packets ahead: fetch the row of each chain's
+    second entry (a hit reads it when the first entry holds another key: one
+    in ten packets on l4lb's 100,000 flows); then empty the slot."""
+    slot = as_pointer(_memo_slot(scratch, h), np.int64)
+    for k in range(slot[0]):
+        w = 1 + MEMO_WORDS * k
+        if slot[w] != 0:
+            e = np.int64(as_pointer(slot[w], np.int32)[0])
+            if e >= 0:
+                prefetch_address(slot[w + 2] + e * slot[w + 3])
+    slot[0] = 0
 
 
 #: The loop, instantiated per program by program.py ({name} is the program's name).
@@ -171,6 +196,7 @@ from dataplane import config as _dp_config
 from dataplane.jit import kernel as _dp_kernel, lazy as _dp_lazy
 from dataplane.kernels import layout as _dp_layout
 from dataplane.kernels.runner import (memo_clear as _dp_memo_clear,
+                                      memo_fetch_next_rows as _dp_memo_fetch_next_rows,
                                       memo_fetch_rows as _dp_memo_fetch_rows,
                                       memo_open as _dp_memo_open,
                                       store_verdict as _dp_store_verdict)
@@ -234,6 +260,9 @@ HOOK_SOURCE = '''        h = i + _dp_np.uint64({ahead} * 2)  # the prefetch hook
         h = i + _dp_np.uint64({ahead})  # nearer: the rows of the buckets it noted
         if h < stop:
             _dp_memo_fetch_rows(scratch, h)
+        h = i + _dp_np.uint64({next_ahead})  # nearer still: the chains' second rows
+        if h < stop:
+            _dp_memo_fetch_next_rows(scratch, h)
 '''
 
 
@@ -258,9 +287,10 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
     each packet 2 * HOOK_AHEAD packets ahead: bpf_map_prefetch fetches a hash
     key's bucket and notes it in the packet's memo slot (scratch). HOOK_AHEAD
     packets ahead the loop reads the noted buckets, cached by then, and fetches
-    each chain's first row (memo_fetch_rows). A hook that read the bucket at
-    once stalled on it (a third of the load balancer's time); running the hook
-    a second time to read it cost ~130 instructions a packet (l4lb).
+    each chain's first row and link (memo_fetch_rows), NEXT_AHEAD packets ahead
+    the second row (memo_fetch_next_rows). A hook that read the bucket at once
+    stalled on it (a third of the load balancer's time); running the hook a
+    second time to read it cost ~130 instructions a packet (l4lb).
 
     ``grows_head``: the file calls bpf_xdp_adjust_head / _meta, so the line in
     front of data (where an outer header goes) is prefetched too: unfetched, its
@@ -293,8 +323,9 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
                                         prefetch=bool(reads_packet), variant=variant,
                                         prefetch_head=bool(reads_packet and grows_head),
                                         hook=HOOK_SOURCE.format(
-                                            ahead=config.HOOK_AHEAD, hook=hook, variant=variant,
-                                            map_args=args) if hook else "",
+                                            ahead=config.HOOK_AHEAD, next_ahead=NEXT_AHEAD,
+                                            hook=hook, variant=variant, map_args=args)
+                                        if hook else "",
                                         map_params=params, map_handles=handles, map_args=args,
                                         trace_setup=setup, trace_packet=packet,
                                         hook_setup="    _dp_memo_clear(scratch)\n" if hook else "",

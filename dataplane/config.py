@@ -51,6 +51,9 @@ READ_CHUNK = 8 << 20
 LOOP_BUDGET = 1 << 20
 #: Packets ahead of the current one whose headers the runner prefetches.
 PREFETCH_AHEAD = 32
+#: Packets between the loop's reads of CLOCK_MONOTONIC_COARSE, whose value
+#: bpf_ktime_get_coarse_ns returns in between (the clock moves once a tick).
+COARSE_EVERY = 64
 #: A program's prefetch hook runs on the packet 2 * HOOK_AHEAD ahead of the
 #: current one (its header already fetched), and the loop fetches the rows of
 #: the hash buckets it fetched HOOK_AHEAD ahead: misses started in time.

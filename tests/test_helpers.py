@@ -175,6 +175,41 @@ def test_ktime_monotonic_or_capture_time(tmp_path, helper):
     assert abs(t0 - time.clock_gettime_ns(time.CLOCK_MONOTONIC)) < 10**9
 
 
+def test_coarse_clock_is_read_every_coarse_every_packets(tmp_path):
+    """In a batch, bpf_ktime_get_coarse_ns gives the coarse clock as the loop
+    read it every config.COARSE_EVERY packets: packets that each take ~0.3 ms
+    span several timer ticks, and the value moves only where the loop reads."""
+    from dataplane import config
+
+    CLOCK_MONOTONIC_COARSE = 6  # Linux's clock id (the time module names none)
+    prog = load(tmp_path, """
+        @xdp
+        def prog(ctx):
+            x = 0x9E3779B9
+            for _ in range(200000):  # ~0.3 ms: no closed form for LLVM to find
+                x ^= (x << 13) & 0xFFFFFFFF
+                x ^= x >> 17
+                x ^= (x << 5) & 0xFFFFFFFF
+            t = bpf_ktime_get_coarse_ns()
+            pkt = ctx.pkt
+            for i in range(8):
+                pkt[i] = (t >> (8 * i)) & 0xFF
+            pkt[8] = x & 0xFF
+            return XDP_PASS
+        """)
+    n = 3 * config.COARSE_EVERY
+    b = PacketBatch(n)
+    for _ in range(n):
+        b.append(bytes(60))
+    before = time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)
+    prog.run_batch(b)
+    after = time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)
+    got = [int.from_bytes(b.packet(i)[:8], "little") for i in range(n)]
+    assert before <= got[0] and got[-1] <= after and got == sorted(got)
+    assert all(got[i] == got[i - 1] for i in range(n) if i % config.COARSE_EVERY)
+    assert got[-1] > got[0]  # the run spanned ticks: the loop read the clock again
+
+
 def test_smp_processor_id_is_the_worker(tmp_path):
     prog = load(tmp_path, """
         @xdp

@@ -15,6 +15,7 @@ WORKER_GLOBALS = {
     "dataplane_loop_budget": 0,
     "dataplane_prandom_state": 0x853C49E6748FEA9B,
     "dataplane_ktime_capture": 0,
+    "dataplane_coarse_now": 0,
     "dataplane_tail_target": 0,
     "dataplane_tail_count": 0,
     "dataplane_prefetch_memo": 0,

@@ -424,8 +424,9 @@ def bpf_map_prefetch(m, key):
     counterpart: for ``@xdp(prefetch=...)`` hooks, which run a few packets
     ahead). Arrays: the value's line. Hash maps: the key's bucket's line, and
     the hook's memo notes the bucket, so that the loop, some packets later,
-    reads it (cached by then) and fetches the row of the chain's first entry.
-    Returns 0. Changes nothing; in a program's body it only fetches."""
+    reads it (cached by then) and fetches the rows of the chain's first two
+    entries (kernels/runner.py). Returns 0. Changes nothing; in a program's
+    body it only fetches."""
     raise NotImplementedError("bpf_map_prefetch runs only inside a program")
 
 

@@ -124,6 +124,16 @@ def memo_open(scratch, h):
 
 
 @kernel(**config.INLINE_JIT)
+def _fetch_noted_row(slot, w):
+    """Fetch the row of the entry whose number is at the address in memo word
+    ``w`` (a bucket or a chain link, cached by now): that number, -1 for none."""
+    e = np.int64(as_pointer(slot[w], np.int32)[0])
+    if e >= 0:
+        prefetch_address(slot[w + 2] + e * slot[w + 3])
+    return e
+
+
+@kernel(**config.INLINE_JIT)
 def memo_fetch_rows(scratch, h):
     """The hook's second step on packet ``h``, without running it again: read
     each bucket it noted (fetched some packets ago, cached now), fetch the row
@@ -132,9 +142,8 @@ def memo_fetch_rows(scratch, h):
     slot = as_pointer(_memo_slot(scratch, h), np.int64)
     for k in range(slot[0]):
         w = 1 + MEMO_WORDS * k
-        e = np.int64(as_pointer(slot[w], np.int32)[0])
+        e = _fetch_noted_row(slot, w)
         if e >= 0:
-            prefetch_address(slot[w + 2] + e * slot[w + 3])
             link = slot[w + 1] + 4 * e
             prefetch_address(link)
             slot[w] = link
@@ -151,9 +160,7 @@ def memo_fetch_next_rows(scratch, h):
     for k in range(slot[0]):
         w = 1 + MEMO_WORDS * k
         if slot[w] != 0:
-            e = np.int64(as_pointer(slot[w], np.int32)[0])
-            if e >= 0:
-                prefetch_address(slot[w + 2] + e * slot[w + 3])
+            _fetch_noted_row(slot, w)
     slot[0] = 0
 
 

@@ -589,9 +589,7 @@ class RawTarget(Target):
     helper 5 returns its first argument (the suite's "unwind" helper)."""
 
     def helper_call(self, builder, pc, helper, args):
-        if helper is None:  # callx: only helper 5 exists here
-            return args[0]
-        if helper in RAW_HELPERS:
+        if helper is None or helper in RAW_HELPERS:  # callx: only helper 5 exists here
             return args[0]
         raise JitError(f"insn {pc}: helper {helper} is not available here")
 

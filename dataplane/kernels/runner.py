@@ -179,7 +179,7 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
     if not capture_time:
         _dp_ktime_set_capture(0)
 {trace_setup}{hook_setup}    for i in range(start, stop):
-{capture_packet}{trace_packet}        j = i + ahead
+{packet_time}{trace_packet}        j = i + ahead
         if {prefetch} and j < stop:
             _dp_prefetch(buf, meta[_dp_layout.DATA, j])
             if {prefetch_head}:  # the line a prepended header is written to
@@ -254,7 +254,9 @@ def _tail_calls(programs, variant, map_args):
     return "\n".join(lines) + "\n"
 
 
-CAPTURE_PACKET = '''        if capture_time:
+#: A packet's time for the clock helpers: its capture time (--ktime capture), or
+#: the coarse clock read again every COARSE_EVERY packets.
+PACKET_TIME = '''        if capture_time:
             _dp_ktime_set_capture(meta[_dp_layout.TS_NS, i])
         elif (i - start) % _dp_np.uint64(_dp_config.COARSE_EVERY) == 0:
             _dp_coarse_clock_read()
@@ -342,7 +344,7 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
                                         map_params=params, map_handles=handles, map_args=args,
                                         trace_setup=setup, trace_packet=packet,
                                         hook_setup="    _dp_memo_clear(scratch)\n" if hook else "",
-                                        capture_packet=CAPTURE_PACKET if reads_time else "",
+                                        packet_time=PACKET_TIME if reads_time else "",
                                         time_done="    _dp_coarse_clock_forget()\n"
                                         if reads_time else "",
                                         budget_reset="        _dp_loop_budget_reset()\n"

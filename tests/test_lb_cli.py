@@ -123,7 +123,6 @@ def test_pinned_instance_changed_by_a_second_process(tmp_path, capture):
                for r in v["reals"])
 
 
-
 def _map_bytes(pin):
     return {f.name: f.read_bytes() for f in pin.glob("*.bin")}
 
@@ -153,6 +152,7 @@ def test_attaching_writes_nothing_and_needs_lb_json(tmp_path, capture):
     assert len(r.stderr.splitlines()) == 1
     assert f"does not describe the instance's maps ({vips} VIP(s) against 0; in lb.json only" \
         in r.stderr
+
 
 def test_trace_says_why_each_packet_went_where(tmp_path, capture):
     pcap, cfg = capture

@@ -57,7 +57,6 @@ def test_map_cli_errors(tmp_path):
     assert "map 'config'" in r.stderr and "rate_pps" in r.stderr
 
 
-
 #: A flow_counter key absent from small.pcap, and a value, as `dataplane map` takes them.
 NEW_FLOW = ('{"saddr": "10.9.9.9", "daddr": "10.8.8.8", "sport": 1, "dport": 2, "proto": 17}',
             '{"packets": 1, "bytes": 1}')

@@ -32,6 +32,29 @@ def test_help_everywhere(args):
     assert r.stdout.strip()
 
 
+@pytest.mark.parametrize("argv", [["-v", "verify", "programs/bpf/firewall.o"],
+                                  ["verify", "programs/bpf/firewall.o", "-v"]])
+def test_a_command_imports_only_its_own_module(argv):
+    # what replay and verify start with: neither the other commands, nor the
+    # eBPF toolchain for a Python program, nor the live path
+    code = ("import sys; from dataplane.cli.main import main; rc = main(sys.argv[1:]); "
+            "print(sorted(m for m in sys.modules if m.startswith('dataplane.'))); "
+            "sys.exit(rc)")
+    out = {}
+    for name, args in (("replay", ["replay", "-r", SMALL, "-p", "drop_udp", "-q"]),
+                       ("verify", argv)):
+        r = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
+                           text=True, cwd=ROOT, timeout=120)
+        assert r.returncode == 0, r.stderr
+        out[name] = set(eval(r.stdout.splitlines()[-1]))
+    assert "dataplane.cli.replay" in out["replay"]
+    for heavy in ("dataplane.cli.prog", "dataplane.cli.conformance", "dataplane.cli.run",
+                  "dataplane.cli.lb_cmd", "dataplane.ebpf.jit", "dataplane.live"):
+        assert heavy not in out["replay"], heavy
+    assert "dataplane.cli.prog" in out["verify"]
+    assert not {"dataplane.cli.replay", "dataplane.cli.run", "dataplane.live"} & out["verify"]
+
+
 def test_no_command_is_a_usage_error():
     assert dp().returncode == 2
 

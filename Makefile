@@ -33,6 +33,11 @@ deps:
 	[ -f /usr/include/bpf/bpf_helpers.h ] || missing="$$missing libbpf-dev"; \
 	if [ -n "$$missing" ]; then \
 	  $(call apt_install,$$missing,echo "note: not installed:$$missing; tests that use them will be skipped"); fi
+	@# the kernel oracle pins what bpftool loads in the bpf filesystem, which
+	@# systemd mounts on most hosts but a bare container or VM may lack
+	@grep -qs '^[^ ]* /sys/fs/bpf bpf ' /proc/mounts || { [ "$$(id -u)" = 0 ] \
+	  && mount -t bpf bpf /sys/fs/bpf 2>/dev/null; } \
+	  || echo "note: no bpf filesystem at /sys/fs/bpf; tests against the kernel will be skipped"
 
 # The C XDP programs in programs/bpf/ (each X.c -> X.o beside it; the objects are
 # committed, so running them needs no clang). Installs clang and libbpf-dev via

@@ -35,7 +35,7 @@ from . import config
 from .action import XdpAction
 from .errors import DataplaneError, ProgramError
 from .io.batch import PacketBatch
-from .jit import core_hash, materialize
+from .jit import core_hash, materialize, plain_dispatcher
 from .kernels import layout, runner as runner_kernels
 from .maps import BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF, Map, RingBuf
 from .program_check import (check_program, function_tree, parse_trace_format,
@@ -466,8 +466,6 @@ def _compile_functions(module, spec):
     numba objects; only the ``_dp_fn_*`` dispatchers go back into the module
     (for its loops), so a later check of the same file sees its own globals.
     """
-    from numba import njit
-
     if f"_dp_fn_{spec.fn.__name__}" in module.__dict__:
         return
     if getattr(module, "__dataplane_trusted__", False):
@@ -512,7 +510,7 @@ def _compile_functions(module, spec):
     used = set()
     for new in renamed.values():
         used.update(namespace[new].__code__.co_names)
-        namespace[new] = njit(**config.PROGRAM_JIT)(namespace[new])
+        namespace[new] = plain_dispatcher(namespace[new], config.PROGRAM_JIT)
         module.__dict__.setdefault(new, namespace[new])
     materialize(namespace, used)
 

@@ -126,11 +126,14 @@ def _kind(a):
 
 def plain_dispatcher(fn, opts):
     """``njit(**opts)(fn)``, typed on its arguments' plain types (int64, not
-    Literal[int](7)) when compiled code calls it. numba otherwise compiles one
-    specialization per distinct constant a call passes, each a whole type
-    inference, lowering and CPython wrapper (cold, l4lb compiled its verdict()
-    14 times and bump() 17); LLVM inlines them and sees the constants all the
-    same. A function that types only with a literal still gets that one."""
+    Literal[int](7)) when compiled code calls it: for programs' own functions.
+    numba otherwise compiles one specialization per distinct constant a call
+    passes, each a whole type inference, lowering and CPython wrapper (cold,
+    l4lb compiled its verdict() 14 times and bump() 17); LLVM inlines them and
+    sees the constants all the same. A function that types only with a literal
+    still gets that one. Kernels keep numba's way: some are written for a
+    constant argument (parse._store_be's byte loop, unrolled when its size is
+    one; compiled for any size it stayed a loop: l4lb +75 instructions a packet)."""
     from numba import njit
     from numba.core import errors, types
 

@@ -156,7 +156,9 @@ class Map:
     ``name`` must be a Python identifier; ``type`` a BPF_MAP_TYPE_*; ``key`` and
     ``value`` numpy dtypes (scalar integers or structured records of them);
     ``max_entries`` the capacity. ARRAY maps take a 4-byte integer key, as in
-    the kernel.
+    the kernel. A per-CPU map holds a value per worker of ``workers`` (default:
+    config.WORKERS, what programs loaded now run on); ``attach`` puts the
+    storage on given bytes (a pinned map's file).
     """
 
     def __new__(cls, *args, **kwargs):
@@ -167,7 +169,7 @@ class Map:
         return super().__new__(cls)
 
     def __init__(self, name, type, key, value=np.uint32, max_entries=None, attach=None,
-                 inner=None, pool=None):
+                 inner=None, pool=None, workers=None):
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
             raise MapError(str(name), "map names are identifiers (letters, digits, _)")
         self.name = name
@@ -204,7 +206,7 @@ class Map:
         else:
             _field_list(self.key_dtype, "key", name)  # validates: integer fields only
         _field_list(self.value_dtype, "value", name)
-        self.ncpu = config.WORKERS if type in _PERCPU else 1
+        self.ncpu = (workers or config.WORKERS) if type in _PERCPU else 1
         self.pinned = None
         self.inner_maps = ()
         self.programs, self._pending = None, {}  # PROG_ARRAY: the file's programs

@@ -99,7 +99,8 @@ def open_pinned(directory, name):
                              f"({spec['bytes']} bytes)")
     m = Map(spec["name"], spec["type"], key=spec_dtype(spec["key"]),
             value=spec_dtype(spec["value"]),
-            max_entries=spec["max_entries"], attach=_map_file(path, spec["bytes"]))
+            max_entries=spec["max_entries"], attach=_map_file(path, spec["bytes"]),
+            workers=spec.get("workers"))  # a per-CPU map: the pinning run's workers
     try:
         m.check_links()
     except DataplaneError as exc:  # damaged: say which file

@@ -10,20 +10,27 @@ import os
 # objects keyed on the hash of all their sources (native.py, jit.py), which
 # numba's cache cannot do (it misses changes in called functions and globals).
 
+#: Compiled functions are called from other compiled code, or from Python
+#: through a C entry (jit.py): numba's CPython and C wrappers of each are not
+#: built (cold l4lb: 28% of its compile). A numba dispatcher without them
+#: crashes the process when Python calls it: call a kernel, not its
+#: ``.dispatcher``.
+_NO_WRAPPERS = dict(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
 #: Options for I/O and runner kernels: no reference counting in the hot loops
 #: (it costs an incref/decref per call with array tuples), no GIL.
-KERNEL_JIT = dict(nogil=True, error_model="numpy", _nrt=False)
+KERNEL_JIT = dict(nogil=True, error_model="numpy", _nrt=False, **_NO_WRAPPERS)
 
 #: Options for the per-program batch loop (kernels/runner.py).
-RUNNER_JIT = dict(nogil=True, error_model="numpy", _nrt=False)
+RUNNER_JIT = dict(nogil=True, error_model="numpy", _nrt=False, **_NO_WRAPPERS)
 
 #: Options for small kernels called from other kernels (inlined by LLVM;
 #: numba-level inlining breaks exception handling, see numba-notes.md).
-INLINE_JIT = dict(nogil=True, error_model="numpy", _nrt=False)
+INLINE_JIT = dict(nogil=True, error_model="numpy", _nrt=False, **_NO_WRAPPERS)
 
 #: Options for users' programs. numpy's error model gives eBPF's semantics for
 #: division by zero (the result is 0, RFC 9669), not an exception.
-PROGRAM_JIT = dict(nogil=True, error_model="numpy", _nrt=False)
+PROGRAM_JIT = dict(nogil=True, error_model="numpy", _nrt=False, **_NO_WRAPPERS)
 
 #: XDP_PACKET_HEADROOM: room in front of every packet for bpf_xdp_adjust_head.
 HEADROOM = 256

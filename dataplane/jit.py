@@ -174,7 +174,9 @@ class Kernel:
 
     @property
     def dispatcher(self):
-        """The numba dispatcher (compiles nothing until called or inlined)."""
+        """The numba dispatcher, for compiled code to call (compiles nothing until
+        then). Python calls the kernel itself: the dispatcher has no CPython
+        wrapper (config._NO_WRAPPERS)."""
         if self._dispatcher is None:
             from numba import njit
             fn = self.py_func

@@ -611,7 +611,12 @@ class Map:
 
     def items(self):
         """[(key, value)] decoded by the dtypes, like ``bpftool map dump``."""
-        return [(self._decode_key(e), self._decode_value(e)) for e in self._used()]
+        used = self._used()
+        if self.type == BPF_MAP_TYPE_ARRAY and self.value_dtype.names is None:
+            # integers decoded by numpy at once: l4lb's rings (8.4 million
+            # entries) took 15 s entry by entry, 4 s so
+            return list(zip(used.tolist(), self.values[0, used].tolist()))
+        return [(self._decode_key(e), self._decode_value(e)) for e in used]
 
     def __len__(self):
         if self.type in _SLOTTED:

@@ -162,6 +162,12 @@ def test_array_semantics():
     assert len(m) == 4 and m.lookup(3) == 0 and m.lookup(4) is None
     m.update(3, -5)
     assert m.lookup(3) == -5
+    # items() decodes a whole array at once: the same as entry by entry, Python ints
+    assert m.items() == [(k, m.lookup(k)) for k in range(4)] == [(0, 0), (1, 0), (2, 0), (3, -5)]
+    assert all(type(v) is int for _, v in m.items())
+    big = Map("b", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.uint64, max_entries=2)
+    big.update(1, 2**64 - 1)
+    assert big.to_json() == [{"key": 0, "value": 0}, {"key": 1, "value": 2**64 - 1}]
     with pytest.raises(MapError, match=r"-EEXIST"):
         m.update(0, 1, BPF_NOEXIST)
     with pytest.raises(MapError, match=r"-E2BIG"):

@@ -611,12 +611,11 @@ class Map:
 
     def items(self):
         """[(key, value)] decoded by the dtypes, like ``bpftool map dump``."""
-        used = self._used()
         if self.type == BPF_MAP_TYPE_ARRAY and self.value_dtype.kind in "iu":
             # integers decoded by numpy at once: l4lb's rings (8.4 million
             # entries) took 15 s entry by entry, 4 s so
-            return list(zip(used.tolist(), self.values[0, used].tolist()))
-        return [(self._decode_key(e), self._decode_value(e)) for e in used]
+            return list(enumerate(self.values[0].tolist()))
+        return [(self._decode_key(e), self._decode_value(e)) for e in self._used()]
 
     def __len__(self):
         if self.type in _SLOTTED:
@@ -752,7 +751,8 @@ class RingBuf(Map):
 
     is_ringbuf = True
 
-    def __init__(self, name, type, key, value, max_entries, attach=None):
+    def __init__(self, name, type, key, value, max_entries, attach=None, workers=None):
+        # ``workers``: as Map's, but one ring serves them all (the kernel's is shared)
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
             raise MapError(str(name), "map names are identifiers (letters, digits, _)")
         self.name = name

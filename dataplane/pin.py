@@ -97,11 +97,10 @@ def open_pinned(directory, name):
     if path.stat().st_size != spec["bytes"]:
         raise DataplaneError(f"{path}: size {path.stat().st_size} does not match its spec "
                              f"({spec['bytes']} bytes)")
-    # a per-CPU map pinned by a run with several workers holds a value per worker
-    workers = {"workers": spec["workers"]} if spec.get("workers", 1) > 1 else {}
     m = Map(spec["name"], spec["type"], key=spec_dtype(spec["key"]),
             value=spec_dtype(spec["value"]),
-            max_entries=spec["max_entries"], attach=_map_file(path, spec["bytes"]), **workers)
+            max_entries=spec["max_entries"], attach=_map_file(path, spec["bytes"]),
+            workers=spec.get("workers"))  # a per-CPU map: a value per worker of the run
     try:
         m.check_links()
     except DataplaneError as exc:  # damaged: say which file

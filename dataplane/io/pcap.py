@@ -17,7 +17,7 @@ import numpy as np
 from .. import config
 from ..errors import CaptureError
 from ..kernels import pcap_walk as K
-from . import writeback
+from .background import WRITEBACK
 from .capture import CaptureReader
 
 MAGIC_US = 0xA1B2C3D4
@@ -213,7 +213,7 @@ class PcapWriter:
         self.linktype = int(linktype)
         self._f = create_output(self.path)
         # Two staging buffers: one is written back in the background while the
-        # kernel packs into the other (io/writeback.py).
+        # kernel packs into the other (io/background.py).
         self._stages = [np.empty(max(int(stage_bytes), HEADER), np.uint8) for _ in range(2)]
         self._stage = self._stages[0]
         self._pending = None
@@ -302,7 +302,7 @@ class PcapWriter:
         if self._spos and self._f is not None:
             self._wait()
             view = memoryview(self._stage)[:self._spos]
-            self._pending = writeback.submit(lambda: self._write_now(view))
+            self._pending = WRITEBACK.submit(lambda: self._write_now(view))
             self._stage = self._stages[1] if self._stage is self._stages[0] else self._stages[0]
             self._spos = 0
         if wait:

@@ -11,7 +11,8 @@ of the kernel keeping a JITed program image.
 The object references a few numba runtime helpers on its error paths
 (``numba_do_raise``, ``NRT_Free``, ...). They are not exported by numba's
 extension modules, and the kernels never reach them (programs' exceptions are
-caught per packet inside the loop), so inert stubs satisfy the linker.
+caught per packet inside the loop), so inert stubs satisfy the linker (compiled
+once per machine folder, ``_stubs_object``).
 
 Without a C compiler the cache is unavailable and kernels run through numba's
 JIT (same results, slower start).
@@ -123,28 +124,40 @@ def worker_state_library():
     return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
 
 
-def _link(path, inputs):
-    """Write ``inputs`` {suffix: text or bytes} to temporary files and link them
-    with the C compiler into the shared object ``path``, replaced whole (another
-    process may be building the same one)."""
+def _link(path, inputs, objects=(), flags=("-shared",)):
+    """Write ``inputs`` {suffix: text or bytes} to temporary files and build them,
+    with the ``objects`` already built, with the C compiler into ``path``
+    (``flags``: a shared object), replaced whole (another process may be
+    building the same one)."""
     cc = compiler()
     if cc is None:
         raise NativeUnavailable("no C compiler")
     path.parent.mkdir(parents=True, exist_ok=True)
     files = {s: private_name(path, s) for s in inputs}
-    so = private_name(path, ".so.tmp")
+    out = private_name(path, ".tmp")
     try:
         for s, data in inputs.items():
             (files[s].write_bytes if isinstance(data, bytes) else files[s].write_text)(data)
-        r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(so),
-                            *map(str, files.values())], capture_output=True, text=True)
+        r = subprocess.run([cc, *flags, "-fPIC", "-O2", "-o", str(out),
+                            *map(str, files.values()), *map(str, objects)],
+                           capture_output=True, text=True)
         if r.returncode != 0:
             raise NativeUnavailable(f"{cc} failed: {r.stderr.strip()[:300]}")
-        os.replace(so, path)
+        os.replace(out, path)
     finally:
-        for f in (*files.values(), so):
+        for f in (*files.values(), out):
             if f.exists():
                 f.unlink()
+
+
+def _stubs_object():
+    """The runtime stubs compiled once per machine (an object file in the cache):
+    compiling them again for every kernel cost ~35 ms of its ~60 ms link."""
+    key = hashlib.sha256(_STUBS_C.encode()).hexdigest()[:16]
+    path = cache_dir() / f"stubs-{key}.o"
+    if not path.exists():
+        _link(path, {".c": _STUBS_C}, flags=("-c",))
+    return path
 
 
 def private_name(path, suffix):
@@ -212,4 +225,4 @@ def build(cfunc, path):
         opt=3, reloc="pic", codemodel="default")
     _inline_all(ll, module, tm, cfunc.native_name)
     # temporary names of this process only: Dask workers build the same kernel at once
-    _link(path, {".o": tm.emit_object(module), ".c": _STUBS_C})
+    _link(path, {".o": tm.emit_object(module)}, objects=[_stubs_object()])

@@ -49,6 +49,8 @@ def test_numba_cpu_name_builds_for_that_cpu_in_a_folder_of_its_own(tmp_path):
     assert host_total == base_total == 3 * sum(range(100))
     assert host_dir != base_dir
     assert list(base_dir.glob("*.so"))
+    # the runtime stubs were compiled once per folder, not into each object anew
+    assert len(list(host_dir.glob("stubs-*.o"))) == len(list(base_dir.glob("stubs-*.o"))) == 1
     if shutil.which("objdump") is None:
         pytest.skip("no objdump to read the machine code")
     if _vector_registers(host_dir) == 0:

@@ -13,6 +13,7 @@ import pytest
 from scapy.layers.l2 import Ether
 from scapy.utils import PcapNgWriter, RawPcapNgReader
 
+from dataplane.errors import CaptureError
 from dataplane.io import capture
 from dataplane.io.background import READAHEAD, WRITEBACK
 from dataplane.io.batch import PacketBatch
@@ -151,3 +152,31 @@ def test_a_forked_child_gets_its_own_lane_thread(lane):
         os._exit(0 if lane.submit(lambda: 2).wait() == 2 else 4)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("ahead", [True, False], ids=["read-ahead", "synchronous"])
+def test_a_failing_read_is_one_capture_error_after_the_packets_before(tmp_path, monkeypatch,
+                                                                       swaps, ahead):
+    """An I/O error (EIO) on the fourth read, in the read-ahead thread or not:
+    the packets read before it come out, then a CaptureError naming the file,
+    the reason and the offset; the reader closes cleanly."""
+    if not ahead:
+        monkeypatch.setattr(capture, "READ_AHEAD_MIN", 1 << 30)
+    path = tmp_path / "e.pcap"
+    pkts = frames(100, seed=6)
+    write_pcap(path, pkts)
+    real, calls = os.preadv, []
+
+    def failing(fd, buffers, offset):
+        calls.append(offset)
+        if len(calls) == 4:
+            raise OSError(5, "Input/output error")
+        return real(fd, buffers, offset)
+    monkeypatch.setattr(os, "preadv", failing)
+    got, batch = [], PacketBatch(1000)
+    with open_capture(path, chunk_bytes=4096) as r:
+        with pytest.raises(CaptureError) as err:
+            while n := r.read_batch(batch):
+                got += [batch.packet(i) for i in range(n)]
+    assert str(err.value) == f"{path} (offset {calls[3]}): read failed: input/output error"
+    assert got == pkts[:len(got)] and 0 < len(got) < len(pkts)

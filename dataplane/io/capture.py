@@ -153,7 +153,7 @@ class CaptureReader:
         if self._limit is not None:  # a byte range: read nothing past its end
             stop = min(stop, self._limit - self._base)
         if self._end < stop:
-            got = _read_at(self._f.fileno(), view[self._end:stop], self._base + self._end)
+            got = self._read_at(view[self._end:stop], self._base + self._end)
             self._end += got
             if self._end < stop:
                 self._eof = True
@@ -174,7 +174,7 @@ class CaptureReader:
         if n <= 0:
             return
         view, fd = memoryview(self._spare)[READ_RESERVE:READ_RESERVE + n], self._f.fileno()
-        self._ahead = (READAHEAD.submit(lambda: _read_at(fd, view, offset)), offset)
+        self._ahead = (READAHEAD.submit(lambda: self._read_at(view, offset, fd)), offset)
 
     def _take_ahead(self, need):
         """Swap in the chunk read ahead, the unread tail copied in front of it;
@@ -182,8 +182,12 @@ class CaptureReader:
         tail or ``need`` does not fit."""
         if self._ahead is None:
             return False
-        (job, offset), self._ahead = self._ahead, None
-        got = job.wait()
+        job, offset = self._ahead
+        try:
+            got = job.wait()
+        finally:
+            if job.done.is_set():  # (interrupted, it stays noted: close() waits for it)
+                self._ahead = None
         rest, spare = self._end - self._pos, self._spare
         if offset != self._base + self._end or rest > READ_RESERVE or \
                 need > spare.size - READ_RESERVE + rest:
@@ -193,6 +197,22 @@ class CaptureReader:
         self._base = offset - READ_RESERVE
         self._pos, self._end = READ_RESERVE - rest, READ_RESERVE + got
         return True
+
+    def _read_at(self, view, offset, fd=None):
+        """Read into ``view`` from file offset ``offset`` until it is full or the
+        file ends: the bytes read. pread, not read: the reader and its read-ahead
+        thread share no file position. A failed read is a one-line CaptureError."""
+        got, fd = 0, self._f.fileno() if fd is None else fd
+        try:
+            while got < len(view):
+                n = os.preadv(fd, [view[got:]], offset + got)
+                if n == 0:
+                    break
+                got += n
+        except OSError as e:
+            raise CaptureError(self.path, f"read failed: {(e.strerror or str(e)).lower()}",
+                               offset=offset + got) from None
+        return got
 
     def _skip(self, nbytes):
         """Consume ``nbytes`` from ``_pos``; past the chunk, reading goes on from there."""
@@ -285,7 +305,7 @@ class CaptureReader:
             job, self._ahead = self._ahead[0], None
             try:
                 job.wait()
-            except OSError:
+            except CaptureError:
                 pass
         if self._f is not None:
             self._f.close()
@@ -302,15 +322,3 @@ class CaptureReader:
         return (f"{type(self).__name__}({self.path!r}, packets={self.packets}, "
                 f"offset={self.offset}/{self.size})")
 
-
-def _read_at(fd, view, offset):
-    """Read into ``view`` from file offset ``offset`` until it is full or the
-    file ends: the bytes read (pread: no shared file position between the
-    reader and its read-ahead thread)."""
-    got = 0
-    while got < len(view):
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n == 0:
-            break
-        got += n
-    return got

@@ -9,9 +9,10 @@ compiled walker (``dataplane.kernels.pcap_walk``) does the per-packet work.
 The next chunk is read ahead, into a spare buffer, on a background thread
 (io/background.py) while the walker parses the current one; when the walker
 reaches the end, the unread tail (a record cut by the chunk's end) is copied
-in front of the new data and the two buffers swap. A replay no longer waits
-for its read() calls: about a quarter of its time on a capture in the page
-cache.
+in front of the new data and the two buffers swap. The read() calls, a
+quarter of a 1-worker replay's own time on a capture in the page cache, move
+to the second core (shared with the write-back): a whole replay -p drop_udp of
+the 1M-packet capture went 0.53-0.55 -> 0.50 s.
 """
 
 import os

@@ -22,6 +22,7 @@ from test_pcapng import block, epb, frames, idb, opb, shb
 from dataplane import load_program
 from dataplane.errors import CaptureError
 from dataplane.io.batch import PacketBatch
+from dataplane.io import capture
 from dataplane.io.capture import open_capture
 from dataplane.lb import layout as L
 from dataplane.lb.config import LbError, from_dict
@@ -102,8 +103,12 @@ def _read_all(path, capacity, chunk):
         assert reader.packets == total
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["sync", "read-ahead"])
 @pytest.mark.parametrize("seed", range(4))
-def test_mutated_captures_read_or_fail_cleanly(tmp_path, seed):
+def test_mutated_captures_read_or_fail_cleanly(tmp_path, monkeypatch, seed, ahead):
+    if ahead:  # every chunk read ahead, with a reserve shorter than most records
+        monkeypatch.setattr(capture, "READ_AHEAD_MIN", 0)
+        monkeypatch.setattr(capture, "READ_RESERVE", 32)
     path = tmp_path / "c"
     for case, (rng, data) in enumerate(_captures(seed, 150)):
         path.write_bytes(data)

@@ -66,7 +66,6 @@ class Lane:
         self._jobs.put(job)
         return job
 
-
     def _forget(self):
         # a forked child has none of the parent's threads: start afresh on first use
         self._jobs, self._thread, self._lock = queue.SimpleQueue(), None, threading.Lock()

@@ -155,8 +155,8 @@ def test_a_forked_child_gets_its_own_lane_thread(lane):
 
 
 @pytest.mark.parametrize("ahead", [True, False], ids=["read-ahead", "synchronous"])
-def test_a_failing_read_is_one_capture_error_after_the_packets_before(tmp_path, monkeypatch,
-                                                                       swaps, ahead):
+def test_a_failing_read_is_one_capture_error_after_the_packets_before(
+        tmp_path, monkeypatch, swaps, ahead):
     """An I/O error (EIO) on the fourth read, in the read-ahead thread or not:
     the packets read before it come out, then a CaptureError naming the file,
     the reason and the offset; the reader closes cleanly."""

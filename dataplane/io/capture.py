@@ -322,4 +322,3 @@ class CaptureReader:
     def __repr__(self):
         return (f"{type(self).__name__}({self.path!r}, packets={self.packets}, "
                 f"offset={self.offset}/{self.size})")
-

@@ -55,7 +55,8 @@ class ReplayTask:
     seed: int = None
     ktime: str = "monotonic"
     outdir: str = None         # where this task writes its verdicts' pcaps
-    dump_maps: bool = False    # return the maps (before and after) for merging
+    dump_maps: object = False  # return the maps (before and after) for merging:
+    #                            True every map, or a tuple of their names
 
     @property
     def where(self):
@@ -94,10 +95,24 @@ def plan(paths, task_bytes=TASK_BYTES, **options):
     return tasks
 
 
-def _dump(program):
-    """{map name: {"type", "percpu", "entries"}}: the program's maps as JSON."""
+def chosen_maps(program, names=True):
+    """The maps ``--dump-maps`` prints, {name: Map}: every map of ``program``
+    (``names`` True), or those of the tuple ``names``, in its order; an unknown
+    name is a UsageError that lists the program's maps."""
+    if names is True:
+        return dict(program.maps)
+    for n in names:
+        if n not in program.maps:
+            raise UsageError(f"--dump-maps: program '{program.name}' has no map '{n}' (its "
+                             f"maps: {', '.join(program.maps) or 'none'})")
+    return {n: program.maps[n] for n in names}
+
+
+def _dump(program, names=True):
+    """{map name: {"type", "percpu", "entries"}}: the program's maps (those
+    ``names``: chosen_maps) as JSON."""
     out = {}
-    for name, m in program.maps.items():
+    for name, m in chosen_maps(program, names).items():
         kind = "ringbuf" if getattr(m, "is_ringbuf", False) else m.type_name
         out[name] = {"type": kind, "percpu": bool(getattr(m, "percpu", False)),
                      "entries": m.to_json()}
@@ -114,7 +129,7 @@ def run_task(task):
         use_workers(task.workers)
         forget_programs()  # fresh maps: this process may have run another task before
         program = _load(task)
-        maps_before = _dump(program) if task.dump_maps else None
+        maps_before = _dump(program, task.dump_maps) if task.dump_maps else None
         from .io.capture import open_capture
         with open_capture(task.path, start=task.start, end=task.end) as reader:
             sinks = None
@@ -124,7 +139,7 @@ def run_task(task):
             stats = replay(reader, program, sinks, batch_size=task.batch,
                            workers=task.workers, trace_stream=False)
         result.update(stats=stats.to_json(), maps_before=maps_before,
-                      maps=_dump(program) if task.dump_maps else None)
+                      maps=_dump(program, task.dump_maps) if task.dump_maps else None)
         if stats.error:
             result["error"] = f"{task.where}: {stats.error}"
     except DataplaneError as exc:
@@ -339,4 +354,3 @@ def sum_stats(results):
             total["redirect"][k] = total["redirect"].get(k, 0) + v
         total["warnings"] += [f"{r['path']}: {w}" for w in s["warnings"]]
     return total
-

@@ -65,6 +65,24 @@ def test_local_cluster_equals_one_process(tmp_path, captures, program):
         assert _entries(two, name) == _entries(one, name), name
 
 
+def test_dump_maps_names_one_map_on_the_cluster(tmp_path, captures):
+    """``--dump-maps acl_v6``: the tasks return that map alone, merged as the
+    whole dump merges it; an unknown name fails before the cluster starts."""
+    pattern = str(captures / "*.pcap")
+    whole = _replay("-r", pattern, "-p", "acl_lpm", "--cluster", "local:2")
+    r = _cli("replay", "-r", pattern, "-p", "acl_lpm", "--cluster", "local:2", "-j",
+             "--dump-maps", "acl_v6")
+    assert r.returncode == 0, r.stderr
+    one = json.loads(r.stdout)
+    assert list(one["maps"]) == ["acl_v6"] and list(whole["maps"]) == ["acl_v4", "acl_v6"]
+    assert _entries(one, "acl_v6") == _entries(whole, "acl_v6")
+    r = _cli("replay", "-r", pattern, "-p", "acl_lpm", "--cluster", "local:2", "-w",
+             tmp_path / "out", "--dump-maps", "acl_v5")
+    assert r.returncode == 2 and r.stdout == "" and not (tmp_path / "out").exists()
+    assert r.stderr.startswith("error: --dump-maps: program 'acl_lpm' has no map 'acl_v5' "
+                               "(its maps: acl_v4, acl_v6)")
+
+
 def test_byte_ranges_of_one_capture(tmp_path, captures):
     cap = captures / "cap0.pcap"
     one = _replay("-r", cap, "-p", "drop_udp", "-w", tmp_path / "one")

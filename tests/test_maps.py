@@ -380,3 +380,38 @@ def test_sync_fetch_and_add_on_a_scalar_value(tmp_path):
     outs = [prog.test_run(bytes([1, 0]) + bytes(60))[1][1] for _ in range(3)]
     assert outs == [0, 2, 4]  # the old values
     assert prog.maps["hits"].lookup(1) == [6]
+
+
+def _dump_run(*extra, out=None):
+    cmd = [sys.executable, "-m", "dataplane.cli.main", "replay", "-r", str(SMALL), "-p",
+           str(ROOT / "programs" / "bpf" / "global_data.o"), "-q", *extra]
+    if out is not None:
+        cmd += ["-w", str(out)]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def test_dump_maps_names_some_maps_in_their_order(tmp_path):
+    """``--dump-maps verdicts,bss`` prints those two (bpftool map dump name X),
+    the same entries as the whole dump, in the order named, as text and -j."""
+    whole = json.loads(_dump_run("--dump-maps", "-j").stdout)["maps"]
+    assert list(whole) == ["bss", "data", "rodata", "verdicts"]
+    some = json.loads(_dump_run("--dump-maps", "verdicts,bss", "-j").stdout)["maps"]
+    assert list(some) == ["verdicts", "bss"]
+    assert some == {"verdicts": whole["verdicts"], "bss": whole["bss"]}
+    text = _dump_run("--dump-maps", "rodata").stdout
+    assert [ln.split(":")[0] for ln in text.splitlines() if ln.startswith("map ")] == \
+        ["map rodata"]
+
+
+@pytest.mark.parametrize("names,message", [
+    ("verdicts,nope", "error: --dump-maps: program 'global_data' has no map 'nope' (its maps: "
+                      "bss, data, rodata, verdicts)"),
+    ("verdicts,", "argument --dump-maps: 'verdicts,' is not a list of map names"),
+])
+def test_dump_maps_with_a_bad_name_is_a_usage_error_before_the_replay(tmp_path, names,
+                                                                      message):
+    out = tmp_path / "out"
+    r = _dump_run("--dump-maps", names, out=out)
+    assert r.returncode == 2 and r.stdout == ""
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()  # nothing replayed, nothing written

@@ -20,6 +20,15 @@ def _positive_int(text):
     return value
 
 
+def _map_names(text):
+    """``a,b`` -> ("a", "b"): the maps --dump-maps prints (bpftool map dump name)."""
+    names = tuple(n.strip() for n in text.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of map names "
+                                         "(NAME[,NAME...])")
+    return names
+
+
 def _finite_float(text):
     """A number of seconds or packets a second: nan and inf are refused here,
     as each comparison the commands make lets nan through."""
@@ -65,9 +74,11 @@ OPTIONS = {
                   help="no run-time bounds checks on packet accesses: faster, but an "
                        "access outside the packet is undefined behaviour (bench always "
                        "measures both)")),
-    "dump_maps": (("--dump-maps",), dict(action="store_true",
-                  help="print the program's maps at the end (with -j: under \"maps\", "
-                       "keys and values decoded by their dtypes)")),
+    "dump_maps": (("--dump-maps",), dict(nargs="?", const=True, default=False,
+                  metavar="NAMES", type=_map_names,
+                  help="print the program's maps at the end, or only the maps NAMES "
+                       "(comma-separated: --dump-maps vip_stats,lb_stats); with -j under "
+                       "\"maps\", keys and values decoded by their dtypes")),
     "seed": (("--seed",), dict(metavar="N", type=int,
              help="seed bpf_get_prandom_u32 for a reproducible run")),
     "ktime": (("--ktime",), dict(choices=("monotonic", "capture"), default="monotonic",

@@ -2,7 +2,7 @@
 
 import sys
 
-from ..cluster import expand_inputs
+from ..cluster import chosen_maps, expand_inputs
 from ..errors import UsageError
 from ..io.capture import open_capture
 from ..pipeline import InterfaceSink, Tee, VerdictPcaps, replay
@@ -61,6 +61,7 @@ def run(args):
     use_workers(args.workers)
     program = load_configured(args.program, args.filter, not args.unchecked, args.pin,
                               args.config, args.seed, args.ktime == "capture")
+    dumped = chosen_maps(program, args.dump_maps) if args.dump_maps else {}
     out = _interface_sink(args)
     with open_capture(args.read) as reader:
         sinks = (VerdictPcaps(args.write, nanosecond=reader.nanosecond,
@@ -77,7 +78,7 @@ def run(args):
         if out is not None:
             summary["sent"] = out.summary()
         if args.dump_maps:
-            summary["maps"] = {name: m.to_json() for name, m in program.maps.items()}
+            summary["maps"] = {name: m.to_json() for name, m in dumped.items()}
         print_json(summary)
     else:
         if not args.quiet:
@@ -85,7 +86,7 @@ def run(args):
             if out is not None:
                 print(format_sent(out.summary()), flush=True)
         if args.dump_maps:
-            print(format_maps(program.maps), flush=True)
+            print(format_maps(dumped), flush=True)
     if stats.error:
         print(f"error: {stats.error}", file=sys.stderr)
         return 1

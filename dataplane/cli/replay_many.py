@@ -73,6 +73,11 @@ def _tick(progress, sizes):
 
 
 def _on_cluster(args, paths, several, progress, ready):
+    if args.dump_maps is not True and args.dump_maps:  # names: checked before the cluster
+        from ..workers import use_workers
+        use_workers(args.workers)
+        cluster.chosen_maps(cluster._load(cluster.ReplayTask(paths[0], **_options(args))),
+                            args.dump_maps)
     parts_root = os.path.join(args.write, ".parts") if args.write else None
     tasks = cluster.plan(paths, args.task_bytes, dump_maps=args.dump_maps, **_options(args))
     if parts_root is not None:  # a capture of one task writes straight to its place
@@ -115,6 +120,8 @@ def _in_process(args, paths, several, progress):
     from ..workers import use_workers
     use_workers(args.workers)
     program = cluster._load(cluster.ReplayTask(paths[0], **_options(args)))
+    if args.dump_maps:
+        cluster.chosen_maps(program, args.dump_maps)  # an unknown name: before any replay
     results, dirs, files, done = [], [], {}, 0
     for k, path in enumerate(paths):
         result = {"path": path, "start": None, "end": None}
@@ -144,7 +151,7 @@ def _in_process(args, paths, several, progress):
     if args.write and args.merge:
         files = cluster.merge_by_time(dirs, args.write)
         _remove_if_empty(os.path.join(args.write, ".parts"))
-    maps = cluster._dump(program) if args.dump_maps else None
+    maps = cluster._dump(program, args.dump_maps) if args.dump_maps else None
     if maps is not None:
         maps = {n: {"type": m["type"], "rule": "one process", "entries": m["entries"]}
                 for n, m in maps.items()}

@@ -566,9 +566,27 @@ class _PrunePoint:
         self.states, self.files, self.summary, self.changes = [], {}, None, 0
 
 
+#: What a constant folds to under each ALU op: f(x, y, bits) before masking.
+_CONST_OPS = {
+    isa.ADD: lambda x, y, bits: x + y, isa.SUB: lambda x, y, bits: x - y,
+    isa.MUL: lambda x, y, bits: x * y, isa.OR: lambda x, y, bits: x | y,
+    isa.AND: lambda x, y, bits: x & y, isa.XOR: lambda x, y, bits: x ^ y,
+    isa.LSH: lambda x, y, bits: x << (y & (bits - 1)),
+    isa.RSH: lambda x, y, bits: x >> (y & (bits - 1)),
+    isa.DIV: lambda x, y, bits: x // y if y else 0,
+    isa.MOD: lambda x, y, bits: x % y if y else x,
+}
+
+_mask_registers = {}  # mask -> the register numbers it holds
+
+
 def _constants(st, mask):
     """The registers of ``mask``, in order: the key of a file of kept states."""
-    return tuple(st.regs[r] for r in range(11) if mask >> r & 1)
+    regs = _mask_registers.get(mask)
+    if regs is None:
+        regs = _mask_registers[mask] = tuple(r for r in range(11) if mask >> r & 1)
+    sr = st.regs
+    return tuple([sr[r] for r in regs])
 
 
 def _agree(table, key, slot):
@@ -667,7 +685,7 @@ class Verifier:
         """The state to explore from prune point ``pc`` when ``st`` arrives there:
         None when one already explored covers it, ``st`` while fewer than
         PATHS_PER_INSN are kept apart, else the summary joined with it."""
-        where = (tuple(f[0] for f in st.frames), pc)
+        where = (tuple([f[0] for f in st.frames]), pc) if st.frames else pc
         point = seen.get(where)
         if point is None:
             point = seen[where] = _PrunePoint()
@@ -805,15 +823,9 @@ class Verifier:
             b = ("S",) + b
         if is_const(a) and is_const(b) and op not in (isa.DIV, isa.MOD) or \
                 (is_const(a) and is_const(b) and off == 0):
-            x, y = a[1], b[1]
-            bits = 64 if wide else 32
-            r = {isa.ADD: lambda: x + y, isa.SUB: lambda: x - y, isa.MUL: lambda: x * y,
-                 isa.OR: lambda: x | y, isa.AND: lambda: x & y, isa.XOR: lambda: x ^ y,
-                 isa.LSH: lambda: x << (y & (bits - 1)), isa.RSH: lambda: x >> (y & (bits - 1)),
-                 isa.DIV: lambda: x // y if y else 0, isa.MOD: lambda: x % y if y else x,
-                 }.get(op)
+            r = _CONST_OPS.get(op)
             if r is not None:
-                return const(r() & mask)
+                return const(r(a[1], b[1], 64 if wide else 32) & mask)
         lo, hi = a[1], a[2]
         if op == isa.AND:
             bound = b[2] if is_const(b) else top
@@ -1064,10 +1076,20 @@ class Verifier:
         lo, hi = d[1], d[2]
         # unsigned compare with a constant: narrow the register on each side
         fixed = lo == hi == k  # the register holds k: one side cannot happen
-        sides = {isa.JEQ: ((k, k), "never" if fixed else None),
-                 isa.JNE: ("never" if fixed else None, (k, k)),
-                 isa.JGT: ((k + 1, hi), (lo, k)), isa.JGE: ((k, hi), (lo, k - 1)),
-                 isa.JLT: ((lo, k - 1), (k, hi)), isa.JLE: ((lo, k), (k + 1, hi))}[op]
+        if op == isa.JEQ:
+            sides = ((k, k), "never" if fixed else None)
+        elif op == isa.JNE:
+            sides = ("never" if fixed else None, (k, k))
+        elif op == isa.JGT:
+            sides = ((k + 1, hi), (lo, k))
+        elif op == isa.JGE:
+            sides = ((k, hi), (lo, k - 1))
+        elif op == isa.JLT:
+            sides = ((lo, k - 1), (k, hi))
+        elif op == isa.JLE:
+            sides = ((lo, k), (k + 1, hi))
+        else:  # (none other reaches here)
+            return st, st
         out = []
         for side, default in zip(sides, (st, st)):
             if side is None:

@@ -55,8 +55,7 @@ class ReplayTask:
     seed: int = None
     ktime: str = "monotonic"
     outdir: str = None         # where this task writes its verdicts' pcaps
-    dump_maps: object = False  # return the maps (before and after) for merging:
-    #                            True every map, or a tuple of their names
+    dump_maps: object = False  # maps to return for merging: True (all) or their names
 
     @property
     def where(self):

@@ -73,7 +73,7 @@ def _tick(progress, sizes):
 
 
 def _on_cluster(args, paths, several, progress, ready):
-    if args.dump_maps is not True and args.dump_maps:  # names: checked before the cluster
+    if isinstance(args.dump_maps, tuple):  # map names: checked before the cluster starts
         from ..workers import use_workers
         use_workers(args.workers)
         cluster.chosen_maps(cluster._load(cluster.ReplayTask(paths[0], **_options(args))),

@@ -685,6 +685,7 @@ class Verifier:
         """The state to explore from prune point ``pc`` when ``st`` arrives there:
         None when one already explored covers it, ``st`` while fewer than
         PATHS_PER_INSN are kept apart, else the summary joined with it."""
+        # one point per call context; outside any call the pc alone (no tuple to build)
         where = (tuple([f[0] for f in st.frames]), pc) if st.frames else pc
         point = seen.get(where)
         if point is None:

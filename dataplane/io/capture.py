@@ -174,8 +174,8 @@ class CaptureReader:
         n = min(self._spare.size - READ_RESERVE, stop - offset)
         if n <= 0:
             return
-        view, fd = memoryview(self._spare)[READ_RESERVE:READ_RESERVE + n], self._f.fileno()
-        self._ahead = (READAHEAD.submit(lambda: self._read_at(view, offset, fd)), offset)
+        view = memoryview(self._spare)[READ_RESERVE:READ_RESERVE + n]
+        self._ahead = (READAHEAD.submit(lambda: self._read_at(view, offset)), offset)
 
     def _take_ahead(self, need):
         """Swap in the chunk read ahead, the unread tail copied in front of it;
@@ -199,11 +199,12 @@ class CaptureReader:
         self._pos, self._end = READ_RESERVE - rest, READ_RESERVE + got
         return True
 
-    def _read_at(self, view, offset, fd=None):
+    def _read_at(self, view, offset):
         """Read into ``view`` from file offset ``offset`` until it is full or the
         file ends: the bytes read. pread, not read: the reader and its read-ahead
-        thread share no file position. A failed read is a one-line CaptureError."""
-        got, fd = 0, self._f.fileno() if fd is None else fd
+        thread share no file position (close() waits for the thread's read before
+        closing the file). A failed read is a one-line CaptureError."""
+        got, fd = 0, self._f.fileno()
         try:
             while got < len(view):
                 n = os.preadv(fd, [view[got:]], offset + got)

@@ -113,6 +113,7 @@ class _Emitter:
         if builder.block is self.fn.entry_basic_block:
             raise JitError("emit() needs a builder outside the entry block (allocas go there)")
         self.funcs = funcs  # entry pc -> end pc (exclusive) of every (sub)program
+        self.known_block, self.known_values = None, {}
         self.budget = None
         if target.loop_budget is not None:
             with builder.goto_entry_block():
@@ -120,12 +121,27 @@ class _Emitter:
 
     # -- registers
     def get(self, frame, r):
-        return self.b.load(frame.regs[r])
+        """Register ``r``: the value last put in this LLVM block, else a load."""
+        known = self.known()
+        v = known.get((frame, r))
+        if v is None:
+            v = known[frame, r] = self.b.load(frame.regs[r])
+        return v
 
     def put(self, frame, r, v):
         if v.type != I64:
             v = self.b.zext(v, I64)
         self.b.store(v, frame.regs[r])
+        self.known()[frame, r] = v
+
+    def known(self):
+        """{(frame, register): value} valid at the builder's position: values
+        loaded or stored earlier in the same block. Reusing them instead of a
+        load per use makes the IR a third smaller; LLVM would have removed the
+        loads (mem2reg), but writing, printing and parsing them took time."""
+        if self.b.block is not self.known_block:
+            self.known_block, self.known_values = self.b.block, {}
+        return self.known_values
 
     def src_value(self, frame, insn, wide):
         """The source operand: register, or imm sign-extended (ALU64/JMP) or as 32 bits."""
@@ -162,7 +178,7 @@ class _Emitter:
         if getattr(self.t, "zero_stack", False):  # a variable-offset read may see any byte
             self.b.store(ir.Constant(frame.stack.type.pointee, None), frame.stack)
         top = self.b.ptrtoint(self.b.gep(frame.stack, [I32(0), I32(isa.STACK_SIZE)]), I64)
-        self.b.store(top, frame.regs[10])
+        self.put(frame, 10, top)
         blocks = {}
         for pc in self.leaders(start, end):
             blocks[pc] = self.fn.append_basic_block(f"d{depth}_pc{pc}")

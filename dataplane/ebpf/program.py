@@ -403,6 +403,7 @@ class XdpTarget:
         self.zero_stack = analysis.zero_stack
         self.stack_slots = analysis.stack_slots
         self.stack_args = analysis.stack_args
+        self.calls = {}  # (kernel, signature) -> its function in this module (_call)
         with builder.goto_entry_block():
             self.redirect = builder.alloca(ir.IntType(64), name="bpf_redirect_target")
         builder.store(ir.Constant(ir.IntType(64), 0), self.redirect)
@@ -446,7 +447,7 @@ class XdpTarget:
         from numba import types
         from ..kernels.ebpf import call_value_address
         hty, h = self._handle(builder, index)
-        base = self.context.compile_internal(builder, call_value_address, types.int64(hty), [h])
+        base = self._call(builder, call_value_address, types.int64(hty), [h])
         return builder.add(base, ir.Constant(ir.IntType(64), offset))
 
     def _on_maps(self, builder, pc, token, call, inner_call=None):
@@ -485,11 +486,35 @@ class XdpTarget:
         return phi
 
     # -- helpers
+    def _call(self, builder, impl, sig, args):
+        """``impl(*args)``, a kernel compiled for ``sig``, through one small
+        function per kernel and signature that the call sites share.
+
+        numba's compile_internal writes its calling convention at every site
+        (the handle's fields taken apart, a status word tested, two blocks):
+        30 lines of IR for each of a program's 100 lookups, written, printed
+        and parsed again to be inlined back into one. The kernels raise
+        nothing (error_model numpy, no bounds checks): the status is unused."""
+        fn = self.calls.get((impl, sig))
+        if fn is None:
+            ctx, module = self.context, builder.module
+            fnty = ir.FunctionType(ctx.get_value_type(sig.return_type),
+                                   [ctx.get_value_type(t) for t in sig.args])
+            fn = ir.Function(module, fnty, module.get_unique_name(f"bpf_{impl.__name__}"))
+            fn.linkage = "internal"
+            fn.attributes.add("alwaysinline")
+            body = ir.IRBuilder(fn.append_basic_block("entry"))
+            cres = ctx.compile_subroutine(body, impl, sig)
+            _, res = ctx.call_internal_no_propagate(body, cres.fndesc, sig, list(fn.args))
+            body.ret(res)
+            self.calls[impl, sig] = fn
+        return builder.call(fn, args)
+
     def helper_call(self, builder, pc, helper, args):
         from numba import types
         from ..kernels import ebpf as k
 
-        ci = self.context.compile_internal
+        ci = self._call
         i64t, i64 = types.int64, ir.IntType(64)
         r1, r2, r3, r4, r5 = args[:5]
 
@@ -549,7 +574,7 @@ class XdpTarget:
         specs = list(fmt.specs) + [0] * (3 - len(fmt.specs))
         i64 = ir.IntType(64)
         consts = [ir.Constant(i64, v) for v in (fid, fmt.static_len, *specs)]
-        return self.context.compile_internal(
+        return self._call(
             builder, k.call_trace, types.int64(self.tracety, *(types.int64,) * 8),
             [self.trace_value, *consts, *args[2:5]])
 

@@ -245,6 +245,7 @@ class Kernel:
         return fn
 
     def _build(self, kinds, args, path, meta, block):
+        native.prepare()  # the C parts of the link, meanwhile
         from numba import cfunc, types
         from numba.core.typing.typeof import typeof
 

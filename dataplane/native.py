@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from . import config
@@ -115,13 +116,50 @@ def _thread_local(llvm_ir):
 def worker_state_library():
     """Build (once per machine and table) and load, RTLD_GLOBAL, the library
     defining the per-worker globals (kernels/worker_state.py) thread-local."""
+    return ctypes.CDLL(str(_worker_state_path()), mode=ctypes.RTLD_GLOBAL)
+
+
+def _worker_state_path():
+    _wait_prepared()
     src = "".join(f'__attribute__((tls_model("initial-exec"))) __thread long long {name} = '
                   f"(long long){value:#x}ULL;\n" for name, value in WORKER_GLOBALS.items())
     key = hashlib.sha256(src.encode()).hexdigest()[:16]
     path = cache_dir() / f"worker-state-{key}.so"
     if not path.exists():
         _link(path, {".c": src})
-    return ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+    return path
+
+
+_preparing = []  # the thread of prepare(), once started
+_prepare_lock = threading.Lock()
+
+
+def prepare():
+    """Start compiling, on a thread, what every kernel's link needs (the stubs
+    and the worker-state library) when the cache lacks them: on a cold cache
+    the C compiler's 65 ms then overlap numba's typing of the first kernel
+    instead of following it."""
+    if compiler() is None:
+        return
+    with _prepare_lock:
+        if not _preparing:
+            t = threading.Thread(target=_prepare_parts, name="dataplane-native-prepare",
+                                 daemon=True)
+            _preparing.append(t)
+            t.start()
+
+
+def _prepare_parts():
+    try:
+        _stubs_object()
+        _worker_state_path()
+    except (OSError, NativeUnavailable):
+        pass  # the build that needs them tries again and reports it
+
+
+def _wait_prepared():
+    if _preparing and _preparing[0] is not threading.current_thread():
+        _preparing[0].join()
 
 
 def _link(path, inputs, objects=(), flags=("-shared",)):
@@ -153,6 +191,7 @@ def _link(path, inputs, objects=(), flags=("-shared",)):
 def _stubs_object():
     """The runtime stubs compiled once per machine (an object file in the cache):
     compiling them again for every kernel cost ~35 ms of its ~60 ms link."""
+    _wait_prepared()
     key = hashlib.sha256(_STUBS_C.encode()).hexdigest()[:16]
     path = cache_dir() / f"stubs-{key}.o"
     if not path.exists():

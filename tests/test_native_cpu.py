@@ -28,10 +28,12 @@ print(total(np.arange(100, dtype=np.int64)), native.cache_dir())
 """
 
 
-def _build(cache, **cpu):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+def _build(cache, stderr=None, **cpu):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_CPU", "CC"))}
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
                          check=True, env=dict(env, DATAPLANE_CACHE_DIR=str(cache), **cpu))
+    if stderr is not None:
+        stderr.append(out.stderr)
     total, folder = out.stdout.split()
     return int(total), Path(folder)
 
@@ -51,8 +53,21 @@ def test_numba_cpu_name_builds_for_that_cpu_in_a_folder_of_its_own(tmp_path):
     assert list(base_dir.glob("*.so"))
     # the runtime stubs were compiled once per folder, not into each object anew
     assert len(list(host_dir.glob("stubs-*.o"))) == len(list(base_dir.glob("stubs-*.o"))) == 1
+    assert len(list(host_dir.glob("worker-state-*.so"))) == 1
+    assert not [p for p in host_dir.iterdir() if ".tmp" in p.name or p.suffix == ".c"]
     if shutil.which("objdump") is None:
         pytest.skip("no objdump to read the machine code")
     if _vector_registers(host_dir) == 0:
         pytest.skip("this host's build uses no AVX registers either")
     assert _vector_registers(base_dir) == 0  # x86-64 has SSE2 only
+
+
+def test_a_failing_c_compiler_leaves_the_kernel_to_numbas_jit(tmp_path):
+    """The stubs and worker-state library are compiled on a thread (native.prepare)
+    while numba types the first kernel: a compiler that fails there is reported
+    by no one, and the kernel runs from numba's JIT with the same result."""
+    stderr = []
+    total, folder = _build(tmp_path, stderr, CC="/bin/false")
+    assert total == 3 * sum(range(100))
+    assert "Traceback" not in stderr[0] and "Exception" not in stderr[0]
+    assert not list(folder.glob("*.so")) and not list(folder.glob("*.o"))

@@ -341,6 +341,14 @@ def _no_numba_optimisation():
             codegen.CPUCodeLibrary._optimize_functions = saved
 
 
+def start_numba():
+    """Import numba and set up its registries: what a process's first compile
+    does before any of its own work (0.26-0.35 s; ebpf/forked_verify.py runs
+    the verifier meanwhile)."""
+    from numba.core.registry import cpu_target
+    cpu_target.target_context.refresh()
+
+
 def kernel(**opts):
     """Decorator: a compiled kernel with the given numba options (config.py)."""
     def wrap(fn):

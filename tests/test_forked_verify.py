@@ -89,7 +89,7 @@ def test_no_fork_once_numba_is_started(forks, monkeypatch):
     programs never pay for the fork)."""
     monkeypatch.setattr(forked_verify, "MIN_INSNS", 0)
     jobs, maps = _jobs("firewall")
-    import numba  # noqa: F401  (the test process has it anyway)
+    __import__("numba")  # (the test process has it anyway)
     got = forked_verify.verify_all(jobs, maps, EBPF_HELPERS, lambda: pytest.fail("warmed"))
     assert not forks and got[0].states > 0
 

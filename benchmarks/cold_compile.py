@@ -10,6 +10,7 @@ import argparse
 import platform
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,8 +108,13 @@ def main():
             cache = str(Path(tmp) / f"cache{k}")
             cold.append(timed_load(obj, cache))
             warm.append(timed_load(obj, cache))
-    print(f"{n} instructions: cold load+verify+compile {min(cold):.2f}-{max(cold):.2f} s, "
-          f"from the cache {min(warm):.2f}-{max(warm):.2f} s ({args.runs} runs)")
+    print(f"{n} instructions: cold load+verify+compile {_spread(cold)}, "
+          f"from the cache {_spread(warm)} ({args.runs} runs)")
+
+
+def _spread(times):
+    """The median, then the range: a shared machine's outliers show apart."""
+    return f"{statistics.median(times):.2f} s ({min(times):.2f}-{max(times):.2f})"
 
 
 if __name__ == "__main__":

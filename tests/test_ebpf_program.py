@@ -476,6 +476,23 @@ def test_bench_compares_with_the_kernel(capsys):
         assert "no kernel" in versus["note"]
 
 
+@pytest.mark.parametrize("ours,kern,note", [
+    ((3.0, (2.9, 3.1)), (6.0, (5.8, 6.3)), None),
+    ((3.0, (2.0, 4.0)), (3.5, (3.2, 5.0)), "not resolved: rounds 2.0-4.0 ns ours, 3.2-5.0 kernel"),
+    ((3.0, (2.8, 3.3)), (2.0, (1.5, 2.6)), None),  # a loss the rounds resolve stays one
+])
+def test_a_ratio_whose_rounds_overlap_says_it_is_not_resolved(monkeypatch, ours, kern, note):
+    """Objects of 1-3 ns a packet: the two sides' rounds overlap, and a ratio of
+    1.14 one run and 0.90 the next says nothing about which is cheaper."""
+    from dataplane.ebpf import kernel_bench
+    monkeypatch.setattr(kernel_bench, "ours_ns", lambda *a, **k: (ours[0], 4.0, ours[1]))
+    monkeypatch.setattr(kernel_bench, "kernel_ns", lambda *a, **k: (kern[0], 25.0, kern[1]))
+    monkeypatch.setattr(kernel_bench.kernel, "kernel_available", lambda: (True, ""))
+    r = kernel_bench.compare(str(BPF / "drop_udp.o"), str(SMALL), frames=2, harness=object())
+    assert r["ratio"] == pytest.approx(ours[0] / kern[0]) and r["note"] == note
+    assert r["ours_range"] == ours[1] and r["kernel_range"] == kern[1]
+
+
 @pytest.mark.parametrize("ref,message", [
     ("nosuch.o", "cannot read"),
     ("{garbage}", "not an ELF"),

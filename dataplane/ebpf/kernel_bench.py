@@ -119,18 +119,22 @@ def acl_fill(frames, count=512, seed=9669):
 
 
 def ours_ns(ref, captures, harness, repeats=3, fill=None):
-    """Means over the captures of (program - harness) and of the harness, ns/packet."""
+    """Means over the captures of (program - harness) and of the harness, ns/packet,
+    and the (lowest, highest) of the first over the rounds (each round: every
+    capture's program and harness runs of that repeat)."""
     from ..bench import bench, load_packets
     from ..program import load_program
     program, unchecked = load_program(ref), load_program(ref, checked=False)
-    costs, empties = [], []
+    costs, empties, rounds = [], [], []
     with fill.into_programs(program, unchecked) if fill else contextlib.nullcontext():
         for cap in captures:
             chunks, packets = load_packets(cap, None, max(program.tailroom, harness.tailroom))
             r = bench(program, unchecked, harness, chunks, packets, repeats=repeats)
             costs.append(r.ns_per_pkt - r.harness_ns_per_pkt)
             empties.append(r.harness_ns_per_pkt)
-    return statistics.mean(costs), statistics.mean(empties)
+            rounds.append([p - e for p, e in zip(r.ns, r.harness_ns)])
+    per_round = [statistics.mean(c) for c in zip(*rounds)]
+    return statistics.mean(costs), statistics.mean(empties), (min(per_round), max(per_round))
 
 
 #: Runs of each frame in one BPF_PROG_TEST_RUN: 2000 (~16 us a call) left the
@@ -169,19 +173,21 @@ def kernel_empty_ns(frames, repeat):
 def kernel_ns(path, name, frames, repeat, rounds=KERNEL_ROUNDS, fill=None):
     """The kernel's ns per run of program ``name`` of object ``path`` less the
     empty program's, both over ``frames``: the median of ``rounds`` rounds that
-    each time the two back to back; and the empty program's, the median of the
-    same rounds ((None, None): no empty program could be loaded)."""
+    each time the two back to back; the empty program's, the median of the
+    same rounds; the (lowest, highest) of the first over the rounds
+    ((None, None, None): no empty program could be loaded)."""
     with _kernel_empty_program() as empty:
         if empty is None:
-            return None, None
+            return None, None, None
         with kernel.KernelObject(path) as k:
             if fill is not None:
                 fill.into_kernel(k)
             prog = k.program_fd(name)
             pairs = [(_mean_run_ns(prog, frames, repeat), _mean_run_ns(empty, frames, repeat))
                      for _ in range(rounds)]
-            return (statistics.median(p - e for p, e in pairs),
-                    statistics.median(e for _, e in pairs))
+            costs = [p - e for p, e in pairs]
+            return (statistics.median(costs), statistics.median(e for _, e in pairs),
+                    (min(costs), max(costs)))
 
 
 def whole_runs(v):
@@ -207,21 +213,27 @@ def compare(ref, capture, frames=16, repeat=KERNEL_REPEAT, harness=None, capture
     if captures is None:
         tmp = tempfile.TemporaryDirectory()
         captures = frame_captures(packets, tmp.name)
-    ours, ours_empty = ours_ns(ref, captures, harness or empty_program(), fill=fill)
+    ours, ours_empty, ours_range = ours_ns(ref, captures, harness or empty_program(),
+                                           fill=fill)
     out = {"ours": ours, "kernel": None, "ratio": None, "note": None,
-           "ours_empty": ours_empty, "kernel_empty": None}
+           "ours_empty": ours_empty, "kernel_empty": None,
+           "ours_range": ours_range, "kernel_range": None}
     ok, why = kernel.kernel_available()
     if not ok:
         out["note"] = f"no kernel to compare with: {why}"
     elif moves_packet(prog.insns):
         out["note"] = "moves the packet: the kernel's repeated run times a refusal"
     else:
-        out["kernel"], out["kernel_empty"] = kernel_ns(path, prog.name, packets, repeat,
-                                                       fill=fill)
+        out["kernel"], out["kernel_empty"], out["kernel_range"] = kernel_ns(
+            path, prog.name, packets, repeat, fill=fill)
         if out["kernel"] is None:
             out["note"] = "the kernel refused the empty program"
         elif min(ours, out["kernel"]) >= NOISE_NS:
             out["ratio"] = ours / out["kernel"]
+            (a, b), (c, d) = ours_range, out["kernel_range"]
+            if a <= d and c <= b:  # the rounds overlap: which side is cheaper is not measured
+                out["note"] = (f"not resolved: rounds {a:.1f}-{b:.1f} ns ours, "
+                               f"{c:.1f}-{d:.1f} kernel")
         else:
             out["note"] = f"below {NOISE_NS:g} ns on one side: within the noise"
     return out

@@ -78,6 +78,9 @@ def test_bad_config_files_are_named(tmp_path):
     assert f"{cfg}: unknown key(s) colour" in r.stderr and no_traceback(r)
     cfg.write_text("[[vip]\n")
     assert "not valid TOML" in dp("lb", "list", "--config", cfg, check=1).stderr
+    for missing in (tmp_path / "nosuch.toml", tmp_path / "nosuch.json"):  # as captures say it
+        r = dp("lb", "list", "--config", missing, check=1)
+        assert r.stderr == f"error: {missing}: cannot read: no such file or directory\n"
     r = dp("replay", "-r", ROOT / "pcaps" / "small.pcap", "-p", "drop_udp", "--config", EXAMPLE,
            check=1)
     assert "not the l4lb program" in r.stderr

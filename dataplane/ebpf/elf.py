@@ -237,7 +237,7 @@ def load_object(path_or_bytes, name=None, label=None):
             with open(path_or_bytes, "rb") as f:
                 data = f.read()
         except OSError as e:
-            raise ProgramError(f"{where}: cannot read: {e.strerror or e}") from None
+            raise ProgramError(f"{where}: cannot read: {(e.strerror or str(e)).lower()}") from None
     try:
         spec = _Loader(data, where).load()
     except ProgramError as e:

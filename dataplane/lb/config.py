@@ -269,7 +269,7 @@ def load_toml(path):
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except OSError as exc:
-        raise LbError(f"{path}: {exc.strerror}") from None
+        raise LbError(f"{path}: cannot read: {(exc.strerror or str(exc)).lower()}") from None
     except tomllib.TOMLDecodeError as exc:
         raise LbError(f"{path}: not valid TOML: {exc}") from None
     return from_dict(doc, str(path))

@@ -27,7 +27,7 @@ def load_config(path):
             with open(path) as f:
                 return from_dict(json.load(f), str(path))
         except OSError as exc:
-            raise LbError(f"{path}: {exc.strerror}") from None
+            raise LbError(f"{path}: cannot read: {(exc.strerror or str(exc)).lower()}") from None
         except ValueError as exc:
             raise LbError(f"{path}: not valid JSON: {exc}") from None
     return load_toml(path)

@@ -91,7 +91,7 @@ bench: install bench-deps $(BIG) $(LB)
 	$(PY) benchmarks/icount.py drop_udp flow_counter -r $(BIG)
 	$(PY) benchmarks/icount.py l4lb -r $(LB) --config pcaps/l4lb.toml
 	$(PY) benchmarks/ebpf_vs_kernel.py
-	$(PY) benchmarks/cold_compile.py
+	$(PY) benchmarks/cold_compile.py --runs 5
 	$(PY) benchmarks/workers_scaling.py $(BIG) --workers 2
 	$(PY) -m dataplane.cli.main bench -p l4lb -r $(LB) --config pcaps/l4lb.toml --workers 2
 	$(PY) benchmarks/live_rx.py --seconds 3 --runs 3

@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+SMALL = ROOT / "programs" / "bpf" / "xdp_drop.o"
 
 HEAD = """#include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -103,13 +104,18 @@ def main():
                         f"-I/usr/include/{platform.machine()}-linux-gnu",
                         "-c", str(c), "-o", obj], check=True)
         n = len(elf.load_object(obj).program(None).insns)
-        cold, warm = [], []
+        cold, warm, small = [], [], []
         for k in range(args.runs):
             cache = str(Path(tmp) / f"cache{k}")
             cold.append(timed_load(obj, cache))
             warm.append(timed_load(obj, cache))
+            small.append(timed_load(str(SMALL), str(Path(tmp) / f"small{k}")))
     print(f"{n} instructions: cold load+verify+compile {_spread(cold)}, "
           f"from the cache {_spread(warm)} ({args.runs} runs)")
+    # what every program pays cold (numba's start, the batch loop), in the same
+    # runs: a shared machine's speed moves both
+    print(f"  the same runs' {SMALL.name} ({len(elf.load_object(str(SMALL)).program(None).insns)}"
+          f" instructions) cold: {_spread(small)}")
 
 
 def _spread(times):

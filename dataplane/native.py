@@ -2,8 +2,8 @@
 
 numba needs ~0.45 s before it runs anything, even from its own cache (import,
 then the first dispatch's registry set-up): more than tcpdump's whole run on a
-1M-packet capture. So a kernel is compiled by numba once, behind a C-ABI entry
-(jit._entry); its LLVM module is emitted as position-independent object code and
+1M-packet capture. So a kernel is compiled by numba once, as a C-ABI ``cfunc``;
+its optimised LLVM module is emitted as position-independent object code and
 linked into a shared object in the cache directory; every later process loads
 it with ctypes (~1 ms) without importing numba. This is the project's analogue
 of the kernel keeping a JITed program image.

@@ -18,7 +18,6 @@ cached shared object is never stale.
 import contextlib
 import functools
 import hashlib
-import itertools
 import threading
 import time
 import types as pytypes
@@ -247,7 +246,7 @@ class Kernel:
 
     def _build(self, kinds, args, path, meta, block):
         native.prepare()  # the C parts of the link, meanwhile
-        from numba import types
+        from numba import cfunc, types
         from numba.core.typing.typeof import typeof
 
         disp = self.dispatcher
@@ -260,88 +259,51 @@ class Kernel:
             if native_only else contextlib.nullcontext
         with building():
             disp.compile(argtypes)
-        cres = disp.overloads[argtypes]
-        returns_int = not isinstance(cres.signature.return_type, types.NoneType)
-        # unique in the process: numba's JIT (no C compiler) holds every entry in one namespace
-        symbol = f"dp_entry_{self.__name__}_{next(_entry_numbers)}"
+        ret = disp.overloads[argtypes].signature.return_type
+        returns_int = not isinstance(ret, types.NoneType)
+        from numba import carray
+        ns = {"carray": carray, "kernel": disp, "as_pointer": lazy(
+            "dataplane.kernels.memory", "as_pointer").resolve()}
+        params, prelude, call, ctypes_ = [], [], [], []
+        slot = 0  # block ABI: next int64 of the block
+        for i, (k, t) in enumerate(zip(kinds, argtypes)):
+            if isinstance(k, tuple) and block:
+                ns[f"dtype{i}"] = np.dtype(k[0]).type
+                dims = [f"blk[{slot + 1 + d}]" for d in range(k[1])]
+                prelude.append(f"a{i} = carray(as_pointer(blk[{slot}], dtype{i}), "
+                               f"({', '.join(dims)},))")
+                call.append(f"a{i}")
+                slot += 1 + k[1]
+            elif isinstance(k, tuple):
+                dims = [f"s{i}_{d}" for d in range(k[1])]
+                params += [f"p{i}"] + dims
+                ctypes_ += [types.CPointer(t.dtype)] + [types.int64] * len(dims)
+                prelude.append(f"a{i} = carray(p{i}, ({', '.join(dims)},))")
+                call.append(f"a{i}")
+            elif block:
+                call.append(f"blk[{slot}]")
+                slot += 1
+            else:
+                params.append(f"x{i}")
+                ctypes_.append(t)
+                call.append(f"x{i}")
+        if block:
+            params, ctypes_ = ["blkp"], [types.CPointer(types.int64)]
+            prelude.insert(0, f"blk = carray(blkp, ({slot},))")
+        src = (f"def entry({', '.join(params)}):\n    " + "\n    ".join(prelude + [
+            f"return kernel({', '.join(call)})" if returns_int else f"kernel({', '.join(call)})"]))
+        exec(compile(src, f"<native entry of {self.__name__}>", "exec"), ns)
+        sig = (types.int64 if returns_int else types.void)(*ctypes_)
         with building():
-            library, nargs = _entry(cres, kinds, block, symbol, returns_int)
+            c = lazy_codegen.cfunc(sig, ns["entry"], error_model="numpy") if native_only \
+                else cfunc(sig, error_model="numpy")(ns["entry"])
         try:
-            native.build(library, symbol, path)
+            native.build(c, path)
         except native.NativeUnavailable:  # run numba's JIT code through the same ABI
-            return native.from_address(library.get_pointer_to_function(symbol), nargs,
-                                       returns_int)
-        native.write_atomically(meta, f"{symbol} {nargs} {'int' if returns_int else 'void'}")
-        return native.load(path, symbol, nargs, returns_int)
-
-
-_entry_numbers = itertools.count()
-
-
-def _entry(cres, kinds, block, symbol, returns_int):
-    """The C-ABI entry ``symbol`` of a compiled kernel, written in LLVM IR: an
-    array argument comes as its address and shape (with ``block``, every
-    argument as an int64 of one array whose address is the only parameter),
-    made numba's array structure again (C order, no owner), and the kernel is
-    called in numba's convention; a scalar comes as itself. Returns (its code
-    library, the number of parameters).
-
-    numba's own way was a Python ``entry`` function of carray calls compiled
-    as a @cfunc: a whole compile of its own for each kernel (type inference,
-    lowering, carray's implementations), 0.37 s of a cold 2.96 s replay's
-    five kernels. The kernels raise nothing (error_model numpy, no bounds
-    checks), so the status numba's convention returns is not read."""
-    from llvmlite import ir
-    from numba.core import types
-    from numba.np.arrayobj import make_array, populate_array
-
-    ctx, fndesc = cres.target_context, cres.fndesc
-    i64 = ir.IntType(64)
-    params = [i64] if block else []
-    for k, t in zip(kinds, cres.signature.args):
-        if not block:
-            params += [i64] * (1 + k[1]) if isinstance(k, tuple) else [ctx.get_value_type(t)]
-    module = ctx.create_module(symbol)
-    fn = ir.Function(module, ir.FunctionType(i64 if returns_int else ir.VoidType(), params),
-                     symbol)
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    if block:  # the block's int64s, loaded in order as they are taken
-        block_ptr = b.inttoptr(fn.args[0], i64.as_pointer())
-        words = (b.load(b.gep(block_ptr, [i64(n)])) for n in itertools.count())
-    else:
-        words = iter(fn.args)
-    args = []
-    for k, t in zip(kinds, cres.signature.args):
-        if not isinstance(k, tuple):
-            args.append(next(words))
-            continue
-        ary = make_array(t)(ctx, b)
-        data_type = ctx.get_value_type(ctx.data_model_manager[t].get_type("data"))
-        data = b.inttoptr(next(words), data_type)
-        shape = [next(words) for _ in range(k[1])]
-        itemsize = ctx.get_abi_sizeof(ctx.get_data_type(t.dtype))
-        strides, step = [], i64(itemsize)
-        for n in reversed(shape):  # C order: the last dimension's items adjacent
-            strides.insert(0, step)
-            step = b.mul(step, n)
-        populate_array(ary, data=data, shape=shape, strides=strides, itemsize=itemsize,
-                       meminfo=None)
-        args.append(ary._getvalue())
-    callee = ir.Function(module, ctx.call_conv.get_function_type(fndesc.restype,
-                                                                 fndesc.argtypes),
-                         fndesc.llvm_func_name)
-    _, out = ctx.call_conv.call_function(b, callee, fndesc.restype, fndesc.argtypes, args)
-    if returns_int:
-        b.ret(ctx.cast(b, out, fndesc.restype, types.int64))
-    else:
-        b.ret_void()
-    from numba.core.compiler_lock import global_compiler_lock
-    with global_compiler_lock:
-        library = ctx.codegen().create_library(symbol)
-        library.add_linking_library(cres.library)
-        library.add_ir_module(module)
-        library.finalize()
-    return library, len(params)
+            return native.from_address(c.address, len(ctypes_), returns_int)
+        native.write_atomically(meta, f"{c.native_name} {len(ctypes_)} "
+                                      f"{'int' if returns_int else 'void'}")
+        return native.load(path, c.native_name, len(ctypes_), returns_int)
 
 
 @contextlib.contextmanager

@@ -11,13 +11,13 @@ took.
 Inside ``deferred()`` numba finalizes (links, verifies) what it compiles
 without MCJIT, and the Python-callable object it keeps for each function makes
 the machine code on its first call (a test calling a kernel's dispatcher
-directly), and a kernel's entry library its code when its address is
-asked for (jit.py, when the link fails). The kernel has no counterpart: it has
-one code generator, not two.
+directly). ``cfunc`` is numba's @cfunc made the same way, its ``address`` on
+demand. The kernel has no counterpart: it has one code generator, not two.
 """
 
 import contextlib
 import ctypes
+import functools
 import threading
 
 _state = threading.local()
@@ -46,6 +46,38 @@ def defer(library):
 def is_deferred(library):
     """True while ``library`` has no machine code of its own."""
     return getattr(library, "_dp_deferred", False)
+
+
+@functools.lru_cache(maxsize=1)
+def _cfunc_class():
+    from numba.core.ccallback import CFunc
+
+    class NativeOnlyCFunc(CFunc):
+        """numba's CFunc whose ``address`` makes the machine code when asked."""
+
+        @property
+        def address(self):
+            if self._wrapper_address is None:
+                self._wrapper_address = self._library.get_pointer_to_function(
+                    self._wrapper_name)
+            return self._wrapper_address
+
+    return NativeOnlyCFunc
+
+
+def cfunc(sig, fn, **options):
+    """numba's ``cfunc(sig, **options)(fn)`` without its machine code: finalized
+    (linked) for native.build; ``.address`` makes the code (numba's JIT path)."""
+    from numba.core import sigutils
+    from numba.core.compiler_lock import global_compiler_lock
+
+    c = _cfunc_class()(fn, sigutils.normalize_signature(sig), {}, options)
+    with global_compiler_lock, deferred():
+        cres = c._compile_uncached()
+        c._library, c._wrapper_name = cres.library, cres.fndesc.llvm_cfunc_wrapper_name
+        defer(c._library)
+        c._library._ensure_finalized()
+    return c
 
 
 #: PyCFunctionWithKeywords: (self, args, kwargs) -> new reference or NULL.

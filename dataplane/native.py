@@ -247,14 +247,13 @@ def _inline_all(ll, module, tm, entry):
     pb.getModulePassManager().run(module, pb)
 
 
-def build(library, symbol, path):
-    """Emit numba code ``library`` (its entry: ``symbol``) as PIC object code
-    and link it into ``path``."""
+def build(cfunc, path):
+    """Emit ``cfunc``'s module as PIC object code and link it into ``path``."""
     if compiler() is None:
         raise NativeUnavailable("no C compiler")
     import llvmlite.binding as ll
 
-    module = ll.parse_assembly(_thread_local(library.get_llvm_str()))
+    module = ll.parse_assembly(_thread_local(cfunc._library.get_llvm_str()))
     module.verify()
     if config.CPU_NAME:
         cpu, features = config.CPU_NAME, config.CPU_FEATURES
@@ -263,6 +262,6 @@ def build(library, symbol, path):
     tm = ll.Target.from_default_triple().create_target_machine(
         cpu=cpu, features=features,
         opt=3, reloc="pic", codemodel="default")
-    _inline_all(ll, module, tm, symbol)
+    _inline_all(ll, module, tm, cfunc.native_name)
     # temporary names of this process only: Dask workers build the same kernel at once
     _link(path, {".o": tm.emit_object(module)}, objects=[_stubs_object()])

@@ -1,6 +1,7 @@
 """lazy_codegen: kernels built for native entries get no MCJIT code until asked,
 and everything asked of numba afterwards still works."""
 
+import ctypes
 import os
 import time
 
@@ -45,3 +46,12 @@ def test_numba_compiles_as_before_outside_deferred():
     f = njit(lambda x: x + 1)
     assert f(1) == 2
     assert not lazy_codegen.is_deferred(f.overloads[f.signatures[0]].library)
+
+
+def test_cfunc_address_makes_the_code_on_demand():
+    from numba import types
+    c = lazy_codegen.cfunc(types.int64(types.int64), lambda x: x * 5, error_model="numpy")
+    assert lazy_codegen.is_deferred(c._library)
+    fn = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(c.address)
+    assert fn(9) == 45
+    assert not lazy_codegen.is_deferred(c._library)

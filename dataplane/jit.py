@@ -116,9 +116,11 @@ def address(a):
     return p
 
 
-def _kind(a):
-    if isinstance(a, np.ndarray):
-        return (a.dtype.str, a.ndim)
+def kind_of(a):
+    """What a kernel's native entry is compiled for, of argument ``a``: an
+    array's dtype and dimensions, "f" or "i" for a scalar."""
+    if isinstance(a, np.ndarray):  # (a record's dtype.str is only its size: '|V24')
+        return (a.dtype.str if a.dtype.names is None else str(a.dtype), a.ndim)
     if isinstance(a, (float, np.floating)):
         return "f"
     return "i"
@@ -199,14 +201,15 @@ class Kernel:
             if a.__class__ is np.ndarray:
                 flat.append(address(a))
                 flat += a.shape
-                key.append(a.dtype.char)
+                d = a.dtype
+                key.append(d.char if d.names is None else d)  # records: 'V' whatever their fields
                 key.append(a.ndim)
             else:
                 flat.append(a)
                 key.append(isinstance(a, float))
         entry = self._entries.get(tuple(key))
         if entry is None:
-            entry = self._entries[tuple(key)] = self.entry(tuple(_kind(a) for a in args), args)
+            entry = self._entries[tuple(key)] = self.entry(tuple(kind_of(a) for a in args), args)
         return entry(*flat)
 
     def _paths(self, kinds, block=False):
@@ -268,7 +271,8 @@ class Kernel:
         slot = 0  # block ABI: next int64 of the block
         for i, (k, t) in enumerate(zip(kinds, argtypes)):
             if isinstance(k, tuple) and block:
-                ns[f"dtype{i}"] = np.dtype(k[0]).type
+                # (a record's dtype string has lost its fields: the dtype itself)
+                ns[f"dtype{i}"] = args[i].dtype if args[i].dtype.names else np.dtype(k[0]).type
                 dims = [f"blk[{slot + 1 + d}]" for d in range(k[1])]
                 prelude.append(f"a{i} = carray(as_pointer(blk[{slot}], dtype{i}), "
                                f"({', '.join(dims)},))")

@@ -75,7 +75,7 @@ import numpy as np
 from . import config
 from .errors import MapError
 from .io.batch import alloc_buffer
-from .jit import api, lazy
+from .jit import api, kind_of, lazy
 from .kernels import htab, lpm
 from .lpm_keys import (lpm_join as _lpm_join, lpm_key, lpm_key_text, lpm_split as _lpm_split,
                        lpm_width as _lpm_width)
@@ -434,8 +434,7 @@ class Map:
         if self._lpm_block_of is not self.buffer:  # (re)built with the storage
             args = (0, *self._table(), *self._ranges(), self._kw, 0, self.lpm_width,
                     self.lpm_shift)
-            kinds = tuple((a.dtype.str, a.ndim) if isinstance(a, np.ndarray) else "i"
-                          for a in args)
+            kinds = tuple(kind_of(a) for a in args)
             if kinds not in _LPM_ENTRIES:
                 _LPM_ENTRIES[kinds] = lpm.lpm_py.entry(kinds, args, block=True)
             self._lpm_fn = _LPM_ENTRIES[kinds]

@@ -35,7 +35,7 @@ from . import config
 from .action import XdpAction
 from .errors import DataplaneError, ProgramError
 from .io.batch import PacketBatch
-from .jit import core_hash, materialize, plain_dispatcher
+from .jit import core_hash, kind_of, materialize, plain_dispatcher
 from .kernels import layout, runner as runner_kernels
 from .maps import BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF, Map, RingBuf
 from .program_check import (check_program, function_tree, parse_trace_format,
@@ -636,7 +636,7 @@ def load_program(ref, name=None, checked=True, pin=None):
         ring = _trace_ring()
         map_arrays += ring.program_arrays()
         trace = (ring, module.__dataplane_trace__)
-    kinds = _RUNNER_KINDS + tuple((a.dtype.str, a.ndim) for a in map_arrays)
+    kinds = _RUNNER_KINDS + tuple(kind_of(a) for a in map_arrays)
     cached = run.is_cached(kinds, block=True)
     if not cached:
         by_function = {v.fn.__name__: v for v in specs.values()}

@@ -10,13 +10,9 @@ changes the few arguments that vary with ``set``.
 
 import numpy as np
 
+from ..jit import kind_of
+
 _entries = {}
-
-
-def _kind(a):
-    if isinstance(a, np.ndarray):
-        return (a.dtype.str, a.ndim)
-    return "i"
 
 
 class BoundCall:
@@ -26,7 +22,7 @@ class BoundCall:
     __slots__ = ("fn", "block", "ptr", "slot", "keep")
 
     def __init__(self, kern, *args):
-        kinds = tuple(_kind(a) for a in args)
+        kinds = tuple(kind_of(a) for a in args)
         key = (id(kern), kinds)
         fn = _entries.get(key)
         if fn is None:

@@ -107,10 +107,14 @@ def load32(typingctx, arr, offset):
 
 @intrinsic
 def as_pointer(typingctx, addr, dtype):
-    """The int64 ``addr`` as a pointer to ``dtype`` values (a numpy scalar type)."""
-    if not isinstance(dtype, types.NumberClass):
+    """The int64 ``addr`` as a pointer to ``dtype`` values (a numpy scalar type,
+    or a dtype constant: records)."""
+    if isinstance(dtype, types.NumberClass):
+        ptrty = types.CPointer(dtype.instance_type)
+    elif isinstance(dtype, types.DType):
+        ptrty = types.CPointer(dtype.dtype)
+    else:
         return None
-    ptrty = types.CPointer(dtype.instance_type)
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(ptrty))

@@ -118,3 +118,15 @@ def test_a_cold_load_verifies_in_the_child(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "True", "XDP_DROP"]
+
+
+def test_one_core_verifies_here(forks, monkeypatch):
+    """A child on the same core only adds its fork to the same work."""
+    monkeypatch.setattr(forked_verify, "MIN_INSNS", 0)
+    monkeypatch.setattr(forked_verify, "_cores", lambda: 1)
+    monkeypatch.delitem(sys.modules, "numba")  # as a fresh process would be
+    jobs, maps = _jobs("firewall")
+    got = forked_verify.verify_all(jobs, maps, EBPF_HELPERS, lambda: pytest.fail("warmed"))
+    assert not forks and got[0].states > 0
+    monkeypatch.setattr(forked_verify, "_cores", lambda: 2)
+    assert forked_verify._pays(jobs)  # the same with two cores would fork

@@ -38,8 +38,14 @@ def verify_all(jobs, maps, helpers, warm, fork=None):
 
 def _pays(jobs):
     return (hasattr(os, "fork") and "numba" not in sys.modules
-            and sum(len(insns) for _, insns in jobs) >= MIN_INSNS
-            and len(os.sched_getaffinity(0)) > 1)
+            and sum(len(insns) for _, insns in jobs) >= MIN_INSNS and _cores() > 1)
+
+
+def _cores():
+    """The cores this process may run on (os.cpu_count where the OS has no affinity)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _in_child(jobs, maps, helpers, warm):

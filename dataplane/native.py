@@ -121,6 +121,10 @@ def worker_state_library():
 
 def _worker_state_path():
     _wait_prepared()
+    return _build_worker_state()
+
+
+def _build_worker_state():
     src = "".join(f'__attribute__((tls_model("initial-exec"))) __thread long long {name} = '
                   f"(long long){value:#x}ULL;\n" for name, value in WORKER_GLOBALS.items())
     key = hashlib.sha256(src.encode()).hexdigest()[:16]
@@ -130,8 +134,8 @@ def _worker_state_path():
     return path
 
 
-_preparing = []  # the thread of prepare(), once started
 _prepare_lock = threading.Lock()
+_prepare_thread = None
 
 
 def prepare():
@@ -139,27 +143,28 @@ def prepare():
     and the worker-state library) when the cache lacks them: on a cold cache
     the C compiler's 65 ms then overlap numba's typing of the first kernel
     instead of following it."""
+    global _prepare_thread
     if compiler() is None:
         return
     with _prepare_lock:
-        if not _preparing:
-            t = threading.Thread(target=_prepare_parts, name="dataplane-native-prepare",
-                                 daemon=True)
-            _preparing.append(t)
-            t.start()
+        if _prepare_thread is None:
+            _prepare_thread = threading.Thread(target=_prepare_parts,
+                                               name="dataplane-native-prepare", daemon=True)
+            _prepare_thread.start()
 
 
 def _prepare_parts():
     try:
-        _stubs_object()
-        _worker_state_path()
+        _build_stubs()
+        _build_worker_state()
     except (OSError, NativeUnavailable):
         pass  # the build that needs them tries again and reports it
 
 
 def _wait_prepared():
-    if _preparing and _preparing[0] is not threading.current_thread():
-        _preparing[0].join()
+    # (in a forked child the parent's thread is not alive: join returns at once)
+    if _prepare_thread is not None:
+        _prepare_thread.join()
 
 
 def _link(path, inputs, objects=(), flags=("-shared",)):
@@ -192,6 +197,10 @@ def _stubs_object():
     """The runtime stubs compiled once per machine (an object file in the cache):
     compiling them again for every kernel cost ~35 ms of its ~60 ms link."""
     _wait_prepared()
+    return _build_stubs()
+
+
+def _build_stubs():
     key = hashlib.sha256(_STUBS_C.encode()).hexdigest()[:16]
     path = cache_dir() / f"stubs-{key}.o"
     if not path.exists():

@@ -249,15 +249,13 @@ def verify_once(insns, infos, name):
     """verifier.verify, remembered for this process: the generated file is
     written after one run and the intrinsic compiled after it needs the same
     answer (a 3,000-instruction program takes 0.4 s to verify)."""
-    key = _analysis_key(insns, infos, name)
-    if key not in _analyses:
-        _analyses[key] = verifier.verify(insns, infos, name, EBPF_HELPERS)
-    return _analyses[key]
+    return verify_programs([(name, insns)], infos)[0]
 
 
 def verify_programs(programs, infos):
     """verify_once of each (name, insns); those not verified yet in a forked
-    child while numba starts here, when that pays (ebpf/forked_verify.py)."""
+    child while numba starts here, when that pays (ebpf/forked_verify.py:
+    never once numba is started, as it is when the intrinsic compiles)."""
     from ..jit import start_numba
     keys = [_analysis_key(insns, infos, name) for name, insns in programs]
     todo = [(p, k) for p, k in zip(programs, keys) if k not in _analyses]

@@ -201,8 +201,8 @@ class Kernel:
             if a.__class__ is np.ndarray:
                 flat.append(address(a))
                 flat += a.shape
-                d = a.dtype
-                key.append(d.char if d.names is None else d)  # records: 'V' whatever their fields
+                c = a.dtype.char  # a record's is 'V' whatever its fields: the dtype then
+                key.append(c if c != "V" else a.dtype)
                 key.append(a.ndim)
             else:
                 flat.append(a)

@@ -39,11 +39,11 @@ def fill(grid, v):
 """
 
 
-def _fresh():
-    """Kernels never in the cache (a module name of their own)."""
+def _fresh(source, *names):
+    """Kernels ``names`` of ``source``, never in the cache (a module name of their own)."""
     ns = {"__name__": f"test_native_entry_{os.getpid()}_{time.time_ns()}"}
-    exec(SOURCE, ns)
-    return kernel(nogil=True, _nrt=False)(ns["mix"]), kernel(nogil=True, _nrt=False)(ns["fill"])
+    exec(source, ns)
+    return [kernel(nogil=True, _nrt=False)(ns[n]) for n in names]
 
 
 def _inputs():
@@ -72,7 +72,7 @@ def test_arrays_of_any_shape_and_dtype_reach_the_kernel(via, monkeypatch):
         def no_link(*a):
             raise native.NativeUnavailable("no linker in this test")
         monkeypatch.setattr(native, "build", no_link)
-    mix, fill = _fresh()
+    mix, fill = _fresh(SOURCE, "mix", "fill")
     grid, rows, recs = _inputs()
     want = _signed(_expected(grid, rows, 3, recs))
     if via == "block":
@@ -88,9 +88,7 @@ def test_records_of_one_size_but_other_fields_get_their_own_code():
     """A record's dtype string is only its size ('|V16'): the entry's key and
     its file in the cache take the fields too, else the second dtype ran the
     first one's code."""
-    ns = {"__name__": f"test_native_entry_rec_{os.getpid()}_{time.time_ns()}"}
-    exec("def first(r):\n    return r[0].x * 1000 + r[0].y\n", ns)
-    first = kernel(nogil=True, _nrt=False)(ns["first"])
+    first, = _fresh("def first(r):\n    return r[0].x * 1000 + r[0].y\n", "first")
     a = np.zeros(1, [("x", "<u8"), ("y", "<u8")])
     b = np.zeros(1, [("y", "<u8"), ("x", "<u8")])  # the same size, the fields swapped
     a[0], b[0] = (1, 2), (2, 1)  # b: y=2, x=1 as well, stored the other way round

@@ -72,12 +72,20 @@ def _tick(progress, sizes):
     return update
 
 
+def _program(args, paths):
+    """The program as the tasks load it, in this process; map names given to
+    --dump-maps are checked on it (an unknown one: a usage error before any replay)."""
+    from ..workers import use_workers
+    use_workers(args.workers)
+    program = cluster._load(cluster.ReplayTask(paths[0], **_options(args)))
+    if args.dump_maps:
+        cluster.chosen_maps(program, args.dump_maps)
+    return program
+
+
 def _on_cluster(args, paths, several, progress, ready):
     if isinstance(args.dump_maps, tuple):  # map names: checked before the cluster starts
-        from ..workers import use_workers
-        use_workers(args.workers)
-        cluster.chosen_maps(cluster._load(cluster.ReplayTask(paths[0], **_options(args))),
-                            args.dump_maps)
+        _program(args, paths)
     parts_root = os.path.join(args.write, ".parts") if args.write else None
     tasks = cluster.plan(paths, args.task_bytes, dump_maps=args.dump_maps, **_options(args))
     if parts_root is not None:  # a capture of one task writes straight to its place
@@ -117,11 +125,7 @@ def _in_process(args, paths, several, progress):
     the next, as one process would see them)."""
     from ..io.capture import open_capture
     from ..pipeline import VerdictPcaps, replay
-    from ..workers import use_workers
-    use_workers(args.workers)
-    program = cluster._load(cluster.ReplayTask(paths[0], **_options(args)))
-    if args.dump_maps:
-        cluster.chosen_maps(program, args.dump_maps)  # an unknown name: before any replay
+    program = _program(args, paths)
     results, dirs, files, done = [], [], {}, 0
     for k, path in enumerate(paths):
         result = {"path": path, "start": None, "end": None}

@@ -134,8 +134,9 @@ def plain_dispatcher(fn, opts):
     l4lb compiled its verdict() 14 times and bump() 17); LLVM inlines them and
     sees the constants all the same. A function that types only with a literal
     still gets that one. Kernels keep numba's way: some are written for a
-    constant argument (parse._store_be's byte loop, unrolled when its size is
-    one; compiled for any size it stayed a loop: l4lb +75 instructions a packet)."""
+    constant argument (parse._store_be's size picks one of three stores, and
+    its branches fold away only for a constant; when it was a byte loop,
+    compiled for any size it stayed a loop: l4lb +75 instructions a packet)."""
     from numba import njit
     from numba.core import errors, types
 

@@ -449,6 +449,28 @@ def test_stores_round_trip_and_are_all_or_nothing(width):
             assert after == frame, (v, o)   # nothing written
 
 
+@njit
+def _array_round_trip(buf, lo, off, value):
+    seg = buf[lo:]   # a C-contiguous slice, as kernels/gso.py writes segments
+    _s16(seg, off, value)
+    _s32(seg, off + 2, value)
+    _s64(seg, off + 6, value)
+    return _l16(seg, off), _l32(seg, off + 2), _l64(seg, off + 6)
+
+
+def test_loads_and_stores_on_a_byte_array():
+    """The helpers on a uint8 array (kernels/gso.py) as on a packet: unaligned,
+    big-endian, the bytes around untouched."""
+    buf = np.arange(40, dtype=np.uint8)
+    before = bytes(buf)
+    v = 0x0123456789ABCDEF
+    got = _array_round_trip(buf, 3, 1, np.uint64(v))
+    assert [int(x) for x in got] == [v & 0xFFFF, v & 0xFFFFFFFF, v]
+    want = before[:4] + (v & 0xFFFF).to_bytes(2, "big") + (v & 0xFFFFFFFF).to_bytes(4, "big") \
+        + v.to_bytes(8, "big") + before[18:]
+    assert bytes(buf) == want
+
+
 # ---------------------------------------------------------------- from a program
 
 def test_helpers_from_a_checked_program(tmp_path):

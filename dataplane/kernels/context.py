@@ -313,6 +313,75 @@ def _view_store(typingctx, view, index, value):
     return types.void(view, index, value), codegen
 
 
+def _raw_bytes(viewty):
+    """Whether ``viewty`` is what the big-endian accessors below take: a packet
+    view or a C-contiguous uint8 array."""
+    return isinstance(viewty, PacketViewType) or (
+        isinstance(viewty, types.Array) and viewty.dtype == types.uint8 and viewty.ndim == 1
+        and viewty.layout == "C")
+
+
+def _raw_pointer(context, builder, viewty, view, indexty, index, width):
+    """An i<width>* to byte ``index`` of a packet view or a uint8 array."""
+    if isinstance(viewty, PacketViewType):
+        base = cgutils.create_struct_proxy(viewty)(context, builder, value=view).base
+    else:
+        base = context.make_array(viewty)(context, builder, view).data
+    idx = context.cast(builder, index, indexty, types.int64)
+    return builder.bitcast(builder.gep(base, [idx]), ir.IntType(width).as_pointer())
+
+
+def _load_be(width):
+    """An intrinsic: the big-endian ``width``-bit value at ``view[index]`` (int64,
+    uint64 for 64 bits), one unaligned byte-swapped load, unchecked: the caller
+    proved the bytes are there (parse.header_fits). Byte by byte, LLVM merged
+    some loads and not others."""
+    result = types.uint64 if width == 64 else types.int64
+
+    def load(typingctx, view, index):
+        if not (_raw_bytes(view) and isinstance(index, types.Integer)):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ptr = _raw_pointer(context, builder, signature.args[0], args[0], signature.args[1],
+                               args[1], width)
+            v = builder.bswap(builder.load(ptr, align=1))
+            return builder.zext(v, ir.IntType(64)) if width < 64 else v
+
+        return result(view, index), codegen
+
+    load.__name__ = f"load_be{width}_unchecked"
+    return intrinsic(load)
+
+
+def _store_be(width):
+    """An intrinsic storing the low ``width`` bits of a value big-endian at
+    ``view[index]``, one unaligned byte-swapped store, unchecked as _load_be's
+    loads (l4lb's outer Ethernet header was four byte stores)."""
+    def store(typingctx, view, index, value):
+        if not (_raw_bytes(view) and isinstance(index, types.Integer)
+                and isinstance(value, (types.Integer, types.Boolean))):
+            return None
+
+        def codegen(context, builder, signature, args):
+            ptr = _raw_pointer(context, builder, signature.args[0], args[0], signature.args[1],
+                               args[1], width)
+            v = context.cast(builder, args[2], signature.args[2], types.uint64)
+            if width < 64:
+                v = builder.trunc(v, ir.IntType(width))
+            builder.store(builder.bswap(v), ptr, align=1)
+            return context.get_dummy_value()
+
+        return types.void(view, index, value), codegen
+
+    store.__name__ = f"store_be{width}_unchecked"
+    return intrinsic(store)
+
+
+load_be16_unchecked, load_be32_unchecked, load_be64_unchecked = map(_load_be, (16, 32, 64))
+store_be16_unchecked, store_be32_unchecked, store_be64_unchecked = map(_store_be, (16, 32, 64))
+
+
 @overload(operator.getitem)
 def _getitem_packet(view, index):
     if isinstance(view, PacketViewType) and isinstance(index, types.Integer):

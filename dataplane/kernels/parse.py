@@ -22,15 +22,24 @@ outside does): a load then gives 0, a store writes nothing.
 
 Offsets may be any integer type; they are taken as int64. Every helper guards
 with header_fits (``0 <= off <= len(pkt) - size``, with no addition that
-could overflow), so a huge offset cannot pass, and LLVM, which inlines the
-helpers into the program's loop, drops the view's per-byte checks behind that
-guard (checked in tests/test_parse.py).
+could overflow), so a huge offset cannot pass; behind that guard the
+byte-order helpers read or write with one unaligned byte-swapped access
+(kernels/context.py), and LLVM, which inlines the parsers into the program's
+loop, drops the view's per-byte checks of their other fields.
 """
 
 import numpy as np
 
 from .. import config
-from ..jit import api, kernel
+from ..jit import api, kernel, lazy
+
+# one unaligned byte-swapped access each, behind header_fits (kernels/context.py)
+_load_be16_unchecked = lazy("dataplane.kernels.context", "load_be16_unchecked")
+_load_be32_unchecked = lazy("dataplane.kernels.context", "load_be32_unchecked")
+_load_be64_unchecked = lazy("dataplane.kernels.context", "load_be64_unchecked")
+_store_be16_unchecked = lazy("dataplane.kernels.context", "store_be16_unchecked")
+_store_be32_unchecked = lazy("dataplane.kernels.context", "store_be32_unchecked")
+_store_be64_unchecked = lazy("dataplane.kernels.context", "store_be64_unchecked")
 
 # Ethernet (linux/if_ether.h, linux/if_vlan.h)
 ETH_P_IP = 0x0800
@@ -119,7 +128,7 @@ def load_be16(pkt, off):
     """
     if not header_fits(pkt, off, 2):
         return pkt[len(pkt)]  # an access outside: faults the packet, reads 0
-    return (pkt[off] << 8) | pkt[off + 1]
+    return _load_be16_unchecked(pkt, off)
 
 
 @api
@@ -131,7 +140,7 @@ def load_be32(pkt, off):
     """
     if not header_fits(pkt, off, 4):
         return pkt[len(pkt)]  # an access outside: faults the packet, reads 0
-    return (pkt[off] << 24) | (pkt[off + 1] << 16) | (pkt[off + 2] << 8) | pkt[off + 3]
+    return _load_be32_unchecked(pkt, off)
 
 
 @api
@@ -146,9 +155,7 @@ def load_be64(pkt, off):
     """
     if not header_fits(pkt, off, 8):
         return np.uint64(pkt[len(pkt)])  # an access outside: faults the packet, reads 0
-    hi = np.uint64(load_be32(pkt, off))
-    lo = np.uint64(load_be32(pkt, off + 4))
-    return (hi << np.uint64(32)) | lo
+    return _load_be64_unchecked(pkt, off)
 
 
 @kernel(**config.INLINE_JIT)
@@ -162,8 +169,12 @@ def _store_be(pkt, off, value, size):
     if not header_fits(pkt, off, size):
         pkt[len(pkt)]  # an access outside: sets the packet's fault flag, writes nothing
         return
-    for k in range(size):  # size is a constant where inlined: unrolled
-        pkt[off + k] = value >> (8 * (size - 1 - k))
+    if size == 2:  # size is a constant where inlined: one branch is left
+        _store_be16_unchecked(pkt, off, value)
+    elif size == 4:
+        _store_be32_unchecked(pkt, off, value)
+    else:
+        _store_be64_unchecked(pkt, off, value)
 
 
 @api

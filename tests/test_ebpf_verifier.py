@@ -22,7 +22,7 @@ import ctypes
 import glob
 import random
 import signal
-import time
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -100,6 +100,24 @@ def deadline(seconds):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def _calls_of(name, thunk):
+    """How many times functions named ``name`` were called while ``thunk`` ran: a
+    count of the work done, the same on any machine (a timing is not)."""
+    count = 0
+
+    def profile(frame, event, arg):
+        nonlocal count
+        if event == "call" and frame.f_code.co_name == name:
+            count += 1
+    old = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        thunk()
+    finally:
+        sys.setprofile(old)
+    return count
 
 
 def test_marker_counting():
@@ -452,17 +470,16 @@ def test_many_call_paths_do_not_hang():
                 lines += [f"call local f{i + 1}_{m}" for m in range(k)]
             lines += ["mov %r0, 0", "exit"]
     insns = assemble("\n".join(lines))
-    start = time.perf_counter()
-    with deadline(10):
-        check_structure(insns, "t", EBPF_HELPERS)
-    assert time.perf_counter() - start < 2  # (a few ms; it was 4 s, x10 a layer)
-    start = time.perf_counter()
-    with deadline(20):
+    with deadline(60):
+        steps = _calls_of("depth", lambda: check_structure(insns, "t", EBPF_HELPERS))
+    # a step a call edge (611), not a step a chain (10^7)
+    edges = k + (layers - 1) * k * k
+    assert steps <= 1 + edges, steps
+    with deadline(60):
         try:  # the type pass follows call contexts: it may give up, not hang
             verify(insns, MAPS, "t", EBPF_HELPERS)
         except VerifierError as exc:
             assert "too complex" in str(exc)
-    assert time.perf_counter() - start < 20
 
 
 def test_paths_are_compared_only_where_they_can_meet():
@@ -836,13 +853,11 @@ def test_lookup_in_a_loop_checks_each_result():
 
 def test_infinite_loop_verifies_quickly():
     text = "mov %r0, 0\nL: ja L"
-    start = time.perf_counter()
-    with deadline(5):
+    with deadline(60):  # a hang guard, not a timing: terminating is what matters
         try:
             check(text)
         except VerifierError:
-            pass  # rejecting it would do too: terminating is what matters
-    assert time.perf_counter() - start < 5
+            pass  # rejecting it would do too
 
 
 class _BudgetTarget(jit.RawTarget):
@@ -991,8 +1006,7 @@ def _assert_verifies_or_rejects(insns, maps, label):
 def test_fuzz_random_programs():
     rnd = random.Random(20240917)
     accepted = total = 0
-    start = time.perf_counter()
-    with deadline(20):
+    with deadline(120):
         for i in range(3000):
             text = _random_program(rnd)
             try:
@@ -1003,7 +1017,6 @@ def test_fuzz_random_programs():
             accepted += _assert_verifies_or_rejects(insns, MAPS, f"program {i}:\n{text}")
     assert total > 2500
     assert accepted > 50  # some get all the way through the type pass
-    assert time.perf_counter() - start < 20
 
 
 def _mutate(rnd, insns):
@@ -1051,15 +1064,13 @@ def test_fuzz_mutated_objects():
         maps = map_infos(obj.maps)
         for prog in obj.programs.values():
             programs.append((Path(path).name, prog.insns, maps))
-    start = time.perf_counter()
-    with deadline(20):
+    with deadline(120):
         for i in range(3000):
             name, insns, maps = programs[i % len(programs)]
             mutant = insns
             for _ in range(rnd.choice([1, 1, 1, 2, 3])):
                 mutant = _mutate(rnd, mutant)
             _assert_verifies_or_rejects(mutant, maps, f"{name} mutant {i}")
-    assert time.perf_counter() - start < 20
 
 
 @pytest.mark.skipif(not OBJECTS, reason="no programs/bpf/*.o")

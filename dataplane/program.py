@@ -414,6 +414,7 @@ def _add_loops(module, gen, tree, names):
             handle._dp_ringbuf = m  # kernels/ringbuf.py; the element helpers refuse it
         else:
             handle._dp_map = m
+            handle._dp_worker_rows = runner_kernels.worker_rows(m)
         module.__dict__[f"_dp_H_{g}"] = handle
         module.__dict__[f"_dp_VT_{g}"] = m.value_dtype
     # (eBPF objects' generated files say it: ebpf/program.py)

@@ -116,9 +116,9 @@ def _value_address(m):
     return lambda m: array_address(m.values)
 
 
-def _value_slot(spec):
-    """A compiled ``slot(m, e) -> address`` of entry ``e``'s value."""
-    base, vsize = _slot_base(spec), spec.value_dtype.itemsize
+def _value_slot(spec, m):
+    """A compiled ``slot(m, e) -> address`` of entry ``e``'s value (handle type ``m``)."""
+    base, vsize = _slot_base(spec, m), spec.value_dtype.itemsize
     inline, row, voff = _inline_value(spec)
     if inline:
         def slot(m, e):
@@ -163,7 +163,7 @@ def _lookup(m, key):
     if spec.is_map_in_map:
         return _lookup_outer(spec)
     if spec.is_lpm:  # the longest prefix of at most the key's prefixlen bits
-        read, entry, slot = _lpm(spec)[0], lpm_entry(spec), _value_slot(spec)
+        read, entry, slot = _lpm(spec)[0], lpm_entry(spec), _value_slot(spec, m)
 
         def impl(m, key):
             plen, hi, lo = read(key)
@@ -172,7 +172,7 @@ def _lookup(m, key):
                 return np.int64(0)
             return slot(m, e)
         return impl
-    slot, n, lru = _value_slot(spec), spec.max_entries, spec.lru
+    slot, n, lru = _value_slot(spec, m), spec.max_entries, spec.lru
     if not spec.is_hash:
         def impl(m, key):
             i = np.int64(peek4(key))
@@ -220,7 +220,7 @@ def _update(m, key, value, flags):
     spec = _spec(m)
     if spec is None:
         return None
-    slot, n, lru, vsize = _value_slot(spec), spec.max_entries, spec.lru, \
+    slot, n, lru, vsize = _value_slot(spec, m), spec.max_entries, spec.lru, \
         spec.value_dtype.itemsize
     if spec.is_lpm:
         (read, width, shift), insert = _lpm(spec), lpm.lpm_insert.dispatcher

@@ -88,10 +88,11 @@ def _spec(m):
     return getattr(getattr(m, "instance_class", None), "_dp_map", None)
 
 
-def _slot_base(spec):
+def _slot_base(spec, m):
     """A compiled ``base()``: the first value slot of the running worker (per-CPU
-    maps keep ``max_entries`` slots per worker, maps.py), 0 for other maps."""
-    if not spec.percpu:
+    maps keep ``max_entries`` slots per worker, maps.py), 0 for other maps and
+    for handles the loop built from the worker's own slots (runner.worker_rows)."""
+    if not spec.percpu or getattr(m.instance_class, "_dp_worker_rows", False):
         return _base_zero
     n = np.int64(spec.max_entries)
     return njit(**config.INLINE_JIT)(lambda: worker_id() * n)
@@ -275,7 +276,7 @@ def _lookup(m, key):
         return _lookup_inner(spec)
     if spec.is_lpm:
         return _lpm_lookup(spec, key)
-    base, n, lru, scalar = _slot_base(spec), spec.max_entries, spec.lru, \
+    base, n, lru, scalar = _slot_base(spec, m), spec.max_entries, spec.lru, \
         spec.value_dtype.names is None
     if not spec.is_hash:
         vt, size = _slot_form(spec)
@@ -372,7 +373,7 @@ def _update(m, key, value, flags):
         return lambda m, key, value, flags: np.int64(-EOPNOTSUPP)
     if spec.is_lpm:
         return _lpm_update(spec, key)
-    base, n, lru, write = _slot_base(spec), spec.max_entries, spec.lru, \
+    base, n, lru, write = _slot_base(spec, m), spec.max_entries, spec.lru, \
         _writer(spec.value_dtype)
     if not spec.is_hash:
         def impl(m, key, value, flags):

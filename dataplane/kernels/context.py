@@ -23,6 +23,7 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from . import layout
+from .memory import _byte_pointer
 from numba.extending import (intrinsic, make_attribute_wrapper, models, overload,
                              overload_attribute, register_model)
 
@@ -323,12 +324,13 @@ def _raw_bytes(viewty):
 
 def _raw_pointer(context, builder, viewty, view, indexty, index, width):
     """An i<width>* to byte ``index`` of a packet view or a uint8 array."""
+    idx = context.cast(builder, index, indexty, types.int64)
     if isinstance(viewty, PacketViewType):
         base = cgutils.create_struct_proxy(viewty)(context, builder, value=view).base
+        p = builder.gep(base, [idx])
     else:
-        base = context.make_array(viewty)(context, builder, view).data
-    idx = context.cast(builder, index, indexty, types.int64)
-    return builder.bitcast(builder.gep(base, [idx]), ir.IntType(width).as_pointer())
+        p = _byte_pointer(context, builder, viewty, view, idx)
+    return builder.bitcast(p, ir.IntType(width).as_pointer())
 
 
 def _load_be(width):

@@ -312,7 +312,7 @@ class Map:
             # spends per bucket): chains stay ~1 entry long, and a hit rarely
             # reads a second row (flow_counter, 40k flows: 41 -> 36 ns/pkt)
             nb = htab.BUCKETS_PER_ENTRY << max(1, (n - 1).bit_length())
-            parts = [("hdr", 8 * htab.HDR_SIZE), ("buckets", 4 * nb), ("chain", 4 * n),
+            parts = [("hdr", 8 * htab.HDR_SIZE), ("buckets", 4 * nb),
                      ("refs", n), ("free", 4 * n), ("keys", 8 * n * self._row_words())] + parts
         if self.is_lpm:
             cap = 2 * n + 1  # n prefixes cut the address space into <= 2n + 1 intervals
@@ -340,13 +340,14 @@ class Map:
         if self.is_hash or self.is_lpm:
             self.hdr = view["hdr"].view(np.int64)
             self.buckets = view["buckets"].view(np.int32)
-            self.chain = view["chain"].view(np.int32)
             self.refs = view["refs"]
             self.free = view["free"].view(np.int32)
-            # word 0 of each row is the entry's hash (kernels/htab.py)
+            # word 0 of each row is the entry's hash and chain link (kernels/htab.py)
             self.keys = view["keys"].view(np.uint64).reshape(n, self._row_words())
+            row = self.keys.strides[0]
+            self.chain = np.ndarray((n,), np.int32, self.buffer,
+                                    offsets["keys"][0] + htab.LINK_OFFSET, (row,))
             if self.inline_values:  # values[0, e] is in row e, after the key
-                row = self.keys.strides[0]
                 self.values = np.ndarray((1, n), self.value_dtype, self.buffer,
                                          offsets["keys"][0] + self.value_offset,
                                          (n * row, row))
@@ -405,13 +406,13 @@ class Map:
             return self._table() + self._ranges() + (flat,)
         pool = (self.pool,) if self.is_map_in_map else ()
         if self.is_hash:
-            return (self.hdr, self.buckets, self.chain, self.refs, self.free,
+            return (self.hdr, self.buckets, self.refs, self.free,
                     self.keys, flat) + pool
         return (flat,) + pool
 
     # -- control plane ----------------------------------------------------
     def _table(self):
-        return (self.hdr, self.buckets, self.chain, self.refs, self.free, self.keys)
+        return (self.hdr, self.buckets, self.refs, self.free, self.keys)
 
     def _ranges(self):
         return (self.index, self.rchild, self.nhdr, self.nent, self.bhi, self.blo, self.rval)
@@ -457,7 +458,7 @@ class Map:
                     and 0 <= index < self.max_entries and self.values[0, index] == 0:
                 return -1  # an empty device or inner-map slot
             return index if 0 <= index < self.max_entries else -1
-        return int(htab.htab_lookup_py(self.hdr, self.buckets, self.chain, self.keys,
+        return int(htab.htab_lookup_py(self.hdr, self.buckets, self.keys,
                                        _key_bytes(self.key_dtype, key, self.name)))
 
     def check_links(self):
@@ -471,7 +472,7 @@ class Map:
         seen, moved = np.zeros(self.max_entries, np.int8), self.hdr[:htab.H_LOCK + 1].copy
         for _ in range(CHECK_TRIES):
             before = moved()
-            fault = htab.htab_check(self.hdr, self.buckets, self.chain, self.free, self.keys,
+            fault = htab.htab_check(self.hdr, self.buckets, self.free, self.keys,
                                     seen)
             if not fault or np.array_equal(before, moved()):
                 break  # sound, or broken while nothing moved: conclusive
@@ -581,7 +582,7 @@ class Map:
             return
         if not self.is_hash:
             self._fail(errno.EINVAL, f"delete {key!r}")
-        r = int(htab.htab_delete_py(self.hdr, self.buckets, self.chain, self.free, self.keys,
+        r = int(htab.htab_delete_py(self.hdr, self.buckets, self.free, self.keys,
                                     _key_bytes(self.key_dtype, key, self.name)))
         if r < 0:
             self._fail(-r, f"delete {key!r}")
@@ -627,7 +628,7 @@ class Map:
         (kernels/htab.py); one that has a seed keeps it, as the kernel keeps a
         map's hashrnd for its life: a program inserting while the table is
         cleared must not hash with a seed that is no longer the table's."""
-        htab.htab_reset(self.hdr, self.buckets, self.chain, self.refs, self.free)
+        htab.htab_reset(self.hdr, self.buckets, self.refs, self.free)
         if self.is_hash and self.hdr[htab.H_SEED] == 0:
             self.hdr[htab.H_SEED] = htab.new_seed()
 

@@ -19,7 +19,9 @@ import numpy as np
 
 from .errors import DataplaneError
 
-_FORMAT = 1
+#: The layout of a pinned hash map's file: 2 since chain links moved into the
+#: rows (kernels/htab.py); a file of another format is not opened.
+_FORMAT = 2
 
 
 def _descr(dtype):
@@ -91,6 +93,14 @@ def open_pinned(directory, name):
         if spec["name"] == name:
             break
     else:
+        try:
+            old = json.loads(spec_file(directory, name).read_text()).get("format")
+        except (OSError, ValueError, AttributeError):
+            old = None
+        if old is not None:
+            raise DataplaneError(f"{spec_file(directory, name)}: pinned in format {old}, this "
+                                 f"dataplane reads format {_FORMAT}",
+                                 hint="pin it again: run the program with --pin")
         names = ", ".join(s["name"] for s in list_pinned(directory)) or "none"
         raise DataplaneError(f"{directory}: no pinned map '{name}' (pinned: {names})")
     path = map_file(directory, name)

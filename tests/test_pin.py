@@ -88,6 +88,19 @@ def test_damaged_pinned_file_is_an_error_not_a_crash(tmp_path):
         assert len(r.stderr.splitlines()) == 1 and "corrupt table" in r.stderr, r.stderr
 
 
+def test_a_pin_of_another_layout_is_an_error(tmp_path):
+    """A hash map's file layout changed (format 2: chain links in the rows); a
+    pin an older dataplane wrote is refused by name, not read as garbage."""
+    pin, flows = _flows_pinned(tmp_path)
+    del flows
+    spec = json.loads((pin / "flows.json").read_text())
+    assert spec["format"] == 2
+    (pin / "flows.json").write_text(json.dumps(dict(spec, format=1)))
+    r = dp("map", "dump", "flows", "--pin", pin, check=1)
+    assert r.stderr.splitlines()[0] == (f"error: {pin / 'flows.json'}: pinned in format 1, "
+                                        "this dataplane reads format 2")
+
+
 def test_a_lock_left_held_is_an_error_not_a_hang(tmp_path):
     """A process killed while it changed a pinned map leaves the map's lock word
     set: the control plane spun on it for ever; it now gives up after about a

@@ -292,17 +292,22 @@ def test_prefetch_memo_slots():
     s[slot] = 3
     h = np.uint64(5 + 2 * layout.MEMO_SLOTS)  # the ring wraps
     assert memo_open(s, h) == s.ctypes.data + 8 * slot and s[slot] == 0
+    from dataplane.kernels.htab import LINK_OFFSET
+
     buckets = np.array([2, -1], np.int32)
-    chain = np.array([-1, -1, 0, -1], np.int32)  # entry 2, then 0
     rows = np.zeros((4, 8), np.uint64)
+    # word 0: the hash's low half, the chain link above it (entry 2, then 0)
+    rows[:, 0] = [7 | (link & 0xFFFFFFFF) << 32 for link in (-1, -1, 0, -1)]
     w = layout.MEMO_WORDS
     for k, b in enumerate((0, 1)):  # a chain of two entries, then an empty bucket
         s[slot + 1 + w * k: slot + 1 + w * (k + 1)] = (buckets.ctypes.data + 4 * b,
-                                                       chain.ctypes.data, rows.ctypes.data, 64)
+                                                       rows.ctypes.data, 64)
     s[slot] = 2
     memo_fetch_rows(s, h)
     assert s[slot] == 2
-    assert (s[slot + 1], s[slot + 1 + w]) == (chain.ctypes.data + 4 * 2, 0)
+    link = rows.ctypes.data + 64 * 2 + LINK_OFFSET  # in entry 2's row
+    assert (s[slot + 1], s[slot + 1 + w]) == (link, 0)
+    assert np.frombuffer(rows, np.int32)[(link - rows.ctypes.data) // 4] == 0
     memo_fetch_next_rows(s, h)
     assert s[slot] == 0
     assert list(s[:layout.SCRATCH_MEMO]) == list(new_scratch()[:layout.SCRATCH_MEMO])

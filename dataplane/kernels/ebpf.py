@@ -185,7 +185,7 @@ def _lookup(m, key):
 
     def impl(m, key):
         k = read(key)
-        e = find(m.hdr, m.buckets, m.chain, m.keys, k)
+        e = find(m.hdr, m.buckets, m.keys, k)
         if e < 0:
             return np.int64(0)
         if lru:
@@ -208,7 +208,7 @@ def _lookup_outer(spec):
 
     def impl(m, key):
         k = read(key)
-        e = find(m.hdr, m.buckets, m.chain, m.keys, k)
+        e = find(m.hdr, m.buckets, m.keys, k)
         if e < 0:
             return np.int64(0)
         return np.int64(m.values[e])
@@ -228,7 +228,7 @@ def _update(m, key, value, flags):
         def impl(m, key, value, flags):
             plen, hi, lo = read(key)
             spin_lock(m.hdr, H_LOCK)
-            e = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, m.index, m.rchild,
+            e = insert(m.hdr, m.buckets, m.refs, m.free, m.keys, m.index, m.rchild,
                        m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo, np.int64(flags),
                        width, shift)
             if e >= 0:
@@ -249,7 +249,7 @@ def _update(m, key, value, flags):
 
     def impl(m, key, value, flags):
         spin_lock(m.hdr, H_LOCK)
-        e, created = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, read(key),
+        e, created = insert(m.hdr, m.buckets, m.refs, m.free, m.keys, read(key),
                             np.int64(flags), lru, seed_of(m.hdr))
         if e >= 0:
             copy_bytes(slot(m, e), value, vsize)
@@ -268,7 +268,7 @@ def _delete(m, key):
 
         def impl(m, key):
             plen, hi, lo = read(key)
-            return delete(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, m.index,
+            return delete(m.hdr, m.buckets, m.refs, m.free, m.keys, m.index,
                           m.rchild, m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo, width,
                           shift)
         return impl
@@ -278,7 +278,7 @@ def _delete(m, key):
     read, delete = key_reader(spec.key_dtype.itemsize), htab.htab_delete_locked.dispatcher
 
     def impl(m, key):
-        return delete(m.hdr, m.buckets, m.chain, m.free, m.keys, read(key), seed_of(m.hdr))
+        return delete(m.hdr, m.buckets, m.free, m.keys, read(key), seed_of(m.hdr))
     return impl
 
 

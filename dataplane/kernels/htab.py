@@ -2,13 +2,16 @@
 
 Storage (views of one buffer, see maps.py), for ``n = max_entries`` entries:
 ``hdr`` int64[8] (count, free-stack top, CLOCK hand), ``buckets`` int32[nb]
-(first entry of each chain, -1 empty; nb a power of two >= 4n), ``chain``
-int32[n] (next entry in the chain), ``refs`` uint8[n] (LRU reference bits),
-``free`` int32[n] (a stack of free entry numbers), ``keys`` uint64[n, 1 + kw]:
-the entry's hash, then its key as 8-byte words, zero-padded, in whole 64-byte
-lines. HASH and LRU_HASH keep the value in the row after the key (maps.py),
-so that a hit reads one line; other tables keep values apart, in the slot of
-the entry's number. Keys are compared a word at a time
+(first entry of each chain, -1 empty; nb a power of two >= 4n), ``refs``
+uint8[n] (LRU reference bits), ``free`` int32[n] (a stack of free entry
+numbers), ``keys`` uint64[n, 1 + kw]: the entry's hash word, then its key as
+8-byte words, zero-padded, in whole 64-byte lines. The hash word holds the
+hash's low 32 bits and, in its high half, the entry's chain link (the next
+entry in its bucket, -1 for none): a lookup that walks past a row finds the
+next in the row it read, where a separate link array cost a third line a
+lookup (l4lb on 100,000 flows, below). HASH and LRU_HASH keep the value in
+the row after the key (maps.py), so that a hit reads one line; other tables
+keep values apart, in the slot of the entry's number. Keys are compared a word at a time
 (numba-notes.md: 6 ns a hit against 26 ns for byte-by-byte compares).
 
 Each hash map hashes its keys with a random seed of its own (``hdr[H_SEED]``,
@@ -33,6 +36,7 @@ linked list kept exact on every hit cost 55 ns a packet in flow_counter
 
 import os
 import platform
+import sys
 
 import numpy as np
 
@@ -59,6 +63,29 @@ _NIL = -1
 
 
 crc32_u64 = lazy("dataplane.kernels.memory", "crc32_u64")
+
+#: Byte offset in a row of its chain link, the high half of the hash word (the
+#: prefetching loop reads it by address: kernels/runner.py).
+LINK_OFFSET = 4 if sys.byteorder == "little" else 0
+_HASH_BITS = np.uint64(0xFFFFFFFF)
+
+
+@kernel(**config.INLINE_JIT)
+def hash_word(h, link):
+    """A row's first word: the hash's low half, and the chain link (-1: none)
+    above it, written in one store so that a lookup never reads half of it."""
+    return (h & _HASH_BITS) | (np.uint64(np.int64(link) & 0xFFFFFFFF) << np.uint64(32))
+
+
+@kernel(**config.INLINE_JIT)
+def link_of(keys, e):
+    """The entry after ``e`` in its bucket's chain, -1 for none."""
+    return np.int64(np.int32(keys[e, 0] >> np.uint64(32)))
+
+
+@kernel(**config.INLINE_JIT)
+def _set_link(keys, e, link):
+    keys[e, 0] = hash_word(keys[e, 0], link)
 
 
 #: x86-64 with SSE4.2, whose crc32 instruction key_hash uses.
@@ -122,20 +149,20 @@ def _same_key(keys, e, key):
 
 
 @kernel(**config.INLINE_JIT)
-def htab_find(buckets, chain, keys, key, h):
+def htab_find(buckets, keys, key, h):
     """Entry number of ``key`` (hash ``h``), or -1."""
-    e = buckets[h & np.uint64(buckets.size - 1)]
+    e = np.int64(buckets[h & np.uint64(buckets.size - 1)])
     while e >= 0:
-        if keys[e, 0] == h and _same_key(keys, e, key):
-            return np.int64(e)
-        e = chain[e]
+        if (keys[e, 0] & _HASH_BITS) == (h & _HASH_BITS) and _same_key(keys, e, key):
+            return e
+        e = link_of(keys, e)
     return np.int64(-1)
 
 
 @kernel(**config.INLINE_JIT)
-def htab_find_key(hdr, buckets, chain, keys, key):
+def htab_find_key(hdr, buckets, keys, key):
     """Entry number of ``key`` in a hash map, hashed with the map's own seed, or -1."""
-    return htab_find(buckets, chain, keys, key, key_hash(key, table_seed(hdr)))
+    return htab_find(buckets, keys, key, key_hash(key, table_seed(hdr)))
 
 
 @kernel(**config.INLINE_JIT)
@@ -159,51 +186,51 @@ def _lru_victim(hdr, refs):
 
 
 @kernel(**config.INLINE_JIT)
-def _unchain(buckets, chain, keys, e):
+def _unchain(buckets, keys, e):
     b = keys[e, 0] & np.uint64(buckets.size - 1)
     p = np.int64(-1)
     c = np.int64(buckets[b])
     while c >= 0 and c != e:
         p = c
-        c = chain[c]
+        c = link_of(keys, c)
     if c < 0:
         return
     if p < 0:
-        buckets[b] = chain[e]
+        buckets[b] = link_of(keys, e)
     else:
-        chain[p] = chain[e]
+        _set_link(keys, p, link_of(keys, e))
 
 
 @kernel(**config.INLINE_JIT)
-def htab_delete(hdr, buckets, chain, free, keys, key, seed):
+def htab_delete(hdr, buckets, free, keys, key, seed):
     """Remove ``key``: 0, or -ENOENT."""
     h = key_hash(key, seed)
-    e = htab_find(buckets, chain, keys, key, h)
+    e = htab_find(buckets, keys, key, h)
     if e < 0:
         return np.int64(-ENOENT)
-    _release(hdr, buckets, chain, free, keys, e)
+    _release(hdr, buckets, free, keys, e)
     return np.int64(0)
 
 
 @kernel(**config.INLINE_JIT)
-def htab_delete_locked(hdr, buckets, chain, free, keys, key, seed):
+def htab_delete_locked(hdr, buckets, free, keys, key, seed):
     """htab_delete under the map's lock (H_LOCK)."""
     spin_lock(hdr, H_LOCK)
-    r = htab_delete(hdr, buckets, chain, free, keys, key, seed)
+    r = htab_delete(hdr, buckets, free, keys, key, seed)
     spin_unlock(hdr, H_LOCK)
     return r
 
 
 @kernel(**config.INLINE_JIT)
-def _release(hdr, buckets, chain, free, keys, e):
-    _unchain(buckets, chain, keys, e)
+def _release(hdr, buckets, free, keys, e):
+    _unchain(buckets, keys, e)
     free[hdr[H_FREE_TOP]] = e
     hdr[H_FREE_TOP] += 1
     hdr[H_COUNT] -= 1
 
 
 @kernel(**config.INLINE_JIT)
-def htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru, seed):
+def htab_insert(hdr, buckets, refs, free, keys, key, flags, lru, seed):
     """Find or make the entry for ``key`` under BPF_ANY / BPF_NOEXIST / BPF_EXIST.
 
     Returns ``(entry, created)``; entry < 0 is the kernel's error: -EEXIST
@@ -214,7 +241,7 @@ def htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru, seed):
     if flags > BPF_EXIST or flags < 0:
         return np.int64(-EINVAL), False
     h = key_hash(key, seed)
-    e = htab_find(buckets, chain, keys, key, h)
+    e = htab_find(buckets, keys, key, h)
     if e >= 0:
         if flags == BPF_NOEXIST:
             return np.int64(-EEXIST), False
@@ -226,14 +253,13 @@ def htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru, seed):
     if hdr[H_FREE_TOP] == 0:
         if not lru or free.size == 0:
             return np.int64(-E2BIG), False
-        _release(hdr, buckets, chain, free, keys, _lru_victim(hdr, refs))
+        _release(hdr, buckets, free, keys, _lru_victim(hdr, refs))
     hdr[H_FREE_TOP] -= 1
     e = np.int64(free[hdr[H_FREE_TOP]])
-    keys[e, 0] = h
+    b = h & np.uint64(buckets.size - 1)
+    keys[e, 0] = hash_word(h, buckets[b])
     for i in range(len(key)):
         keys[e, i + 1] = np.uint64(key[i])
-    b = h & np.uint64(buckets.size - 1)
-    chain[e] = buckets[b]
     buckets[b] = e
     refs[e] = 0  # new: first in line for the hand until used
     hdr[H_COUNT] += 1
@@ -241,25 +267,24 @@ def htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru, seed):
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_reset(hdr, buckets, chain, refs, free):
+def htab_reset(hdr, buckets, refs, free):
     """Empty the table (every entry free)."""
     hdr[H_COUNT] = 0
     hdr[H_CLOCK] = 0
     for i in range(buckets.size):
         buckets[i] = _NIL
     n = free.size
-    for i in range(n):
-        chain[i] = _NIL
+    for i in range(n):  # (a free entry's link is written when it is taken)
         refs[i] = 0
         free[i] = n - 1 - i  # entry 0 is taken first
     hdr[H_FREE_TOP] = n
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_lookup_py(hdr, buckets, chain, keys, key):
+def htab_lookup_py(hdr, buckets, keys, key):
     """Control-plane lookup: the entry number or -1 (an LRU lookup does not
     mark the entry used: bpftool's lookups do not either)."""
-    return htab_find_key(hdr, buckets, chain, keys, key)
+    return htab_find_key(hdr, buckets, keys, key)
 
 
 #: Tries of the control plane at a map's lock before it gives up (about a
@@ -280,23 +305,23 @@ def control_lock(hdr):
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_insert_py(hdr, buckets, chain, refs, free, keys, key, flags, lru):
+def htab_insert_py(hdr, buckets, refs, free, keys, key, flags, lru):
     """Control-plane insert: the entry number, or the kernel's negative error
     (-EBUSY: the lock stayed held)."""
     if not control_lock(hdr):
         return np.int64(-EBUSY)
-    e, created = htab_insert(hdr, buckets, chain, refs, free, keys, key, flags, lru,
+    e, created = htab_insert(hdr, buckets, refs, free, keys, key, flags, lru,
                              table_seed(hdr))
     spin_unlock(hdr, H_LOCK)
     return e
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_delete_py(hdr, buckets, chain, free, keys, key):
+def htab_delete_py(hdr, buckets, free, keys, key):
     """Control-plane delete: 0, -ENOENT or -EBUSY (the lock stayed held)."""
     if not control_lock(hdr):
         return np.int64(-EBUSY)
-    r = htab_delete(hdr, buckets, chain, free, keys, key, table_seed(hdr))
+    r = htab_delete(hdr, buckets, free, keys, key, table_seed(hdr))
     spin_unlock(hdr, H_LOCK)
     return r
 
@@ -311,7 +336,7 @@ CHECK_FAULTS = {1: "free-stack top out of range", 2: "entry count out of range",
 
 
 @kernel(**config.KERNEL_JIT)
-def htab_check(hdr, buckets, chain, free, keys, seen):
+def htab_check(hdr, buckets, free, keys, seen):
     """0 when the table's links are sound, else the number of the first broken
     invariant (CHECK_FAULTS): a pinned file another process wrote is checked
     before the control plane follows its links, so that a corrupt one is an
@@ -345,7 +370,7 @@ def htab_check(hdr, buckets, chain, free, keys, seen):
             if keys[e, 0] & mask != np.uint64(b):
                 return 7
             seen[e] = 2
-            e = np.int64(chain[e])
+            e = link_of(keys, e)
     chained = 0
     for i in range(n):
         chained += seen[i] == 2

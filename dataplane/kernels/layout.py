@@ -28,12 +28,12 @@ SCRATCH_KTIME = 6         # non-zero: bpf_ktime_get_ns() gives each packet's cap
 SCRATCH_WORKER = 7        # the worker running the loop (bpf_get_smp_processor_id)
 # The prefetch hook's memo (kernels/runner.py HOOK_SOURCE): a ring of MEMO_SLOTS
 # slots, one per packet between the hook's run on it and the loop's last look;
-# a slot is [count, (bucket address, chain's address, first row's address, row
-# bytes) x MEMO_ENTRIES]: the hash-map buckets bpf_map_prefetch fetched for
-# the packet (then the address of the next link: see runner.memo_fetch_rows).
+# a slot is [count, (bucket address, first row's address, row bytes) x
+# MEMO_ENTRIES]: the hash-map buckets bpf_map_prefetch fetched for the packet
+# (then the address of the next link, in a row: see runner.memo_fetch_rows).
 SCRATCH_MEMO = 8
 MEMO_SLOTS = 16
 MEMO_ENTRIES = 5
-MEMO_WORDS = 4
+MEMO_WORDS = 3
 MEMO_SLOT_WORDS = 1 + MEMO_WORDS * MEMO_ENTRIES
 SCRATCH_SIZE = SCRATCH_MEMO + MEMO_SLOTS * MEMO_SLOT_WORDS

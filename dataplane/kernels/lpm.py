@@ -3,7 +3,7 @@
 An LPM map keeps two structures, all views of the map's one buffer:
 
 - the exact prefixes, in a hash table (kernels/htab.py: ``hdr``, ``buckets``,
-  ``chain``, ``refs``, ``free``, ``keys``) keyed by the words
+  ``refs``, ``free``, ``keys``) keyed by the words
   ``(prefixlen, hi, lo)``; an entry's number is its value slot, as in hash maps.
   Exact-prefix update (BPF_ANY / NOEXIST / EXIST), delete and dumps use it.
 - the longest match, as a sorted **range table**: the prefixes cut the address
@@ -435,14 +435,14 @@ def _remove_bound(hdr, index, rchild, nhdr, nent, bhi, blo, rval, k, shift, widt
 # ---------------------------------------------------------------- map operations
 
 @kernel(**config.INLINE_JIT)
-def _exact(buckets, chain, keys, plen, hi, lo):
+def _exact(buckets, keys, plen, hi, lo):
     """Entry of the stored prefix (hi, lo)/plen (already masked), or -1."""
     key = (np.uint64(plen), hi, lo)
-    return htab_find(buckets, chain, keys, key, key_hash(key, PREFIX_SEED))
+    return htab_find(buckets, keys, key, key_hash(key, PREFIX_SEED))
 
 
 @kernel(**config.INLINE_JIT)
-def lpm_lookup(buckets, chain, keys, index, rchild, nhdr, nent, bhi, blo, rval, plen, hi, lo,
+def lpm_lookup(buckets, keys, index, rchild, nhdr, nent, bhi, blo, rval, plen, hi, lo,
                width, shift):
     """Entry of the longest stored prefix of length <= ``plen`` matching (hi, lo)'s
     first bits (the kernel's lookup of a key with that prefixlen), or -1."""
@@ -454,7 +454,7 @@ def lpm_lookup(buckets, chain, keys, index, rchild, nhdr, nent, bhi, blo, rval, 
     length = np.int64(plen)
     while length >= 0:
         h, l2 = mask128(hi, lo, length)
-        e = _exact(buckets, chain, keys, length, h, l2)
+        e = _exact(buckets, keys, length, h, l2)
         if e >= 0:
             return e
         length -= 1
@@ -462,7 +462,7 @@ def lpm_lookup(buckets, chain, keys, index, rchild, nhdr, nent, bhi, blo, rval, 
 
 
 @kernel(**config.INLINE_JIT)
-def lpm_insert(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent, bhi,
+def lpm_insert(hdr, buckets, refs, free, keys, index, rchild, nhdr, nent, bhi,
                blo, rval, plen, hi, lo, flags, width, shift):
     """bpf_map_update_elem's key part: the entry of prefix (hi, lo)/plen, made if
     new; or -EINVAL (flags, prefixlen), -EEXIST (NOEXIST), -ENOENT (EXIST),
@@ -471,7 +471,7 @@ def lpm_insert(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent,
         return np.int64(-EINVAL)
     hi, lo = mask128(hi, lo, plen)
     key = (np.uint64(plen), hi, lo)
-    e, created = htab_insert(hdr, buckets, chain, refs, free, keys, key,
+    e, created = htab_insert(hdr, buckets, refs, free, keys, key,
                              np.int64(flags), False, PREFIX_SEED)
     if e < 0:
         return np.int64(-ENOSPC) if e == -E2BIG else e
@@ -490,21 +490,21 @@ def lpm_insert(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent,
 
 
 @kernel(**config.INLINE_JIT)
-def lpm_delete(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent, bhi,
+def lpm_delete(hdr, buckets, refs, free, keys, index, rchild, nhdr, nent, bhi,
                blo, rval, plen, hi, lo, width, shift):
     """bpf_map_delete_elem: remove the exact prefix (hi, lo)/plen: 0, -ENOENT or
     -EINVAL (prefixlen above the key's width)."""
     if plen < 0 or plen > width:
         return np.int64(-EINVAL)
     hi, lo = mask128(hi, lo, plen)
-    e = _exact(buckets, chain, keys, plen, hi, lo)
+    e = _exact(buckets, keys, plen, hi, lo)
     if e < 0:
         return np.int64(-ENOENT)
     parent = np.int64(-1)
     length = np.int64(plen) - 1
     while length >= 0:
         h, l2 = mask128(hi, lo, length)
-        parent = _exact(buckets, chain, keys, length, h, l2)
+        parent = _exact(buckets, keys, length, h, l2)
         if parent >= 0:
             break
         length -= 1
@@ -520,16 +520,16 @@ def lpm_delete(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent,
         _remove_bound(hdr, index, rchild, nhdr, nent, bhi, blo, rval, stop, shift, width)
     if start > 0 and rval[start] == rval[start - 1]:
         _remove_bound(hdr, index, rchild, nhdr, nent, bhi, blo, rval, start, shift, width)
-    htab_delete(hdr, buckets, chain, free, keys, (np.uint64(plen), hi, lo), PREFIX_SEED)
+    htab_delete(hdr, buckets, free, keys, (np.uint64(plen), hi, lo), PREFIX_SEED)
     return np.int64(0)
 
 
 @kernel(**config.INLINE_JIT)
-def lpm_delete_locked(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent, bhi,
+def lpm_delete_locked(hdr, buckets, refs, free, keys, index, rchild, nhdr, nent, bhi,
                       blo, rval, plen, hi, lo, width, shift):
     """lpm_delete under the map's lock (htab.H_LOCK)."""
     spin_lock(hdr, H_LOCK)
-    r = lpm_delete(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent, bhi,
+    r = lpm_delete(hdr, buckets, refs, free, keys, index, rchild, nhdr, nent, bhi,
                    blo, rval, plen, hi, lo, width, shift)
     spin_unlock(hdr, H_LOCK)
     return r
@@ -613,7 +613,7 @@ def lpm_clear(hdr, index, rchild, bhi, blo, rval):
 
 
 @kernel(**config.KERNEL_JIT)
-def lpm_py(op, hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent, bhi, blo,
+def lpm_py(op, hdr, buckets, refs, free, keys, index, rchild, nhdr, nent, bhi, blo,
            rval, kw, flags, width, shift):
     """A control-plane operation on key ``kw`` (uint64[3]: prefixlen, hi, lo; ctypes
     passes int64 scalars): OP_LOOKUP (kernel semantics) gives the entry or -1,
@@ -622,16 +622,16 @@ def lpm_py(op, hdr, buckets, chain, refs, free, keys, index, rchild, nhdr, nent,
     ushift = np.uint64(shift)
     plen = np.int64(kw[0])
     if op == OP_LOOKUP:
-        return lpm_lookup(buckets, chain, keys, index, rchild, nhdr, nent, bhi, blo, rval,
+        return lpm_lookup(buckets, keys, index, rchild, nhdr, nent, bhi, blo, rval,
                           plen, kw[1], kw[2], width, ushift)
     if op == OP_UPDATE or op == OP_DELETE:
         if not control_lock(hdr):  # a process died holding it (htab.CONTROL_SPINS)
             return np.int64(-EBUSY)
         if op == OP_UPDATE:
-            r = lpm_insert(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
+            r = lpm_insert(hdr, buckets, refs, free, keys, index, rchild, nhdr,
                            nent, bhi, blo, rval, plen, kw[1], kw[2], flags, width, ushift)
         else:
-            r = lpm_delete(hdr, buckets, chain, refs, free, keys, index, rchild, nhdr,
+            r = lpm_delete(hdr, buckets, refs, free, keys, index, rchild, nhdr,
                            nent, bhi, blo, rval, plen, kw[1], kw[2], width, ushift)
         spin_unlock(hdr, H_LOCK)
         return r

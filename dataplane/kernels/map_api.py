@@ -174,7 +174,7 @@ def lpm_entry(spec):
         if m.hdr[H_COUNT] == 0:  # the kernel's trie: a NULL root, no walk
             return np.int64(-1)
         if plen < width:  # a shorter prefixlen: the general walk
-            return slow(m.buckets, m.chain, m.keys, m.index, m.rchild, m.nhdr, m.nent, m.bhi,
+            return slow(m.buckets, m.keys, m.index, m.rchild, m.nhdr, m.nent, m.bhi,
                         m.blo, m.rval, plen, hi, lo, width, shift)
         if one_word:  # a whole address (the usual lookup): kernels/lpm.py's index
             return np.int64(m.rval[find1(m.index, m.rchild, m.nhdr, m.nent, m.bhi, hi, shift)])
@@ -210,7 +210,7 @@ def _lpm_update(spec, key):
     def impl(m, key, value, flags):
         plen, hi, lo = to_words(key)
         spin_lock(m.hdr, H_LOCK)
-        e = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, m.index,
+        e = insert(m.hdr, m.buckets, m.refs, m.free, m.keys, m.index,
                    m.rchild, m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo,
                    np.int64(flags), width, shift)
         if e >= 0:
@@ -227,7 +227,7 @@ def _lpm_delete(spec, key):
 
     def impl(m, key):
         plen, hi, lo = to_words(key)
-        return delete(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys, m.index,
+        return delete(m.hdr, m.buckets, m.refs, m.free, m.keys, m.index,
                       m.rchild, m.nhdr, m.nent, m.bhi, m.blo, m.rval, plen, hi, lo, width,
                       shift)
     return impl
@@ -297,7 +297,7 @@ def _lookup(m, key):
 
     def impl(m, key):
         k = pack(key)
-        e = find(m.hdr, m.buckets, m.chain, m.keys, k)
+        e = find(m.hdr, m.buckets, m.keys, k)
         if e < 0:
             return None
         if lru:
@@ -341,7 +341,7 @@ def _lookup_inner(spec):
 
     def impl(m, key):
         k = pack(key)
-        e = find(m.hdr, m.buckets, m.chain, m.keys, k)
+        e = find(m.hdr, m.buckets, m.keys, k)
         if e < 0:
             return None
         return build(m.pool[m.values[e] - 1])
@@ -389,7 +389,7 @@ def _update(m, key, value, flags):
 
     def impl(m, key, value, flags):
         spin_lock(m.hdr, H_LOCK)  # the value too: two workers' updates never mix
-        e, created = insert(m.hdr, m.buckets, m.chain, m.refs, m.free, m.keys,
+        e, created = insert(m.hdr, m.buckets, m.refs, m.free, m.keys,
                             pack(key), np.int64(flags), lru, seed_of(m.hdr))
         if e >= 0:
             if inline:
@@ -416,7 +416,7 @@ def _delete(m, key):
     pack, delete = key_packer(spec.key_dtype), htab.htab_delete_locked.dispatcher
 
     def impl(m, key):
-        return delete(m.hdr, m.buckets, m.chain, m.free, m.keys, pack(key), seed_of(m.hdr))
+        return delete(m.hdr, m.buckets, m.free, m.keys, pack(key), seed_of(m.hdr))
     return impl
 
 
@@ -450,9 +450,8 @@ def _prefetch(m, key):
                 if n < MEMO_ENTRIES:
                     w = 1 + MEMO_WORDS * n
                     slot[w] = byte_address(m.buckets, b * 4)
-                    slot[w + 1] = byte_address(m.chain, 0)
-                    slot[w + 2] = byte_address(m.keys, 0)
-                    slot[w + 3] = row
+                    slot[w + 1] = byte_address(m.keys, 0)
+                    slot[w + 2] = row
                     slot[0] = n + 1
             return np.int64(0)
         return impl
@@ -509,7 +508,7 @@ def _redirect_map(m, key, flags):
         if f & ~_ACTION_MASK:
             return np.int64(ABORTED)
         k = pack(key)
-        e = find(m.hdr, m.buckets, m.chain, m.keys, k)
+        e = find(m.hdr, m.buckets, m.keys, k)
         if e >= 0 and m.values[e] != 0:
             return target(m.values[e])
         return f & _ACTION_MASK

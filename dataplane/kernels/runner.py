@@ -26,6 +26,7 @@ from .. import config
 from ..action import XDP_ABORTED, XDP_REDIRECT
 from ..jit import kernel, lazy
 from ..maps import RB_AUX
+from .htab import LINK_OFFSET
 from .layout import (ACTION, MEMO_SLOT_WORDS, MEMO_SLOTS, MEMO_WORDS, REDIRECT, SCRATCH_FAULTS,
                      SCRATCH_FIRST_FAULT, SCRATCH_FIRST_INVALID, SCRATCH_INVALID, SCRATCH_MEMO,
                      SCRATCH_SIZE)
@@ -129,26 +130,21 @@ def _fetch_noted_row(slot, w):
     ``w`` (a bucket or a chain link, cached by now): that number, -1 for none."""
     e = np.int64(as_pointer(slot[w], np.int32)[0])
     if e >= 0:
-        prefetch_address(slot[w + 2] + e * slot[w + 3])
+        prefetch_address(slot[w + 1] + e * slot[w + 2])
     return e
 
 
 @kernel(**config.INLINE_JIT)
 def memo_fetch_rows(scratch, h):
     """The hook's second step on packet ``h``, without running it again: read
-    each bucket it noted (fetched some packets ago, cached now), fetch the row
-    of the chain's first entry and its link to the next; the entry's bucket
-    address becomes that link's (0: an empty bucket)."""
+    each bucket it noted (fetched some packets ago, cached now) and fetch the
+    row of the chain's first entry, which holds the link to the next: the
+    link's address replaces the bucket's (0: an empty bucket)."""
     slot = as_pointer(_memo_slot(scratch, h), np.int64)
     for k in range(slot[0]):
         w = 1 + MEMO_WORDS * k
         e = _fetch_noted_row(slot, w)
-        if e >= 0:
-            link = slot[w + 1] + 4 * e
-            prefetch_address(link)
-            slot[w] = link
-        else:
-            slot[w] = 0
+        slot[w] = slot[w + 1] + e * slot[w + 2] + LINK_OFFSET if e >= 0 else 0
 
 
 @kernel(**config.INLINE_JIT)
@@ -231,10 +227,10 @@ def map_param_names(gname, m):
     if getattr(m, "is_ringbuf", False):
         parts = ("hdr", "ring")
     elif getattr(m, "is_lpm", False):
-        parts = ("hdr", "buckets", "chain", "refs", "free", "keys", "index", "rchild",
+        parts = ("hdr", "buckets", "refs", "free", "keys", "index", "rchild",
                  "nhdr", "nent", "bhi", "blo", "rval", "values")
     elif m.is_hash:
-        parts = ("hdr", "buckets", "chain", "refs", "free", "keys") \
+        parts = ("hdr", "buckets", "refs", "free", "keys") \
             + (() if m.inline_values else ("values",))
     else:
         parts = ("values",)
@@ -318,7 +314,7 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
     each packet 2 * HOOK_AHEAD packets ahead: bpf_map_prefetch fetches a hash
     key's bucket and notes it in the packet's memo slot (scratch). HOOK_AHEAD
     packets ahead the loop reads the noted buckets, cached by then, and fetches
-    each chain's first row and link (memo_fetch_rows), NEXT_AHEAD packets ahead
+    each chain's first row, with its link (memo_fetch_rows), NEXT_AHEAD packets ahead
     the second row (memo_fetch_next_rows). A hook that read the bucket at once
     stalled on it (a third of the load balancer's time); running the hook a
     second time to read it cost ~130 instructions a packet (l4lb).

@@ -120,10 +120,11 @@ _LRU = {BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH}
 _INLINE_VALUES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH}
 _MAP_IN_MAP = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
 #: bpf_attr's max_entries is a __u32; a hash table's (and a trie's) entry
-#: numbers here are int32 (the kernel's htab refuses far fewer: its bucket
-#: array's size in bytes must fit a u32).
+#: numbers here are int32, and its rows keep 32 bits of the hash, which must
+#: pick one of its 4 << ceil(log2 n) buckets (the kernel's htab refuses far
+#: fewer: its bucket array's size in bytes must fit a u32).
 MAX_ENTRIES_LIMIT = 0xFFFFFFFF
-HASH_MAX_ENTRIES = 1 << 31
+HASH_MAX_ENTRIES = 1 << 30
 #: Checks of a pinned table's links (Map.check_links) while a running program
 #: changes it (its count, free stack, hand or lock moved) before giving up.
 CHECK_TRIES = 5

@@ -194,7 +194,7 @@ def test_percpu_values_are_lists_per_worker():
     (dict(value=np.dtype([("a", "f8")])), "value field 'a' (float64) must be an integer"),
     (dict(max_entries=0), "max_entries must be at least 1"),
     (dict(type=BPF_MAP_TYPE_ARRAY, max_entries=1 << 32), "max_entries 4294967296 is above"),
-    (dict(max_entries=(1 << 31) + 1), "max_entries 2147483649 of a hash map is above"),
+    (dict(max_entries=(1 << 30) + 1), "max_entries 1073741825 of a hash map is above"),
     (dict(type=BPF_MAP_TYPE_ARRAY, key=np.uint64), "array maps take a 4-byte integer key"),
 ])
 def test_bad_declarations(kwargs, message):

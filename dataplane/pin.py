@@ -68,8 +68,8 @@ def _map_file(path, nbytes):
     return np.frombuffer(mm, np.uint8)
 
 
-def list_pinned(directory):
-    """Specs of the maps pinned in ``directory`` (sorted by name)."""
+def _specs(directory):
+    """(spec file, spec) of every ``*.json`` in a pin directory (sorted by name)."""
     d = Path(directory)
     if not d.is_dir():
         raise DataplaneError(f"{d}: no such pin directory",
@@ -80,9 +80,22 @@ def list_pinned(directory):
             spec = json.loads(p.read_text())
         except (OSError, ValueError) as exc:
             raise DataplaneError(f"{p}: not a pinned map's spec: {exc}") from None
-        if spec.get("format") == _FORMAT and map_file(d, spec.get("name", "")).exists():
-            specs.append(spec)
+        if not isinstance(spec, dict):
+            raise DataplaneError(f"{p}: not a pinned map's spec: not a JSON object")
+        specs.append((p, spec))
     return specs
+
+
+def list_pinned(directory):
+    """Specs of the maps pinned in ``directory`` (sorted by name)."""
+    return [s for _, s in _specs(directory)
+            if s.get("format") == _FORMAT and map_file(directory, s.get("name", "")).exists()]
+
+
+def other_formats(directory):
+    """Why each map pinned in another format is left out: one line per spec."""
+    return [f"{p}: pinned in format {s['format']}, this dataplane reads format {_FORMAT}"
+            for p, s in _specs(directory) if s.get("format", _FORMAT) != _FORMAT]
 
 
 def open_pinned(directory, name):
@@ -93,14 +106,9 @@ def open_pinned(directory, name):
         if spec["name"] == name:
             break
     else:
-        try:
-            old = json.loads(spec_file(directory, name).read_text()).get("format")
-        except (OSError, ValueError, AttributeError):
-            old = None
-        if old is not None:
-            raise DataplaneError(f"{spec_file(directory, name)}: pinned in format {old}, this "
-                                 f"dataplane reads format {_FORMAT}",
-                                 hint="pin it again: run the program with --pin")
+        for why in other_formats(directory):
+            if why.startswith(f"{spec_file(directory, name)}:"):
+                raise DataplaneError(why, hint="pin it again: run the program with --pin")
         names = ", ".join(s["name"] for s in list_pinned(directory)) or "none"
         raise DataplaneError(f"{directory}: no pinned map '{name}' (pinned: {names})")
     path = map_file(directory, name)

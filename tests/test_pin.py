@@ -99,6 +99,14 @@ def test_a_pin_of_another_layout_is_an_error(tmp_path):
     r = dp("map", "dump", "flows", "--pin", pin, check=1)
     assert r.stderr.splitlines()[0] == (f"error: {pin / 'flows.json'}: pinned in format 1, "
                                         "this dataplane reads format 2")
+    r = dp("map", "list", "--pin", pin, "-j")
+    assert json.loads(r.stdout) == []
+    assert r.stderr.splitlines() == [f"warning: {pin / 'flows.json'}: pinned in format 1, "
+                                     "this dataplane reads format 2: not listed (pin it again)"]
+    (pin / "flows.json").write_text("[1]")  # JSON, not a spec
+    r = dp("map", "list", "--pin", pin, check=1)
+    assert r.stderr.splitlines() == [f"error: {pin / 'flows.json'}: not a pinned map's spec: "
+                                     "not a JSON object"]
 
 
 def test_a_lock_left_held_is_an_error_not_a_hang(tmp_path):

@@ -8,9 +8,10 @@ Like ``bpftool map``: ``list``, ``dump NAME``, ``update NAME KEY VALUE``,
 import argparse
 import json
 import os
+import sys
 
 from ..errors import UsageError
-from ..pin import list_pinned, open_pinned, spec_dtype
+from ..pin import list_pinned, open_pinned, other_formats, spec_dtype
 from ..stats import format_maps, print_json
 from .options import add_options
 
@@ -51,6 +52,8 @@ def run(args):
         raise UsageError("map: --pin DIR is required (the directory given to --pin)")
     if args.op == "list":
         specs = list_pinned(pin)
+        for why in other_formats(pin):
+            print(f"warning: {why}: not listed (pin it again)", file=sys.stderr)
         if args.json:
             print_json([{k: s[k] for k in ("name", "type_name", "max_entries", "workers")}
                         for s in specs])

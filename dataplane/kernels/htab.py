@@ -9,10 +9,11 @@ numbers), ``keys`` uint64[n, 1 + kw]: the entry's hash word, then its key as
 hash's low 32 bits and, in its high half, the entry's chain link (the next
 entry in its bucket, -1 for none): a lookup that walks past a row finds the
 next in the row it read, where a separate link array cost a third line a
-lookup (l4lb on 100,000 flows, below). HASH and LRU_HASH keep the value in
-the row after the key (maps.py), so that a hit reads one line; other tables
-keep values apart, in the slot of the entry's number. Keys are compared a word at a time
-(numba-notes.md: 6 ns a hit against 26 ns for byte-by-byte compares).
+lookup (l4lb on 100,000 flows: 68-73 -> 64-65 ns/pkt). HASH and LRU_HASH
+keep the value in the row after the key (maps.py), so that a hit reads one
+line; other tables keep values apart, in the slot of the entry's number.
+Keys are compared a word at a time (numba-notes.md: 6 ns a hit against 26 ns
+for byte-by-byte compares).
 
 Each hash map hashes its keys with a random seed of its own (``hdr[H_SEED]``,
 drawn when the table is made, kept for its life), as the kernel's htab does with its

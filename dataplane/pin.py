@@ -93,9 +93,9 @@ def list_pinned(directory):
 
 
 def other_formats(directory):
-    """Why each map pinned in another format is left out: one line per spec."""
-    return [f"{p}: pinned in format {s['format']}, this dataplane reads format {_FORMAT}"
-            for p, s in _specs(directory) if s.get("format", _FORMAT) != _FORMAT]
+    """Why each map pinned in another format is left out, by its spec file."""
+    return {p: f"{p}: pinned in format {s['format']}, this dataplane reads format {_FORMAT}"
+            for p, s in _specs(directory) if s.get("format", _FORMAT) != _FORMAT}
 
 
 def open_pinned(directory, name):
@@ -106,9 +106,9 @@ def open_pinned(directory, name):
         if spec["name"] == name:
             break
     else:
-        for why in other_formats(directory):
-            if why.startswith(f"{spec_file(directory, name)}:"):
-                raise DataplaneError(why, hint="pin it again: run the program with --pin")
+        why = other_formats(directory).get(spec_file(directory, name))
+        if why is not None:
+            raise DataplaneError(why, hint="pin it again: run the program with --pin")
         names = ", ".join(s["name"] for s in list_pinned(directory)) or "none"
         raise DataplaneError(f"{directory}: no pinned map '{name}' (pinned: {names})")
     path = map_file(directory, name)

@@ -52,7 +52,7 @@ def run(args):
         raise UsageError("map: --pin DIR is required (the directory given to --pin)")
     if args.op == "list":
         specs = list_pinned(pin)
-        for why in other_formats(pin):
+        for why in other_formats(pin).values():
             print(f"warning: {why}: not listed (pin it again)", file=sys.stderr)
         if args.json:
             print_json([{k: s[k] for k in ("name", "type_name", "max_entries", "workers")}

@@ -415,8 +415,9 @@ def main():
         return
     if args.forward:
         print(f"sender: {result['sender_mpps']:.3f} Mpps of 60-byte frames (median of runs)")
+        soft = result['ksoftirqd_ns_per_pkt']
         print(f"forward dp-veth0 -> dp-veth1 (redirect): {result['forward_cpu_ns_per_pkt']:,.0f}"
-              f" ns/pkt CPU (+ ksoftirqd on its CPU: {result['ksoftirqd_ns_per_pkt']:,.0f} ns/pkt), "
+              f" ns/pkt CPU (+ ksoftirqd on its CPU: {soft:,.0f} ns/pkt), "
               f"tp_drops {result['tp_drops']}, lost {result['lost']}")
         tx = result["tx_alone_cpu_ns_per_pkt"]
         print(f"  of which transmitting alone (sendmmsg into a veth, the peer's receive work "

@@ -11,22 +11,22 @@ import numpy as np
 from .action import XdpAction
 
 # Per-interface counters: one int64 row per interface, these columns.
-RX = 0            # frames received from the interface's ring
-RX_BYTES = 1      # their bytes (as captured)
-ABORTED = 2       # verdicts, by ingress interface (XdpAction order: 2..6)
+RX = 0              # frames received from the interface's ring
+RX_BYTES = 1        # their bytes (as captured)
+ABORTED = 2         # verdicts, by ingress interface (XdpAction order: 2..6)
 DROP = 3
 PASS = 4
 TX = 5
 REDIRECT = 6
-ERR = 7           # redirects to an ifindex the dataplane does not hold
-OUT = 8           # frames sent out of this interface (TX, redirects to it, host frames)
-OUT_DROP = 9      # frames for this interface the kernel refused or had no room for
-HOST_IN = 10      # frames written into this interface's TAP (the host received them)
-HOST_IN_DROP = 11 # frames for the TAP it refused
-HOST_OUT = 12     # frames the host sent out of the TAP (put on the wire, not run)
-RING_PACKETS = 13 # the kernel's tp_packets (frames it put in the ring)
-RING_DROPS = 14   # the kernel's tp_drops (frames lost: the ring was full)
-RING_FREEZES = 15 # the kernel's tp_freeze_q_cnt
+ERR = 7             # redirects to an ifindex the dataplane does not hold
+OUT = 8             # frames sent out of this interface (TX, redirects to it, host frames)
+OUT_DROP = 9        # frames for this interface the kernel refused or had no room for
+HOST_IN = 10        # frames written into this interface's TAP (the host received them)
+HOST_IN_DROP = 11   # frames for the TAP it refused
+HOST_OUT = 12       # frames the host sent out of the TAP (put on the wire, not run)
+RING_PACKETS = 13   # the kernel's tp_packets (frames it put in the ring)
+RING_DROPS = 14     # the kernel's tp_drops (frames lost: the ring was full)
+RING_FREEZES = 15   # the kernel's tp_freeze_q_cnt
 IF_RX_DROPPED = 16  # the interface's own drop counters over the run (/proc/net/dev)
 IF_TX_DROPPED = 17
 COLUMNS = 18

@@ -140,4 +140,3 @@ class LiveWorkers:
 
     def __exit__(self, *exc):
         self.close()
-

@@ -145,11 +145,11 @@ class InnerMap:
         self.type, self.key, self.value, self.max_entries = type, key, value, max_entries
 
 
-
 # ---------------------------------------------------------------- the map
 
 #: lpm_py's native entries (block ABI) by argument kinds: one per process.
 _LPM_ENTRIES = {}
+
 
 class Map:
     """A BPF map (the kernel's ``struct bpf_map``) with numpy storage.

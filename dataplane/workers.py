@@ -205,4 +205,3 @@ class Workers:
     def close(self):
         """End the worker threads (idle between batches)."""
         self.threads.close()
-

@@ -280,7 +280,7 @@ def _rewrite(buf, meta, scratch, n, lay, new_addr, out):
     for i in range(n):
         ctx = make_xdp_md(buf, meta, scratch, i)
         pkt = ctx.pkt
-        kind, ip, l4, l4_len, proto = lay[i, 0], lay[i, 1], lay[i, 2], lay[i, 3], lay[i, 4]
+        kind, ip, l4, proto = lay[i, 0], lay[i, 1], lay[i, 2], lay[i, 4]
         field = -1
         if l4 >= 0:
             field = l4 + 16 if proto == 6 else (l4 + 6 if proto == 17 else l4 + 2)

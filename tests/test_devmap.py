@@ -9,7 +9,7 @@ import dpkt
 import numpy as np
 import pytest
 
-from dataplane import PacketBatch, XdpAction, load_program
+from dataplane import XdpAction, load_program
 from dataplane.io.capture import open_capture
 from dataplane.maps import (BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH, BPF_NOEXIST, Map,
                             MapError)

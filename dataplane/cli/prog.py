@@ -93,8 +93,8 @@ def run(args):
     else:
         for r in results:
             checks = r["runtime_checks"]
-            where = f" (insns {', '.join(map(str, checks[:12]))}{', ...' if len(checks) > 12 else ''})" \
-                if checks else ""
+            more = ", ..." if len(checks) > 12 else ""
+            where = f" (insns {', '.join(map(str, checks[:12]))}{more})" if checks else ""
             print(f"{r['program']}: verified: {r['insns']} insns, {r['states']} states, "
                   f"{len(checks)} run-time checks{where}")
     return 0

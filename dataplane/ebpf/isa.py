@@ -145,5 +145,5 @@ def make_lddw(dst, imm64, src=PSEUDO_IMM64):
     imm64 &= 0xffffffffffffffff
     lo, hi = imm64 & 0xffffffff, imm64 >> 32
     s32 = lambda v: v - (1 << 32) if v & 0x80000000 else v  # noqa: E731
-    return [Insn(LDDW, dst, src, 0, s32(lo), imm64), Insn(0, 0, 0, 0, s32(hi),
-                                                            is_lddw_tail=True)]
+    return [Insn(LDDW, dst, src, 0, s32(lo), imm64),
+            Insn(0, 0, 0, 0, s32(hi), is_lddw_tail=True)]

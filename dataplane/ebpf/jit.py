@@ -375,8 +375,8 @@ class _Emitter:
             op & ~isa.ATOMIC_FETCH]
         if plain:  # one writer: a locked instruction would only stall the pipeline
             old = self.b.load(ptr, align=1)
-            new = src if rmw == "xchg" else {"add": self.b.add, "or": self.b.or_,
-                                              "and": self.b.and_, "xor": self.b.xor}[rmw](old, src)
+            ops = {"add": self.b.add, "or": self.b.or_, "and": self.b.and_, "xor": self.b.xor}
+            new = src if rmw == "xchg" else ops[rmw](old, src)
             self.b.store(new, ptr, align=1)
         else:
             old = self.b.atomic_rmw(rmw, ptr, src, "seq_cst")

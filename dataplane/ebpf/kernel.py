@@ -255,7 +255,7 @@ def kernel_available():
         return False, f"no bpf filesystem mounted at {BPFFS} (mount -t bpf bpf {BPFFS})"
     # r0 = XDP_PASS; exit
     fd, fail = prog_load(struct.pack("<BBhiBBhi", 0xb7, 0, 0, 2, 0x95, 0, 0, 0), "GPL",
-                          "dp_probe")
+                         "dp_probe")
     if fd is None:
         return False, f"bpf(BPF_PROG_LOAD) failed: {os.strerror(fail[0])}"
     try:
@@ -322,8 +322,8 @@ def _verifier_reason(text):
                 if "-- END PROG LOAD LOG --" in entry:
                     break
                 body.append(entry.strip())
-            body = [b for b in body if b and not b.startswith(("processed ", "verification time",
-                                                                 "stack depth"))]
+            noise = ("processed ", "verification time", "stack depth")
+            body = [b for b in body if b and not b.startswith(noise)]
             if body:
                 return prog, body[-1]
     for line in lines:

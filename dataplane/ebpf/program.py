@@ -396,6 +396,7 @@ class XdpTarget:
     """The JIT's view of an XDP packet inside the batch loop (jit.Target)."""
 
     loop_budget = config.LOOP_BUDGET
+
     @property
     def single_writer(self):
         """One worker runs the program: its atomics need no lock. Read when the

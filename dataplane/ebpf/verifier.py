@@ -1037,8 +1037,8 @@ class Verifier:
             if not st.frames:
                 return []
             (ret, saved), frames = st.frames[-1], st.frames[:-1]
-            regs = (r0,) + (NOT_INIT,) * 5 + tuple(saved) + (st.regs[10][:1] +
-                                                               (len(frames), 0),)
+            fp = st.regs[10][:1] + (len(frames), 0)
+            regs = (r0,) + (NOT_INIT,) * 5 + tuple(saved) + (fp,)
             return [(ret, State(regs, st.stacks[:-1], st.ranges, frames))]
         if op == JA:
             return [(pc + 1 + (insn.imm if c == JMP32 else insn.off), st)]

@@ -38,7 +38,8 @@ class PcapReader(CaptureReader):
     that begin in [start, end), ``end`` acting as the end of the file (a record
     running past it is an error unless ``end`` is the file's end). ``start`` must
     be a record boundary (its first two record headers are checked for
-    plausibility, not proof) and defaults to the end of the 24-byte header, which is still read from offset 0.
+    plausibility, not proof) and defaults to the end of the 24-byte header,
+    which is still read from offset 0.
     ``range`` is (start, end); ``offset`` stays a file offset and ``size`` the
     file's size; ``packets`` and the packet index of an error count from start.
     """

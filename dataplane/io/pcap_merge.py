@@ -133,4 +133,3 @@ def _refill(s, win, width, k, pos, end, eof):
             break
         filled += got
     pos[k], end[k] = 0, filled
-

@@ -214,8 +214,8 @@ def ctx_memmove(typingctx, ctx, dst, src, length):
     def codegen(context, builder, signature, args):
         c = cgutils.create_struct_proxy(ctx)(context, builder, value=args[0])
         i64 = types.int64
-        d, s_, n = (context.cast(builder, a, t, i64) for a, t in zip(args[1:],
-                                                                      signature.args[1:]))
+        d, s_, n = (context.cast(builder, a, t, i64)
+                    for a, t in zip(args[1:], signature.args[1:]))
         cgutils.raw_memmove(builder, builder.gep(c.buf, [d]), builder.gep(c.buf, [s_]), n, 1)
         return context.get_dummy_value()
 

@@ -136,9 +136,10 @@ def _lpm_words(spec, key, full_only, what):
     else:
         addr = "an int" if words == 1 else "a tuple (first 8 data bytes, rest) of ints"
         form = "(prefixlen, addr)" if words == 1 else "(prefixlen, hi, lo)"
+        takes = f"the full key {form}" if full_only else \
+            f"the address ({addr}) or the full key {form}"
         raise ProgramError(f"map '{spec.name}': {what} of a {width}-bit lpm_trie takes "
-                          + (f"the full key {form}" if full_only else
-                             f"the address ({addr}) or the full key {form}") + f", not {key}")
+                           f"{takes}, not {key}")
     if words == 1:
         lsh, amask = np.uint64(64 - width), np.uint64((1 << width) - 1)
         if full:

@@ -29,6 +29,7 @@ DONE, FLUSH, NEED_MORE, CUT = 0, 1, 2, 3
 ST_SPOS, ST_NHEAP, ST_PENDING, ST_NEED, ST_RECORDS = range(5)
 ST_SIZE = 5
 
+
 @kernel(**KERNEL_JIT)
 def _whole(win, p, e):
     """Bytes of the whole record at ``p`` (header included), or 0 when the

@@ -251,4 +251,3 @@ _PREFETCH_MEMO = "dataplane_prefetch_memo"
 #: bpf_map_prefetch called from a program's body notes nothing.
 prefetch_memo_set = worker_global_writer(_PREFETCH_MEMO)
 prefetch_memo = worker_global_reader(_PREFETCH_MEMO)
-

@@ -256,8 +256,8 @@ def _vip(doc, what):
         check_real(vip, address, what)
         if vip.real(address) is not None:
             raise LbError(f"{what}: real {address} is given twice")
-        vip.reals.append(Real(address, check_weight(r.get("weight", 1), f"{what}: real "
-                                                                          f"{address}")))
+        weight = check_weight(r.get("weight", 1), f"{what}: real {address}")
+        vip.reals.append(Real(address, weight))
     return vip
 
 

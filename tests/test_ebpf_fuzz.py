@@ -3,6 +3,8 @@ compiled and run on real packets, and must give a valid verdict for every one
 (the verifier's promise: an accepted program cannot crash the process)."""
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import dpkt
@@ -88,3 +90,44 @@ def test_random_objects_never_crash_the_loader(seed, tmp_path):
                 verifier.verify(prog.insns, [], prog.name, EBPF_HELPERS)
         except ProgramError:
             pass
+
+
+def _leak_by_comparisons(reg):
+    """Assembly rebuilding the address in ``reg`` as a number in R6, one bit a
+    comparison (a pointer may be compared with a number, as in the kernel for
+    a privileged loader): the verifier sees an unknown scalar."""
+    lines = ["    mov %r6, 0"]
+    for k in range(63, -1, -1):
+        lines += [f"    lddw %r5, {1 << k:#x}", "    or %r5, %r6",
+                  f"    jgt %r5, {reg}, skip{k}", "    mov %r6, %r5", f"skip{k}:"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("base, load", [
+    ("%r10", ""),                       # a variable-offset stack access
+    ("%r2", "    ldxw %r2, [%r1]\n"),   # a packet access left to a run-time check
+])
+def test_runtime_check_of_an_address_near_2_64(base, load, tmp_path):
+    """base + (-base - 4) is 2**64 - 4: the run-time check computed the end of
+    the access as address + 8, which wrapped round to 4 and passed, and the
+    store to 0xfffffffffffffffc killed the process (SIGSEGV). In a child
+    process, so that a regression fails this test and not the suite."""
+    text = load + _leak_by_comparisons(base) + f"""
+    neg %r6
+    sub %r6, 4
+    mov %r2, {base}
+    add %r2, %r6
+    stdw [%r2], 0
+    mov %r0, 2
+    exit"""
+    (tmp_path / "leak.s").write_text(text)
+    child = f"""
+from dataplane.ebpf.asm import assemble
+from dataplane.ebpf.program import load_insns_program
+prog = load_insns_program(assemble(open({str(tmp_path / 'leak.s')!r}).read()), "leak")
+print(int(prog.test_run(bytes(64))[0]))
+"""
+    run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == [str(int(XdpAction.XDP_ABORTED))]

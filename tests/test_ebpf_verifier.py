@@ -849,6 +849,114 @@ def test_lookup_in_a_loop_checks_each_result():
     assert check(ok).checks == {}
 
 
+def test_partial_fill_of_a_spilled_pointer_is_rejected():
+    """Reading 4 bytes of a spilled pointer made its address a number (the
+    kernel: "invalid size of register fill"); a spilled number may be read in
+    part."""
+    text = """
+        stxdw [%r10-8], %r10
+        ldxw %r3, [%r10-8]   # <-
+        mov %r0, 2
+        exit"""
+    rejects(text, "invalid size of register fill")
+    assert check(text.replace("stxdw [%r10-8], %r10", "stdw [%r10-8], 7")).checks == {}
+
+
+def test_csum_diff_takes_null_only_with_size_0():
+    """bpf_csum_diff(NULL, 64, ...) was accepted and read address 0."""
+    text = """
+        mov %r1, 0
+        mov %r2, 64
+        mov %r3, 0
+        mov %r4, 0
+        mov %r5, 0
+        call 28   # <-
+        mov %r0, 2
+        exit"""
+    rejects(text, "R1 NULL with R2 not 0")
+    assert check(text.replace("mov %r2, 64", "mov %r2, 0")).checks == {}
+
+
+def test_pruning_keeps_the_range_of_data_reloaded_from_the_context():
+    """Two paths prove 4000 and 8 bytes of data and meet where no packet
+    pointer is live: the 8-byte one was pruned as covered by the other, and
+    data loaded again from the context kept 4000 bytes."""
+    text = """
+        mov %r6, %r1
+        ldxw %r8, [%r6+12]
+        ldxw %r2, [%r6]
+        ldxw %r3, [%r6+4]
+        jgt %r8, 5, long
+        mov %r4, %r2
+        add %r4, 8
+        jgt %r4, %r3, out
+        ja join
+    long:
+        mov %r4, %r2
+        add %r4, 4000
+        jgt %r4, %r3, out
+    join:
+        ldxw %r2, [%r6]
+        stdw [%r2+2880], 1   # <-
+    out:
+        mov %r0, 2
+        exit"""
+    assert check(text).checks == {_at(text): "packet"}
+
+
+def test_a_join_in_a_subprogram_called_twice_starts_without_a_range():
+    """Five bit tests make 32 paths, more than are kept apart: the subprogram's
+    pointer is joined under a name of its instruction. The range the first
+    call proved for that name passed to the second call's pointer (4608 bytes
+    further), whose write then went unchecked."""
+    bits = "".join(f"""
+        jset %r5, {1 << k}, set{k}
+        ja d{k}
+    set{k}:
+        add %r4, {1 << k}
+        add %r9, {1 << k}
+    d{k}:""" for k in range(5))
+    text = """
+        mov %r6, %r1
+        mov %r2, 0
+        call local f
+        jeq %r0, 0, out
+        mov %r1, %r6
+        mov %r2, 1
+        call local f
+    out:
+        mov %r0, 2
+        exit
+    f:
+        mov %r7, %r2
+        ldxw %r4, [%r1]
+        ldxw %r3, [%r1+4]
+        mov %r5, %r3
+        sub %r5, %r4
+        mov %r9, 0
+        jeq %r7, 0, near
+        add %r4, 4608
+    near:""" + bits + """
+        jeq %r9, 0, hit
+        mov %r0, 0
+        exit
+    hit:
+        jne %r7, 0, far
+        mov %r8, %r4
+        add %r8, 8
+        jgt %r8, %r3, fail
+        mov %r0, 1
+        exit
+    fail:
+        mov %r0, 0
+        exit
+    far:
+        stdw [%r4], 1   # <-
+        mov %r0, 1
+        exit"""
+    assert _at(text) in check(text).checks
+
+
 # ---------------------------------------------------------------- loops and the budget
 
 def test_infinite_loop_verifies_quickly():

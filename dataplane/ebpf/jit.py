@@ -303,11 +303,13 @@ class _Emitter:
 
     def checked(self, pc, addr, size, write):
         if getattr(self.t, "checks", {}).get(pc) == "stack":  # a variable offset: this frame
+            # addr <= base + 512 - size, not addr + size <= base + 512: near
+            # 2**64 the sum wraps round and passes (an address made of a
+            # leaked pointer: 0 - base - 4 + base)
             base = self.b.ptrtoint(self.b.gep(self.frame.stack, [I32(0), I32(0)]), I64)
-            last = self.b.add(addr, I64(size))
+            last = self.b.add(base, I64(isa.STACK_SIZE - size))
             ok = self.b.and_(self.b.icmp_unsigned(">=", addr, base),
-                             self.b.icmp_unsigned("<=", last, self.b.add(base,
-                                                                         I64(isa.STACK_SIZE))))
+                             self.b.icmp_unsigned("<=", addr, last))
         else:
             ok = self.t.access_ok(self.b, pc, addr, size, write)
         if ok is None:

@@ -443,9 +443,11 @@ class XdpTarget:
             return None
         lo, hi = ("data", "data_end") if kind == "packet" else ("data_meta", "data")
         start, end = self._offset_address(builder, lo), self._offset_address(builder, hi)
-        last = builder.add(addr, ir.Constant(ir.IntType(64), size))
+        # addr <= end - size (end is a buffer address, far above size): addr +
+        # size <= end wrapped round near 2**64 and let any address through
+        last = builder.sub(end, ir.Constant(ir.IntType(64), size))
         return builder.and_(builder.icmp_unsigned(">=", addr, start),
-                            builder.icmp_unsigned("<=", last, end))
+                            builder.icmp_unsigned("<=", addr, last))
 
     def fault(self, builder, pc, kind):
         code = FAULT_LOOP if kind == "loop" else FAULT_ACCESS

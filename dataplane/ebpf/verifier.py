@@ -448,6 +448,17 @@ def covers(old, new, live=0x7ff):
             if a[0] == "P" and a == rn[r] and live >> r & 1 and \
                     new.range_of(a[1]) < old.range_of(a[1]):
                 return False
+        # data (base 0) loaded again from a context still held takes the range
+        # proven for it, whether or not a register holds data now; a caller's
+        # saved pointer takes its base's after the return
+        saved = [t for _, regs in old.frames for t in regs]
+        bases = {t[1] for t in saved if t[0] == "P"}
+        if any(t[0] == "C" for t in saved) or \
+                any(t[0] == "C" and live >> r & 1 for r, t in enumerate(ro)) or \
+                any(v[0] == "spill" and v[1][0] == "C" for s in old.stacks for v in s.values()):
+            bases.add(0)
+        if any(new.range_of(b) < old.range_of(b) for b in bases):
+            return False
     for so, sn in zip(old.stacks, new.stacks):
         for off, info in so.items():
             other = sn.get(off)
@@ -507,9 +518,10 @@ class State:
 
 
 def _retire(st, stale, drop_range=None):
-    """``st`` with every register and spilled value for which ``stale(type)``
-    holds made unusable (MIXED), and no proven range for ``drop_range``: for a
-    name (packet base, lookup identity) an instruction gives out again."""
+    """``st`` with every register, spilled value and caller's saved register
+    for which ``stale(type)`` holds made unusable (MIXED), and no proven range
+    for ``drop_range``: for a name (packet base, lookup identity) an
+    instruction gives out again."""
     def f(t):
         return MIXED if stale(t) else t
     regs = tuple(f(t) for t in st.regs)
@@ -517,7 +529,8 @@ def _retire(st, stale, drop_range=None):
                    for s in st.stacks)
     ranges = st.ranges if drop_range is None else \
         frozenset((b, n) for b, n in st.ranges if b != drop_range)
-    return State(regs, stacks, ranges, st.frames)
+    frames = tuple((ret, tuple(f(t) for t in saved)) for ret, saved in st.frames)
+    return State(regs, stacks, ranges, frames)
 
 
 def _forget_spills(st):
@@ -529,9 +542,25 @@ def _forget_spills(st):
     return State(st.regs, stacks, st.ranges, st.frames)
 
 
+def _ident(t):
+    """The name a type carries: a packet pointer's base, a lookup's identity."""
+    if t[0] == "P":
+        return t[1]
+    if t[0] == "Z":
+        return t[1][1]
+    return t[4] if t[0] in "VM" else None
+
+
 def _join_states(a, b, pc):
+    minted = set()
+
+    def join(x, y, slot):
+        t = _join(x, y, pc, slot)
+        if _ident(t) == ("join", pc, slot):
+            minted.add(t)
+        return t
     regs = a.regs if a.regs == b.regs else tuple(
-        x if x == y else _join(x, y, pc, i) for i, (x, y) in enumerate(zip(a.regs, b.regs)))
+        x if x == y else join(x, y, i) for i, (x, y) in enumerate(zip(a.regs, b.regs)))
     stacks = []
     for sa, sb in zip(a.stacks, b.stacks):
         if sa == sb:
@@ -543,7 +572,7 @@ def _join_states(a, b, pc):
             if x == y:
                 s[off] = x
             elif x[0] == "spill" and y[0] == "spill":
-                s[off] = ("spill", _join(x[1], y[1], pc, 100 + off))
+                s[off] = ("spill", join(x[1], y[1], 100 + off))
             else:
                 s[off] = ("init",)
         stacks.append(s)
@@ -552,7 +581,14 @@ def _join_states(a, b, pc):
     else:
         ra, rb = dict(a.ranges), dict(b.ranges)
         ranges = frozenset((k, min(ra[k], rb[k])) for k in ra.keys() & rb.keys())
-    return State(regs, tuple(stacks), ranges, a.frames)
+    st = State(regs, tuple(stacks), ranges, a.frames)
+    for t in minted:
+        # A name this join gives out again (a loop, a subprogram called from
+        # two sites) is a new value: the range proven for the last one, and
+        # anything still holding that one, must not pass to it.
+        name = _ident(t)
+        st = _retire(st, lambda x, t=t, name=name: x != t and _ident(x) == name, name)
+    return st
 
 
 class _PrunePoint:
@@ -957,6 +993,8 @@ class Verifier:
             info = stack.get(slot)
             if info is None or (info[0] == "bytes" and not info[1] >> (b - slot) & 1):
                 self.fail(pc, f"invalid read from stack off {start}+{b - start} size {size}")
+            if info[0] == "spill" and info[1][0] != "S":  # part of a pointer: a number
+                self.fail(pc, "invalid size of register fill")
         return scalar(0, (1 << (8 * size)) - 1)
 
     def _stack_write(self, st, t, off, size, value):
@@ -1199,12 +1237,13 @@ class Verifier:
                 self.check_mem_arg(pc, st, r, t, size, name)
             elif kind == "mem":
                 size_t = st.regs[r + 1]
-                if not is_const(size_t):
-                    if optional and t[0] == "S" and is_const(t) and t[1] == 0:
-                        continue
-                    self.fail(pc, f"{name}: R{r + 1} size must be a known constant")
-                if optional and is_const(t) and t[1] == 0:
+                if optional and is_const(t) and t[1] == 0:  # NULL: nothing to read
+                    if size_t != const(0):
+                        self.fail(pc, f"{name}: R{r} NULL with R{r + 1} not 0: "
+                                      f"type={_name(t)} expected=pointer to memory")
                     continue
+                if not is_const(size_t):
+                    self.fail(pc, f"{name}: R{r + 1} size must be a known constant")
                 self.check_mem_arg(pc, st, r, t, size_t[1], name)
                 if hid == 6:
                     self.trace_format(pc, st, t, size_t[1])

@@ -55,6 +55,7 @@ class ReplayTask:
     seed: int = None
     ktime: str = "monotonic"
     outdir: str = None         # where this task writes its verdicts' pcaps
+    nanosecond: bool = None    # their timestamps (None: the capture's own precision)
     dump_maps: object = False  # maps to return for merging: True (all) or their names
 
     @property
@@ -133,8 +134,8 @@ def run_task(task):
         with open_capture(task.path, start=task.start, end=task.end) as reader:
             sinks = None
             if task.outdir is not None:
-                sinks = VerdictPcaps(task.outdir, nanosecond=reader.nanosecond,
-                                     snaplen=reader.output_snaplen)
+                ns = reader.nanosecond if task.nanosecond is None else task.nanosecond
+                sinks = VerdictPcaps(task.outdir, nanosecond=ns, snaplen=reader.output_snaplen)
             stats = replay(reader, program, sinks, batch_size=task.batch,
                            workers=task.workers, trace_stream=False)
         result.update(stats=stats.to_json(), maps_before=maps_before,
@@ -230,11 +231,22 @@ def run_on_cluster(tasks, spec, progress=None, started=None):
 
 # ---------------------------------------------------------------- assembling
 
-def output_dir(outdir, path, several):
-    """Where an input's verdict captures go: OUTDIR, or OUTDIR/<name> for several."""
+def output_dirs(outdir, paths, several):
+    """Where each input's verdict captures go: OUTDIR, or OUTDIR/<name> for
+    several, <name> the file's name without its extension. A name two inputs
+    share (one folder for both lost half their packets) becomes the path from
+    the folder the inputs share, '/' as '_' (a/x.pcap, b/x.pcap: a_x, b_x),
+    then with the extension too (x.pcap, x.pcapng: x_pcap, x_pcapng)."""
     if not several:
-        return outdir
-    return os.path.join(outdir, os.path.splitext(os.path.basename(path))[0])
+        return {p: outdir for p in paths}
+    top = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
+    names = {p: os.path.splitext(os.path.basename(p))[0] for p in paths}
+    for longer in (lambda p: os.path.splitext(os.path.relpath(p, top))[0],
+                   lambda p: os.path.relpath(p, top).replace(".", "_")):
+        shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+        names.update({p: longer(os.path.abspath(p)).replace(os.sep, "_")
+                      for p in paths if names[p] in shared})
+    return {p: os.path.join(outdir, n) for p, n in names.items()}
 
 
 def concatenate_parts(parts, dest_dir):

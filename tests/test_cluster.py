@@ -175,3 +175,57 @@ def test_progress_credits_the_task_that_ended():
     assert p.seen == (3, 1, "1/3 tasks")
     tick(0, 2, 3, {"error": "x"})
     assert p.seen == (103, 1, "2/3 tasks")
+
+
+def test_captures_of_one_name_get_folders_of_their_own(tmp_path, captures):
+    """a/cap0.pcap and b/cap0.pcap (and cap0.pcap beside cap0.pcapng) wrote
+    into one folder OUTDIR/cap0: the second replay's pcaps replaced the
+    first's, and half the packets were gone while the counts said all. In one
+    process and on the cluster, each capture's frames, read back with dpkt,
+    are its own."""
+    src = (captures / "cap0.pcap").read_bytes()
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "a" / "cap0.pcap").write_bytes(src)
+    (tmp_path / "b" / "cap0.pcap").write_bytes((captures / "cap1.pcap").read_bytes())
+    for how in ((), ("--cluster", "local:2")):
+        out = tmp_path / ("cluster" if how else "one")
+        summary = _replay("-r", tmp_path / "*" / "cap0.pcap", "-p", "pass_all", "-w", out, *how)
+        assert summary["packets"] == 10000
+        for name, count in (("a_cap0", 6000), ("b_cap0", 4000)):
+            with open(out / name / "pass.pcap", "rb") as fh:
+                assert len(list(dpkt.pcap.Reader(fh))) == count, (how, name)
+    from dataplane.cluster import output_dirs
+    assert output_dirs("O", ["d/x.pcap", "d/x.pcapng", "y.pcap"], True) == \
+        {"d/x.pcap": "O/d_x_pcap", "d/x.pcapng": "O/d_x_pcapng", "y.pcap": "O/y"}
+
+
+def test_merge_of_microsecond_and_nanosecond_captures(tmp_path):
+    """--merge over a microsecond pcap and a nanosecond one failed after every
+    replay had run ("sources differ in timestamp precision"), leaving its
+    parts behind. The parts now share the finer precision: the merged pcap,
+    read back with dpkt, holds both captures' frames in time order, each
+    timestamp exact."""
+    import struct
+    frames = {}
+    for name, magic, unit, first, step in (("us", 0xA1B2C3D4, 1000, 1_600_000_000_000_000, 2000),
+                                           ("ns", 0xA1B23C4D, 1, 1_600_000_000_000_000_001,
+                                            2_000_001)):
+        records = [struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 65535, 1)]
+        for k in range(20):
+            t = (first + step * k) * unit  # ns
+            frame = bytes([k, unit == 1]) + bytes(58)
+            frames[t] = frame
+            frac = (t % 10**9) // unit
+            records.append(struct.pack("<IIII", t // 10**9, frac, 60, 60) + frame)
+        (tmp_path / f"{name}.pcap").write_bytes(b"".join(records))
+    want = [frames[t] for t in sorted(frames)]
+    for how in ((), ("--cluster", "local:2")):
+        out = tmp_path / ("cluster" if how else "one")
+        summary = _replay("-r", tmp_path / "*.pcap", "-p", "pass_all", "-w", out, "--merge", *how)
+        assert summary["packets"] == 40
+        with open(out / "pass.pcap", "rb") as fh:
+            got = list(dpkt.pcap.Reader(fh))
+        assert [bytes(b) for _, b in got] == want
+        assert [int(ts * 10**9) for ts, _ in got] == sorted(frames)
+        assert not (out / ".parts").exists()

@@ -186,3 +186,28 @@ def test_huge_skipped_block_is_streamed_past(tmp_path):
         got = read_all(r)
         assert r._chunk.size == 4096
     assert [g[0] for g in got] == [b"a" * 64, b"b" * 64]
+
+
+def test_a_nanosecond_interface_after_the_first_packets_keeps_its_nanoseconds(tmp_path):
+    """A microsecond interface with a packet, then a nanosecond one (if_tsresol
+    9): the replay's pcap was begun in microseconds, and the second packet's
+    17 ns were lost. pcaps written from a pcapng are nanosecond ones; dpkt
+    reads back both timestamps exactly."""
+    import dpkt
+
+    from dataplane import load_program
+    from dataplane.pipeline import VerdictPcaps, replay
+
+    f = frames(2)
+    t = 1_600_000_000
+    path = tmp_path / "late.pcapng"
+    path.write_bytes(shb("<") + idb("<") + epb("<", 0, t * 10**6, f[0])
+                     + idb("<", tsresol=9) + epb("<", 1, t * 10**9 + 17, f[1]))
+    with open_capture(path) as reader:
+        replay(reader, load_program("pass_all"),
+               VerdictPcaps(tmp_path / "out", nanosecond=reader.nanosecond,
+                            snaplen=reader.output_snaplen))
+    with open(tmp_path / "out" / "pass.pcap", "rb") as fh:
+        got = [(ts, bytes(buf)) for ts, buf in dpkt.pcap.Reader(fh)]
+    assert [int(ts * 10**9) for ts, _ in got] == [t * 10**9, t * 10**9 + 17]
+    assert [buf for _, buf in got] == f

@@ -88,9 +88,13 @@ def _on_cluster(args, paths, several, progress, ready):
         _program(args, paths)
     parts_root = os.path.join(args.write, ".parts") if args.write else None
     tasks = cluster.plan(paths, args.task_bytes, dump_maps=args.dump_maps, **_options(args))
+    if args.write and args.merge:
+        ns = _merged_precision(paths)
+        tasks = [dataclasses.replace(t, nanosecond=ns) for t in tasks]
+    dests = cluster.output_dirs(args.write, paths, several) if args.write else {}
     if parts_root is not None:  # a capture of one task writes straight to its place
         whole = {p for p in paths if sum(t.path == p for t in tasks) == 1 and not args.merge}
-        tasks = [dataclasses.replace(t, outdir=cluster.output_dir(args.write, t.path, several)
+        tasks = [dataclasses.replace(t, outdir=dests[t.path]
                                      if t.path in whole else os.path.join(parts_root, str(k)))
                  for k, t in enumerate(tasks)]
     sizes = [(t.end or os.path.getsize(t.path)) - (t.start or 0) for t in tasks]
@@ -102,7 +106,7 @@ def _on_cluster(args, paths, several, progress, ready):
         files = cluster.merge_by_time([t.outdir for t in tasks], args.write)
     elif parts_root is not None:
         for path in paths:
-            dest = cluster.output_dir(args.write, path, several)
+            dest = dests[path]
             got = cluster.concatenate_parts([t.outdir for t in tasks if t.path == path], dest) \
                 if path not in whole else \
                 {os.path.splitext(f)[0]: os.path.join(dest, f)
@@ -113,6 +117,21 @@ def _on_cluster(args, paths, several, progress, ready):
     if parts_root is not None:
         _remove_if_empty(parts_root)
     return results, files
+
+
+def _merged_precision(paths):
+    """Nanoseconds when any capture has them: --merge's parts share one
+    precision (microsecond and nanosecond parts could not be merged, after
+    every replay had run)."""
+    from ..io.capture import open_capture
+    ns = False
+    for path in paths:
+        try:
+            with open_capture(path) as reader:
+                ns = ns or reader.nanosecond
+        except DataplaneError:
+            pass  # its replay reports it
+    return ns
 
 
 def _remove_if_empty(d):
@@ -127,18 +146,21 @@ def _in_process(args, paths, several, progress):
     from ..pipeline import VerdictPcaps, replay
     program = _program(args, paths)
     results, dirs, files, done = [], [], {}, 0
+    dests = cluster.output_dirs(args.write, paths, True) if args.write else {}
+    merged_ns = _merged_precision(paths) if args.write and args.merge else None
     for k, path in enumerate(paths):
         result = {"path": path, "start": None, "end": None}
         dest = None
         if args.write:
-            dest = cluster.output_dir(args.write, path, True)
+            dest = dests[path]
             if args.merge:
                 dest = os.path.join(args.write, ".parts", str(k))
             dirs.append(dest)
         try:
             with open_capture(path) as reader:
-                sinks = (VerdictPcaps(dest, nanosecond=reader.nanosecond,
-                                      snaplen=reader.output_snaplen) if dest else None)
+                ns = reader.nanosecond if merged_ns is None else merged_ns
+                sinks = (VerdictPcaps(dest, nanosecond=ns, snaplen=reader.output_snaplen)
+                         if dest else None)
                 stats = replay(reader, program, sinks, batch_size=args.batch,
                                workers=args.workers, trace_stream=False)
             result["stats"] = stats.to_json()

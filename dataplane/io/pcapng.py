@@ -30,14 +30,17 @@ class PcapngReader(CaptureReader):
 
     ``ifindex`` is the packet's interface number in its section (IDB order);
     ``linktype`` and ``snaplen`` are those of the first interface, and
-    ``nanosecond`` is true once an interface's if_tsresol is finer than 1 us.
-    A packet on a non-Ethernet interface is an error.
+    ``nanosecond`` is always true: pcaps written from a pcapng keep
+    nanoseconds, since an interface described after the first packets (or in
+    a later section) may be finer than 1 us, and a microsecond pcap begun
+    before it lost them. A packet on a non-Ethernet interface is an error.
     """
 
     #: Interfaces may each have their own snap length (0: none): write with the maximum.
     output_snaplen = config.MAX_SNAPLEN
 
     def _start(self):
+        self.nanosecond = True
         self._ifs = np.zeros((4, K.IF_COLS), np.int64)
         self._nif = 0
         self._swap = False
@@ -151,7 +154,6 @@ class PcapngReader(CaptureReader):
                 self.warnings.append(f"interface {k}: if_tsresol 2^-{e} not supported, using 2^-63")
                 e = 63
             row[K.IF_MUL], row[K.IF_DIV], row[K.IF_SHIFT] = 1, 1, e
-            fine = e > 19
         else:                # 10^-e seconds
             e = tsresol
             if e > 27:  # 10^(e-9) must fit the int64 table
@@ -161,8 +163,6 @@ class PcapngReader(CaptureReader):
             row[K.IF_MUL] = 10 ** (9 - e) if e <= 9 else 1
             row[K.IF_DIV] = 10 ** (e - 9) if e > 9 else 1
             row[K.IF_SHIFT] = -1
-            fine = e > 6
-        self.nanosecond = self.nanosecond or fine
         if self._sections == 1 and k == 0:
             self.linktype, self.snaplen = linktype, snaplen
         self._nif = k + 1

@@ -59,9 +59,10 @@ class Chunk:
                    for r in (layout.DATA, layout.DATA_END, layout.DATA_META))
 
 
-def load_packets(path, limit=None, tailroom=config.TAILROOM, workers=1):
+def load_packets(path, limit=None, tailroom=config.TAILROOM, workers=1, warnings=None):
     """Read up to ``limit`` packets of a capture into a list of large batches
-    (with ``tailroom`` bytes behind each packet: Program.tailroom). With
+    (with ``tailroom`` bytes behind each packet: Program.tailroom); the
+    reader's warnings (a truncated last record) are added to ``warnings``. With
     ``workers`` > 1 each batch is steered once (workers.py): its packets in
     worker order, worker k's from ``chunk.bounds[k]`` to ``chunk.bounds[k + 1]``."""
     chunks, total = [], 0
@@ -84,6 +85,8 @@ def load_packets(path, limit=None, tailroom=config.TAILROOM, workers=1):
             chunks.append(Chunk(b))
             chunks[-1].bounds = bounds
             total += n
+        if warnings is not None:
+            warnings.extend(reader.warnings)
     return chunks, total
 
 

@@ -64,6 +64,23 @@ def test_directory(tmp_path):
     check_message(ei.value, tmp_path, "is a directory")
 
 
+def test_named_pipe_and_device(tmp_path):
+    """A FIFO given as a capture: open() waited for a writer for ever (replay
+    and bench hung). It is refused unopened, as a device is (/dev/null's size
+    0 said "empty file"); in a child process, so that a hang fails the test."""
+    import subprocess
+    import sys
+    fifo = tmp_path / "cap.pcap"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a named pipe"), ("/dev/null", "a device")):
+        run = subprocess.run([sys.executable, "-c", "import sys\n"
+                              "from dataplane.io.capture import open_capture, CaptureError\n"
+                              "try:\n    open_capture(sys.argv[1])\n"
+                              "except CaptureError as e:\n    print(e)\n", str(path)],
+                             capture_output=True, text=True, timeout=120)
+        assert run.stdout.strip() == f"{path}: is {kind}, not a capture file", run.stderr
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable(tmp_path):
     path = write(tmp_path, HDR)
@@ -162,6 +179,22 @@ def test_truncated_last_record_is_a_warning(tmp_path, cut):
         assert r.warnings == [f"truncated record at end of file: offset {24 + len(body)}, "
                               f"packet 4 ({cut} of {need} bytes present)"]
         assert r.read_batch(PacketBatch(2)) == 0
+
+
+def test_bench_and_lb_trace_warn_of_a_truncated_last_record(tmp_path):
+    """replay warned of the truncated last record; bench and lb trace measured
+    and traced the packets before it without a word."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    example = Path(__file__).resolve().parents[1] / "programs" / "l4lb" / "example.toml"
+    path = write(tmp_path, HDR + b"".join(rec(p) for p in GOOD[:4]) + rec(GOOD[4])[:20])
+    for args in (["bench", "-p", "drop_udp", "-r", path, "--repeat", "1"],
+                 ["lb", "trace", "-r", path, "--config", example]):
+        run = subprocess.run([sys.executable, "-m", "dataplane.cli.main", *map(str, args)],
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr
+        assert "warning: truncated record at end of file" in run.stderr, (args, run.stderr)
 
 
 # -- pcapng ------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """``dataplane bench``: ns/packet of a program on packets in memory."""
 
+import sys
+
 from ..bench import bench, load_packets
 from ..errors import DataplaneError
 from ..lb.control import load_balancer
@@ -38,8 +40,12 @@ def run(args):
         harness = empty_program()
     else:
         harness = load_program("pass_all")
+    warnings = []
     chunks, packets = load_packets(args.read or default_capture(), args.count,
-                                   max(program.tailroom, harness.tailroom), args.workers)
+                                   max(program.tailroom, harness.tailroom), args.workers,
+                                   warnings)
+    for w in warnings:  # as replay prints them: the packets measured are fewer
+        print(f"warning: {w}", file=sys.stderr)
     if packets == 0:
         raise DataplaneError(f"{args.read or default_capture()}: no packets to measure")
     result = bench(program, unchecked, harness, chunks, packets, batch=args.batch,

@@ -16,6 +16,7 @@ the 1M-packet capture went 0.53-0.55 -> 0.50 s.
 """
 
 import os
+import stat
 
 import numpy as np
 
@@ -35,7 +36,17 @@ READ_AHEAD_MIN = 1 << 20
 
 def open_file(path):
     """Open ``path`` unbuffered for reading -> (file, size), or raise a one-line
-    CaptureError (missing, a directory, no permission, empty)."""
+    CaptureError (missing, a directory, not a regular file, no permission,
+    empty). A FIFO is refused before it is opened: open() waited for a writer
+    for ever, and a pipe's size says nothing of its bytes."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # open() below names the reason
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
+        raise CaptureError(path, f"is {kind}, not a capture file")
     try:
         f = open(path, "rb", buffering=0)
     except FileNotFoundError:

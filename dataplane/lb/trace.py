@@ -9,6 +9,7 @@ order. Only the summary of each packet's headers is decoded here, with dpkt.
 """
 
 import json
+import sys
 
 import dpkt
 
@@ -33,9 +34,11 @@ def load_config(path):
     return load_toml(path)
 
 
-def trace_capture(path, config_path, limit=None, on_line=None):
+def trace_capture(path, config_path, limit=None, on_line=None, on_warning=None):
     """Trace up to ``limit`` packets of ``path``: a list of per-packet records
-    (dicts), each also given to ``on_line`` as a line of text when set."""
+    (dicts), each also given to ``on_line`` as a line of text when set; the
+    capture's warnings (a truncated last record) go to ``on_warning``, by
+    default to stderr as replay prints them."""
     from .control import LoadBalancer
 
     program = load_program("l4lb")
@@ -64,6 +67,11 @@ def trace_capture(path, config_path, limit=None, on_line=None):
                 out.append(item)
                 if on_line:
                     on_line(item["line"])
+        for w in reader.warnings:
+            if on_warning is None:
+                print(f"warning: {w}", file=sys.stderr)
+            else:
+                on_warning(w)
     return out
 
 

@@ -200,3 +200,96 @@ def test_stats_rates_over_an_interval(tmp_path, capture):
     out, _ = stats.communicate(timeout=60)
     first = json.loads(out)["vips"][0]
     assert first["pps"] == 1250 and first["bytes_per_s"] == 125000
+
+
+def _one_error_line(r, path):
+    """The CLI's error form: one line, ``error: PATH: ...``, no traceback."""
+    return (r.stderr.splitlines()[:1] == [r.stderr.rstrip("\n")] and no_traceback(r)
+            and r.stderr.startswith(f"error: {path}: "))
+
+
+def test_a_config_not_in_utf8_is_one_line_error(tmp_path):
+    """TOML is UTF-8: other bytes raised UnicodeDecodeError from tomllib."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_bytes(b'gateway_mac = "\xff\xfe"\n')
+    small = ROOT / "pcaps" / "small.pcap"
+    for args in (["lb", "list", "--config", cfg],
+                 ["lb", "trace", "-r", small, "--config", cfg],
+                 ["replay", "-r", small, "-p", "l4lb", "--config", cfg]):
+        r = dp(*args, check=1)
+        assert _one_error_line(r, cfg) and "not valid TOML: not UTF-8" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("line", ["max_pkt_size = true", "max_new_conns = true",
+                                  "udp_timeout = true",
+                                  "[[vip]]\naddress = '10.0.0.1'\nport = true",
+                                  "[[vip]]\naddress = '10.0.0.1'\nport = 80\n"
+                                  "reals = [{ address = '10.0.0.2', weight = true }]"])
+def test_a_bool_is_not_an_integer_in_a_config(tmp_path, line):
+    """TOML's true is a Python int: port = true was listed as 10.0.0.1:True/tcp
+    and a rewrite of the file then wrote port = True (not TOML)."""
+    cfg = tmp_path / "lb.toml"
+    cfg.write_text(line + "\n")
+    r = dp("lb", "list", "--config", cfg, check=1)
+    assert _one_error_line(r, cfg) and "True" in r.stderr, r.stderr
+    r = dp("lb", "vip", "add", "10.0.0.9:1/tcp", "--config", cfg, check=1)
+    assert _one_error_line(r, cfg) and cfg.read_text() == line + "\n"
+
+
+def test_a_config_rewrite_writes_a_symlinks_target_and_only_regular_files(tmp_path):
+    import os
+
+    target = tmp_path / "target.toml"
+    shutil.copy(EXAMPLE, target)
+    link = tmp_path / "link.toml"
+    link.symlink_to(target)
+    dp("lb", "vip", "add", "10.9.9.9:80/tcp", "--config", link, check=0)
+    assert link.is_symlink() and link.resolve() == target  # the link kept, its target changed
+    assert "10.9.9.9" in target.read_text()
+    fifo = tmp_path / "fifo.toml"  # as /dev/null: a rename would replace the node itself
+    os.mkfifo(fifo)
+    r = dp("lb", "vip", "add", "10.9.9.9:80/tcp", "--config", fifo, check=1)
+    assert _one_error_line(r, fifo) and "not a regular file" in r.stderr, r.stderr
+    assert fifo.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == [
+        "fifo.toml", "link.toml", "target.toml"]
+
+
+def test_a_config_that_cannot_be_rewritten_is_one_line_error(tmp_path, monkeypatch, capsys):
+    """A directory where the temporary file cannot be created (root writes
+    anywhere, so the refusal is simulated): was a PermissionError traceback."""
+    import os
+
+    from dataplane.cli import lb_cmd
+    from dataplane.cli.main import main
+
+    cfg = tmp_path / "lb.toml"
+    shutil.copy(EXAMPLE, cfg)
+
+    def refuse(path, *args, **kw):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(lb_cmd, "open", refuse, raising=False)  # lb_cmd's own open only
+    assert main(["lb", "vip", "add", "10.9.9.9:80/tcp", "--config", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"error: {cfg}: cannot rewrite: permission denied "
+                                f"(writing {cfg}.{os.getpid()})"]
+    assert cfg.read_text() == EXAMPLE.read_text()
+
+
+def test_lb_options_before_or_after_the_operation(tmp_path):
+    """README.md's form, lb --config F vip add ..., was "invalid choice"."""
+    cfg = tmp_path / "lb.toml"
+    shutil.copy(EXAMPLE, cfg)
+    dp("lb", "--config", cfg, "vip", "add", "10.9.9.9:80/tcp", check=0)
+    dp("lb", "real", "add", "10.9.9.9:80/tcp", "10.0.0.9", "--config", cfg, check=0)
+    before = dp("lb", "--config", cfg, "-j", "list", check=0).stdout
+    assert before == dp("lb", "list", "--config", cfg, "-j", check=0).stdout
+    assert "10.0.0.9" in json.dumps(json.loads(before))
+    pin = tmp_path / "pin"
+    dp("replay", "-r", ROOT / "pcaps" / "small.pcap", "-p", "l4lb", "--config", cfg,
+       "--pin", pin, "-q", check=0)
+    assert (json.loads(dp("lb", "--pin", pin, "stats", "-j", check=0).stdout)
+            == json.loads(dp("lb", "stats", "--pin", pin, "-j", check=0).stdout))
+    # one before and one after the operation: both count
+    r = dp("lb", "--pin", pin, "list", "--config", cfg, check=2)
+    assert "give one of --pin DIR" in r.stderr and no_traceback(r)

@@ -11,11 +11,13 @@ configuration file (``--config FILE``, rewritten in place):
 """
 
 import argparse
+import contextlib
 import os
+import stat
 
 from ..errors import UsageError
 from ..lb import layout as L
-from ..lb.config import load_toml, to_toml
+from ..lb.config import LbError, load_toml, to_toml
 from ..stats import format_lb_stats, print_json
 from .options import add_options
 
@@ -29,16 +31,26 @@ the connection table's answer, the ring slot and real chosen, and the verdict
 with its reason."""
 
 
+#: Options taken before the operation too (``lb --pin DIR stats``, as in README.md).
+SHARED = ("pin", "config", "json")
+
+
 def register(sub):
     p = sub.add_parser("lb", help=HELP, description=DESCRIPTION)
+    add_options(p, *SHARED)
     ops = p.add_subparsers(dest="op", metavar="OP", required=True)
+    # An operation's parser sets each of its defaults over what ``lb`` parsed
+    # before it: no defaults there, so ``lb --config F list`` keeps F (and
+    # ``dataplane -vv lb ...`` its -vv).
+    keep = {name: {"default": argparse.SUPPRESS} for name in SHARED}
 
-    def op(parent, name, help_, *positional, options=("pin", "config", "json")):
+    def op(parent, name, help_, *positional, options=SHARED):
         q = parent.add_parser(name, help=help_, description=help_)
         for a in positional:
             q.add_argument(a, metavar=a.upper())
-        add_options(q, *options)
-        q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
+        add_options(q, *options, **keep)
+        q.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
         return q
 
     vip = ops.add_parser("vip", help="add or remove a VIP").add_subparsers(
@@ -72,6 +84,8 @@ def run(args):
                          "--config FILE (a configuration file)")
     if args.op == "stats" and not pin:
         raise UsageError("lb stats: counters live in a running instance: --pin DIR")
+    # a change: the file it will rewrite is checked before it is read (a FIFO would block)
+    out = _rewritable(config) if config and args.op in ("vip", "real") else config
     if pin:
         from ..lb.control import LoadBalancer
 
@@ -96,11 +110,41 @@ def run(args):
     elif args.op == "stats":
         return _stats(_sampled(target, args.interval), args.json)
     if config:  # the file, rewritten whole once the change is valid
-        tmp = f"{config}.{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(to_toml(cfg))
-        os.replace(tmp, config)
+        _rewrite(out, to_toml(cfg))
     return 0
+
+
+def _rewritable(path):
+    """The file that ``lb --config path`` rewrites: a symlink's target (replacing
+    the link by a copy would leave the target as it was), and only a regular
+    file (a rename over /dev/null or a FIFO would replace the node itself)."""
+    target = os.path.realpath(path)
+    try:
+        st = os.stat(target)
+    except OSError:
+        return target  # missing or unreadable: load_toml says so
+    if not stat.S_ISREG(st.st_mode):
+        raise LbError(f"{path}: not a regular file: lb --config rewrites the file in place")
+    return target
+
+
+def _rewrite(path, text):
+    """Write ``text`` over the file ``path``: a temporary file beside it, renamed
+    over it, so that a reader sees the old file or the new one."""
+    tmp, created = f"{path}.{os.getpid()}", False
+    try:
+        with open(tmp, "x") as f:  # "x": never through a file or link already there
+            created = True
+            f.write(text)
+        with contextlib.suppress(FileNotFoundError):  # the file's own mode, not the umask's
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        os.replace(tmp, path)
+    except OSError as exc:  # e.g. a directory this user cannot write: nothing changed
+        if created:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise LbError(f"{path}: cannot rewrite: {(exc.strerror or str(exc)).lower()} "
+                      f"(writing {tmp})") from None
 
 
 def _int(text, what):

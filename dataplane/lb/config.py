@@ -147,8 +147,9 @@ def parse_vip(text):
 
 
 def check_port(port, what):
-    if not isinstance(port, int) or not 0 <= port <= 65535:
-        raise LbError(f"{what}: port {port!r} is not 0..65535")
+    # bool is an int to Python: port = true listed as ":True" and was written back so
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise LbError(f"{what}: port {port!r} must be an integer in 0..65535")
     return port
 
 
@@ -272,6 +273,9 @@ def load_toml(path):
         raise LbError(f"{path}: cannot read: {(exc.strerror or str(exc)).lower()}") from None
     except tomllib.TOMLDecodeError as exc:
         raise LbError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib decodes the whole file first
+        raise LbError(f"{path}: not valid TOML: not UTF-8 (byte 0x{exc.object[exc.start]:02x} "
+                      f"at offset {exc.start})") from None
     return from_dict(doc, str(path))
 
 

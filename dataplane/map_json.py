@@ -55,6 +55,9 @@ def from_python(dtype, obj, map_name):
                 out.append(int(obj[n].replace(":", ""), 16))
                 used.add(n)
             else:
+                # no float, as for a scalar: int() cut 1.7 to 1 and raised OverflowError on 1e400
+                if isinstance(obj.get(n), float):
+                    raise ValueError(f"expected an integer, not {obj[n]!r}")
                 out.append(int(obj[n]))
                 used.add(n)
         except (KeyError, ValueError, TypeError) as exc:

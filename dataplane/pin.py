@@ -88,8 +88,35 @@ def _specs(directory):
 
 def list_pinned(directory):
     """Specs of the maps pinned in ``directory`` (sorted by name)."""
-    return [s for _, s in _specs(directory)
+    return [_checked(p, s) for p, s in _specs(directory)
             if s.get("format") == _FORMAT and map_file(directory, s.get("name", "")).exists()]
+
+
+def _checked(path, spec):
+    """``spec`` with the fields that map list and open_pinned use checked: a
+    damaged spec file is named, not a ValueError or TypeError traceback."""
+    from .maps import BPF_MAP_TYPE_RINGBUF  # (maps imports what it needs of this module)
+
+    def bad(why):
+        return DataplaneError(f"{path}: not a pinned map's spec: {why}")
+
+    for k in ("type", "max_entries", "bytes", "workers"):
+        v = spec.get(k) if k != "workers" else spec.get(k, 1)  # workers: optional
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise bad(f"{k} {v!r} is not a positive integer")
+    if not isinstance(spec.get("name"), str) or not isinstance(spec.get("type_name"), str):
+        raise bad("name and type_name must be strings")
+    for k in ("key", "value"):
+        if k not in spec:
+            raise bad(f"{k} is missing")
+        try:
+            size = spec_dtype(spec[k]).itemsize
+        except (TypeError, ValueError) as exc:
+            raise bad(f"{k} {spec[k]!r} is not a dtype ({exc})") from None
+        # only a ring has no key
+        if size == 0 and not (k == "key" and spec["type"] == BPF_MAP_TYPE_RINGBUF):
+            raise bad(f"{k} {spec[k]!r} has no bytes")
+    return spec
 
 
 def other_formats(directory):
@@ -115,10 +142,13 @@ def open_pinned(directory, name):
     if path.stat().st_size != spec["bytes"]:
         raise DataplaneError(f"{path}: size {path.stat().st_size} does not match its spec "
                              f"({spec['bytes']} bytes)")
-    m = Map(spec["name"], spec["type"], key=spec_dtype(spec["key"]),
-            value=spec_dtype(spec["value"]),
-            max_entries=spec["max_entries"], attach=_map_file(path, spec["bytes"]),
-            workers=spec.get("workers"))  # a per-CPU map: a value per worker of the run
+    try:  # a spec whose fields Map refuses: say which file
+        m = Map(spec["name"], spec["type"], key=spec_dtype(spec["key"]),
+                value=spec_dtype(spec["value"]),
+                max_entries=spec["max_entries"], attach=_map_file(path, spec["bytes"]),
+                workers=spec.get("workers"))  # a per-CPU map: a value per worker of the run
+    except DataplaneError as exc:
+        raise DataplaneError(f"{spec_file(directory, name)}: {exc}") from None
     try:
         m.check_links()
     except DataplaneError as exc:  # damaged: say which file

@@ -218,3 +218,26 @@ def test_progress_line_only_on_a_terminal():
         p.done()
     assert "50.0%" in tty.getvalue() and "1,234 packets" in tty.getvalue()
     assert pipe.getvalue() == ""
+
+
+@pytest.mark.parametrize("batch", [str(2**63), str(10**16)])
+def test_a_batch_past_the_address_space_is_one_line_error(batch):
+    """Past ~3.6e15 packets mmap's ssize_t overflowed: OverflowError traceback."""
+    r = dp("replay", "-r", SMALL, "-p", "pass_all", "--batch", batch, check=1)
+    assert r.stderr.startswith("error: cannot allocate ") and "(--batch)" in r.stderr
+    assert len(r.stderr.splitlines()) == 1 and no_traceback(r)
+
+
+@pytest.mark.parametrize("argv, shown", [
+    (["-vv", "replay", "-r", "/nonexistent.pcap", "-p", "pass_all"], True),
+    (["replay", "-vv", "-r", "/nonexistent.pcap", "-p", "pass_all"], True),
+    (["-v", "replay", "-r", "/nonexistent.pcap", "-p", "pass_all", "-v"], True),
+    (["-v", "replay", "-r", "/nonexistent.pcap", "-p", "pass_all"], False),
+    (["-vv", "lb", "list", "--config", "/nonexistent.toml"], True),
+    (["lb", "-vv", "list", "--config", "/nonexistent.toml"], True),
+    (["-vv", "map", "list", "--pin", "/nonexistent"], True),
+])
+def test_verbose_anywhere_shows_tracebacks(argv, shown):
+    """dataplane -vv CMD: the command's own -v default (0) was set over it."""
+    r = dp(*argv, check=1)
+    assert ("Traceback" in r.stderr) == shown, r.stderr

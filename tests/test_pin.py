@@ -156,3 +156,40 @@ def test_a_second_process_changes_a_running_programs_map(tmp_path):
         assert run.wait(timeout=60) == 0
     finally:
         run.kill()
+
+
+def test_structured_fields_take_integers_only(tmp_path):
+    """As a scalar key refuses 0.5: a field of 1.7 was cut to 1, and 1e400 or
+    Infinity (a float infinity) raised OverflowError."""
+    pin, flows = _flows_pinned(tmp_path)
+    entries = len(flows)
+    key, value = NEW_FLOW
+    for k, v, field in ((key.replace('"sport": 1', '"sport": 1.7'), value, "sport"),
+                        (key, value.replace('"packets": 1', '"packets": 1e400'), "packets"),
+                        (key, value.replace('"bytes": 1', '"bytes": Infinity'), "bytes")):
+        r = dp("map", "update", "flows", k, v, "--pin", pin, check=1)
+        assert len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+        assert r.stderr.startswith(f"error: map 'flows': field '{field}' of ")
+        assert "expected an integer" in r.stderr
+    assert len(flows) == entries
+
+
+def test_a_damaged_spec_file_is_named(tmp_path):
+    """A spec's fields were used unchecked: max_entries "x" raised ValueError
+    (map list: "Cannot specify ',' with 's'"), a dtype numpy does not know
+    TypeError."""
+    pin, flows = _flows_pinned(tmp_path)
+    del flows
+    spec_path = pin / "flows.json"
+    spec = json.loads(spec_path.read_text())
+    for field, bad in (("max_entries", "x"), ("key", "<u99"), ("value", [["a"]]),
+                       ("bytes", None)):
+        spec_path.write_text(json.dumps(dict(spec, **{field: bad})))
+        for args in (("dump", "flows"), ("list",), ("list", "-j")):
+            r = dp("map", *args, "--pin", pin, check=1)
+            assert r.stderr.splitlines() == [r.stderr.rstrip("\n")], r.stderr
+            assert r.stderr.startswith(f"error: {spec_path}: not a pinned map's spec: {field} ")
+    # fields of the right types that Map refuses are named by the file too
+    spec_path.write_text(json.dumps(dict(spec, max_entries=10)))
+    r = dp("map", "dump", "flows", "--pin", pin, check=1)
+    assert r.stderr.startswith(f"error: {spec_path}: map 'flows': ")

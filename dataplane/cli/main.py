@@ -50,7 +50,8 @@ def build_parser(only=None):
                      "(clang -target bpf) verified and compiled through LLVM.",
                      epilog="exit codes: 0 success, 1 runtime error, 2 usage error")
     parser.add_argument("--version", action="version", version=f"dataplane {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
+    # its own dest: a command's parser sets its -v default over a same-named one
+    parser.add_argument("-v", "--verbose", action="count", default=0, dest="top_verbose",
                         help="more detail; -vv shows tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in COMMANDS if only is None else (only,):
@@ -76,7 +77,7 @@ def main(argv=None):
     try:
         return command_module(args.command).run(args)
     except DataplaneError as exc:
-        if args.verbose >= 2:
+        if args.top_verbose + getattr(args, "verbose", 0) >= 2:  # dataplane -v CMD -v too
             raise
         if getattr(args, "json", False):
             print(json.dumps({"error": str(exc)}), flush=True)

@@ -34,7 +34,9 @@ def register(sub):
         for a in args:
             q.add_argument(a, metavar=a.upper())
         add_options(q, "pin", "json")
-        q.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
+        # no default: it would set 0 over a -v given before the operation
+        q.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
     return p
 
 

@@ -39,7 +39,8 @@ def alloc_buffer(nbytes, what="a buffer"):
             skip = -raw.ctypes.data % config.SLOT_ALIGN
             return raw[skip:skip + nbytes]
         m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    except (MemoryError, OSError) as exc:  # a --batch or max_entries too large for memory
+    # a --batch or max_entries too large for memory (OverflowError: for mmap's ssize_t)
+    except (MemoryError, OSError, OverflowError) as exc:
         raise DataplaneError(f"cannot allocate {nbytes:,} bytes for {what}: "
                              f"{getattr(exc, 'strerror', None) or 'out of memory'}") from None
     if hasattr(mmap, "MADV_HUGEPAGE"):

@@ -236,6 +236,8 @@ def test_a_batch_past_the_address_space_is_one_line_error(batch):
     (["-vv", "lb", "list", "--config", "/nonexistent.toml"], True),
     (["lb", "-vv", "list", "--config", "/nonexistent.toml"], True),
     (["-vv", "map", "list", "--pin", "/nonexistent"], True),
+    (["prog", "-vv", "verify", "/nonexistent.o"], True),
+    (["prog", "verify", "/nonexistent.o"], False),
 ])
 def test_verbose_anywhere_shows_tracebacks(argv, shown):
     """dataplane -vv CMD: the command's own -v default (0) was set over it."""

@@ -243,9 +243,11 @@ def test_a_config_rewrite_writes_a_symlinks_target_and_only_regular_files(tmp_pa
     shutil.copy(EXAMPLE, target)
     link = tmp_path / "link.toml"
     link.symlink_to(target)
+    target.chmod(0o640)
     dp("lb", "vip", "add", "10.9.9.9:80/tcp", "--config", link, check=0)
     assert link.is_symlink() and link.resolve() == target  # the link kept, its target changed
     assert "10.9.9.9" in target.read_text()
+    assert target.stat().st_mode & 0o777 == 0o640  # its mode, not the umask's
     fifo = tmp_path / "fifo.toml"  # as /dev/null: a rename would replace the node itself
     os.mkfifo(fifo)
     r = dp("lb", "vip", "add", "10.9.9.9:80/tcp", "--config", fifo, check=1)

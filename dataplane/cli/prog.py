@@ -44,7 +44,8 @@ def _object_arguments(p, verbose=True):
                    "program of it (all of its programs for verify)")
     add_options(p, "json")
     if verbose:
-        p.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
+        p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)  # no default: it set 0 over "prog -vv OP"
 
 
 def _programs(ref, every):

@@ -283,6 +283,7 @@ def test_unreachable_classic_code_is_left_out():
     ([(LD_IMM, 0, 0, 1)], "last instruction is not a RET"),
     ([(JEQ_K, 0, 5, 1), (RET_K, 0, 0, 0)], "insn 0 (21 0 5 1): jump to insn 6, past the end"),
     ([(JA, 0, 0, 1), (RET_K, 0, 0, 0)], "jump to insn 2"),
+    ([(RET_K, 0, 0, 0), (JA, 0, 0, 0xfffffffe), (RET_K, 0, 0, 0)], "jump back by 2 insns"),
     ([(ST_, 0, 0, 16), (RET_K, 0, 0, 0)], "M[16] out of range"),
     ([(LD_MEM, 0, 0, 20), (RET_K, 0, 0, 0)], "M[20] out of range"),
     ([(ALU_K["div"], 0, 0, 0), (RET_K, 0, 0, 0)], "division by a constant 0"),
@@ -318,6 +319,17 @@ def test_bad_expression_is_a_usage_error(tmp_path, capsys):
     assert errors == ["error: filter 'tcp port': can't parse filter expression: syntax error"]
     assert "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+@needs_tcpdump
+def test_a_filter_classic_bpf_cannot_hold_is_named(tmp_path, capsys):
+    """libpcap compiles 'ip protochain 6' with a backward jump (a loop): the
+    error said 'jump to insn 4294967300' and not which filter."""
+    rc = main(["replay", "-r", str(SMALL), "-f", "ip protochain 6", "-w", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert rc == 1 and len(lines) == 1, err
+    assert lines[0].startswith("error: filter 'ip protochain 6': ") and "jump back by" in lines[0]
 
 
 def test_filter_and_program_are_exclusive(capsys):

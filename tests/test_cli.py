@@ -77,6 +77,9 @@ def test_no_command_is_a_usage_error():
     (["replay", "-r", SMALL, "-p", "drop_udp", "--batch", str(10**12)], 1,
      "bytes for a batch of 1,000,000,000,000 packets (--batch)"),
     (["replay", "-r", SMALL, "-p", "no_such_program"], 1, "program 'no_such_program'"),
+    # an empty path wrote nothing and pinned nothing, with exit status 0
+    (["replay", "-r", SMALL, "-p", "drop_udp", "-w", ""], 2, "-w/--write: an empty path"),
+    (["replay", "-r", SMALL, "-p", "drop_udp", "--pin", ""], 2, "--pin: an empty path"),
 ])
 def test_errors_are_one_line_with_exit_code(args, code, text):
     r = dp(*args)

@@ -20,6 +20,13 @@ def _positive_int(text):
     return value
 
 
+def _path(text):
+    """A file or folder to write: '' is refused (-w '' wrote nothing, silently)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    return text
+
+
 def _map_names(text):
     """``a,b`` -> ("a", "b"): the maps --dump-maps prints (bpftool map dump name)."""
     names = tuple(n.strip() for n in text.split(","))
@@ -61,7 +68,7 @@ OPTIONS = {
                help="instead of -p: a tcpdump filter expression ('tcp port 80 and not src "
                     "net 10.0.0.0/8'), compiled by tcpdump to classic BPF and run as an eBPF "
                     "program: matching packets XDP_PASS, the others XDP_DROP")),
-    "write": (("-w", "--write"), dict(metavar="OUTDIR", dest="write",
+    "write": (("-w", "--write"), dict(metavar="OUTDIR", dest="write", type=_path,
               help="write each verdict's packets to OUTDIR/<verdict>.pcap (valid verdicts: "
                    "aborted, drop, pass, tx, redirect-<ifindex>)")),
     "count": (("-c", "--count"), dict(metavar="N", type=_positive_int,
@@ -84,7 +91,7 @@ OPTIONS = {
     "ktime": (("--ktime",), dict(choices=("monotonic", "capture"), default="monotonic",
               help="what bpf_ktime_get_ns returns (valid values: monotonic, the clock; "
                    "capture, each packet's capture time; default monotonic)")),
-    "pin": (("--pin",), dict(metavar="DIR",
+    "pin": (("--pin",), dict(metavar="DIR", type=_path,
             help="back the program's maps by files in DIR, shared with other processes "
                  "(dataplane map ... --pin DIR); default for dataplane map: "
                  "$DATAPLANE_PIN_DIR")),

@@ -161,8 +161,15 @@ def parse_ddd(text, source="classic BPF"):
 
 
 def compile_filter(expr):
-    """A tcpdump filter expression -> eBPF instructions of an XDP program."""
-    return translate(tcpdump_compile(expr))
+    """A tcpdump filter expression -> eBPF instructions of an XDP program.
+    An error names the expression (libpcap compiles some, 'ip protochain',
+    with a loop, which classic BPF for the kernel cannot hold)."""
+    try:
+        return translate(tcpdump_compile(expr))
+    except ProgramError as exc:
+        if str(exc).startswith(f"filter '{expr}'"):
+            raise
+        raise ProgramError(f"filter '{expr}': {exc}") from None
 
 
 def load_filter(expr, checked=True):
@@ -230,6 +237,9 @@ def validate(prog):
             if op in (C_LSH, C_RSH) and k >= 32:
                 _fail(pc, insn, f"shift by {k} (at most 31)")
         if cls == C_JMP:
+            if code & 0xf0 == C_JA and k >= 1 << 31:  # k is unsigned: no way back
+                _fail(pc, insn, f"jump back by {(1 << 32) - k} insns: classic BPF runs "
+                                "forward only (a loop; the kernel refuses it too)")
             targets = [pc + 1 + k] if code & 0xf0 == C_JA else [pc + 1 + jt, pc + 1 + jf]
             for t in targets:
                 if t >= len(prog):

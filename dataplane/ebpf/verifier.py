@@ -459,6 +459,11 @@ def covers(old, new, live=0x7ff):
             bases.add(0)
         if any(new.range_of(b) < old.range_of(b) for b in bases):
             return False
+        # a branch the old path knew could not be taken (data_end below base +
+        # n) may be taken on the new one
+        for k, n in old.ranges:
+            if _is_short(k) and (new.short_of(k[1]) is None or new.short_of(k[1]) > n):
+                return False
     for so, sn in zip(old.stacks, new.stacks):
         for off, info in so.items():
             other = sn.get(off)
@@ -501,7 +506,9 @@ class State:
     def __init__(self, regs, stacks, ranges, frames):
         self.regs = regs        # tuple of 11 types
         self.stacks = stacks    # tuple per frame of dict slot byte offset (-512..-1) -> info
-        self.ranges = ranges    # frozenset of (base, n): bytes [0, n) from base proven
+        # frozenset of (base, n): bytes [0, n) from base proven; and of
+        # (("short", base), n): data_end is below base + n (a failed check)
+        self.ranges = ranges
         self.frames = frames    # tuple of (return pc, saved R6-R9) of the callers
 
     def with_reg(self, r, t):
@@ -509,6 +516,13 @@ class State:
         regs = list(self.regs)
         regs[r] = t
         return State(tuple(regs), self.stacks, self.ranges, self.frames)
+
+    def short_of(self, base):
+        """n when data_end is known to be below base + n, else None."""
+        for b, n in self.ranges:
+            if b == ("short", base):
+                return n
+        return None
 
     def range_of(self, base):
         for b, n in self.ranges:
@@ -528,7 +542,7 @@ def _retire(st, stale, drop_range=None):
     stacks = tuple({o: ("spill", f(v[1])) if v[0] == "spill" else v for o, v in s.items()}
                    for s in st.stacks)
     ranges = st.ranges if drop_range is None else \
-        frozenset((b, n) for b, n in st.ranges if b != drop_range)
+        frozenset((b, n) for b, n in st.ranges if b != drop_range and b != ("short", drop_range))
     frames = tuple((ret, tuple(f(t) for t in saved)) for ret, saved in st.frames)
     return State(regs, stacks, ranges, frames)
 
@@ -549,6 +563,10 @@ def _ident(t):
     if t[0] == "Z":
         return t[1][1]
     return t[4] if t[0] in "VM" else None
+
+
+def _is_short(key):
+    return isinstance(key, tuple) and key[0] == "short"
 
 
 def _join_states(a, b, pc):
@@ -579,8 +597,9 @@ def _join_states(a, b, pc):
     if a.ranges == b.ranges:
         ranges = a.ranges
     else:
-        ra, rb = dict(a.ranges), dict(b.ranges)
-        ranges = frozenset((k, min(ra[k], rb[k])) for k in ra.keys() & rb.keys())
+        ra, rb = dict(a.ranges), dict(b.ranges)  # what both paths know
+        ranges = frozenset((k, (max if _is_short(k) else min)(ra[k], rb[k]))
+                           for k in ra.keys() & rb.keys())
     st = State(regs, tuple(stacks), ranges, a.frames)
     for t in minted:
         # A name this join gives out again (a loop, a subprogram called from
@@ -832,6 +851,8 @@ class Verifier:
         if dt[0] == "S" and s[0] == "S":
             return st.with_reg(d, self._scalar_op(op, dt, s, wide, insn.off))
         if not wide:
+            if op == isa.SUB:  # (w6 -= w7: clang's __u32 len = data_end - data)
+                return st.with_reg(d, scalar(0, U32))  # a number, as the kernel for root
             self.fail(pc, f"R{d} 32-bit pointer arithmetic prohibited")
         self.minted = None
         t = self._pointer_op(pc, op, dt, s, d)
@@ -1169,20 +1190,34 @@ class Verifier:
             neg = {">": "<=", ">=": "<", "<": ">=", "<=": ">", "==": "!=", "!=": "=="}
             r_taken = rel if d[0] == "P" else flip[rel]   # p REL end when taken
             r_fall = neg[r_taken]
+            base, off = p[1], p[2]
             out = []
             for r in (r_taken, r_fall):
-                if r in ("<", "<=", "=="):
-                    n = p[2]
-                    ranges = dict(st.ranges)
-                    if n > ranges.get(p[1], 0):
-                        ranges[p[1]] = n
-                    out.append(State(st.regs, st.stacks, frozenset(ranges.items()), st.frames))
-                else:
-                    out.append(st)
+                if self._pkt_end_false(st, base, off, r):
+                    out.append(None)  # known from an earlier check: the kernel's is_pkt_ptr_branch_taken
+                    continue
+                ranges = dict(st.ranges)
+                if r in ("<", "<=", "=="):  # end >= base + off
+                    if off > ranges.get(base, 0):
+                        ranges[base] = off
+                elif r in (">", ">="):  # end < base + off (+ 1 for >=)
+                    n = off + (r == ">=")
+                    short = ranges.get(("short", base))
+                    ranges[("short", base)] = n if short is None else min(short, n)
+                out.append(State(st.regs, st.stacks, frozenset(ranges.items()), st.frames))
             return tuple(out)
         if d[0] in "NX" or s[0] in "NX":
             self.fail(pc, f"comparison of {_name(d)} and {_name(s)}")
         return st, st
+
+    @staticmethod
+    def _pkt_end_false(st, base, off, rel):
+        """True when ``base + off REL data_end`` cannot hold: data_end is at
+        least base + range_of(base), and below base + short_of(base)."""
+        proven, short = st.range_of(base), st.short_of(base)
+        gt = (short is not None and off >= short, off <= proven)   # (true, false) of ">"
+        ge = (short is not None and off >= short - 1, off < proven)  # of ">="
+        return {">": gt[1], ">=": ge[1], "<": ge[0], "<=": gt[0]}.get(rel, False)
 
     def _null_split(self, st, ident):
         """States where lookup ``ident`` returned NULL, and where it did not."""
@@ -1269,12 +1304,16 @@ class Verifier:
         else:
             new = new.with_reg(0, UNKNOWN)
         if hid in MOVES_PACKET:
+            # Packet pointers from before are numbers now, as the kernel makes
+            # them for a privileged loader (mark_reg_invalid): clang may still
+            # subtract two of them (a length computed before the call, moved
+            # after it), and no number can be dereferenced.
             def stale(t):
-                return MIXED if t[0] in "PEZ" else t
+                return UNKNOWN if t[0] in "PEZ" else t
             new = State(tuple(stale(t) for t in new.regs),
                         tuple({o: ("spill", stale(v[1])) if v[0] == "spill" else v
                                for o, v in s.items()} for s in new.stacks), frozenset(),
-                        new.frames)
+                        tuple((ret, tuple(stale(t) for t in saved)) for ret, saved in new.frames))
         return new
 
     def trace_format(self, pc, st, t, size):

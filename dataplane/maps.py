@@ -98,6 +98,7 @@ BPF_MAP_TYPE_DEVMAP_HASH = 25
 BPF_MAP_TYPE_RINGBUF = 27
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = htab.BPF_ANY, htab.BPF_NOEXIST, htab.BPF_EXIST
+BPF_F_LOCK = htab.BPF_F_LOCK
 
 MAP_TYPE_NAMES = {
     BPF_MAP_TYPE_HASH: "hash", BPF_MAP_TYPE_ARRAY: "array",
@@ -541,12 +542,16 @@ class Map:
                                         int(flags), self.lru))
             if e < 0:
                 self._fail(-e, f"update {key!r}")
-        else:
+        else:  # the kernel's order (array_map_update_elem; map_api.array_update_error)
             e = self._index(key)
-            if flags == BPF_NOEXIST:
-                self._fail(errno.EEXIST, f"update {key!r}")
+            if flags < 0 or (flags & ~BPF_F_LOCK) > BPF_EXIST:
+                self._fail(errno.EINVAL, f"update {key!r}")
             if not 0 <= e < self.max_entries:
                 self._fail(errno.E2BIG, f"update {key!r}")
+            if flags & BPF_NOEXIST:
+                self._fail(errno.EEXIST, f"update {key!r}")
+            if flags & BPF_F_LOCK:  # no value here holds a bpf_spin_lock
+                self._fail(errno.EINVAL, f"update {key!r}")
         if self.type == BPF_MAP_TYPE_PROG_ARRAY:  # a program of the file, by name or number
             value = self._program_number(key, value)
             if value is None:

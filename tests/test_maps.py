@@ -1,6 +1,7 @@
 """BPF maps: the kernel's semantics from Python and from programs, control-plane
 changes seen by the next batch, and flow_counter against a dpkt reference."""
 
+import errno
 import ipaddress
 import json
 import re
@@ -380,6 +381,38 @@ def test_sync_fetch_and_add_on_a_scalar_value(tmp_path):
     outs = [prog.test_run(bytes([1, 0]) + bytes(60))[1][1] for _ in range(3)]
     assert outs == [0, 2, 4]  # the old values
     assert prog.maps["hits"].lookup(1) == [6]
+
+
+def test_array_update_errors_in_the_kernels_order(tmp_path):
+    """array_map_update_elem checks unknown flags, then the index, then
+    BPF_NOEXIST, then BPF_F_LOCK (no bpf_spin_lock in these values): found
+    against the kernel, flags 4 with an index past the end gave -EINVAL for
+    -E2BIG, and the control plane let flags 5 and 8 through. Program and
+    control plane alike."""
+    path = tmp_path / "arr.py"
+    path.write_text(textwrap.dedent("""
+        import numpy as np
+        from dataplane import *
+        from dataplane.maps import *
+        arr = Map("arr", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.uint64, max_entries=4)
+
+        @xdp
+        def prog(ctx):
+            ctx.pkt[2] = bpf_map_update_elem(arr, ctx.pkt[0], 7, ctx.pkt[1]) & 0xFF
+            return XDP_PASS
+        """))
+    prog = load_program(str(path))
+    cases = {(4, 4): -7, (0, 4): -22, (0, 5): -17, (4, 5): -7, (0, 8): -22, (4, 1): -7,
+             (0, 1): -17, (0, 2): 0, (0, 0): 0}
+    for (key, flags), want in cases.items():
+        got = prog.test_run(bytes([key, flags]) + bytes(58))[1][2]
+        assert (got - 256 if got > 127 else got) == want, (key, flags)
+        arr = prog.maps["arr"]
+        if want:
+            with pytest.raises(MapError, match=rf"\(-{errno.errorcode[-want]}\)"):
+                arr.update(key, 7, flags)
+        else:
+            arr.update(key, 7, flags)
 
 
 def _dump_run(*extra, out=None):

@@ -50,6 +50,8 @@ spin_unlock = lazy("dataplane.kernels.memory", "spin_unlock")
 
 ENOENT, EEXIST, E2BIG, EINVAL, EBUSY = 2, 17, 7, 22, 16
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+#: The update flag asking for the value's bpf_spin_lock (none of these values holds one).
+BPF_F_LOCK = 4
 H_COUNT, H_FREE_TOP, H_CLOCK = 0, 1, 2
 #: The map's update lock (the kernel's per-bucket raw spinlocks, one per map
 #: here): taken by every insert and delete, from a program's workers and from

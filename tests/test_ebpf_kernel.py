@@ -24,6 +24,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from dataplane.ebpf.kernel import (KernelError, KernelLoadError, KernelObject,
                                    kernel_available)
+from test_ebpf_verifier import KERNEL_LOADS
 
 ROOT = Path(__file__).resolve().parent.parent
 BPF = ROOT / "programs" / "bpf"
@@ -440,38 +441,8 @@ def test_matches_python_twin_on_capture(capture, python, c):
 
 # Found against the kernel by differential fuzzing: clang output the kernel
 # loads (as root) and our verifier refused. Ours must load it too.
-_DATA = "ldxw %r2, [%r1]\nldxw %r3, [%r1+4]\n"
-AGREED = {
-    "select then re-check": _DATA + """
-        mov %r9, 0
-        mov %r4, %r2
-        add %r4, 54
-        jgt %r4, %r3, +1
-        mov %r9, %r2
-        jgt %r4, %r3, +2
-        ldxb %r0, [%r9+8]
-        exit
-        mov %r0, 2
-        exit""",
-    "a length from pointers adjust_head invalidated": _DATA + """
-        mov %r7, %r2
-        mov %r8, %r3
-        mov %r2, -4
-        call 44
-        sub %r8, %r7
-        mov %r0, %r8
-        and %r0, 3
-        exit""",
-    "a 32-bit difference of packet pointers": _DATA + """
-        sub32 %r3, %r2
-        mov %r0, %r3
-        and %r0, 3
-        exit""",
-}
-
-
 @needs_kernel
-@pytest.mark.parametrize("case", sorted(AGREED))
+@pytest.mark.parametrize("case", sorted(KERNEL_LOADS))
 def test_loads_what_the_kernel_loads(case):
     from dataplane.ebpf import isa
     from dataplane.ebpf.asm import assemble
@@ -479,7 +450,7 @@ def test_loads_what_the_kernel_loads(case):
     from dataplane.ebpf.program import EBPF_HELPERS
     from dataplane.ebpf.verifier import verify
 
-    insns = assemble(AGREED[case])
+    insns = assemble(KERNEL_LOADS[case])
     fd, fail = prog_load(isa.encode(insns), "GPL", "dp_agree")
     assert fd is not None, fail
     os.close(fd)

@@ -26,7 +26,6 @@ from .workers import WorkerThreads
 
 #: Packets per in-memory chunk (each a PacketBatch; windows of --batch run inside).
 _CHUNK = 65536
-_SLOT_OVERHEAD = config.HEADROOM + config.TAILROOM
 
 
 class Chunk:
@@ -68,7 +67,7 @@ def load_packets(path, limit=None, tailroom=config.TAILROOM, workers=1, warnings
     chunks, total = [], 0
     with open_capture(path) as reader:
         while limit is None or total < limit:
-            b = PacketBatch(_CHUNK, buffer_bytes=_CHUNK * (_SLOT_OVERHEAD + 1600),
+            b = PacketBatch(_CHUNK, buffer_bytes=_CHUNK * (config.HEADROOM + tailroom + 1600),
                             tailroom=tailroom)
             n = reader.read_batch(b)
             if n == 0:

@@ -73,7 +73,11 @@ def test_adjust_head_limits(tmp_path, delta, ok):
         assert out[0] == (-22) & 0xFF and len(out) == 60  # -EINVAL, nothing moved
 
 
-@pytest.mark.parametrize("delta, ok", [(-46, True), (-47, False), (200, True), (10**4, False)])
+# growth ends where the kernel's frame does: a page less skb_shared_info from
+# the slot's start, 3520 bytes of data (BPF_PROG_TEST_RUN grows a 64-byte frame
+# by 3456; 256 bytes of tailroom refused 257 and up)
+@pytest.mark.parametrize("delta, ok", [(-46, True), (-47, False), (200, True), (257, True),
+                                       (3460, True), (3461, False), (10**4, False)])
 def test_adjust_tail_limits_and_zeroed_growth(tmp_path, delta, ok):
     prog = load(tmp_path, ADJUST)
     b = run_one(prog, frame(1, delta))

@@ -3,9 +3,9 @@ error codes (numba code; imported only when a program is compiled).
 
 Boundaries follow net/core/filter.c: ``data`` may move down to the slot's start
 plus sizeof(struct xdp_frame) (XDP_FRAME_SIZE) plus the metadata, and up to
-14 bytes before data_end; ``data_end`` may move up to the slot's end (its
-tailroom: new bytes are zeroed, as the kernel clears them) and down to 14
-bytes after data; ``data_meta`` sits below data, at most 32 bytes, a multiple
+14 bytes before data_end; ``data_end`` may move up to the slot's end and at
+most XDP_FRAME_END bytes from its start (new bytes are zeroed, as the kernel
+clears them) and down to 14 bytes after data; ``data_meta`` sits below data, at most 32 bytes, a multiple
 of 4. A refused move returns -EINVAL (-EACCES for a bad metadata length) and
 changes nothing. After a move, read ``ctx.pkt`` / ``ctx.meta`` again.
 """
@@ -25,6 +25,9 @@ from .context import (ctx_bounds, ctx_memmove, ctx_memzero, set_data, set_data_e
 XDP_FRAME_SIZE = 40   # sizeof(struct xdp_frame), kept free at the start of the headroom
 ETH_HLEN = 14
 XDP_META_MAX = 32
+#: How far from the slot's start data_end may grow: a page less
+#: skb_shared_info, the kernel's frame for a packet in one page.
+XDP_FRAME_END = config.HEADROOM + config.TAILROOM
 EINVAL, EACCES = 22, 13
 
 
@@ -48,9 +51,9 @@ def bpf_xdp_adjust_head(ctx, delta):
 def bpf_xdp_adjust_tail(ctx, delta):
     """``bpf_xdp_adjust_tail(ctx, delta)`` (helper 65): move data_end by delta
     bytes (positive: grow into the tailroom, zeroed). 0 or -EINVAL."""
-    _, data, end, _, slot_end = ctx_bounds(ctx)
+    _, data, end, start, slot_end = ctx_bounds(ctx)
     new = end + np.int64(delta)
-    if new > slot_end or new < data + ETH_HLEN:
+    if new > slot_end or new < data + ETH_HLEN or (delta > 0 and new > start + XDP_FRAME_END):
         return np.int64(-EINVAL)
     if delta > 0:
         ctx_memzero(ctx, end, np.int64(delta))

@@ -5,8 +5,8 @@ Boundaries follow net/core/filter.c: ``data`` may move down to the slot's start
 plus sizeof(struct xdp_frame) (XDP_FRAME_SIZE) plus the metadata, and up to
 14 bytes before data_end; ``data_end`` may move up to the slot's end and at
 most XDP_FRAME_END bytes from its start (new bytes are zeroed, as the kernel
-clears them) and down to 14 bytes after data; ``data_meta`` sits below data, at most 32 bytes, a multiple
-of 4. A refused move returns -EINVAL (-EACCES for a bad metadata length) and
+clears them) and down to 14 bytes after data; ``data_meta`` sits below data,
+a multiple of 4 bytes, at most XDP_META_MAX. A refused move returns -EINVAL (-EACCES for a bad metadata length) and
 changes nothing. After a move, read ``ctx.pkt`` / ``ctx.meta`` again.
 """
 
@@ -24,7 +24,9 @@ from .context import (ctx_bounds, ctx_memmove, ctx_memzero, set_data, set_data_e
 
 XDP_FRAME_SIZE = 40   # sizeof(struct xdp_frame), kept free at the start of the headroom
 ETH_HLEN = 14
-XDP_META_MAX = 32
+#: The longest metadata, a multiple of 4 that skb_shared_info's u8 meta_len
+#: holds (the kernel's xdp_metalen_invalid; kernels before 6.x said 32).
+XDP_META_MAX = 252
 #: How far from the slot's start data_end may grow: a page less
 #: skb_shared_info, the kernel's frame for a packet in one page.
 XDP_FRAME_END = config.HEADROOM + config.TAILROOM
@@ -66,7 +68,7 @@ def bpf_xdp_adjust_meta(ctx, delta):
     """``bpf_xdp_adjust_meta(ctx, delta)`` (helper 54): move data_meta by delta
     (negative: reserve metadata before the packet, read as ``ctx.meta``).
     0, -EINVAL (out of the headroom) or -EACCES (length not a multiple of 4 or
-    over 32 bytes)."""
+    over XDP_META_MAX bytes)."""
     meta, data, _, start, _ = ctx_bounds(ctx)
     new = meta + np.int64(delta)
     if new < start + XDP_FRAME_SIZE or new > data:

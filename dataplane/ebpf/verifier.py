@@ -1193,8 +1193,8 @@ class Verifier:
             base, off = p[1], p[2]
             out = []
             for r in (r_taken, r_fall):
-                if self._pkt_end_false(st, base, off, r):
-                    out.append(None)  # known from an earlier check: the kernel's is_pkt_ptr_branch_taken
+                if self._pkt_end_false(st, base, off, r):  # settled by an earlier
+                    out.append(None)  # check (the kernel's is_pkt_ptr_branch_taken)
                     continue
                 ranges = dict(st.ranges)
                 if r in ("<", "<=", "=="):  # end >= base + off

@@ -34,12 +34,14 @@ PROGRAM_JIT = dict(nogil=True, error_model="numpy", _nrt=False, **_NO_WRAPPERS)
 
 #: XDP_PACKET_HEADROOM: room in front of every packet for bpf_xdp_adjust_head.
 HEADROOM = 256
+#: Room behind every packet of a PacketBatch made without a tailroom.
+TAILROOM = 256
 #: Room behind every packet of a program that calls bpf_xdp_adjust_tail (the
 #: others' batches keep none: Program.tailroom). Its data may reach a page less
 #: skb_shared_info (4096 - 320 bytes) from the slot's start, 3520 bytes past the
 #: headroom, as the kernel's BPF_PROG_TEST_RUN lets it: 256 refused a program
 #: growing a 64-byte frame by 257..3456 bytes that the kernel runs.
-TAILROOM = 4096 - 320 - HEADROOM
+GROW_TAILROOM = 4096 - 320 - HEADROOM
 #: Packet slots start on this boundary, so data (HEADROOM further) does too and
 #: the headers a program reads first share one cache line (XDP frames are pages).
 SLOT_ALIGN = 64

@@ -117,7 +117,7 @@ class Program:
     """
 
     #: Bytes of room each batch keeps behind every packet for this program.
-    tailroom = config.TAILROOM
+    tailroom = config.GROW_TAILROOM
 
     def __init__(self, spec, entry, source_path, checked=True, maps=None, map_arrays=(),
                  trace=None):
@@ -263,8 +263,8 @@ class Program:
     def test_run(self, frame, ingress_ifindex=0, rx_queue_index=0):
         """Run one frame (BPF_PROG_TEST_RUN): ``(XdpAction, output bytes)``, ``.redirect``."""
         frame = bytes(frame)
-        b = PacketBatch(1, buffer_bytes=len(frame) + config.HEADROOM + config.TAILROOM
-                        + config.SLOT_ALIGN)
+        b = PacketBatch(1, buffer_bytes=len(frame) + config.HEADROOM + self.tailroom
+                        + config.SLOT_ALIGN, tailroom=self.tailroom)
         if not b.append(frame, ifindex=ingress_ifindex, rx_queue=rx_queue_index):
             raise AssertionError("test_run: frame does not fit its batch")
         self.run_batch(b)

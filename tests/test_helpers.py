@@ -22,7 +22,7 @@ def load(tmp_path, body, name="helpers_prog.py"):
 
 
 def run_one(prog, frame):
-    b = PacketBatch(1)
+    b = PacketBatch(1, tailroom=prog.tailroom)
     assert b.append(frame)
     prog.run_batch(b)
     return b
@@ -242,7 +242,7 @@ def test_tailroom_only_for_programs_that_grow_the_tail(tmp_path):
                 return XDP_ABORTED
             return XDP_PASS
         """, name="grow.py")
-    assert grow.tailroom == config.TAILROOM
+    assert grow.tailroom == config.GROW_TAILROOM
     small = Path(__file__).resolve().parent.parent / "pcaps" / "small.pcap"
     with open_capture(small) as r:
         stats = replay(r, grow, VerdictPcaps(tmp_path / "out", snaplen=262144))

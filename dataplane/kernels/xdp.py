@@ -29,7 +29,7 @@ ETH_HLEN = 14
 XDP_META_MAX = 252
 #: How far from the slot's start data_end may grow: a page less
 #: skb_shared_info, the kernel's frame for a packet in one page.
-XDP_FRAME_END = config.HEADROOM + config.TAILROOM
+XDP_FRAME_END = config.HEADROOM + config.GROW_TAILROOM
 EINVAL, EACCES = 22, 13
 
 

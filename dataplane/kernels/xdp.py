@@ -7,7 +7,8 @@ plus sizeof(struct xdp_frame) (XDP_FRAME_SIZE) plus the metadata, and up to
 most XDP_FRAME_END bytes from its start (new bytes are zeroed, as the kernel
 clears them) and down to 14 bytes after data; ``data_meta`` sits below data,
 a multiple of 4 bytes, at most XDP_META_MAX. A refused move returns -EINVAL
-(-EACCES for a bad metadata length) and changes nothing. After a move, read ``ctx.pkt`` / ``ctx.meta`` again.
+(-EACCES for a bad metadata length) and changes nothing. After a move, read
+``ctx.pkt`` / ``ctx.meta`` again.
 """
 
 import numpy as np

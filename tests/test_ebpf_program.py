@@ -327,6 +327,26 @@ def test_csum_diff_like_the_kernel(tmp_path):
             assert prog.test_run(f).data == k.test_run("csum_diff", f)[1], f"frame {i}"
 
 
+def test_csum_diff_of_any_size_like_the_kernel(tmp_path):
+    """Sizes that are not multiples of 4 gave -EINVAL (kernels before 6.13);
+    6.13 and later sum them, an odd last byte the low half of its word. The
+    expected values were read from kernel 6.18 on this frame, and the kernel
+    is asked again where it is available and new enough."""
+    if CLANG is None:
+        pytest.skip("clang not installed")
+    obj = compile_bpf(ROOT / "tests" / "ebpf_src" / "csum_odd.c", tmp_path / "csum_odd.o")
+    frame = bytes(range(64))
+    out = load_program(obj).test_run(frame).data
+    got = [int.from_bytes(out[16 + 4 * i:20 + 4 * i], "little", signed=True) for i in range(6)]
+    assert got == [0xebe2, 0xebf0, 0xf6f7, 0x8, 0xcfe4, 0xfffe]
+    ok, reason = kernel.kernel_available()
+    release = tuple(int(x) for x in os.uname().release.split(".")[:2] if x.isdigit())
+    if not ok or release < (6, 13):
+        pytest.skip(f"no kernel of 6.13 or later to ask: {reason or os.uname().release}")
+    with kernel.KernelObject(obj) as k:
+        assert k.test_run("csum_odd", frame)[1] == out
+
+
 KEYWORD_NAMES_C = r"""#include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 struct {

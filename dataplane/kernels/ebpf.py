@@ -285,19 +285,23 @@ def _delete(m, key):
 @njit(**config.INLINE_JIT)
 def _sum16_at(addr, size):
     """Unfolded sum of the native (little-endian) 16-bit words at ``addr``, as
-    the kernel's csum_partial reads memory."""
+    the kernel's csum_partial reads memory: an odd last byte is the low half of
+    its word (lib/checksum.c's do_csum on a little-endian machine)."""
     s = np.int64(0)
-    for i in range(0, size, 2):
+    for i in range(0, size - 1, 2):
         s += np.int64(peek2(addr + i))
+    if size & 1:
+        s += np.int64(peek1(addr + size - 1))
     return s
 
 
 @njit(**config.INLINE_JIT)
 def csum_diff(frm, from_size, to, to_size, seed):
     """bpf_csum_diff (helper 28) by address: kernels/csum.py's _diff (Linux 6.13's
-    result, as for Python programs) of the buffers' sums; sizes multiples of 4,
-    -EINVAL otherwise. Summing native words gives the kernel's byte order."""
-    if from_size < 0 or to_size < 0 or (from_size | to_size) & 3:
+    result, as for Python programs) of the buffers' sums, of any sizes since
+    6.13 as there (older kernels: multiples of 4, else -EINVAL; found against
+    6.18). Summing native words gives the kernel's byte order."""
+    if from_size < 0 or to_size < 0:
         return np.int64(-22)
     return _diff(_sum16_at(frm, from_size), from_size, _sum16_at(to, to_size), to_size, seed)
 

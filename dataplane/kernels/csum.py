@@ -40,10 +40,11 @@ bytes of each 16-bit half swapped (``bpf_ntohs`` for 16-bit values, see
 above). x86-64's csum_partial returns other 32-bit representatives, so there a
 result that is one's-complement zero can come back as 0 where these give
 0xFFFF or the reverse (e.g. pulling the word 0xFFFFFFFF with seed 0: x86-64 0,
-arm64 and this 0xFFFF); other results agree. Sizes must be
+arm64 and this 0xFFFF); other results agree. Here sizes must be
 multiples of 4 (the helper's documented contract; kernels before 6.13 enforce
 it with -EINVAL, and they returned the unfolded, architecture-dependent 32-bit
-sum instead, whose csum_fold is the same).
+sum instead, whose csum_fold is the same); eBPF objects may pass any size, as
+6.13 and later let them (kernels/ebpf.py).
 """
 
 import numpy as np

@@ -542,16 +542,12 @@ class Map:
                                         int(flags), self.lru))
             if e < 0:
                 self._fail(-e, f"update {key!r}")
-        else:  # the kernel's order (array_map_update_elem; map_api.array_update_error)
-            e = self._index(key)
-            if flags < 0 or (flags & ~BPF_F_LOCK) > BPF_EXIST:
-                self._fail(errno.EINVAL, f"update {key!r}")
-            if not 0 <= e < self.max_entries:
-                self._fail(errno.E2BIG, f"update {key!r}")
-            if flags & BPF_NOEXIST:
-                self._fail(errno.EEXIST, f"update {key!r}")
-            if flags & BPF_F_LOCK:  # no value here holds a bpf_spin_lock
-                self._fail(errno.EINVAL, f"update {key!r}")
+        else:
+            e = self._index(key)  # (a negative index: past the end, as a __u32 is)
+            err = int(htab.array_update_error.py_func(e if e >= 0 else self.max_entries,
+                                                      self.max_entries, int(flags)))
+            if err < 0:
+                self._fail(-err, f"update {key!r}")
         if self.type == BPF_MAP_TYPE_PROG_ARRAY:  # a program of the file, by name or number
             value = self._program_number(key, value)
             if value is None:

@@ -269,6 +269,24 @@ def htab_insert(hdr, buckets, refs, free, keys, key, flags, lru, seed):
     return e, True
 
 
+@kernel(**config.INLINE_JIT)
+def array_update_error(i, n, flags):
+    """Why an array map refuses an update of slot ``i`` of ``n`` (-errno), or 0,
+    in the kernel's order (array_map_update_elem): unknown flags -EINVAL, past
+    the end -E2BIG, BPF_NOEXIST -EEXIST (every slot exists), then BPF_F_LOCK
+    -EINVAL (no value here holds a bpf_spin_lock). Programs and the control
+    plane (Map.update, through py_func) alike."""
+    if (flags & ~BPF_F_LOCK) > BPF_EXIST or flags < 0:
+        return np.int64(-EINVAL)
+    if i >= n:
+        return np.int64(-E2BIG)
+    if flags & BPF_NOEXIST:
+        return np.int64(-EEXIST)
+    if flags & BPF_F_LOCK:
+        return np.int64(-EINVAL)
+    return np.int64(0)
+
+
 @kernel(**config.KERNEL_JIT)
 def htab_reset(hdr, buckets, refs, free):
     """Empty the table (every entry free)."""

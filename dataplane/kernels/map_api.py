@@ -352,21 +352,7 @@ def _lookup_inner(spec):
 EOPNOTSUPP = 95  # maps of maps are changed by the control plane only, as in the kernel
 
 
-@njit(**config.INLINE_JIT)
-def array_update_error(i, n, flags):
-    """Why an array map refuses an update of slot ``i`` of ``n`` (-errno), or 0,
-    in the kernel's order (array_map_update_elem): unknown flags -EINVAL, past
-    the end -E2BIG, BPF_NOEXIST -EEXIST (every slot exists), then BPF_F_LOCK
-    -EINVAL (no value here holds a bpf_spin_lock)."""
-    if (flags & ~htab.BPF_F_LOCK) > htab.BPF_EXIST or flags < 0:
-        return np.int64(-htab.EINVAL)
-    if i >= n:
-        return np.int64(-htab.E2BIG)
-    if flags & htab.BPF_NOEXIST:
-        return np.int64(-htab.EEXIST)
-    if flags & htab.BPF_F_LOCK:
-        return np.int64(-htab.EINVAL)
-    return np.int64(0)
+array_update_error = htab.array_update_error.dispatcher
 
 
 @overload(bpf_map_update_elem)

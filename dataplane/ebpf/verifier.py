@@ -531,20 +531,24 @@ class State:
         return 0
 
 
+def _map_types(st, f, ranges):
+    """``st`` with every register, spilled value and caller's saved register
+    ``t`` as ``f(t)``, and ``ranges``."""
+    regs = tuple(f(t) for t in st.regs)
+    stacks = tuple({o: ("spill", f(v[1])) if v[0] == "spill" else v for o, v in s.items()}
+                   for s in st.stacks)
+    frames = tuple((ret, tuple(f(t) for t in saved)) for ret, saved in st.frames)
+    return State(regs, stacks, ranges, frames)
+
+
 def _retire(st, stale, drop_range=None):
     """``st`` with every register, spilled value and caller's saved register
     for which ``stale(type)`` holds made unusable (MIXED), and no proven range
     for ``drop_range``: for a name (packet base, lookup identity) an
     instruction gives out again."""
-    def f(t):
-        return MIXED if stale(t) else t
-    regs = tuple(f(t) for t in st.regs)
-    stacks = tuple({o: ("spill", f(v[1])) if v[0] == "spill" else v for o, v in s.items()}
-                   for s in st.stacks)
     ranges = st.ranges if drop_range is None else \
         frozenset((b, n) for b, n in st.ranges if b != drop_range and b != ("short", drop_range))
-    frames = tuple((ret, tuple(f(t) for t in saved)) for ret, saved in st.frames)
-    return State(regs, stacks, ranges, frames)
+    return _map_types(st, lambda t: MIXED if stale(t) else t, ranges)
 
 
 def _forget_spills(st):
@@ -1308,12 +1312,7 @@ class Verifier:
             # them for a privileged loader (mark_reg_invalid): clang may still
             # subtract two of them (a length computed before the call, moved
             # after it), and no number can be dereferenced.
-            def stale(t):
-                return UNKNOWN if t[0] in "PEZ" else t
-            new = State(tuple(stale(t) for t in new.regs),
-                        tuple({o: ("spill", stale(v[1])) if v[0] == "spill" else v
-                               for o, v in s.items()} for s in new.stacks), frozenset(),
-                        tuple((ret, tuple(stale(t) for t in saved)) for ret, saved in new.frames))
+            new = _map_types(new, lambda t: UNKNOWN if t[0] in "PEZ" else t, frozenset())
         return new
 
     def trace_format(self, pc, st, t, size):

@@ -341,6 +341,11 @@ def format_live_summary(s):
     return "\n".join(lines)
 
 
+def print_warning(text):
+    """``warning: text`` on stderr: what a command went on past (tcpdump's way)."""
+    print(f"warning: {text}", file=sys.stderr)
+
+
 def print_line(text, stream=None):
     """One line, flushed (progress and rate lines of long runs)."""
     stream = stream or sys.stdout

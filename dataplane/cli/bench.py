@@ -1,12 +1,10 @@
 """``dataplane bench``: ns/packet of a program on packets in memory."""
 
-import sys
-
 from ..bench import bench, load_packets
 from ..errors import DataplaneError
 from ..lb.control import load_balancer
 from ..program import is_object_ref, load_program, programs_dir
-from ..stats import format_versus_kernel, print_json
+from ..stats import format_versus_kernel, print_json, print_warning
 from ..workers import use_workers
 from .options import add_options
 
@@ -45,7 +43,7 @@ def run(args):
                                    max(program.tailroom, harness.tailroom), args.workers,
                                    warnings)
     for w in warnings:  # as replay prints them: the packets measured are fewer
-        print(f"warning: {w}", file=sys.stderr)
+        print_warning(w)
     if packets == 0:
         raise DataplaneError(f"{args.read or default_capture()}: no packets to measure")
     result = bench(program, unchecked, harness, chunks, packets, batch=args.batch,

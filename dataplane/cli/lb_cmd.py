@@ -18,7 +18,7 @@ import stat
 from ..errors import UsageError
 from ..lb import layout as L
 from ..lb.config import LbError, load_toml, to_toml
-from ..stats import format_lb_stats, print_json
+from ..stats import format_lb_stats, print_json, print_warning
 from .options import add_options
 
 HELP = "the L4 load balancer's control plane: VIPs, reals, stats, per-packet trace"
@@ -216,7 +216,7 @@ def _trace(args, pin, config):
         from ..lb.control import STATE_FILE
         config = os.path.join(pin, STATE_FILE)
     records = trace_capture(args.read, config, limit=args.count,
-                            on_line=None if args.json else print)
+                            on_line=None if args.json else print, on_warning=print_warning)
     if args.json:
         print_json(records)
     return 0

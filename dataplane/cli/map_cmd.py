@@ -8,11 +8,10 @@ Like ``bpftool map``: ``list``, ``dump NAME``, ``update NAME KEY VALUE``,
 import argparse
 import json
 import os
-import sys
 
 from ..errors import UsageError
 from ..pin import list_pinned, open_pinned, other_formats, spec_dtype
-from ..stats import format_maps, print_json
+from ..stats import format_maps, print_json, print_warning
 from .options import add_options
 
 HELP = "list, dump and change pinned maps (of a run with --pin DIR)"
@@ -55,7 +54,7 @@ def run(args):
     if args.op == "list":
         specs = list_pinned(pin)
         for why in other_formats(pin).values():
-            print(f"warning: {why}: not listed (pin it again)", file=sys.stderr)
+            print_warning(f"{why}: not listed (pin it again)")
         if args.json:
             print_json([{k: s[k] for k in ("name", "type_name", "max_entries", "workers")}
                         for s in specs])

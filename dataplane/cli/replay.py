@@ -7,7 +7,8 @@ from ..errors import UsageError
 from ..io.capture import open_capture
 from ..pipeline import InterfaceSink, Tee, VerdictPcaps, replay
 from ..program import load_configured
-from ..stats import Progress, format_maps, format_sent, format_summary, print_json
+from ..stats import (Progress, format_maps, format_sent, format_summary, print_json,
+                     print_warning)
 from ..workers import use_workers
 from .options import add_options
 
@@ -72,7 +73,7 @@ def run(args):
         stats = replay(reader, program, sinks, batch_size=args.batch, limit=args.count,
                        progress=progress, workers=args.workers)
     for w in stats.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print_warning(w)
     if args.json:
         summary = stats.to_json()
         if out is not None:

@@ -8,7 +8,7 @@ import time
 
 from .. import cluster
 from ..errors import DataplaneError, UsageError
-from ..stats import Progress, format_many, print_json
+from ..stats import Progress, format_many, print_json, print_warning
 
 
 def _options(args):
@@ -52,7 +52,7 @@ def run_many(args, paths):
         summary["maps"] = maps
     errors = [r["error"] for r in results if r.get("error")]
     for w in summary["warnings"]:
-        print(f"warning: {w}", file=sys.stderr)
+        print_warning(w)
     if args.json:
         print_json(summary)
     elif not args.quiet or args.dump_maps:

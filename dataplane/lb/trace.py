@@ -9,7 +9,6 @@ order. Only the summary of each packet's headers is decoded here, with dpkt.
 """
 
 import json
-import sys
 
 import dpkt
 
@@ -37,8 +36,7 @@ def load_config(path):
 def trace_capture(path, config_path, limit=None, on_line=None, on_warning=None):
     """Trace up to ``limit`` packets of ``path``: a list of per-packet records
     (dicts), each also given to ``on_line`` as a line of text when set; the
-    capture's warnings (a truncated last record) go to ``on_warning``, by
-    default to stderr as replay prints them."""
+    capture's warnings (a truncated last record) go to ``on_warning``."""
     from .control import LoadBalancer
 
     program = load_program("l4lb")
@@ -67,10 +65,8 @@ def trace_capture(path, config_path, limit=None, on_line=None, on_warning=None):
                 out.append(item)
                 if on_line:
                     on_line(item["line"])
-        for w in reader.warnings:
-            if on_warning is None:
-                print(f"warning: {w}", file=sys.stderr)
-            else:
+        if on_warning is not None:
+            for w in reader.warnings:
                 on_warning(w)
     return out
 

@@ -25,6 +25,7 @@ A task that fails is reported with its file and offset; the others' results
 are kept, and the run exits 1.
 """
 
+import collections
 import dataclasses
 import glob
 import json
@@ -243,7 +244,7 @@ def output_dirs(outdir, paths, several):
     names = {p: os.path.splitext(os.path.basename(p))[0] for p in paths}
     for longer in (lambda p: os.path.splitext(os.path.relpath(p, top))[0],
                    lambda p: os.path.relpath(p, top).replace(".", "_")):
-        shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+        shared = {n for n, k in collections.Counter(names.values()).items() if k > 1}
         names.update({p: longer(os.path.abspath(p)).replace(os.sep, "_")
                       for p in paths if names[p] in shared})
     return {p: os.path.join(outdir, n) for p, n in names.items()}

@@ -498,7 +498,7 @@ def test_bench_compares_with_the_kernel(capsys):
 
 @pytest.mark.parametrize("ours,kern,note", [
     ((3.0, (2.9, 3.1)), (6.0, (5.8, 6.3)), None),
-    ((3.0, (2.0, 4.0)), (3.5, (3.2, 5.0)), "not resolved: rounds 2.0-4.0 ns ours, 3.2-5.0 kernel"),
+    ((3.0, (2.0, 4.0)), (3.5, (3.2, 5.0)), "not resolved: ours 2.0-4.0 ns, kernel 3.2-5.0"),
     ((3.0, (2.8, 3.3)), (2.0, (1.5, 2.6)), None),  # a loss the rounds resolve stays one
 ])
 def test_a_ratio_whose_rounds_overlap_says_it_is_not_resolved(monkeypatch, ours, kern, note):
@@ -511,6 +511,19 @@ def test_a_ratio_whose_rounds_overlap_says_it_is_not_resolved(monkeypatch, ours,
     r = kernel_bench.compare(str(BPF / "drop_udp.o"), str(SMALL), frames=2, harness=object())
     assert r["ratio"] == pytest.approx(ours[0] / kern[0]) and r["note"] == note
     assert r["ours_range"] == ours[1] and r["kernel_range"] == kern[1]
+
+
+def test_each_side_is_its_best_rounds_frame_by_frame():
+    """A slow spell slows a whole round (program and empty program alike, and
+    the program's part with them): the best round of each frame is the figure,
+    and each half of the rounds on its own says how far it had settled."""
+    from dataplane.ebpf.kernel_bench import best_of_rounds
+    program = [[25, 30], [24, 33], [29, 31], [26, 31]]  # rounds x frames
+    empty = [[21, 22], [22, 21], [26, 28], [21, 21]]
+    cost, base, (lo, hi) = best_of_rounds(program, empty)
+    assert cost == (24 - 21 + 30 - 21) / 2 and base == 21
+    # first half: 24-21, 30-21 -> 6; second half: 26-21, 31-21 -> 7.5
+    assert (lo, hi) == (6, 7.5)
 
 
 @pytest.mark.parametrize("ref,message", [

@@ -178,7 +178,10 @@ def _check_insn(insns, pc, insn, helpers, callx=False):
                     return f"call to insn {tgt}, out of range"
             elif insn.src == isa.CALL_HELPER:
                 if insn.imm not in helpers:
-                    return f"unknown helper id {insn.imm}"
+                    from .disasm import HELPER_NAMES
+                    name = HELPER_NAMES.get(insn.imm)
+                    return (f"helper {insn.imm} ({name}) is not supported here" if name
+                            else f"unknown helper id {insn.imm}")
             else:
                 return "kfunc calls are not supported"
             return None

@@ -46,6 +46,8 @@ def pin_buffer(directory, m, nbytes):
     """A zero-filled, memory-mapped buffer of ``nbytes`` for map ``m`` in ``directory``
     (replacing an earlier pin of the same name), and its spec file."""
     d = Path(directory)
+    if d.exists() and not d.is_dir():  # mkdir would say "File exists"
+        raise DataplaneError(f"{d}: cannot pin map '{m.name}': not a directory")
     try:
         d.mkdir(parents=True, exist_ok=True)
         path = map_file(d, m.name)

@@ -88,6 +88,14 @@ def test_damaged_pinned_file_is_an_error_not_a_crash(tmp_path):
         assert len(r.stderr.splitlines()) == 1 and "corrupt table" in r.stderr, r.stderr
 
 
+def test_pinning_into_a_file_says_it_is_not_a_directory(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = dp("replay", "-r", SMALL, "-p", "flow_counter", "--pin", tmp_path / "afile", check=1)
+    assert r.stderr.splitlines() == [f"error: {tmp_path / 'afile'}: cannot pin map 'flows': "
+                                     "not a directory"]
+    assert (tmp_path / "afile").read_text() == "x"
+
+
 def test_a_pin_of_another_layout_is_an_error(tmp_path):
     """A hash map's file layout changed (format 2: chain links in the rows); a
     pin an older dataplane wrote is refused by name, not read as garbage."""

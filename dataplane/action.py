@@ -26,3 +26,9 @@ class XdpAction(enum.IntEnum):
 
 #: Verdict names in kernel order, as used for JSON keys and output file names.
 ACTION_NAMES = tuple(a.short for a in XdpAction)
+
+#: bpf_redirect_map's flags beside the fallback action in its low two bits
+#: (BPF_F_ACTION_MASK): redirect to every device of the map, and not to the
+#: packet's ingress device (include/uapi/linux/bpf.h).
+BPF_F_BROADCAST = 1 << 3
+BPF_F_EXCLUDE_INGRESS = 1 << 4

@@ -14,9 +14,12 @@ def bpf_redirect(ifindex, flags):
 
     Returns XDP_REDIRECT carrying the target in its upper 32 bits (the kernel
     keeps it per CPU instead); the runner decodes it. Non-zero flags give
-    XDP_ABORTED, as the kernel's XDP variant returns for unknown flags.
+    XDP_ABORTED, as the kernel's XDP variant returns for unknown flags, and
+    so does an ifindex of 2**31 or more, which no device has (the kernel's
+    redirect fails later, and drops the frame; here such targets are
+    broadcasts: broadcast.py).
     """
-    if flags != 0:
+    if flags != 0 or np.int64(ifindex) & 0x80000000:
         return np.int64(XDP_ABORTED)
     return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | XDP_REDIRECT
 

@@ -43,6 +43,7 @@ import numpy as np
 
 from . import config
 from .action import ACTION_NAMES, XdpAction
+from .broadcast import redirect_groups
 from .errors import DataplaneError
 from .io.batch import PacketBatch
 from .io.bound import BoundCall
@@ -168,6 +169,7 @@ class LiveDataplane:
             c.enter_context(HostBlock(name, sock.ifindex))  # held until the stack closes
             tap_batch = PacketBatch(self.batch_size, tailroom=0)
         batch = PacketBatch(self.batch_size, tailroom=self.program.tailroom)
+        batch.maps = self.program.numbered_maps
         return Port(row, sock, tap, batch, tap_batch)
 
     # ---- the loop ----------------------------------------------------------
@@ -368,11 +370,17 @@ class LiveDataplane:
                     self._out(dest, b, self.red_order, s, s + k)
             s += k
         k = int(rc[-1])
-        if k:
-            self.stats.c[p.row, ERR] += k
-            targets, counts = np.unique(b.redirect[self.red_order[s:s + k]], return_counts=True)
-            for t, cnt in zip(targets.tolist(), counts.tolist()):
-                self.stats.unknown[t] = self.stats.unknown.get(t, 0) + cnt
+        if k:  # targets not held, and broadcasts: out of each device of the map held
+            held = {t: d for t, d in zip(self.targets.tolist(), self.dests)}
+            for t, sel in redirect_groups(b, np.sort(self.red_order[s:s + k]), b.maps):
+                dest = held.get(t)
+                if dest is None:
+                    self.stats.c[p.row, ERR] += sel.size
+                    self.stats.unknown[t] = self.stats.unknown.get(t, 0) + sel.size
+                elif dest[1]:
+                    self._to_host(dest[0], b, sel, 0, sel.size)
+                else:
+                    self._out(dest[0], b, sel, 0, sel.size)
 
     def _from_host(self, p):
         """Frames the host sent out of p's TAP: out of p's interface, as they are."""

@@ -73,6 +73,7 @@ import re
 import numpy as np
 
 from . import config
+from .action import BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS  # noqa: F401 (bpf_redirect_map's)
 from .errors import MapError
 from .io.batch import alloc_buffer
 from .jit import api, kind_of, lazy
@@ -284,6 +285,14 @@ class Map:
     def is_devmap(self):
         """DEVMAP / DEVMAP_HASH: redirect targets (an ifindex, 0 for none)."""
         return self.type in _DEVMAPS
+
+    def devices(self):
+        """A device map's ifindexes in key order, an entry each: where a
+        broadcast (BPF_F_BROADCAST) sends its copies."""
+        if not self.is_hash:
+            v = self.values[0]
+            return v[v != 0].tolist()
+        return [int(v) for _, v in self.items() if v]
 
     @property
     def is_lpm(self):

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import config, jit
 from .action import ACTION_NAMES, XdpAction
+from .broadcast import redirect_groups
 from .errors import CaptureError, DataplaneError
 from .io.batch import PacketBatch
 from .io.pcap import PcapWriter
@@ -23,7 +24,8 @@ from .stats import RunStats
 
 class VerdictPcaps:
     """One pcap per verdict in a directory (``pass.pcap``, ``drop.pcap``, ...,
-    ``redirect-<ifindex>.pcap``), each created when its first packet arrives."""
+    ``redirect-<ifindex>.pcap``), each created when its first packet arrives;
+    a broadcast's frame is in the redirect file of each device it went to."""
 
     def __init__(self, outdir, nanosecond=True, snaplen=None):
         self.outdir = outdir
@@ -53,11 +55,8 @@ class VerdictPcaps:
             if action != XdpAction.XDP_REDIRECT:
                 self._writer(ACTION_NAMES[action]).write_batch(batch, order, off, start)
                 continue
-            idx = order[start:off]
-            targets = batch.redirect[idx]
-            for t in np.unique(targets):
-                sel = idx[targets == t]
-                self._writer(f"redirect-{int(t)}").write_batch(batch, sel, sel.size)
+            for t, sel in redirect_groups(batch, order[start:off], batch.maps):
+                self._writer(f"redirect-{t}").write_batch(batch, sel, sel.size)
 
     def close(self):
         """Close every file; returns {name: path} of the files written."""
@@ -161,6 +160,7 @@ def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None
     tracing = getattr(program, "traces", False)
     stats = RunStats(program.name, reader.path, program.checked)
     batch = PacketBatch(batch_size, tailroom=program.tailroom)
+    batch.maps = program.numbered_maps
     order = np.zeros(batch.capacity, np.int64)
     counts = np.zeros(len(ACTION_NAMES), np.int64)
     pos = np.zeros_like(counts)
@@ -218,7 +218,7 @@ def _emit_trace(program, stats, stream, progress):
 
 
 def _count_redirects(stats, batch, n):
-    sel = batch.action[:n] == XdpAction.XDP_REDIRECT
-    targets, counts = np.unique(batch.redirect[:n][sel], return_counts=True)
-    for t, c in zip(targets, counts):
-        stats.redirect[int(t)] = stats.redirect.get(int(t), 0) + int(c)
+    """Frames redirected to each device (a broadcast: one to each of its map's)."""
+    idx = np.flatnonzero(batch.action[:n] == XdpAction.XDP_REDIRECT)
+    for t, sel in redirect_groups(batch, idx, batch.maps):
+        stats.redirect[t] = stats.redirect.get(t, 0) + sel.size

@@ -33,6 +33,7 @@ import numpy as np
 
 from . import config
 from .action import XdpAction
+from .broadcast import BROADCAST, redirect_groups
 from .errors import DataplaneError, ProgramError
 from .io.batch import PacketBatch
 from .jit import core_hash, kind_of, materialize, plain_dispatcher
@@ -72,13 +73,15 @@ def xdp(fn=None, *, name=None, prefetch=None):
 
 
 class TestRun(tuple):
-    """``(action, output_bytes)`` of Program.test_run, plus ``.redirect`` (target ifindex)."""
+    """``(action, output_bytes)`` of Program.test_run, plus ``.redirect`` (the
+    target ifindex of a redirect to one device, else 0) and ``.targets`` (the
+    devices the frame goes out of: the one, or a broadcast's, or none)."""
 
     __test__ = False  # not a pytest class
 
-    def __new__(cls, action, data, redirect):
+    def __new__(cls, action, data, redirect, targets=()):
         self = super().__new__(cls, (action, data))
-        self.redirect = redirect
+        self.redirect, self.targets = redirect, targets
         return self
 
     action = property(lambda self: self[0])
@@ -126,6 +129,9 @@ class Program:
         self.checked = checked
         #: The program's maps by name: the live objects its loop reads and writes.
         self.maps = maps or {}
+        #: The same in the order of their numbers in the compiled code (a
+        #: broadcast's target names its device map so: broadcast.py).
+        self.numbered_maps = tuple(self.maps.values())
         self.source_path = source_path
         self._entry = entry
         self._scratch = runner_kernels.new_scratch()
@@ -269,8 +275,12 @@ class Program:
             raise AssertionError("test_run: frame does not fit its batch")
         self.run_batch(b)
         action = XdpAction(int(b.action[0]))
-        redirect = int(b.redirect[0]) if action == XdpAction.XDP_REDIRECT else 0
-        return TestRun(action, b.packet(0), redirect)
+        b.maps = self.numbered_maps
+        targets, redirect = (), 0
+        if action == XdpAction.XDP_REDIRECT:
+            targets = tuple(t for t, _ in redirect_groups(b, np.zeros(1, np.int64), b.maps))
+            redirect = int(b.redirect[0]) if b.redirect[0] < BROADCAST else 0
+        return TestRun(action, b.packet(0), redirect, targets)
 
     def __repr__(self):
         mode = "" if self.checked else ", unchecked"
@@ -407,13 +417,14 @@ def _add_loops(module, gen, tree, names):
         trace_format_table(tree, module.__dict__)
     loop_maps = maps + ([(runner_kernels.TRACE_HANDLE, _trace_ring())]
                         if module.__dataplane_trace__ else [])
-    for g, m in loop_maps:
+    for number, (g, m) in enumerate(loop_maps):
         fields = [n[len(g) + 1:] for n in runner_kernels.map_param_names(g, m)]
         handle = collections.namedtuple(f"MapHandle_{g}", fields)
         if getattr(m, "is_ringbuf", False):
             handle._dp_ringbuf = m  # kernels/ringbuf.py; the element helpers refuse it
         else:
             handle._dp_map = m
+            handle._dp_map_number = number  # Program.numbered_maps: broadcast.py
             handle._dp_worker_rows = runner_kernels.worker_rows(m)
         module.__dict__[f"_dp_H_{g}"] = handle
         module.__dict__[f"_dp_VT_{g}"] = m.value_dtype
@@ -656,6 +667,7 @@ def load_program(ref, name=None, checked=True, pin=None):
         raise
     program = Program(spec, entry, path, checked, {m.name: m for _, m in maps}, map_arrays,
                       trace)
+    program.numbered_maps = tuple(m for _, m in maps)
     if not module.__dataplane_grows_tail__:
         program.tailroom = 0
     return program

@@ -53,23 +53,88 @@ def prog(ctx):
 """
 
 
-@pytest.mark.parametrize("frame, action, target", [
-    ([0, 3, 2], XdpAction.XDP_REDIRECT, 30),   # slot 3 -> ifindex 30
-    ([0, 4, 2], XdpAction.XDP_PASS, 0),        # empty slot: the fallback in flags
-    ([0, 4, 1], XdpAction.XDP_DROP, 0),
-    ([0, 99, 3], XdpAction.XDP_TX, 0),         # out of range: fallback too
-    ([0, 3, 8], XdpAction.XDP_ABORTED, 0),     # BPF_F_BROADCAST: not supported
-    ([1, 2, 2], XdpAction.XDP_REDIRECT, 22),   # DEVMAP_HASH key 2000
-    ([1, 5, 2], XdpAction.XDP_PASS, 0),
+BROADCAST, EXCLUDE_INGRESS = 8, 16  # BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS
+
+
+@pytest.mark.parametrize("frame, action, target, targets", [
+    ([0, 3, 2], XdpAction.XDP_REDIRECT, 30, (30,)),   # slot 3 -> ifindex 30
+    ([0, 4, 2], XdpAction.XDP_PASS, 0, ()),           # empty slot: the fallback in flags
+    ([0, 4, 1], XdpAction.XDP_DROP, 0, ()),
+    ([0, 99, 3], XdpAction.XDP_TX, 0, ()),            # out of range: fallback too
+    # every device of the map, the key ignored (dev_map_enqueue_multi)
+    ([0, 3, BROADCAST], XdpAction.XDP_REDIRECT, 0, (30, 31, 32)),
+    ([0, 99, BROADCAST | 2], XdpAction.XDP_REDIRECT, 0, (30, 31, 32)),
+    # ingress ifindex 31 (test_run's argument below) left out
+    ([0, 3, BROADCAST | EXCLUDE_INGRESS], XdpAction.XDP_REDIRECT, 0, (30, 32)),
+    ([0, 3, EXCLUDE_INGRESS], XdpAction.XDP_REDIRECT, 30, (30,)),  # alone: no effect
+    ([0, 3, 32], XdpAction.XDP_ABORTED, 0, ()),       # a flag the kernel does not know
+    ([1, 2, 2], XdpAction.XDP_REDIRECT, 22, (22,)),   # DEVMAP_HASH key 2000
+    ([1, 5, 2], XdpAction.XDP_PASS, 0, ()),
+    ([1, 5, BROADCAST | EXCLUDE_INGRESS], XdpAction.XDP_REDIRECT, 0, (22,)),
 ])
-def test_bpf_redirect_map(tmp_path, frame, action, target):
+def test_bpf_redirect_map(tmp_path, frame, action, target, targets):
     path = tmp_path / "devprog.py"
     path.write_text(textwrap.dedent(PROGRAM))
     prog = load_program(str(path))
-    prog.maps["dev"].update(3, 30)
+    for slot, ifindex in ((3, 30), (5, 31), (6, 32)):
+        prog.maps["dev"].update(slot, ifindex)
     prog.maps["devh"].update(2000, 22)
-    r = prog.test_run(bytes(frame) + bytes(60))
-    assert (r.action, r.redirect) == (action, target)
+    prog.maps["devh"].update(3000, 31)
+    r = prog.test_run(bytes(frame) + bytes(60), ingress_ifindex=31)
+    assert (r.action, r.redirect, r.targets) == (action, target, targets)
+
+
+def test_a_broadcast_goes_out_of_every_device_of_its_map(tmp_path):
+    """Replay: each broadcast frame is in the redirect file of every device of
+    the map (but its own with EXCLUDE_INGRESS), once a copy; counted once as
+    XDP_REDIRECT and once per copy by device; a device in the map twice gets
+    two copies, as the kernel sends."""
+    from dataplane.io.pcap import PcapWriter  # noqa: F401 (the writer under test)
+    path = tmp_path / "devprog.py"
+    path.write_text(textwrap.dedent(PROGRAM))
+    prog = load_program(str(path))
+    for slot, ifindex in ((0, 5), (1, 6), (2, 7), (3, 6)):
+        prog.maps["dev"].update(slot, ifindex)
+    frames = [bytes([0, i % 4, BROADCAST | (EXCLUDE_INGRESS if i % 3 == 0 else 0)])
+              + bytes([i]) * 60 for i in range(40)]
+    cap = tmp_path / "in.pcap"
+    with open(cap, "wb") as f:
+        w = dpkt.pcap.Writer(f)
+        for fr in frames:
+            w.writepkt(fr, 0)
+    out = tmp_path / "out"
+    with open_capture(str(cap)) as r:  # a pcap's packets come in on ifindex 0
+        stats = replay(r, prog, VerdictPcaps(str(out)))
+    assert stats.actions[XdpAction.XDP_REDIRECT] == 40 and stats.packets == 40
+
+    def read(name):
+        with open(out / name, "rb") as f:
+            return [bytes(b) for _, b in dpkt.pcap.Reader(f)]
+    assert sorted(p.name for p in out.iterdir()) == ["redirect-5.pcap", "redirect-6.pcap",
+                                                     "redirect-7.pcap"]
+    assert read("redirect-5.pcap") == frames and read("redirect-7.pcap") == frames
+    assert Counter(read("redirect-6.pcap")) == Counter(frames * 2)
+    assert stats.redirect == {5: 40, 6: 80, 7: 40}
+
+
+def test_broadcast_leaves_out_the_ingress_device(tmp_path):
+    """EXCLUDE_INGRESS against each packet's own ingress ifindex (a pcapng's
+    interfaces are ifindex 1, 2, ...)."""
+    path = tmp_path / "devprog.py"
+    path.write_text(textwrap.dedent(PROGRAM))
+    prog = load_program(str(path))
+    for slot, ifindex in ((0, 1), (1, 2)):
+        prog.maps["dev"].update(slot, ifindex)
+    batch_frames = [bytes([0, 0, BROADCAST | EXCLUDE_INGRESS, i]) + bytes(60) for i in range(4)]
+    from dataplane.io.batch import PacketBatch
+    b = PacketBatch(8)
+    for i, fr in enumerate(batch_frames):
+        b.append(fr, ifindex=1 + i % 2)
+    prog.run_batch(b)
+    from dataplane.broadcast import redirect_groups
+    groups = {t: sorted(sel.tolist())
+              for t, sel in redirect_groups(b, np.arange(4), prog.numbered_maps)}
+    assert groups == {2: [0, 2], 1: [1, 3]}
 
 
 def test_l2_fwd_against_dpkt(tmp_path):

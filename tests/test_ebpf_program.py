@@ -391,6 +391,57 @@ def test_c_names_that_are_python_keywords(tmp_path):
     assert load_program(f"{obj}:in").test_run(f).action == XdpAction.XDP_DROP
 
 
+BROADCAST_C = r"""#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __u32);
+} ports SEC(".maps");
+
+SEC("xdp")
+int flood(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u8 *p = data;
+
+	if (data + 1 > data_end)
+		return XDP_DROP;
+	if (p[0] & 1)
+		return bpf_redirect_map(&ports, 0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS);
+	return bpf_redirect_map(&ports, p[0], BPF_F_BROADCAST | XDP_PASS);
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_broadcast_from_an_object(tmp_path):
+    """bpf_redirect_map(..., BPF_F_BROADCAST [| BPF_F_EXCLUDE_INGRESS]) in an
+    object: XDP_REDIRECT to every device of the map (XDP_ABORTED before); the
+    kernel loads it and says XDP_REDIRECT too, empty map and all (its test run
+    sends nothing, so the devices are ours to check)."""
+    if CLANG is None:
+        pytest.skip("clang not installed")
+    src = tmp_path / "flood.c"
+    src.write_text(BROADCAST_C)
+    obj = compile_bpf(src, tmp_path / "flood.o")
+    prog = load_program(obj)
+    odd, even = bytes([1]) + bytes(63), bytes([2]) + bytes(63)
+    assert prog.test_run(odd).action == XdpAction.XDP_REDIRECT
+    assert prog.test_run(odd).targets == ()  # an empty map: nowhere
+    for key, ifindex in ((10, 4), (20, 5), (30, 6)):
+        prog.maps["ports"].update(key, ifindex)
+    assert sorted(prog.test_run(even, ingress_ifindex=5).targets) == [4, 5, 6]
+    assert sorted(prog.test_run(odd, ingress_ifindex=5).targets) == [4, 6]
+    ok, reason = kernel.kernel_available()
+    if not ok:
+        pytest.skip(f"no kernel oracle: {reason}")
+    with kernel.KernelObject(obj) as k:
+        assert [k.test_run("flood", f)[0] for f in (odd, even)] == [XdpAction.XDP_REDIRECT] * 2
+
+
 #: Bytecode tail storing R0 in the packet's first 8 bytes (R6: the context), then PASS.
 STAMP_R0 = """
         ldxw %r2, [%r6]

@@ -445,6 +445,29 @@ def test_devmap_redirect_bridges_client_and_server(topo, run_dp, tmp_path):
     _ping_both_ways(topo, run_dp, prog)
 
 
+def test_broadcast_leaving_out_the_ingress_port_bridges_two_ports(topo, run_dp, tmp_path):
+    """A flood (bpf_redirect_map with BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS)
+    over a DEVMAP of both ports: each frame out of the other port only, as a
+    two-port bridge."""
+    prog = tmp_path / "flood.py"
+    prog.write_text(f'''"""Flood every frame out of every port but its own."""
+import numpy as np
+from dataplane import xdp
+from dataplane.maps import (BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, BPF_MAP_TYPE_DEVMAP, Map,
+                            bpf_redirect_map)
+
+ports = Map("ports", BPF_MAP_TYPE_DEVMAP, key=np.uint32, value=np.uint32, max_entries=4)
+ports.update(0, {topo.ifindex(topo.dp, "dp-veth0")})
+ports.update(1, {topo.ifindex(topo.dp, "dp-veth1")})
+
+
+@xdp
+def flood(ctx):
+    return bpf_redirect_map(ports, 0, BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS)
+''')
+    _ping_both_ways(topo, run_dp, prog)
+
+
 def _stream(topo, src_ns, dst_ns, dst_ip, nbytes, port=5001):
     sink = subprocess.Popen(topo.ns(dst_ns, sys.executable, str(TOOL), "tcp-sink", str(port)),
                             stdout=subprocess.PIPE, text=True)

@@ -21,6 +21,8 @@ from numba import njit, types
 from numba.extending import overload
 
 from .. import config
+from ..action import BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS
+from ..broadcast import broadcast_target
 from ..errors import ProgramError
 from ..map_layout import pack_source
 from . import htab, lpm
@@ -461,9 +463,10 @@ def _prefetch(m, key):
 def bpf_redirect_map(m, key, flags):
     """``bpf_redirect_map(devmap, key, flags)`` (helper 51): return it from the
     program. XDP_REDIRECT to the device in slot ``key``; a missing key gives
-    the fallback action in the low two bits of ``flags`` (XDP_PASS, ...).
-    Other flags (BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS) are not supported:
-    XDP_ABORTED, as the kernel returns for flags it does not know."""
+    the fallback action in the low two bits of ``flags`` (XDP_PASS, ...). With
+    BPF_F_BROADCAST, XDP_REDIRECT to every device of the map (``key`` is looked
+    up, and ignored), but the packet's ingress device with also
+    BPF_F_EXCLUDE_INGRESS (broadcast.py). Other flags give XDP_ABORTED."""
     raise NotImplementedError("bpf_redirect_map runs only inside a program")
 
 
@@ -477,16 +480,28 @@ def _redirect_map(m, key, flags):
         return None
     n = spec.max_entries
     ABORTED, REDIRECT = 0, 4
+    known = _ACTION_MASK | BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS
+    number = getattr(m.instance_class, "_dp_map_number", None)
+    # an inner map has no number of its own: its broadcasts abort
+    everywhere = -1 if number is None else broadcast_target(number, False)
+    elsewhere = -1 if number is None else broadcast_target(number, True)
 
     def target(ifindex):
         return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | REDIRECT
 
+    def broadcast(f):
+        t = np.int64(elsewhere if f & BPF_F_EXCLUDE_INGRESS else everywhere)
+        return target(t) if t >= 0 else np.int64(ABORTED)
+
     target = njit(**config.INLINE_JIT)(target)
+    broadcast = njit(**config.INLINE_JIT)(broadcast)
     if not spec.is_hash:
         def impl(m, key, flags):
             f = np.int64(flags)
-            if f & ~_ACTION_MASK:
+            if f & ~known:
                 return np.int64(ABORTED)
+            if f & BPF_F_BROADCAST:
+                return broadcast(f)
             i = np.int64(key) & 0xFFFFFFFF
             if i < n and m.values[i] != 0:
                 return target(m.values[i])
@@ -496,8 +511,10 @@ def _redirect_map(m, key, flags):
 
     def impl(m, key, flags):
         f = np.int64(flags)
-        if f & ~_ACTION_MASK:
+        if f & ~known:
             return np.int64(ABORTED)
+        if f & BPF_F_BROADCAST:
+            return broadcast(f)
         k = pack(key)
         e = find(m.hdr, m.buckets, m.keys, k)
         if e >= 0 and m.values[e] != 0:

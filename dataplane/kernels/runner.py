@@ -66,7 +66,8 @@ def new_scratch():
 def store_verdict(ret, fault, i, meta, scratch):
     """Decode a program's return value into meta[ACTION, i] and meta[REDIRECT, i].
 
-    bpf_redirect() returns XDP_REDIRECT with (ifindex + 1) in the upper 32 bits.
+    bpf_redirect() returns XDP_REDIRECT with (ifindex + 1) in the upper 32 bits
+    (a broadcast's target has bit 31 of the ifindex set: broadcast.py).
     As in the kernel, an unknown action or a redirect without a target is
     treated as XDP_ABORTED (bpf_warn_invalid_xdp_action / xdp_do_redirect -EINVAL).
     A faulting packet is XDP_ABORTED; the first fault's index and kind are kept
@@ -80,7 +81,7 @@ def store_verdict(ret, fault, i, meta, scratch):
         scratch[SCRATCH_FAULTS] += 1
         if scratch[SCRATCH_FIRST_FAULT] < 0:
             scratch[SCRATCH_FIRST_FAULT] = np.int64(i) | (fault << 56)
-    elif r < 0 or code > XDP_REDIRECT or (code == XDP_REDIRECT and target == 0) \
+    elif code > XDP_REDIRECT or (code == XDP_REDIRECT and target == 0) \
             or (code != XDP_REDIRECT and target != 0):
         code = XDP_ABORTED
         scratch[SCRATCH_INVALID] += 1

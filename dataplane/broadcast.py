@@ -1,0 +1,55 @@
+"""bpf_redirect_map with BPF_F_BROADCAST: a frame redirected to every device of
+a DEVMAP / DEVMAP_HASH, but its ingress device with BPF_F_EXCLUDE_INGRESS (the
+kernel's dev_map_enqueue_multi, which clones it for each).
+
+A compiled program returns one target a packet (batch.redirect), so a
+broadcast's target is an ifindex no device has (bit 31: the kernel's are
+positive ints) holding the flag and the map's number among the program's
+maps (Program.numbered_maps); the sinks expand it batch by batch, with the
+map's devices of that moment, as the kernel reads the map at its flush.
+"""
+
+import numpy as np
+
+#: A broadcast target (batch.redirect): this bit, EXCLUDE_INGRESS, the map's number.
+BROADCAST = 1 << 31
+EXCLUDE_INGRESS = 1 << 30
+MAP_NUMBER = EXCLUDE_INGRESS - 1
+
+
+def broadcast_target(map_number, exclude_ingress):
+    """The target a broadcast over map ``map_number`` leaves in batch.redirect."""
+    return BROADCAST | (EXCLUDE_INGRESS if exclude_ingress else 0) | map_number
+
+
+def redirect_groups(batch, idx, maps):
+    """(ifindex, packets) for the redirected packets ``idx`` (positions in
+    ``batch``, ascending): each device once, with its packets in batch order:
+    those redirected to it alone and the broadcasts over a map holding it (but,
+    with EXCLUDE_INGRESS, those that came in on it). A device twice in a map
+    gets such packets twice (two copies, as the kernel sends); a broadcast
+    over a map the program lacks goes nowhere. ``maps``: the program's maps by
+    number."""
+    targets = batch.redirect[idx]
+    found = np.unique(targets).tolist()
+    if not found or found[-1] < BROADCAST:  # no broadcast: a group a target
+        for t in found:
+            yield t, idx[targets == t]
+        return
+    parts = {}
+    for t in found:
+        sel = idx[targets == t]
+        if t < BROADCAST:
+            parts.setdefault(t, []).append(sel)
+            continue
+        number = t & MAP_NUMBER
+        m = maps[number] if number < len(maps) else None
+        if m is None or not m.is_devmap:
+            continue
+        ingress = batch.ifindex[sel] if t & EXCLUDE_INGRESS else None
+        for dev in m.devices():
+            parts.setdefault(dev, []).append(sel if ingress is None else sel[ingress != dev])
+    for dev, sels in parts.items():
+        sel = np.sort(np.concatenate(sels)) if len(sels) > 1 else sels[0]
+        if sel.size:
+            yield dev, sel

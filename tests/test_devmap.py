@@ -157,3 +157,28 @@ def test_l2_fwd_against_dpkt(tmp_path):
     rest = [fr for fr in frames if fr[:6] not in top[:2]]
     assert read("pass.pcap") == rest
     assert stats.redirect == {10: unicast[top[0]], 11: unicast[top[1]]}
+
+
+def test_broadcast_with_workers_and_no_forged_broadcast(tmp_path):
+    """Workers give the same copies; bpf_redirect to an ifindex of 2**31 or
+    more (no device has one; here it would read as a broadcast) aborts."""
+    path = tmp_path / "devprog.py"
+    path.write_text(textwrap.dedent(PROGRAM))
+    prog = load_program(str(path))
+    for slot, ifindex in ((0, 5), (1, 6)):
+        prog.maps["dev"].update(slot, ifindex)
+    cap = tmp_path / "in.pcap"
+    with open(cap, "wb") as f:
+        w = dpkt.pcap.Writer(f)
+        for i in range(9000):
+            w.writepkt(bytes([0, 0, BROADCAST, i % 251]) + bytes(60), 0)
+    with open_capture(str(cap)) as r:
+        stats = replay(r, prog, VerdictPcaps(str(tmp_path / "out")), workers=2)
+    assert stats.redirect == {5: 9000, 6: 9000}
+    for name in ("redirect-5.pcap", "redirect-6.pcap"):
+        with open(tmp_path / "out" / name, "rb") as f:
+            assert [b[3] for _, b in dpkt.pcap.Reader(f)] == [i % 251 for i in range(9000)]
+    forged = tmp_path / "forged.py"
+    forged.write_text("from dataplane import bpf_redirect, xdp\n\n\n@xdp\n"
+                      "def forged(ctx):\n    return bpf_redirect(0x80000000, 0)\n")
+    assert load_program(str(forged)).test_run(bytes(64)).action == XdpAction.XDP_ABORTED

@@ -267,7 +267,8 @@ class Program:
         return view
 
     def test_run(self, frame, ingress_ifindex=0, rx_queue_index=0):
-        """Run one frame (BPF_PROG_TEST_RUN): ``(XdpAction, output bytes)``, ``.redirect``."""
+        """Run one frame (BPF_PROG_TEST_RUN): a TestRun, ``(XdpAction, output
+        bytes)`` with ``.redirect`` and ``.targets``."""
         frame = bytes(frame)
         b = PacketBatch(1, buffer_bytes=len(frame) + config.HEADROOM + self.tailroom
                         + config.SLOT_ALIGN, tailroom=self.tailroom)

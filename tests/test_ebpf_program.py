@@ -20,10 +20,9 @@ from dataplane.ebpf import kernel
 ROOT = Path(__file__).resolve().parents[1]
 BPF = ROOT / "programs" / "bpf"
 SMALL = ROOT / "pcaps" / "small.pcap"
-RUNNABLE = ["adjust_head", "bounded_loop", "bpf2bpf", "drop_udp", "firewall", "flow_counter",
-            "global_data", "legacy_maps", "lpm_acl", "map_in_map", "printk", "redirect",
-            "ringbuf",
-            "tail_call:tail_call"]
+RUNNABLE = ["adjust_head", "bounded_loop", "bpf2bpf", "drop_udp", "firewall", "flood",
+            "flow_counter", "global_data", "legacy_maps", "lpm_acl", "map_in_map", "printk",
+            "redirect", "ringbuf", "tail_call:tail_call"]
 
 
 def frames(limit=None):

@@ -390,6 +390,65 @@ def test_c_names_that_are_python_keywords(tmp_path):
     assert load_program(f"{obj}:in").test_run(f).action == XdpAction.XDP_DROP
 
 
+MAP_IN_MAP_C = r"""#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct inner_t {
+	__uint(type, BPF_MAP_TYPE_%s);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 4);
+};
+struct inner_t m0 SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1);
+	__array(values, struct inner_t);
+} outer SEC(".maps") = { .values = { [0] = &m0 } };
+
+SEC("xdp")
+int prog(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	__u8 *p = data;
+	__u32 k = 0, ik;
+	__u64 *v;
+	void *inner;
+
+	if ((void *)(p + 16) > data_end)
+		return XDP_DROP;
+	inner = bpf_map_lookup_elem(&outer, &k);
+	if (!inner)
+		return XDP_PASS;
+	ik = p[0];
+	v = bpf_map_lookup_elem(inner, &ik);
+	if (!v)
+		return XDP_DROP;
+	*v += 1;
+	return XDP_TX;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_outer_maps_of_one_name_in_two_objects(tmp_path):
+    """Two objects whose ARRAY_OF_MAPS share a name, one with HASH inner maps
+    and one with ARRAY: each runs its own (the second ran with the first's
+    inner layout: an empty hash gave a pointer, an array slot a miss)."""
+    if CLANG is None:
+        pytest.skip("clang not installed")
+    frame = bytes([1]) + bytes(63)
+    for first, second in (("HASH", "ARRAY"), ("ARRAY", "HASH")):
+        got = []
+        for inner in (first, second):
+            src = tmp_path / f"{first}_{inner}.c"
+            src.write_text(MAP_IN_MAP_C % inner)
+            obj = compile_bpf(src, tmp_path / f"{first}_{inner}.o")
+            got.append(load_program(obj).test_run(frame).action)
+        want = {"HASH": XdpAction.XDP_DROP, "ARRAY": XdpAction.XDP_TX}  # key 1: absent / zero
+        assert got == [want[first], want[second]]
+
+
 BROADCAST_C = r"""#include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 struct {

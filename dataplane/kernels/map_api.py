@@ -16,6 +16,8 @@ ints) or the kernel's full key with the prefixlen first; update and delete
 take the full key ``(prefixlen, addr)`` / ``(prefixlen, hi, lo)``.
 """
 
+import weakref
+
 import numpy as np
 from numba import njit, types
 from numba.extending import overload
@@ -238,14 +240,17 @@ def _lpm_delete(spec, key):
 
 # ---------------------------------------------------------------- overloads
 
-_inner_builders = {}
+#: Each outer map's builder, by the map itself: keyed by the map's name, a
+#: second object's outer map of the same name got the first's inner layout
+#: and type (wrong verdicts, loops that never ended, kept in the code cache).
+_inner_builders = weakref.WeakKeyDictionary()
 
 
 def _inner_builder(spec):
     """A compiled ``build(row)`` giving the handle of an inner map from its row of
     the outer map's pool: the same views at the same offsets as the inner spec."""
-    if spec.name in _inner_builders:
-        return _inner_builders[spec.name]
+    if spec in _inner_builders:
+        return _inner_builders[spec]
     from collections import namedtuple
 
     from .runner import map_param_names
@@ -266,8 +271,8 @@ def _inner_builder(spec):
             shape = a.shape
         parts.append(f"view_bytes(row, {off}, DT{i}, {shape})")
     exec(f"def build(row):\n    return H({', '.join(parts)})\n", ns)
-    _inner_builders[spec.name] = njit(**config.INLINE_JIT)(ns["build"])
-    return _inner_builders[spec.name]
+    _inner_builders[spec] = build = njit(**config.INLINE_JIT)(ns["build"])
+    return build
 
 
 @overload(bpf_map_lookup_elem)

@@ -182,3 +182,27 @@ def test_broadcast_with_workers_and_no_forged_broadcast(tmp_path):
     forged.write_text("from dataplane import bpf_redirect, xdp\n\n\n@xdp\n"
                       "def forged(ctx):\n    return bpf_redirect(0x80000000, 0)\n")
     assert load_program(str(forged)).test_run(bytes(64)).action == XdpAction.XDP_ABORTED
+
+
+def test_a_lookup_of_an_empty_devmap_slot_misses(tmp_path):
+    """As the kernel's dev_map_lookup_elem: NULL for an empty slot (it gave a
+    value of 0), the ifindex for a filled one."""
+    path = tmp_path / "lookup.py"
+    path.write_text(textwrap.dedent("""
+        import numpy as np
+        from dataplane import XDP_PASS, XDP_TX, xdp
+        from dataplane.maps import BPF_MAP_TYPE_DEVMAP, Map, bpf_map_lookup_elem
+
+        dev = Map("dev", BPF_MAP_TYPE_DEVMAP, key=np.uint32, value=np.uint32, max_entries=8)
+
+        @xdp
+        def lookup(ctx):
+            v = bpf_map_lookup_elem(dev, ctx.pkt[0])
+            if v is None:
+                return XDP_PASS
+            return XDP_TX if v[0] == 30 else 0
+        """))
+    prog = load_program(str(path))
+    prog.maps["dev"].update(3, 30)
+    assert [prog.test_run(bytes([k]) + bytes(63)).action for k in (0, 3, 9)] == \
+        [XdpAction.XDP_PASS, XdpAction.XDP_TX, XdpAction.XDP_PASS]

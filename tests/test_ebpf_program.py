@@ -13,7 +13,7 @@ import dpkt
 import pytest
 
 from bpf_build import CLANG, compile_bpf
-from dataplane import XdpAction, load_program
+from dataplane import ProgramError, XdpAction, load_program
 from dataplane.cli.main import main
 from dataplane.ebpf import kernel
 
@@ -447,6 +447,67 @@ def test_outer_maps_of_one_name_in_two_objects(tmp_path):
             got.append(load_program(obj).test_run(frame).action)
         want = {"HASH": XdpAction.XDP_DROP, "ARRAY": XdpAction.XDP_TX}  # key 1: absent / zero
         assert got == [want[first], want[second]]
+
+
+DEVMAP_LOOKUP_C = r"""#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 4);
+} dev SEC(".maps");
+
+SEC("xdp")
+int prog(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	__u8 *p = data;
+	__u32 k, *v;
+
+	if ((void *)(p + 8) > data_end)
+		return XDP_DROP;
+	k = p[0];
+	v = bpf_map_lookup_elem(&dev, &k);
+	if (!v)
+		return XDP_PASS;
+	%s
+	return XDP_TX;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_devmap_lookup_like_the_kernel(tmp_path):
+    """A DEVMAP lookup in an object: an empty slot is NULL (it gave a pointer
+    to 0), a filled one the ifindex; its values are read-only to programs (a
+    write was accepted and changed the redirect target): the kernel's verdicts
+    and refusal."""
+    if CLANG is None:
+        pytest.skip("clang not installed")
+    objs = {}
+    for what, body in (("read", "*(__u32 *)(p + 4) = *v;"), ("write", "*v = 7;")):
+        src = tmp_path / f"{what}.c"
+        src.write_text(DEVMAP_LOOKUP_C % body)
+        objs[what] = compile_bpf(src, tmp_path / f"{what}.o")
+    prog = load_program(objs["read"])
+    prog.maps["dev"].update(1, 1)
+    frames = [bytes([k]) + bytes(63) for k in range(3)]
+    ours = [prog.test_run(f) for f in frames]
+    assert [r.action for r in ours] == [XdpAction.XDP_PASS, XdpAction.XDP_TX,
+                                        XdpAction.XDP_PASS]
+    assert ours[1].data[4:8] == (1).to_bytes(4, "little")
+    with pytest.raises(ProgramError, match="write into read-only map 'dev'"):
+        load_program(objs["write"])
+    ok, reason = kernel.kernel_available()
+    if not ok:
+        pytest.skip(f"no kernel oracle: {reason}")
+    with kernel.KernelObject(objs["read"]) as k:
+        k.map_update("dev", (1).to_bytes(4, "little"), (1).to_bytes(4, "little"))
+        assert [k.test_run("prog", f)[0] for f in frames] == [r.action for r in ours]
+        assert k.test_run("prog", frames[1])[1] == ours[1].data
+    with pytest.raises(kernel.KernelLoadError, match="write into map forbidden"):
+        kernel.KernelObject(objs["write"])
 
 
 BROADCAST_C = r"""#include <linux/bpf.h>

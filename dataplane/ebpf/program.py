@@ -39,6 +39,7 @@ EBPF_MAP_TYPES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_HAS
                   BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_ARRAY_OF_MAPS,
                   BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_LPM_TRIE}
 MAPS_OF_MAPS = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
+DEVMAPS = {BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH}
 #: Helpers an object may call so far (ids; verifier.HELPERS has their prototypes).
 EBPF_HELPERS = {h: verifier.HELPERS[h]
                 for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 130, 160)}
@@ -91,11 +92,17 @@ def _identifier(name, taken):
 
 
 def map_infos(mapdefs, names=None):
-    """The verifier's view of an object's maps (names: the identifiers used)."""
+    """The verifier's view of an object's maps (names: the identifiers used).
+    Read-only to the program: BPF_F_RDONLY_PROG, .rodata, and device maps (the
+    kernel's devmaps set BPF_F_RDONLY_PROG themselves)."""
     names = names or [m.name for m in mapdefs]
-    return [MapInfo(n, m.type, m.key_size, m.value_size,
-                    bool(m.flags & BPF_F_RDONLY_PROG) or m.kind == "rodata",
-                    MapInfo(f"{n}_inner", m.inner.type, m.inner.key_size, m.inner.value_size)
+
+    def read_only(m):
+        return bool(m.flags & BPF_F_RDONLY_PROG) or m.kind == "rodata" or m.type in DEVMAPS
+
+    return [MapInfo(n, m.type, m.key_size, m.value_size, read_only(m),
+                    MapInfo(f"{n}_inner", m.inner.type, m.inner.key_size, m.inner.value_size,
+                            read_only(m.inner))
                     if m.type in MAPS_OF_MAPS and m.inner is not None else None)
             for m, n in zip(mapdefs, names)]
 

@@ -174,9 +174,11 @@ def _lookup(m, key):
         return impl
     slot, n, lru = _value_slot(spec, m), spec.max_entries, spec.lru
     if not spec.is_hash:
+        slotted = spec.is_devmap  # an empty slot (ifindex 0) is a miss, as a deleted key
+
         def impl(m, key):
             i = np.int64(peek4(key))
-            if i >= n:
+            if i >= n or (slotted and m.values[i] == 0):
                 return np.int64(0)
             return slot(m, i)
         return impl

@@ -288,10 +288,11 @@ def _lookup(m, key):
         spec.value_dtype.names is None
     if not spec.is_hash:
         vt, size = _slot_form(spec)
+        slotted = spec.is_devmap  # an empty slot (ifindex 0) is a miss, as a deleted key
 
         def impl(m, key):
             i = np.int64(key) & 0xFFFFFFFF
-            if i >= n:
+            if i >= n or (slotted and m.values[i] == 0):
                 return None
             v = view_bytes(m.values, (base() + i) * size, vt, (1,))
             if scalar:

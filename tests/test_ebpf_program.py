@@ -510,6 +510,63 @@ def test_devmap_lookup_like_the_kernel(tmp_path):
         kernel.KernelObject(objs["write"])
 
 
+SUBPROGRAM_RETURNS_C = r"""#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+static __noinline __u8 *l3(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	if (data + 34 > data_end)
+		return 0;
+	return (__u8 *)data + 14;
+}
+
+static __noinline void bump(__u64 *buf)
+{
+	buf[1] = buf[0] * 3;
+}
+
+SEC("xdp")
+int prog(struct xdp_md *ctx)
+{
+	__u64 buf[2] = { ctx->ingress_ifindex, 0 };
+	__u8 *ip = l3(ctx);
+
+	bump(buf);
+	if (!ip)
+		return XDP_ABORTED;
+	if (ip[9] == 17)
+		return XDP_DROP;
+	return buf[1] == 3 ? XDP_PASS : XDP_TX;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_subprograms_returning_a_packet_pointer_or_nothing(tmp_path):
+    """A static subprogram returning a packet pointer (or NULL), and one whose
+    return value clang dropped (it exits with R0 unset): both refused here,
+    loaded by the kernel; now both load and give the kernel's verdicts and bytes."""
+    if CLANG is None:
+        pytest.skip("clang not installed")
+    src = tmp_path / "subptr.c"
+    src.write_text(SUBPROGRAM_RETURNS_C)
+    obj = compile_bpf(src, tmp_path / "subptr.o")
+    prog = load_program(obj)
+    sent = frames(200) + [bytes(20)]
+    ours = [prog.test_run(f, ingress_ifindex=1) for f in sent]  # the kernel's test runs: lo
+    assert {r.action for r in ours} == {XdpAction.XDP_ABORTED, XdpAction.XDP_DROP,
+                                        XdpAction.XDP_PASS}
+    ok, reason = kernel.kernel_available()
+    if not ok:
+        pytest.skip(f"no kernel oracle: {reason}")
+    with kernel.KernelObject(obj) as k:
+        for i, (f, r) in enumerate(zip(sent, ours)):
+            assert k.test_run("prog", f)[:2] == (r.action, r.data), f"frame {i}"
+
+
 BROADCAST_C = r"""#include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 struct {

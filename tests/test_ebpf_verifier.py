@@ -535,6 +535,34 @@ def test_call_local_frames():
             "mov %r0, 0\nexit", "R1 !read_ok")
 
 
+def test_a_subprogram_returns_r0_as_it_is():
+    """As the kernel's prepare_func_exit: a subprogram may exit with R0 unset
+    (clang drops a return value no caller reads: it was refused, 24 of the
+    fuzzer's kernel-loaded programs) or holding a pointer the caller uses, but
+    not a pointer into a stack."""
+    check("call local f\nmov %r0, 2\nexit\nf:\nmov %r1, 0\nexit")
+    rejects("call local f\nmov %r0, %r0   # <-\nexit\nf:\nexit", "R0 !read_ok")
+    check(PROLOGUE + """
+        call local f         # R2, R3: data, data_end
+        jeq %r0, 0, out
+        ldxb %r0, [%r0+13]
+        exit
+    out:
+        mov %r0, 2
+        exit
+    f:
+        mov %r0, %r2         # data, where 14 bytes are there; else 0
+        mov %r4, %r2
+        add %r4, 14
+        jgt %r4, %r3, none
+        exit
+    none:
+        mov %r0, 0
+        exit""")
+    rejects("mov %r1, %r10\nadd %r1, -8\ncall local f\nexit\nf:\nmov %r0, %r1\n"
+            "exit   # <-", "cannot return stack pointer to the caller")
+
+
 def test_callee_stack_pointer_into_the_callers_frame():
     """A pointer to the callee's stack stored in the caller's stack outlives the
     frame (it was accepted, and the fill after the return raised IndexError)."""

@@ -1097,11 +1097,17 @@ class Verifier:
     def jmp(self, pc, st, insn):
         c, op = insn.cls, insn.op
         if op == EXIT:
-            r0 = self.read(st, pc, 0)
-            if r0[0] != "S":
-                self.fail(pc, f"R0 is {_name(r0)} at exit, not a scalar (leaks a pointer)")
             if not st.frames:
+                r0 = self.read(st, pc, 0)
+                if r0[0] != "S":
+                    self.fail(pc, f"R0 is {_name(r0)} at exit, not a scalar (leaks a pointer)")
                 return []
+            # a subprogram returns R0 as it is, as the kernel's prepare_func_exit:
+            # unset (clang drops a return value no caller reads) or a pointer
+            # the caller may use, but not into the frame being left
+            r0 = st.regs[0]
+            if r0[0] == "K":
+                self.fail(pc, "cannot return stack pointer to the caller")
             (ret, saved), frames = st.frames[-1], st.frames[:-1]
             fp = st.regs[10][:1] + (len(frames), 0)
             regs = (r0,) + (NOT_INIT,) * 5 + tuple(saved) + (fp,)

@@ -567,6 +567,26 @@ def test_subprograms_returning_a_packet_pointer_or_nothing(tmp_path):
             assert k.test_run("prog", f)[:2] == (r.action, r.data), f"frame {i}"
 
 
+def test_a_callers_spilled_null_survives_loops_in_its_callees(tmp_path):
+    """tests/ebpf_src/widen_spill.c: loaded (it was refused), and the kernel's
+    verdicts, bytes and map values on the capture."""
+    if CLANG is None:
+        pytest.skip("clang not installed")
+    obj = compile_bpf(ROOT / "tests" / "ebpf_src" / "widen_spill.c", tmp_path / "ws.o")
+    prog = load_program(obj)
+    sent = frames(120) + [bytes(range(40))]
+    ours = [prog.test_run(f, ingress_ifindex=1) for f in sent]
+    ok, reason = kernel.kernel_available()
+    if not ok:
+        pytest.skip(f"no kernel oracle: {reason}")
+    with kernel.KernelObject(obj) as k:
+        for i, (f, r) in enumerate(zip(sent, ours)):
+            assert k.test_run("widen_spill", f)[:2] == (r.action, r.data), f"frame {i}"
+        for key in range(4):
+            want = k.map_lookup("res", key.to_bytes(4, "little"))
+            assert prog.maps["res"].values[0][key].tobytes() == want, f"res[{key}]"
+
+
 BROADCAST_C = r"""#include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 struct {

@@ -779,10 +779,14 @@ class Verifier:
             return None
         point.changes += 1
         if point.changes > WIDEN_AFTER:
-            merged = State(tuple(_widen(t) for t in merged.regs), tuple(
-                {o: ("spill", _widen(v[1])) if v[0] == "spill" else v
-                 for o, v in s.items()} for s in merged.stacks), merged.ranges,
-                merged.frames)
+            # widen what still grows; what the join left alone stays (a NULL
+            # spilled by a caller became an unknown number, and its non-NULL
+            # branch a store through a scalar: refused where the kernel loads)
+            merged = State(tuple(t if t == o else _widen(t)
+                                 for t, o in zip(merged.regs, summary.regs)), tuple(
+                {o: ("spill", _widen(v[1])) if v[0] == "spill" and was.get(o) != v else v
+                 for o, v in s.items()} for s, was in zip(merged.stacks, summary.stacks)),
+                merged.ranges, merged.frames)
         point.summary = merged
         return merged
 

@@ -587,6 +587,65 @@ def test_a_callers_spilled_null_survives_loops_in_its_callees(tmp_path):
             assert prog.maps["res"].values[0][key].tobytes() == want, f"res[{key}]"
 
 
+INNER_DEVMAP_C = r"""#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct devt {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 4);
+};
+struct devt d0 SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 2);
+	__array(values, struct devt);
+} outer SEC(".maps") = { .values = { [0] = &d0 } };
+
+SEC("xdp")
+int prog(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	__u8 *p = data;
+	__u32 k;
+	void *m;
+
+	if ((void *)(p + 8) > data_end)
+		return XDP_DROP;
+	k = p[2];
+	m = bpf_map_lookup_elem(&outer, &k);
+	if (!m)
+		return XDP_PASS;
+	return bpf_redirect_map(m, p[0], p[1]);
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_redirect_through_an_inner_device_map(tmp_path):
+    """bpf_redirect_map on a DEVMAP reached through an ARRAY_OF_MAPS: refused
+    here ("an inner map and other maps at one call"), loaded by the kernel;
+    now the kernel's verdicts (a broadcast over an inner map still aborts)."""
+    if CLANG is None:
+        pytest.skip("clang not installed")
+    src = tmp_path / "inner_dev.c"
+    src.write_text(INNER_DEVMAP_C)
+    obj = compile_bpf(src, tmp_path / "inner_dev.o")
+    prog = load_program(obj)
+    prog.maps["outer"].inner_map(0).update(1, 1)
+    sent = [bytes([key, flags, outer]) + bytes(61)
+            for key in (0, 1, 3) for flags in (0, 1, 2, 3) for outer in (0, 1)]
+    ours = [prog.test_run(f) for f in sent]
+    assert [r.targets for r in ours if r.action == XdpAction.XDP_REDIRECT] == [(1,)] * 4
+    ok, reason = kernel.kernel_available()
+    if not ok:
+        pytest.skip(f"no kernel oracle: {reason}")
+    with kernel.KernelObject(obj) as k:
+        k.map_update("d0", (1).to_bytes(4, "little"), (1).to_bytes(4, "little"))
+        assert [k.test_run("prog", f)[0] for f in sent] == [r.action for r in ours]
+
+
 BROADCAST_C = r"""#include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 struct {

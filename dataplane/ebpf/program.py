@@ -485,7 +485,9 @@ class XdpTarget:
         if inner:
             if len(indices) > 1 or inner_call is None:
                 from .jit import JitError
-                raise JitError(f"insn {pc}: an inner map and other maps at one call")
+                raise JitError(f"insn {pc}: an inner map and other maps at one call"
+                               if len(indices) > 1 else
+                               f"insn {pc}: this helper on an inner map is not supported")
             return inner_call(*self._handle(builder, self.owner[inner[0]]))
         if len(indices) == 1:
             return call(*self._handle(builder, indices[0]))
@@ -566,7 +568,8 @@ class XdpTarget:
         if helper == 3:
             return on_map(k.call_delete, r2, inner=k.call_inner_delete)
         if helper == 51:
-            return self._keep_redirect(builder, on_map(k.call_redirect_map, u32(r2), r3))
+            return self._keep_redirect(builder, on_map(k.call_redirect_map, u32(r2), r3,
+                                                       inner=k.call_inner_redirect_map))
         if helper == 23:
             return self._keep_redirect(builder, ci(builder, k.call_redirect, i64t(i64t, i64t),
                                                    [u32(r1), r2]))

@@ -445,6 +445,25 @@ def _inner_delete(m, number, key):
     return lambda m, number, key: map_delete(build(m.pool[number - 1]), key)
 
 
+def inner_redirect_map(m, number, key, flags):
+    """bpf_redirect_map on an inner device map found in ``m`` (a broadcast over
+    one gives XDP_ABORTED: its target names maps of the program only)."""
+
+
+@overload(inner_redirect_map)
+def _inner_redirect_map(m, number, key, flags):
+    spec = _spec(m)
+    if spec is None or not spec.is_map_in_map:
+        return None
+    build = _inner_builder(spec)
+    return lambda m, number, key, flags: bpf_redirect_map(build(m.pool[number - 1]), key,
+                                                          flags)
+
+
+def call_inner_redirect_map(m, number, key, flags):
+    return inner_redirect_map(m, number, key, flags)
+
+
 def call_inner_lookup(m, number, key):
     return inner_lookup(m, number, key)
 

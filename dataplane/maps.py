@@ -196,10 +196,13 @@ class Map:
                                  f"is above {HASH_MAX_ENTRIES}")
         if type in _ARRAYS and (self.key_dtype.names or self.key_dtype.itemsize != 4):
             raise MapError(name, f"array maps take a 4-byte integer key, not {self.key_dtype}")
-        if type in _DEVMAPS and (self.value_dtype.names or self.value_dtype.itemsize != 4
+        # a devmap value: the ifindex, or the kernel's struct bpf_devmap_val (the
+        # ifindex, then a program to run on the frame: none here, so always 0
+        # and the 8 bytes as a number are the ifindex)
+        if type in _DEVMAPS and (self.value_dtype.names or self.value_dtype.itemsize not in (4, 8)
                                  or self.value_dtype.kind not in "iu"):
-            raise MapError(name, f"device maps hold an ifindex: a 4-byte integer value, "
-                                 f"not {self.value_dtype}")
+            raise MapError(name, f"device maps hold an ifindex: a 4-byte integer value (or "
+                                 f"8: struct bpf_devmap_val), not {self.value_dtype}")
         if type == BPF_MAP_TYPE_LPM_TRIE:
             self.lpm_width = _lpm_width(self.key_dtype, name)
             self.lpm_ibits = lpm.index_bits(self.max_entries, self.lpm_width)
@@ -541,6 +544,10 @@ class Map:
         A per-CPU map's value is one value for every worker, or a list of them.
         An LPM trie's key is a prefix (see the module docstring).
         """
+        if self.is_devmap and isinstance(value, (int, np.integer)) and int(value) >> 32 > 0:
+            raise MapError(self.name, f"bad value {value:#x}: a device map's program "
+                                      "(bpf_devmap_val.bpf_prog) is not supported, only 0 "
+                                      "in the upper 4 bytes")
         if self.is_lpm:
             e = self._lpm_op(lpm.OP_UPDATE, key, flags if 0 <= flags <= BPF_EXIST else -1)
             if e < 0:

@@ -30,7 +30,14 @@ def test_devmap_control_plane():
     with pytest.raises(MapError, match="-EINVAL"):
         m.delete(9)
     with pytest.raises(MapError, match="device maps hold an ifindex"):
-        Map("d", BPF_MAP_TYPE_DEVMAP, key=np.uint32, value=np.uint64, max_entries=4)
+        Map("d", BPF_MAP_TYPE_DEVMAP, key=np.uint32, value=np.uint16, max_entries=4)
+    # struct bpf_devmap_val: the ifindex, then a program the kernel would run on
+    # the frame (none here: 0 only, refused before anything changes)
+    v = Map("v", BPF_MAP_TYPE_DEVMAP_HASH, key=np.uint32, value=np.uint64, max_entries=4)
+    v.update(7, 3)
+    with pytest.raises(MapError, match=r"bad value 0x500000003: a device map's program"):
+        v.update(8, (5 << 32) | 3)
+    assert v.items() == [(7, 3)] and v.devices() == [3]
     h = Map("h", BPF_MAP_TYPE_DEVMAP_HASH, key=np.uint32, value=np.uint32, max_entries=4)
     h.update(1000, 5)
     assert h.items() == [(1000, 5)]

@@ -646,6 +646,29 @@ def test_redirect_through_an_inner_device_map(tmp_path):
         assert [k.test_run("prog", f)[0] for f in sent] == [r.action for r in ours]
 
 
+def test_devmap_of_bpf_devmap_val(tmp_path):
+    """A DEVMAP whose values are struct bpf_devmap_val (ifindex, program): loaded
+    (it was refused: "a 4-byte integer value"), the kernel's verdicts."""
+    if CLANG is None:
+        pytest.skip("clang not installed")
+    src = tmp_path / "devval.c"
+    src.write_text(DEVMAP_LOOKUP_C.replace("__type(value, __u32)",
+                                           "__type(value, struct bpf_devmap_val)")
+                   .replace("%s", "return bpf_redirect_map(&dev, k, p[1]);"))
+    obj = compile_bpf(src, tmp_path / "devval.o")
+    prog = load_program(obj)
+    prog.maps["dev"].update(1, 1)
+    sent = [bytes([key, flags]) + bytes(62) for key in (0, 1, 2) for flags in (0, 2, 8, 24)]
+    ours = [prog.test_run(f) for f in sent]
+    assert {r.targets for r in ours} == {(), (1,)}
+    ok, reason = kernel.kernel_available()
+    if not ok:
+        pytest.skip(f"no kernel oracle: {reason}")
+    with kernel.KernelObject(obj) as k:
+        k.map_update("dev", (1).to_bytes(4, "little"), (1).to_bytes(8, "little"))
+        assert [k.test_run("prog", f)[0] for f in sent] == [r.action for r in ours]
+
+
 BROADCAST_C = r"""#include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 struct {

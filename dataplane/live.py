@@ -169,7 +169,6 @@ class LiveDataplane:
             c.enter_context(HostBlock(name, sock.ifindex))  # held until the stack closes
             tap_batch = PacketBatch(self.batch_size, tailroom=0)
         batch = PacketBatch(self.batch_size, tailroom=self.program.tailroom)
-        batch.maps = self.program.numbered_maps
         return Port(row, sock, tap, batch, tap_batch)
 
     # ---- the loop ----------------------------------------------------------

@@ -160,7 +160,6 @@ def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None
     tracing = getattr(program, "traces", False)
     stats = RunStats(program.name, reader.path, program.checked)
     batch = PacketBatch(batch_size, tailroom=program.tailroom)
-    batch.maps = program.numbered_maps
     order = np.zeros(batch.capacity, np.int64)
     counts = np.zeros(len(ACTION_NAMES), np.int64)
     pos = np.zeros_like(counts)

@@ -122,16 +122,16 @@ class Program:
     #: Bytes of room each batch keeps behind every packet for this program.
     tailroom = config.GROW_TAILROOM
 
-    def __init__(self, spec, entry, source_path, checked=True, maps=None, map_arrays=(),
+    def __init__(self, spec, entry, source_path, checked=True, maps=(), map_arrays=(),
                  trace=None):
         self.spec = spec
         self.name = spec.name
         self.checked = checked
-        #: The program's maps by name: the live objects its loop reads and writes.
-        self.maps = maps or {}
-        #: The same in the order of their numbers in the compiled code (a
-        #: broadcast's target names its device map so: broadcast.py).
-        self.numbered_maps = tuple(self.maps.values())
+        #: The program's maps in the order of their numbers in the compiled code
+        #: (a broadcast's target names its device map so: broadcast.py) ...
+        self.numbered_maps = tuple(maps)
+        #: ... and by name: the live objects its loop reads and writes.
+        self.maps = {m.name: m for m in self.numbered_maps}
         self.source_path = source_path
         self._entry = entry
         self._scratch = runner_kernels.new_scratch()
@@ -220,8 +220,10 @@ class Program:
         """Run the program on packets ``start..stop`` of ``batch`` (all by default).
 
         ``base_index`` is the index of the batch's first packet in the stream,
-        used to report faults by packet index.
+        used to report faults by packet index. ``batch.maps`` becomes the maps
+        its redirect targets name.
         """
+        batch.maps = self.numbered_maps
         if self._trace is not None:
             self._trace.hdr[runner_kernels.TRACE_BASE] = base_index
         self._call(batch, start, batch.count if stop is None else stop)
@@ -276,7 +278,6 @@ class Program:
             raise AssertionError("test_run: frame does not fit its batch")
         self.run_batch(b)
         action = XdpAction(int(b.action[0]))
-        b.maps = self.numbered_maps
         targets, redirect = (), 0
         if action == XdpAction.XDP_REDIRECT:
             targets = tuple(t for t, _ in redirect_groups(b, np.zeros(1, np.int64), b.maps))
@@ -666,9 +667,7 @@ def load_program(ref, name=None, checked=True, pin=None):
         if type(exc).__module__.startswith("numba"):
             raise _numba_error(exc, path, module.__file__, name) from None
         raise
-    program = Program(spec, entry, path, checked, {m.name: m for _, m in maps}, map_arrays,
-                      trace)
-    program.numbered_maps = tuple(m for _, m in maps)
+    program = Program(spec, entry, path, checked, [m for _, m in maps], map_arrays, trace)
     if not module.__dataplane_grows_tail__:
         program.tailroom = 0
     return program

@@ -78,8 +78,8 @@ class PacketBatch:
         self.ifindex, self.rx_queue = m[layout.IFINDEX], m[layout.RX_QUEUE]
         self.action, self.redirect = m[layout.ACTION], m[layout.REDIRECT]
         self.data_meta = m[layout.DATA_META]
-        #: The maps of the program that ran the batch, by number: a broadcast's
-        #: target names its device map among them (broadcast.py).
+        #: The maps of the program that ran the batch, by number (run_batch sets
+        #: them): a broadcast's target names its device map among them (broadcast.py).
         self.maps = ()
         self.count = 0
         self._native = None

@@ -31,13 +31,8 @@ def redirect_groups(batch, idx, maps):
     over a map the program lacks goes nowhere. ``maps``: the program's maps by
     number."""
     targets = batch.redirect[idx]
-    found = np.unique(targets).tolist()
-    if not found or found[-1] < BROADCAST:  # no broadcast: a group a target
-        for t in found:
-            yield t, idx[targets == t]
-        return
     parts = {}
-    for t in found:
+    for t in np.unique(targets).tolist():
         sel = idx[targets == t]
         if t < BROADCAST:
             parts.setdefault(t, []).append(sel)

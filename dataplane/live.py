@@ -142,6 +142,7 @@ class LiveDataplane:
                 [(p.tap.ifindex, p, True) for p in self.ports if p.tap is not None]
         self.targets = np.array([d[0] for d in dests], np.int64)
         self.dests = [(d[1], d[2]) for d in dests]
+        self.dest_of = {d[0]: (d[1], d[2]) for d in dests}
         n = self.batch_size
         self.order = np.zeros(n, np.int64)
         self.red_order = np.zeros(n, np.int64)
@@ -370,9 +371,9 @@ class LiveDataplane:
             s += k
         k = int(rc[-1])
         if k:  # targets not held, and broadcasts: out of each device of the map held
-            held = {t: d for t, d in zip(self.targets.tolist(), self.dests)}
-            for t, sel in redirect_groups(b, np.sort(self.red_order[s:s + k]), b.maps):
-                dest = held.get(t)
+            # (the split is stable: the packets are still in batch order)
+            for t, sel in redirect_groups(b, self.red_order[s:s + k], b.maps):
+                dest = self.dest_of.get(t)
                 if dest is None:
                     self.stats.c[p.row, ERR] += sel.size
                     self.stats.unknown[t] = self.stats.unknown.get(t, 0) + sel.size

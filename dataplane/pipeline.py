@@ -178,7 +178,7 @@ def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None
             group_by_action(batch.meta, n, order, counts, pos)
             stats.actions += counts
             if counts[XdpAction.XDP_REDIRECT]:
-                _count_redirects(stats, batch, n)
+                _count_redirects(stats, batch, order, counts)
             if sinks is not None:
                 sinks.write(batch, order, counts)
             stats.packets += n
@@ -216,8 +216,10 @@ def _emit_trace(program, stats, stream, progress):
     stream.flush()
 
 
-def _count_redirects(stats, batch, n):
-    """Frames redirected to each device (a broadcast: one to each of its map's)."""
-    idx = np.flatnonzero(batch.action[:n] == XdpAction.XDP_REDIRECT)
+def _count_redirects(stats, batch, order, counts):
+    """Frames redirected to each device (a broadcast: one to each of its map's);
+    ``order``, ``counts``: the batch grouped by verdict (group_by_action)."""
+    start = int(counts[:XdpAction.XDP_REDIRECT].sum())
+    idx = order[start:start + int(counts[XdpAction.XDP_REDIRECT])]
     for t, sel in redirect_groups(batch, idx, batch.maps):
         stats.redirect[t] = stats.redirect.get(t, 0) + sel.size

@@ -488,19 +488,21 @@ def _redirect_map(m, key, flags):
     ABORTED, REDIRECT = 0, 4
     known = _ACTION_MASK | BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS
     number = getattr(m.instance_class, "_dp_map_number", None)
-    # an inner map has no number of its own: its broadcasts abort
-    everywhere = -1 if number is None else broadcast_target(number, False)
-    elsewhere = -1 if number is None else broadcast_target(number, True)
 
+    @njit(**config.INLINE_JIT)
     def target(ifindex):
         return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | REDIRECT
 
-    def broadcast(f):
-        t = np.int64(elsewhere if f & BPF_F_EXCLUDE_INGRESS else everywhere)
-        return target(t) if t >= 0 else np.int64(ABORTED)
+    if number is None:  # an inner map has no number of its own: its broadcasts abort
+        @njit(**config.INLINE_JIT)
+        def broadcast(f):
+            return np.int64(ABORTED)
+    else:
+        everywhere, elsewhere = broadcast_target(number, False), broadcast_target(number, True)
 
-    target = njit(**config.INLINE_JIT)(target)
-    broadcast = njit(**config.INLINE_JIT)(broadcast)
+        @njit(**config.INLINE_JIT)
+        def broadcast(f):
+            return target(elsewhere if f & BPF_F_EXCLUDE_INGRESS else everywhere)
     if not spec.is_hash:
         def impl(m, key, flags):
             f = np.int64(flags)

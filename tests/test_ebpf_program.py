@@ -35,6 +35,25 @@ def frames(limit=None):
     return out
 
 
+def c_object(tmp_path, name, source=None):
+    """``name``.c (``source``, else tests/ebpf_src/``name``.c) built by clang as
+    ``tmp_path/name.o``; the test skips without clang."""
+    if CLANG is None:
+        pytest.skip("clang not installed")
+    src = ROOT / "tests" / "ebpf_src" / f"{name}.c"
+    if source is not None:
+        src = tmp_path / f"{name}.c"
+        src.write_text(source)
+    return compile_bpf(src, tmp_path / f"{name}.o")
+
+
+def require_kernel():
+    """Skip the rest of the test where the kernel cannot be asked."""
+    ok, reason = kernel.kernel_available()
+    if not ok:
+        pytest.skip(f"no kernel oracle: {reason}")
+
+
 @pytest.mark.parametrize("obj,python", [("drop_udp", "drop_udp"), ("bpf2bpf", "drop_udp"),
                                         ("firewall", "firewall")])
 def test_object_matches_python_program(obj, python, tmp_path, capsys):
@@ -151,9 +170,7 @@ def _edge_frames():
 
 @pytest.mark.parametrize("name", RUNNABLE)
 def test_same_verdict_and_bytes_as_the_kernel(name):
-    ok, reason = kernel.kernel_available()
-    if not ok:
-        pytest.skip(f"no kernel oracle: {reason}")
+    require_kernel()
     stem, _, prog = name.partition(":")
     path = BPF / f"{stem}.o"
     ours = load_program(str(path) + (f":{prog}" if prog else ""))
@@ -310,9 +327,7 @@ def test_redirect_helpers_like_the_kernel():
 def test_csum_diff_like_the_kernel(tmp_path):
     """bpf_csum_diff by address gives the kernel's results (and the same folding
     as Python programs' csum_diff_words): compared in the output bytes."""
-    if CLANG is None:
-        pytest.skip("clang not installed")
-    obj = compile_bpf(ROOT / "tests" / "ebpf_src" / "csum_diff.c", tmp_path / "csum_diff.o")
+    obj = c_object(tmp_path, "csum_diff")
     prog = load_program(obj)
     sent = [f for f in frames(300) if len(f) >= 46]
     ok, reason = kernel.kernel_available()
@@ -331,9 +346,7 @@ def test_csum_diff_of_any_size_like_the_kernel(tmp_path):
     6.13 and later sum them, an odd last byte the low half of its word. The
     expected values were read from kernel 6.18 on this frame, and the kernel
     is asked again where it is available and new enough."""
-    if CLANG is None:
-        pytest.skip("clang not installed")
-    obj = compile_bpf(ROOT / "tests" / "ebpf_src" / "csum_odd.c", tmp_path / "csum_odd.o")
+    obj = c_object(tmp_path, "csum_odd")
     frame = bytes(range(64))
     out = load_program(obj).test_run(frame).data
     got = [int.from_bytes(out[16 + 4 * i:20 + 4 * i], "little", signed=True) for i in range(6)]
@@ -378,11 +391,7 @@ char _license[] SEC("license") = "GPL";
 def test_c_names_that_are_python_keywords(tmp_path):
     """Programs and maps may have names C allows and Python does not (``pass``,
     ``from``, ``in``): the generated file renames them, the verdicts stay."""
-    if CLANG is None:
-        pytest.skip("clang not installed")
-    src = tmp_path / "keywords.c"
-    src.write_text(KEYWORD_NAMES_C)
-    obj = compile_bpf(src, tmp_path / "keywords.o")
+    obj = c_object(tmp_path, "keywords", KEYWORD_NAMES_C)
     f = frames(1)[0]
     prog = load_program(f"{obj}:pass")
     assert [prog.test_run(f).action for _ in range(3)] == [XdpAction.XDP_PASS] * 3
@@ -435,15 +444,11 @@ def test_outer_maps_of_one_name_in_two_objects(tmp_path):
     """Two objects whose ARRAY_OF_MAPS share a name, one with HASH inner maps
     and one with ARRAY: each runs its own (the second ran with the first's
     inner layout: an empty hash gave a pointer, an array slot a miss)."""
-    if CLANG is None:
-        pytest.skip("clang not installed")
     frame = bytes([1]) + bytes(63)
     for first, second in (("HASH", "ARRAY"), ("ARRAY", "HASH")):
         got = []
         for inner in (first, second):
-            src = tmp_path / f"{first}_{inner}.c"
-            src.write_text(MAP_IN_MAP_C % inner)
-            obj = compile_bpf(src, tmp_path / f"{first}_{inner}.o")
+            obj = c_object(tmp_path, f"{first}_{inner}", MAP_IN_MAP_C % inner)
             got.append(load_program(obj).test_run(frame).action)
         want = {"HASH": XdpAction.XDP_DROP, "ARRAY": XdpAction.XDP_TX}  # key 1: absent / zero
         assert got == [want[first], want[second]]
@@ -483,13 +488,8 @@ def test_devmap_lookup_like_the_kernel(tmp_path):
     to 0), a filled one the ifindex; its values are read-only to programs (a
     write was accepted and changed the redirect target): the kernel's verdicts
     and refusal."""
-    if CLANG is None:
-        pytest.skip("clang not installed")
-    objs = {}
-    for what, body in (("read", "*(__u32 *)(p + 4) = *v;"), ("write", "*v = 7;")):
-        src = tmp_path / f"{what}.c"
-        src.write_text(DEVMAP_LOOKUP_C % body)
-        objs[what] = compile_bpf(src, tmp_path / f"{what}.o")
+    objs = {what: c_object(tmp_path, what, DEVMAP_LOOKUP_C % body)
+            for what, body in (("read", "*(__u32 *)(p + 4) = *v;"), ("write", "*v = 7;"))}
     prog = load_program(objs["read"])
     prog.maps["dev"].update(1, 1)
     frames = [bytes([k]) + bytes(63) for k in range(3)]
@@ -499,9 +499,7 @@ def test_devmap_lookup_like_the_kernel(tmp_path):
     assert ours[1].data[4:8] == (1).to_bytes(4, "little")
     with pytest.raises(ProgramError, match="write into read-only map 'dev'"):
         load_program(objs["write"])
-    ok, reason = kernel.kernel_available()
-    if not ok:
-        pytest.skip(f"no kernel oracle: {reason}")
+    require_kernel()
     with kernel.KernelObject(objs["read"]) as k:
         k.map_update("dev", (1).to_bytes(4, "little"), (1).to_bytes(4, "little"))
         assert [k.test_run("prog", f)[0] for f in frames] == [r.action for r in ours]
@@ -549,19 +547,13 @@ def test_subprograms_returning_a_packet_pointer_or_nothing(tmp_path):
     """A static subprogram returning a packet pointer (or NULL), and one whose
     return value clang dropped (it exits with R0 unset): both refused here,
     loaded by the kernel; now both load and give the kernel's verdicts and bytes."""
-    if CLANG is None:
-        pytest.skip("clang not installed")
-    src = tmp_path / "subptr.c"
-    src.write_text(SUBPROGRAM_RETURNS_C)
-    obj = compile_bpf(src, tmp_path / "subptr.o")
+    obj = c_object(tmp_path, "subptr", SUBPROGRAM_RETURNS_C)
     prog = load_program(obj)
     sent = frames(200) + [bytes(20)]
     ours = [prog.test_run(f, ingress_ifindex=1) for f in sent]  # the kernel's test runs: lo
     assert {r.action for r in ours} == {XdpAction.XDP_ABORTED, XdpAction.XDP_DROP,
                                         XdpAction.XDP_PASS}
-    ok, reason = kernel.kernel_available()
-    if not ok:
-        pytest.skip(f"no kernel oracle: {reason}")
+    require_kernel()
     with kernel.KernelObject(obj) as k:
         for i, (f, r) in enumerate(zip(sent, ours)):
             assert k.test_run("prog", f)[:2] == (r.action, r.data), f"frame {i}"
@@ -570,15 +562,11 @@ def test_subprograms_returning_a_packet_pointer_or_nothing(tmp_path):
 def test_a_callers_spilled_null_survives_loops_in_its_callees(tmp_path):
     """tests/ebpf_src/widen_spill.c: loaded (it was refused), and the kernel's
     verdicts, bytes and map values on the capture."""
-    if CLANG is None:
-        pytest.skip("clang not installed")
-    obj = compile_bpf(ROOT / "tests" / "ebpf_src" / "widen_spill.c", tmp_path / "ws.o")
+    obj = c_object(tmp_path, "widen_spill")
     prog = load_program(obj)
     sent = frames(120) + [bytes(range(40))]
     ours = [prog.test_run(f, ingress_ifindex=1) for f in sent]
-    ok, reason = kernel.kernel_available()
-    if not ok:
-        pytest.skip(f"no kernel oracle: {reason}")
+    require_kernel()
     with kernel.KernelObject(obj) as k:
         for i, (f, r) in enumerate(zip(sent, ours)):
             assert k.test_run("widen_spill", f)[:2] == (r.action, r.data), f"frame {i}"
@@ -627,20 +615,14 @@ def test_redirect_through_an_inner_device_map(tmp_path):
     """bpf_redirect_map on a DEVMAP reached through an ARRAY_OF_MAPS: refused
     here ("an inner map and other maps at one call"), loaded by the kernel;
     now the kernel's verdicts (a broadcast over an inner map still aborts)."""
-    if CLANG is None:
-        pytest.skip("clang not installed")
-    src = tmp_path / "inner_dev.c"
-    src.write_text(INNER_DEVMAP_C)
-    obj = compile_bpf(src, tmp_path / "inner_dev.o")
+    obj = c_object(tmp_path, "inner_dev", INNER_DEVMAP_C)
     prog = load_program(obj)
     prog.maps["outer"].inner_map(0).update(1, 1)
     sent = [bytes([key, flags, outer]) + bytes(61)
             for key in (0, 1, 3) for flags in (0, 1, 2, 3) for outer in (0, 1)]
     ours = [prog.test_run(f) for f in sent]
     assert [r.targets for r in ours if r.action == XdpAction.XDP_REDIRECT] == [(1,)] * 4
-    ok, reason = kernel.kernel_available()
-    if not ok:
-        pytest.skip(f"no kernel oracle: {reason}")
+    require_kernel()
     with kernel.KernelObject(obj) as k:
         k.map_update("d0", (1).to_bytes(4, "little"), (1).to_bytes(4, "little"))
         assert [k.test_run("prog", f)[0] for f in sent] == [r.action for r in ours]
@@ -649,21 +631,15 @@ def test_redirect_through_an_inner_device_map(tmp_path):
 def test_devmap_of_bpf_devmap_val(tmp_path):
     """A DEVMAP whose values are struct bpf_devmap_val (ifindex, program): loaded
     (it was refused: "a 4-byte integer value"), the kernel's verdicts."""
-    if CLANG is None:
-        pytest.skip("clang not installed")
-    src = tmp_path / "devval.c"
-    src.write_text(DEVMAP_LOOKUP_C.replace("__type(value, __u32)",
-                                           "__type(value, struct bpf_devmap_val)")
-                   .replace("%s", "return bpf_redirect_map(&dev, k, p[1]);"))
-    obj = compile_bpf(src, tmp_path / "devval.o")
+    obj = c_object(tmp_path, "devval", DEVMAP_LOOKUP_C.replace(
+        "__type(value, __u32)", "__type(value, struct bpf_devmap_val)").replace(
+        "%s", "return bpf_redirect_map(&dev, k, p[1]);"))
     prog = load_program(obj)
     prog.maps["dev"].update(1, 1)
     sent = [bytes([key, flags]) + bytes(62) for key in (0, 1, 2) for flags in (0, 2, 8, 24)]
     ours = [prog.test_run(f) for f in sent]
     assert {r.targets for r in ours} == {(), (1,)}
-    ok, reason = kernel.kernel_available()
-    if not ok:
-        pytest.skip(f"no kernel oracle: {reason}")
+    require_kernel()
     with kernel.KernelObject(obj) as k:
         k.map_update("dev", (1).to_bytes(4, "little"), (1).to_bytes(8, "little"))
         assert [k.test_run("prog", f)[0] for f in sent] == [r.action for r in ours]
@@ -700,11 +676,7 @@ def test_broadcast_from_an_object(tmp_path):
     object: XDP_REDIRECT to every device of the map (XDP_ABORTED before); the
     kernel loads it and says XDP_REDIRECT too, empty map and all (its test run
     sends nothing, so the devices are ours to check)."""
-    if CLANG is None:
-        pytest.skip("clang not installed")
-    src = tmp_path / "flood.c"
-    src.write_text(BROADCAST_C)
-    obj = compile_bpf(src, tmp_path / "flood.o")
+    obj = c_object(tmp_path, "flood", BROADCAST_C)
     prog = load_program(obj)
     odd, even = bytes([1]) + bytes(63), bytes([2]) + bytes(63)
     assert prog.test_run(odd).action == XdpAction.XDP_REDIRECT
@@ -713,9 +685,7 @@ def test_broadcast_from_an_object(tmp_path):
         prog.maps["ports"].update(key, ifindex)
     assert sorted(prog.test_run(even, ingress_ifindex=5).targets) == [4, 5, 6]
     assert sorted(prog.test_run(odd, ingress_ifindex=5).targets) == [4, 6]
-    ok, reason = kernel.kernel_available()
-    if not ok:
-        pytest.skip(f"no kernel oracle: {reason}")
+    require_kernel()
     with kernel.KernelObject(obj) as k:
         assert [k.test_run("flood", f)[0] for f in (odd, even)] == [XdpAction.XDP_REDIRECT] * 2
 

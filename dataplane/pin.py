@@ -46,8 +46,6 @@ def pin_buffer(directory, m, nbytes):
     """A zero-filled, memory-mapped buffer of ``nbytes`` for map ``m`` in ``directory``
     (replacing an earlier pin of the same name), and its spec file."""
     d = Path(directory)
-    if d.exists() and not d.is_dir():  # mkdir would say "File exists"
-        raise DataplaneError(f"{d}: cannot pin map '{m.name}': not a directory")
     try:
         d.mkdir(parents=True, exist_ok=True)
         path = map_file(d, m.name)
@@ -59,8 +57,9 @@ def pin_buffer(directory, m, nbytes):
                 "key": _descr(m.key_dtype), "value": _descr(m.value_dtype),
                 "max_entries": m.max_entries, "workers": m.ncpu, "bytes": nbytes}
         spec_file(d, m.name).write_text(json.dumps(spec, indent=1) + "\n")
-    except OSError as exc:
-        raise DataplaneError(f"{d}: cannot pin map '{m.name}': {exc.strerror}") from None
+    except OSError as exc:  # (mkdir of a file: "File exists")
+        why = "not a directory" if isinstance(exc, FileExistsError) else exc.strerror
+        raise DataplaneError(f"{d}: cannot pin map '{m.name}': {why}") from None
     return _map_file(path, nbytes)
 
 

@@ -628,6 +628,139 @@ def test_redirect_through_an_inner_device_map(tmp_path):
         assert [k.test_run("prog", f)[0] for f in sent] == [r.action for r in ours]
 
 
+INNER_DIRECT_C = r"""#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct inner {
+	__uint(type, INNER_TYPE);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 4);
+};
+struct inner a SEC(".maps"), b SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 3);
+	__array(values, struct inner);
+} outer SEC(".maps") = { .values = { [0] = &b, [2] = &a } };
+
+SEC("xdp")
+int prog(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	__u8 *p = data;
+	__u32 k, o;
+	__u64 *v, one = 1;
+	void *m;
+
+	if ((void *)(p + 4) > data_end)
+		return XDP_DROP;
+	k = p[0] & 7;
+	/* the inner maps named directly: one of two at one call, then each alone */
+	v = bpf_map_lookup_elem(p[1] & 1 ? (void *)&b : (void *)&a, &k);
+	if (v)
+		*v += p[2];
+	else if (p[1] & 2)
+		bpf_map_update_elem(&a, &k, &one, BPF_NOEXIST);
+	else
+		bpf_map_update_elem(&b, &k, &one, BPF_ANY);
+	if (p[2] == 2)
+		bpf_map_delete_elem(&b, &k);
+	o = p[3] % 4;
+	m = bpf_map_lookup_elem(&outer, &o);
+	if (!m)
+		return XDP_PASS;
+	v = bpf_map_lookup_elem(m, &k);
+	if (!v)
+		return XDP_ABORTED;
+	return *v & 1 ? XDP_TX : XDP_DROP;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.parametrize("inner", ["ARRAY", "HASH"])
+def test_inner_maps_named_directly(tmp_path, inner):
+    """An object that uses its inner maps directly as well as through the outer
+    map (refused before: "using it directly is not supported yet"): one map's
+    entries, seen both ways; the kernel's verdicts and values on the same frames."""
+    obj = c_object(tmp_path, f"direct_{inner}",
+                   INNER_DIRECT_C.replace("INNER_TYPE", f"BPF_MAP_TYPE_{inner}"))
+    prog = load_program(obj)
+    a, b = prog.maps["outer"].inner_map(2), prog.maps["outer"].inner_map(0)
+    sent = [bytes([k, how, add, o]) + bytes(60) for o in range(4) for how in range(4)
+            for k, add in ((0, 3), (3, 2), (5, 7), (1, 1))]
+    ours = [prog.test_run(f) for f in sent]
+    assert {XdpAction(r.action).name for r in ours} >= {"XDP_TX", "XDP_DROP", "XDP_PASS"}
+    assert a is not b and len(a.items()) and len(b.items())
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        assert [k.test_run("prog", f)[0] for f in sent] == [r.action for r in ours]
+        for name, m in (("a", a), ("b", b)):
+            for key in range(8):
+                got = m.lookup(key)
+                want = k.map_lookup(name, key.to_bytes(4, "little"))
+                assert (None if got is None else int(got).to_bytes(8, "little")) == want, \
+                    f"{name}[{key}]"
+
+
+INNER_SIZES_C = r"""#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct small {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 4);
+	__uint(map_flags, FLAGS);
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, 8);
+	__uint(map_flags, FLAGS);
+} big SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 1);
+	__array(values, struct small);
+} outer SEC(".maps") = { .values = { [0] = &big } };
+
+SEC("xdp")
+int prog(struct xdp_md *ctx)
+{
+	__u32 k = 0;
+	void *m = bpf_map_lookup_elem(&outer, &k);
+
+	k = 6;
+	return m && bpf_map_lookup_elem(m, &k) ? XDP_PASS : XDP_DROP;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.parametrize("flags,error", [
+    ("0", "inner map 'big' does not match its outer map: max_entries 8, where the template "
+          "of 'outer' has 4"),
+    ("BPF_F_INNER_MAP", "inner map 'big': max_entries 8, where the template of 'outer' has "
+                        "4: inner maps of differing sizes (BPF_F_INNER_MAP) are not supported")])
+def test_inner_map_of_another_size(tmp_path, flags, error):
+    """An inner map larger than its outer map's template: refused, where it took
+    the template's size and lost entries 4-7; the kernel refuses it too unless
+    the template has BPF_F_INNER_MAP."""
+    obj = c_object(tmp_path, "sizes", INNER_SIZES_C.replace("FLAGS", flags))
+    with pytest.raises(ProgramError, match=re.escape(error)):
+        load_program(obj)
+    require_kernel()
+    if flags == "0":
+        with pytest.raises(kernel.KernelError):
+            kernel.KernelObject(obj)
+    else:
+        with kernel.KernelObject(obj) as k:
+            assert k.test_run("prog", bytes(64))[0] == XdpAction.XDP_PASS
+
+
 def test_devmap_of_bpf_devmap_val(tmp_path):
     """A DEVMAP whose values are struct bpf_devmap_val (ifindex, program): loaded
     (it was refused: "a 4-byte integer value"), the kernel's verdicts."""

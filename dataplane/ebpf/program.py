@@ -48,6 +48,7 @@ CTX_TOKEN = 0
 #: Register value of ``lddw rX, map`` (map index in the low bits).
 MAP_TOKEN = 0x7d70 << 48
 BPF_F_RDONLY_PROG = 1 << 7
+BPF_F_INNER_MAP = 1 << 12
 FAULT_ACCESS, FAULT_LOOP = 1, 2  # kernels/runner.py's fault kinds
 
 
@@ -112,8 +113,9 @@ def check_supported(obj, prog):
     if not prog.is_xdp:
         raise ProgramError(f"{obj.path}: program '{prog.name}' is in section '{prog.section}', "
                            "not an XDP program (SEC(\"xdp\"))")
-    used = set(prog.map_refs.values()) | {i.imm for i in prog.insns if i.is_lddw and i.src in (
+    value_refs = {i.imm for i in prog.insns if i.is_lddw and i.src in (
         isa.PSEUDO_MAP_IDX_VALUE, isa.PSEUDO_MAP_VALUE)}
+    used = set(prog.map_refs.values()) | value_refs
     bound = bound_inner_maps(obj.maps)
     for k in sorted(used):
         m = obj.maps[k]
@@ -124,10 +126,12 @@ def check_supported(obj, prog):
                 raise ProgramError(f"{obj.path}: map '{what.name}': type "
                                    f"{MAP_TYPE_NAMES.get(what.type, what.type)} is not "
                                    "supported for eBPF objects yet")
-        if k in bound:
+        if k in bound and k in value_refs:
             raise ProgramError(f"{obj.path}: map '{m.name}' is an inner map of "
-                               f"'{obj.maps[bound[k]].name}': using it directly is not "
-                               "supported yet (reach it through the outer map)")
+                               f"'{obj.maps[bound[k]].name}': the address of its value "
+                               "in an instruction is not supported yet")
+    for k, outer in sorted(bound.items()):
+        _check_inner_shape(obj, obj.maps[k], obj.maps[outer])
     for pc, i in enumerate(prog.insns):
         if i.cls == isa.JMP and i.op == isa.CALL and i.src == isa.CALL_HELPER \
                 and not i.is_lddw_tail and i.imm in verifier.HELPERS \
@@ -135,6 +139,43 @@ def check_supported(obj, prog):
             raise verifier.VerifierError(prog.name, prog.insns, pc,
                                          f"helper {i.imm} ({verifier.HELPERS[i.imm][0]}) is "
                                          "not supported for eBPF objects yet")
+
+
+def _check_inner_shape(obj, m, outer):
+    """ProgramError unless inner map ``m`` has the shape of ``outer``'s template,
+    as the kernel's bpf_map_meta_equal asks when libbpf puts it in its slot. The
+    kernel lets max_entries differ under BPF_F_INNER_MAP; not here: an outer
+    map's inner maps are rows of one shape (maps.py)."""
+    t = outer.inner
+    for what, ours, theirs in (("type", m.type, t.type), ("key size", m.key_size, t.key_size),
+                               ("value size", m.value_size, t.value_size),
+                               ("flags", m.flags, t.flags),
+                               ("max_entries", m.max_entries, t.max_entries)):
+        if ours != theirs:
+            differs = f"{what} {ours}, where the template of '{outer.name}' has {theirs}"
+            if what == "max_entries" and t.flags & BPF_F_INNER_MAP:
+                raise ProgramError(f"{obj.path}: inner map '{m.name}': {differs}: inner maps "
+                                   "of differing sizes (BPF_F_INNER_MAP) are not supported "
+                                   "yet")
+            raise ProgramError(f"{obj.path}: inner map '{m.name}' does not match its outer "
+                               f"map: {differs}")
+
+
+def inner_numbers(mapdefs):
+    """{index of a bound inner map: (index of its outer map, its number in the
+    outer's pool, 1-based: what a lookup in the outer gives)}, numbered in slot
+    order as _map_of_maps fills the pool."""
+    bound, out = bound_inner_maps(mapdefs), {}
+    for outer, m in enumerate(mapdefs):
+        if m.type in MAPS_OF_MAPS:
+            numbers = {}
+            for _, name in sorted(m.init_values.items()):
+                k = next((j for j, d in enumerate(mapdefs)
+                          if d.name == name and bound.get(j) == outer), None)
+                if k is not None and k not in numbers:
+                    numbers[k] = len(numbers) + 1
+                    out[k] = (outer, numbers[k])
+    return out
 
 
 def bound_inner_maps(mapdefs):
@@ -211,7 +252,7 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
         if m.type not in EBPF_MAP_TYPES or index in bound:
             continue
         if m.type in MAPS_OF_MAPS:
-            lines += _map_of_maps(m, n, mapdefs, bound, index, btf)
+            lines += _map_of_maps(m, n, mapdefs, index, btf)
             continue
         if m.type == BPF_MAP_TYPE_RINGBUF:
             record = _dtype_text(bytes_dtype(_record_size(m, records.get(index))))
@@ -229,12 +270,13 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
             for slot, target in sorted(m.init_values.items()):
                 if target in ident:
                     lines.append(f"{n}.update({slot}, {ident[target]!r})")
+    rows = inner_numbers(mapdefs)
     handles = ", ".join(n if m.type in EBPF_MAP_TYPES and k not in bound else "None"
                         for k, (m, n) in enumerate(zip(mapdefs, names)))
     for (prog_name, insns), fn in zip(programs, fns):
         trace_ids = {pc: (table.index(t), t) for pc, t in formats[prog_name].items()}
         lines += ["", f"ebpf_{fn} = bytecode({prog_name!r}, {isa.encode(insns).hex()!r},",
-                  f"                     {infos!r}, {trace_ids!r})", "", "", "@xdp",
+                  f"                     {infos!r}, {trace_ids!r}, {rows!r})", "", "", "@xdp",
                   f"def {fn}(ctx):",
                   f"    return ebpf_{fn}(ctx, ({handles}{',' if handles else ''}), "
                   f"{'_dp_trace' if table else '0'})", ""]
@@ -297,7 +339,7 @@ def trace_formats(analysis, mapdefs, name, insns):
     return out
 
 
-def _map_of_maps(m, n, mapdefs, bound, index, btf):
+def _map_of_maps(m, n, mapdefs, index, btf):
     """Lines making a map of maps, its pool holding the inner maps the object
     puts in it (each at the next pool number, in slot order)."""
     from .btf_dtype import map_dtypes
@@ -307,13 +349,11 @@ def _map_of_maps(m, n, mapdefs, bound, index, btf):
              f"value=np.dtype('<u4'), max_entries={m.max_entries}, inner=InnerMap("
              f"{m.inner.type}, np.dtype({_dtype_text(ik)}), np.dtype({_dtype_text(iv)}), "
              f"{m.inner.max_entries}))"]
-    numbers = {}
+    number = {mapdefs[k].name: num for k, (outer, num) in inner_numbers(mapdefs).items()
+              if outer == index}
     for slot, name in sorted(m.init_values.items()):
-        k = next((j for j, d in enumerate(mapdefs) if d.name == name and bound.get(j) == index),
-                 None)
-        if k is not None:
-            numbers.setdefault(k, len(numbers))
-            lines.append(f"{n}.update({slot}, {numbers[k]})  # {name}")
+        if name in number:
+            lines.append(f"{n}.update({slot}, {number[name] - 1})  # {name}")
     return lines
 
 
@@ -350,10 +390,10 @@ def load_ebpf_program(ref, checked=True, pin=None):
 
 # ---------------------------------------------------------------- the intrinsic
 
-def bytecode(name, code_hex, maps, trace_ids=None):
+def bytecode(name, code_hex, maps, trace_ids=None, rows=None):
     """A lazy reference (jit.LazyRef) to the intrinsic of the program: numba is
     imported only when the loop is compiled, not when its native code is cached."""
-    return _Bytecode(name, code_hex, maps, trace_ids)
+    return _Bytecode(name, code_hex, maps, trace_ids, rows)
 
 
 class _Bytecode(LazyRef):
@@ -366,13 +406,15 @@ class _Bytecode(LazyRef):
         return self.intrinsic
 
 
-def _intrinsic(name, code_hex, maps, trace_ids=None):
+def _intrinsic(name, code_hex, maps, trace_ids=None, rows=None):
     """An intrinsic ``run(ctx, (map handles...), trace) -> verdict`` for the verified
     instructions ``code_hex`` (verified again when first compiled: the
     analysis tells the JIT which loads are context fields and which accesses
     need run-time checks). ``maps``: (name, type, key_size, value_size,
     read_only) per map index. ``trace_ids``: {pc: (format id, text)} of the
-    bpf_trace_printk calls; ``trace`` is then the program's trace ring."""
+    bpf_trace_printk calls; ``trace`` is then the program's trace ring.
+    ``rows``: {index of an inner map the object names: (its outer's index, its
+    number in the outer's pool)} (inner_numbers)."""
     from numba import types
     from numba.extending import intrinsic
     from ..kernels.context import XdpMdType
@@ -390,7 +432,7 @@ def _intrinsic(name, code_hex, maps, trace_ids=None):
             from . import jit
             analysis = verify_once(insns, infos, name)
             target = XdpTarget(context, builder, signature, args, analysis, infos,
-                               trace_ids or {})
+                               trace_ids or {}, rows or {})
             r0 = jit.emit(builder, insns, target, ir.Constant(jit.I64, CTX_TOKEN))
             return target.verdict(builder, r0)
 
@@ -411,7 +453,7 @@ class XdpTarget:
         (``__dataplane_shared_atomics__``), so each mode has its own cache entry."""
         return config.WORKERS == 1
 
-    def __init__(self, context, builder, signature, args, analysis, infos, trace_ids):
+    def __init__(self, context, builder, signature, args, analysis, infos, trace_ids, rows):
         from numba.core import cgutils
         self.context, self.signature = context, signature
         self.ctxty, self.handlesty, self.tracety = signature.args
@@ -421,6 +463,7 @@ class XdpTarget:
         self.analysis, self.infos = analysis, infos
         _, inner_of = verifier.expand_maps(infos)
         self.owner = {inner: outer for outer, inner in inner_of.items()}  # inner -> outer
+        self.rows = rows  # an inner map named directly: (outer, its number)
         self.ctx_loads, self.checks = analysis.ctx_loads, analysis.checks
         self.zero_stack = analysis.zero_stack
         self.stack_slots = analysis.stack_slots
@@ -477,20 +520,29 @@ class XdpTarget:
     def _on_maps(self, builder, pc, token, call, inner_call=None):
         """``call(handle type, handle) -> i64`` for the map in R1: one call when
         the verifier saw one map here, else a branch per possible map. An inner
-        map of a map of maps (R1 holds its number in the outer's pool) goes to
-        ``inner_call(outer handle type, outer handle)``."""
+        map of a map of maps goes to ``inner_call(outer handle type, outer
+        handle, its number in the outer's pool)``: R1 holds the number when a
+        lookup in the outer gave it; the object names it (rows) otherwise."""
         i64 = ir.IntType(64)
         indices = sorted(self.analysis.map_args[pc])
         inner = [k for k in indices if k in self.owner]
+        if (inner or any(k in self.rows for k in indices)) and inner_call is None:
+            from .jit import JitError
+            raise JitError(f"insn {pc}: this helper on an inner map is not supported")
         if inner:
-            if len(indices) > 1 or inner_call is None:
+            if len(indices) > 1:
                 from .jit import JitError
-                raise JitError(f"insn {pc}: an inner map and other maps at one call"
-                               if len(indices) > 1 else
-                               f"insn {pc}: this helper on an inner map is not supported")
-            return inner_call(*self._handle(builder, self.owner[inner[0]]))
+                raise JitError(f"insn {pc}: an inner map and other maps at one call")
+            return inner_call(*self._handle(builder, self.owner[inner[0]]), token)
+
+        def on(k):
+            if k in self.rows:
+                outer, number = self.rows[k]
+                return inner_call(*self._handle(builder, outer), ir.Constant(i64, number))
+            return call(*self._handle(builder, k))
+
         if len(indices) == 1:
-            return call(*self._handle(builder, indices[0]))
+            return on(indices[0])
         fn = builder.function
         done = fn.append_basic_block(f"pc{pc}_maps_done")
         results = []
@@ -500,7 +552,7 @@ class XdpTarget:
             builder.cbranch(builder.icmp_unsigned("==", token, ir.Constant(i64, MAP_TOKEN | k)),
                             this, other)
             builder.position_at_end(this)
-            results.append((call(*self._handle(builder, k)), builder.block))
+            results.append((on(k), builder.block))
             builder.branch(done)
             builder.position_at_end(other)
         builder.branch(done)
@@ -558,8 +610,8 @@ class XdpTarget:
         def on_map(fn, *rest, inner=None):
             sig = (i64t,) * len(rest)
             return self._on_maps(builder, pc, r1, lambda t, h: ci(
-                builder, fn, i64t(t, *sig), [h, *rest]), inner and (lambda t, h: ci(
-                    builder, inner, i64t(t, i64t, *sig), [h, r1, *rest])))
+                builder, fn, i64t(t, *sig), [h, *rest]), inner and (lambda t, h, number: ci(
+                    builder, inner, i64t(t, i64t, *sig), [h, number, *rest])))
 
         if helper == 1:
             return on_map(k.call_lookup, r2, inner=k.call_inner_lookup)

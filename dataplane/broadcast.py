@@ -5,21 +5,29 @@ kernel's dev_map_enqueue_multi, which clones it for each).
 A compiled program returns one target a packet (batch.redirect), so a
 broadcast's target is an ifindex no device has (bit 31: the kernel's are
 positive ints) holding the flag and the map's number among the program's
-maps (Program.numbered_maps); the sinks expand it batch by batch, with the
+maps (Program.numbered_maps), and for an inner map of a map of maps its
+number in that map's pool; the sinks expand it batch by batch, with the
 map's devices of that moment, as the kernel reads the map at its flush.
 """
 
 import numpy as np
 
-#: A broadcast target (batch.redirect): this bit, EXCLUDE_INGRESS, the map's number.
+#: A broadcast target (batch.redirect): this bit, EXCLUDE_INGRESS, the number
+#: of an inner map in the map's pool (1-based, 0: the map itself), the map's number.
 BROADCAST = 1 << 31
 EXCLUDE_INGRESS = 1 << 30
-MAP_NUMBER = EXCLUDE_INGRESS - 1
+INNER_SHIFT = 12
+MAP_NUMBER = (1 << INNER_SHIFT) - 1
+INNER_NUMBER = (EXCLUDE_INGRESS - 1) >> INNER_SHIFT
 
 
-def broadcast_target(map_number, exclude_ingress):
-    """The target a broadcast over map ``map_number`` leaves in batch.redirect."""
-    return BROADCAST | (EXCLUDE_INGRESS if exclude_ingress else 0) | map_number
+def broadcast_target(map_number, exclude_ingress, inner=0):
+    """The target a broadcast over map ``map_number`` (its inner map ``inner``)
+    leaves in batch.redirect; None where the numbers do not fit."""
+    if not (0 <= map_number <= MAP_NUMBER and 0 <= inner <= INNER_NUMBER):
+        return None
+    return BROADCAST | (EXCLUDE_INGRESS if exclude_ingress else 0) | inner << INNER_SHIFT \
+        | map_number
 
 
 def redirect_groups(batch, idx, maps):
@@ -37,8 +45,10 @@ def redirect_groups(batch, idx, maps):
         if t < BROADCAST:
             parts.setdefault(t, []).append(sel)
             continue
-        number = t & MAP_NUMBER
+        number, inner = t & MAP_NUMBER, (t >> INNER_SHIFT) & INNER_NUMBER
         m = maps[number] if number < len(maps) else None
+        if m is not None and inner:
+            m = m.inner_maps[inner - 1] if inner <= len(m.inner_maps) else None
         if m is None or not m.is_devmap:
             continue
         ingress = batch.ifindex[sel] if t & EXCLUDE_INGRESS else None

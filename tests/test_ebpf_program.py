@@ -614,17 +614,24 @@ char _license[] SEC("license") = "GPL";
 def test_redirect_through_an_inner_device_map(tmp_path):
     """bpf_redirect_map on a DEVMAP reached through an ARRAY_OF_MAPS: refused
     here ("an inner map and other maps at one call"), loaded by the kernel;
-    now the kernel's verdicts (a broadcast over an inner map still aborts)."""
+    now the kernel's verdicts. A broadcast over it reaches its devices, but
+    the ingress one with BPF_F_EXCLUDE_INGRESS (it aborted)."""
     obj = c_object(tmp_path, "inner_dev", INNER_DEVMAP_C)
     prog = load_program(obj)
-    prog.maps["outer"].inner_map(0).update(1, 1)
+    for port in (1, 3):
+        prog.maps["outer"].inner_map(0).update(port, port)
     sent = [bytes([key, flags, outer]) + bytes(61)
-            for key in (0, 1, 3) for flags in (0, 1, 2, 3) for outer in (0, 1)]
-    ours = [prog.test_run(f) for f in sent]
-    assert [r.targets for r in ours if r.action == XdpAction.XDP_REDIRECT] == [(1,)] * 4
+            for key in (0, 1, 3) for flags in (0, 1, 2, 3, 8, 24, 40) for outer in (0, 1)]
+    ours = [prog.test_run(f, ingress_ifindex=1) for f in sent]
+    redirects = {(f[0], f[1]): r.targets for f, r in zip(sent, ours)
+                 if r.action == XdpAction.XDP_REDIRECT and f[2] == 0}
+    assert redirects == {**{(k, flags): (k,) for k in (1, 3) for flags in range(4)},
+                         **{(k, 8): (1, 3) for k in (0, 1, 3)},
+                         **{(k, 24): (3,) for k in (0, 1, 3)}}
     require_kernel()
     with kernel.KernelObject(obj) as k:
-        k.map_update("d0", (1).to_bytes(4, "little"), (1).to_bytes(4, "little"))
+        for port in (1, 3):
+            k.map_update("d0", port.to_bytes(4, "little"), port.to_bytes(4, "little"))
         assert [k.test_run("prog", f)[0] for f in sent] == [r.action for r in ours]
 
 

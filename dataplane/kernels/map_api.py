@@ -24,7 +24,7 @@ from numba.extending import overload
 
 from .. import config
 from ..action import BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS
-from ..broadcast import broadcast_target
+from ..broadcast import INNER_SHIFT, broadcast_target
 from ..errors import ProgramError
 from ..map_layout import pack_source
 from . import htab, lpm
@@ -477,6 +477,29 @@ def bpf_redirect_map(m, key, flags):
 
 
 _ACTION_MASK = 3  # BPF_F_ACTION_MASK: XDP_ABORTED .. XDP_TX
+ABORTED, REDIRECT = 0, 4
+KNOWN_REDIRECT_FLAGS = _ACTION_MASK | BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS
+
+
+@njit(**config.INLINE_JIT)
+def redirect_target(ifindex):
+    """The verdict XDP_REDIRECT to ``ifindex`` (runner.py takes it apart)."""
+    return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | REDIRECT
+
+
+def _broadcast(number):
+    """A compiled ``broadcast(flags, inner)``: the verdict of a broadcast over
+    map ``number``, or its inner map ``inner`` (its number in the pool, 0: the
+    map itself; broadcast.py); XDP_ABORTED where the map has no number."""
+    everywhere, elsewhere = broadcast_target(number, False), broadcast_target(number, True)
+    if everywhere is None:
+        return njit(**config.INLINE_JIT)(lambda f, inner: np.int64(ABORTED))
+
+    @njit(**config.INLINE_JIT)
+    def broadcast(f, inner):
+        return redirect_target((elsewhere if f & BPF_F_EXCLUDE_INGRESS else everywhere)
+                               | (inner << INNER_SHIFT))
+    return broadcast
 
 
 @overload(bpf_redirect_map)
@@ -485,48 +508,34 @@ def _redirect_map(m, key, flags):
     if spec is None or not spec.is_devmap:
         return None
     n = spec.max_entries
-    ABORTED, REDIRECT = 0, 4
-    known = _ACTION_MASK | BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS
     number = getattr(m.instance_class, "_dp_map_number", None)
-
-    @njit(**config.INLINE_JIT)
-    def target(ifindex):
-        return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | REDIRECT
-
-    if number is None:  # an inner map has no number of its own: its broadcasts abort
-        @njit(**config.INLINE_JIT)
-        def broadcast(f):
-            return np.int64(ABORTED)
-    else:
-        everywhere, elsewhere = broadcast_target(number, False), broadcast_target(number, True)
-
-        @njit(**config.INLINE_JIT)
-        def broadcast(f):
-            return target(elsewhere if f & BPF_F_EXCLUDE_INGRESS else everywhere)
+    # an inner map has no number of its own: its broadcasts abort (an eBPF
+    # object's go through inner_redirect_map, which knows its outer map)
+    broadcast = _broadcast(number if number is not None else -1)
     if not spec.is_hash:
         def impl(m, key, flags):
             f = np.int64(flags)
-            if f & ~known:
+            if f & ~KNOWN_REDIRECT_FLAGS:
                 return np.int64(ABORTED)
             if f & BPF_F_BROADCAST:
-                return broadcast(f)
+                return broadcast(f, 0)
             i = np.int64(key) & 0xFFFFFFFF
             if i < n and m.values[i] != 0:
-                return target(m.values[i])
+                return redirect_target(m.values[i])
             return f & _ACTION_MASK
         return impl
     pack, find = key_packer(spec.key_dtype), htab.htab_find_key.dispatcher
 
     def impl(m, key, flags):
         f = np.int64(flags)
-        if f & ~known:
+        if f & ~KNOWN_REDIRECT_FLAGS:
             return np.int64(ABORTED)
         if f & BPF_F_BROADCAST:
-            return broadcast(f)
+            return broadcast(f, 0)
         k = pack(key)
         e = find(m.hdr, m.buckets, m.keys, k)
         if e >= 0 and m.values[e] != 0:
-            return target(m.values[e])
+            return redirect_target(m.values[e])
         return f & _ACTION_MASK
     return impl
 

@@ -150,20 +150,22 @@ def best_of_rounds(program, empty):
     return whole, base, (min(whole, *halves), max(whole, *halves))
 
 
-def ours_ns(ref, captures, harness, repeats=ROUNDS, fill=None):
-    """best_of_rounds of the program against the harness over the captures (a
-    round: one repeat of each capture's bench)."""
+@contextlib.contextmanager
+def ours_rounds(ref, captures, harness, fill=None):
+    """A function timing one round here: ([ns/packet of the program], [of the
+    harness]), a bench of one repeat of each capture."""
     from ..bench import bench, load_packets
     from ..program import load_program
     program, unchecked = load_program(ref), load_program(ref, checked=False)
-    progs, empties = [], []
     with fill.into_programs(program, unchecked) if fill else contextlib.nullcontext():
-        for cap in captures:
-            chunks, packets = load_packets(cap, None, max(program.tailroom, harness.tailroom))
-            r = bench(program, unchecked, harness, chunks, packets, repeats=repeats)
-            progs.append(r.ns)
-            empties.append(r.harness_ns)
-    return best_of_rounds(list(zip(*progs)), list(zip(*empties)))
+        loaded = [load_packets(cap, None, max(program.tailroom, harness.tailroom))
+                  for cap in captures]
+
+        def one_round():
+            runs = [bench(program, unchecked, harness, chunks, packets, repeats=1)
+                    for chunks, packets in loaded]
+            return [r.ns[0] for r in runs], [r.harness_ns[0] for r in runs]
+        yield one_round
 
 
 #: Runs of each frame in one BPF_PROG_TEST_RUN: 2000 (~16 us a call) left the
@@ -192,24 +194,51 @@ def kernel_empty_ns(frames, repeat):
         return statistics.mean(kernel._test_run_fd(fd, f, repeat)[2] for f in frames)
 
 
-def kernel_ns(path, name, frames, repeat, rounds=ROUNDS, fill=None):
-    """best_of_rounds of program ``name`` of object ``path`` against the kernel's
-    empty program over ``frames``, each run ``repeat`` times a call; the range
-    widened by KERNEL_TIMER_NS ((None, None, None): no empty program could be
-    loaded)."""
+@contextlib.contextmanager
+def kernel_rounds(path, name, frames, repeat, fill=None):
+    """A function timing one round under the kernel: ([ns/run of program
+    ``name`` of object ``path``], [of the kernel's empty program]) over
+    ``frames``, each run ``repeat`` times a call; None when no empty program
+    could be loaded."""
     with _kernel_empty_program() as empty:
         if empty is None:
-            return None, None, None
+            yield None
+            return
         with kernel.KernelObject(path) as k:
             if fill is not None:
                 fill.into_kernel(k)
             prog = k.program_fd(name)
-            times = [[(kernel._test_run_fd(prog, f, repeat)[2],
-                       kernel._test_run_fd(empty, f, repeat)[2]) for f in frames]
-                     for _ in range(rounds)]
-    cost, base, (lo, hi) = best_of_rounds([[p for p, _ in r] for r in times],
-                                          [[e for _, e in r] for r in times])
-    return cost, base, (lo - KERNEL_TIMER_NS, hi + KERNEL_TIMER_NS)
+
+            def one_round():
+                times = [(kernel._test_run_fd(prog, f, repeat)[2],
+                          kernel._test_run_fd(empty, f, repeat)[2]) for f in frames]
+                return [p for p, _ in times], [e for _, e in times]
+            yield one_round
+
+
+def measure(ref, name, captures, harness, frames, repeat, fill=None, with_kernel=True,
+            rounds=ROUNDS):
+    """best_of_rounds of each side, (ours, kernel's), for program ``name`` of
+    object ``ref``, the kernel's range widened by KERNEL_TIMER_NS ((None, None,
+    None): no kernel figure). The rounds alternate, ours then the kernel's,
+    then the kernel's then ours: a slow spell of the machine falls on both
+    sides, not on the one timed then (all of ours were timed first, and a
+    resolved loss of bounded_loop, 2.6 ns to 1.5, came and went from run to run)."""
+    path, _ = elf.split_object_ref(ref)
+    sides = {"ours": [], "kernel": []}
+    with ours_rounds(ref, captures, harness, fill) as ours, \
+            kernel_rounds(path, name, frames, repeat, fill) if with_kernel \
+            else contextlib.nullcontext() as theirs:
+        for r in range(rounds):
+            order = [("ours", ours), ("kernel", theirs)][::1 if r % 2 == 0 else -1]
+            for side, one_round in order:
+                if one_round is not None:
+                    sides[side].append(one_round())
+    ours = best_of_rounds(*map(list, zip(*sides["ours"])))
+    if not sides["kernel"]:
+        return ours, (None, None, None)
+    cost, base, (lo, hi) = best_of_rounds(*map(list, zip(*sides["kernel"])))
+    return ours, (cost, base, (lo - KERNEL_TIMER_NS, hi + KERNEL_TIMER_NS))
 
 
 def whole_runs(v):
@@ -235,19 +264,17 @@ def compare(ref, capture, frames=16, repeat=KERNEL_REPEAT, harness=None, capture
     if captures is None:
         tmp = tempfile.TemporaryDirectory()
         captures = frame_captures(packets, tmp.name)
-    ours, ours_empty, ours_range = ours_ns(ref, captures, harness or empty_program(),
-                                           fill=fill)
-    out = {"ours": ours, "kernel": None, "ratio": None, "note": None,
-           "ours_empty": ours_empty, "kernel_empty": None,
-           "ours_range": ours_range, "kernel_range": None}
     ok, why = kernel.kernel_available()
-    if not ok:
-        out["note"] = f"no kernel to compare with: {why}"
-    elif moves_packet(prog.insns):
-        out["note"] = "moves the packet: the kernel's repeated run times a refusal"
-    else:
-        out["kernel"], out["kernel_empty"], out["kernel_range"] = kernel_ns(
-            path, prog.name, packets, repeat, fill=fill)
+    note = (f"no kernel to compare with: {why}" if not ok else
+            "moves the packet: the kernel's repeated run times a refusal"
+            if moves_packet(prog.insns) else None)
+    (ours, ours_empty, ours_range), (kern, kern_empty, kern_range) = measure(
+        ref, prog.name, captures, harness or empty_program(), packets, repeat, fill,
+        note is None)
+    out = {"ours": ours, "kernel": kern, "ratio": None, "note": note,
+           "ours_empty": ours_empty, "kernel_empty": kern_empty,
+           "ours_range": ours_range, "kernel_range": kern_range}
+    if note is None:
         if out["kernel"] is None:
             out["note"] = "the kernel refused the empty program"
         elif min(ours, out["kernel"]) >= NOISE_NS:

@@ -427,6 +427,7 @@ def _add_loops(module, gen, tree, names):
         else:
             handle._dp_map = m
             handle._dp_map_number = number  # Program.numbered_maps: broadcast.py
+            m._dp_map_number = number  # and its inner maps' (map_api._inner_builder)
             handle._dp_worker_rows = runner_kernels.worker_rows(m)
         module.__dict__[f"_dp_H_{g}"] = handle
         module.__dict__[f"_dp_VT_{g}"] = m.value_dtype

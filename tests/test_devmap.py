@@ -144,6 +144,49 @@ def test_broadcast_leaves_out_the_ingress_device(tmp_path):
     assert groups == {2: [0, 2], 1: [1, 3]}
 
 
+INNER_PROGRAM = """
+import numpy as np
+from dataplane import *
+from dataplane.maps import *
+
+counts = Map("counts", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.uint64, max_entries=2)
+ports = Map("ports", BPF_MAP_TYPE_ARRAY_OF_MAPS, key=np.uint32, max_entries=2, pool=3,
+            inner=InnerMap(BPF_MAP_TYPE_DEVMAP, np.uint32, np.uint32, 4))
+
+@xdp
+def prog(ctx):
+    pkt = ctx.pkt
+    group = bpf_map_lookup_elem(ports, pkt[0])
+    if group is None:
+        return XDP_PASS
+    return bpf_redirect_map(group, pkt[1], pkt[2])
+"""
+
+
+def test_broadcast_over_an_inner_device_map(tmp_path):
+    """A Python program's broadcast over a device map it found in a map of maps:
+    that inner map's devices (it gave XDP_ABORTED), each slot's own; one-device
+    redirects through it as before."""
+    path = tmp_path / "inner.py"
+    path.write_text(textwrap.dedent(INNER_PROGRAM))
+    prog = load_program(str(path))
+    outer = prog.maps["ports"]
+    for number, devices in ((0, (5, 6)), (2, (7, 8, 9))):
+        for slot, ifindex in enumerate(devices):
+            outer.inner_maps[number].update(slot, ifindex)
+    outer.update(0, 2)
+    outer.update(1, 0)
+    runs = {frame: prog.test_run(bytes(frame) + bytes(60), ingress_ifindex=8)
+            for frame in ((0, 0, BROADCAST), (1, 0, BROADCAST), (0, 1, 2), (1, 1, 2),
+                          (0, 0, BROADCAST | EXCLUDE_INGRESS), (0, 3, 2))}
+    assert {f: (XdpAction(r.action).name, r.targets) for f, r in runs.items()} == {
+        (0, 0, BROADCAST): ("XDP_REDIRECT", (7, 8, 9)),
+        (1, 0, BROADCAST): ("XDP_REDIRECT", (5, 6)),
+        (0, 1, 2): ("XDP_REDIRECT", (8,)), (1, 1, 2): ("XDP_REDIRECT", (6,)),
+        (0, 0, BROADCAST | EXCLUDE_INGRESS): ("XDP_REDIRECT", (7, 9)),
+        (0, 3, 2): ("XDP_PASS", ())}
+
+
 def test_l2_fwd_against_dpkt(tmp_path):
     with open(SMALL, "rb") as f:
         frames = [bytes(b) for _, b in dpkt.pcap.Reader(f)]

@@ -20,12 +20,9 @@ from . import htab, lpm
 from .htab import H_LOCK
 from .memory import spin_lock, spin_unlock
 from .csum import _diff as _diff_kernel
-from ..action import BPF_F_BROADCAST
-from ..broadcast import INNER_NUMBER
 from ..helpers import bpf_redirect
-from .map_api import (KNOWN_REDIRECT_FLAGS, _broadcast, _inline_value, _inner_builder,
-                      _slot_base, _spec, array_update_error, bpf_redirect_map, bpf_tail_call,
-                      lpm_entry, seed_of)
+from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, array_update_error,
+                      bpf_redirect_map, bpf_tail_call, lpm_entry, seed_of)
 from .ringbuf import _ring_spec, ringbuf_write
 from .trace import trace_printk
 from .xdp import (bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns,
@@ -426,7 +423,7 @@ def _inner_lookup(m, number, key):
     if spec is None or not spec.is_map_in_map:
         return None
     build = _inner_builder(spec)
-    return lambda m, number, key: map_lookup(build(m.pool[number - 1]), key)
+    return lambda m, number, key: map_lookup(build(m.pool[number - 1], number), key)
 
 
 @overload(inner_update)
@@ -435,7 +432,7 @@ def _inner_update(m, number, key, value, flags):
     if spec is None or not spec.is_map_in_map:
         return None
     build = _inner_builder(spec)
-    return lambda m, number, key, value, flags: map_update(build(m.pool[number - 1]), key,
+    return lambda m, number, key, value, flags: map_update(build(m.pool[number - 1], number), key,
                                                            value, flags)
 
 
@@ -445,12 +442,11 @@ def _inner_delete(m, number, key):
     if spec is None or not spec.is_map_in_map:
         return None
     build = _inner_builder(spec)
-    return lambda m, number, key: map_delete(build(m.pool[number - 1]), key)
+    return lambda m, number, key: map_delete(build(m.pool[number - 1], number), key)
 
 
 def inner_redirect_map(m, number, key, flags):
-    """bpf_redirect_map on an inner device map found in ``m``; a broadcast over
-    it names ``m`` and ``number`` (broadcast.py)."""
+    """bpf_redirect_map on an inner device map found in ``m``."""
 
 
 @overload(inner_redirect_map)
@@ -459,17 +455,8 @@ def _inner_redirect_map(m, number, key, flags):
     if spec is None or not spec.is_map_in_map:
         return None
     build = _inner_builder(spec)
-    if not spec.inner_spec.is_devmap or len(spec.inner_maps) > INNER_NUMBER:
-        return lambda m, number, key, flags: bpf_redirect_map(build(m.pool[number - 1]), key,
-                                                              flags)
-    broadcast = _broadcast(getattr(m.instance_class, "_dp_map_number", -1))
-
-    def impl(m, number, key, flags):
-        f = np.int64(flags)
-        if f & BPF_F_BROADCAST and not f & ~KNOWN_REDIRECT_FLAGS:
-            return broadcast(f, number)
-        return bpf_redirect_map(build(m.pool[number - 1]), key, flags)
-    return impl
+    return lambda m, number, key, flags: bpf_redirect_map(build(m.pool[number - 1], number),
+                                                          key, flags)
 
 
 def call_inner_redirect_map(m, number, key, flags):

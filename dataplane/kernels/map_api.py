@@ -24,7 +24,7 @@ from numba.extending import overload
 
 from .. import config
 from ..action import BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS
-from ..broadcast import INNER_SHIFT, broadcast_target
+from ..broadcast import INNER_NUMBER, INNER_SHIFT, broadcast_target
 from ..errors import ProgramError
 from ..map_layout import pack_source
 from . import htab, lpm
@@ -247,8 +247,10 @@ _inner_builders = weakref.WeakKeyDictionary()
 
 
 def _inner_builder(spec):
-    """A compiled ``build(row)`` giving the handle of an inner map from its row of
-    the outer map's pool: the same views at the same offsets as the inner spec."""
+    """A compiled ``build(row, number)`` giving the handle of inner map
+    ``number`` (1-based) from its row of the outer map's pool: the same views
+    at the same offsets as the inner spec. A device map's handle keeps the
+    number (``pool_number``), which its broadcasts name (broadcast.py)."""
     if spec in _inner_builders:
         return _inner_builders[spec]
     from collections import namedtuple
@@ -258,8 +260,11 @@ def _inner_builder(spec):
     inner = spec.inner_spec
     base = inner.buffer.ctypes.data
     fields = [n[len("m_"):] for n in map_param_names("m", inner)]
-    handle = namedtuple(f"InnerMapHandle_{spec.name}", fields)
+    numbered = inner.is_devmap
+    handle = namedtuple(f"InnerMapHandle_{spec.name}",
+                        fields + (["pool_number"] if numbered else []))
     handle._dp_map = inner
+    handle._dp_outer = spec
     ns, parts = {"H": handle, "view_bytes": view_bytes}, []
     for i, (field, a) in enumerate(zip(fields, inner.program_arrays())):
         off = a.ctypes.data - base
@@ -270,7 +275,9 @@ def _inner_builder(spec):
             ns[f"DT{i}"] = a.dtype.type
             shape = a.shape
         parts.append(f"view_bytes(row, {off}, DT{i}, {shape})")
-    exec(f"def build(row):\n    return H({', '.join(parts)})\n", ns)
+    if numbered:
+        parts.append("number")
+    exec(f"def build(row, number):\n    return H({', '.join(parts)})\n", ns)
     _inner_builders[spec] = build = njit(**config.INLINE_JIT)(ns["build"])
     return build
 
@@ -344,7 +351,7 @@ def _lookup_inner(spec):
             i = np.int64(key) & 0xFFFFFFFF
             if i >= n or m.values[i] == 0:
                 return None
-            return build(m.pool[m.values[i] - 1])
+            return build(m.pool[m.values[i] - 1], np.int64(m.values[i]))
         return impl
     pack, find = key_packer(spec.key_dtype), htab.htab_find_key.dispatcher
 
@@ -353,7 +360,7 @@ def _lookup_inner(spec):
         e = find(m.hdr, m.buckets, m.keys, k)
         if e < 0:
             return None
-        return build(m.pool[m.values[e] - 1])
+        return build(m.pool[m.values[e] - 1], np.int64(m.values[e]))
     return impl
 
 
@@ -487,6 +494,16 @@ def redirect_target(ifindex):
     return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | REDIRECT
 
 
+@njit(**config.INLINE_JIT)
+def _pool_number(m):
+    return m.pool_number
+
+
+@njit(**config.INLINE_JIT)
+def _no_pool_number(m):
+    return 0
+
+
 def _broadcast(number):
     """A compiled ``broadcast(flags, inner)``: the verdict of a broadcast over
     map ``number``, or its inner map ``inner`` (its number in the pool, 0: the
@@ -509,8 +526,14 @@ def _redirect_map(m, key, flags):
         return None
     n = spec.max_entries
     number = getattr(m.instance_class, "_dp_map_number", None)
-    # an inner map has no number of its own: its broadcasts abort (an eBPF
-    # object's go through inner_redirect_map, which knows its outer map)
+    outer = getattr(m.instance_class, "_dp_outer", None)
+    if outer is None:
+        pool_number = _no_pool_number
+    else:  # an inner map: its broadcasts name the outer map and its number there
+        number = getattr(outer, "_dp_map_number", None)
+        if len(outer.inner_maps) > INNER_NUMBER:
+            number = None
+        pool_number = _pool_number
     broadcast = _broadcast(number if number is not None else -1)
     if not spec.is_hash:
         def impl(m, key, flags):
@@ -518,7 +541,7 @@ def _redirect_map(m, key, flags):
             if f & ~KNOWN_REDIRECT_FLAGS:
                 return np.int64(ABORTED)
             if f & BPF_F_BROADCAST:
-                return broadcast(f, 0)
+                return broadcast(f, pool_number(m))
             i = np.int64(key) & 0xFFFFFFFF
             if i < n and m.values[i] != 0:
                 return redirect_target(m.values[i])
@@ -531,7 +554,7 @@ def _redirect_map(m, key, flags):
         if f & ~KNOWN_REDIRECT_FLAGS:
             return np.int64(ABORTED)
         if f & BPF_F_BROADCAST:
-            return broadcast(f, 0)
+            return broadcast(f, pool_number(m))
         k = pack(key)
         e = find(m.hdr, m.buckets, m.keys, k)
         if e >= 0 and m.values[e] != 0:

@@ -21,13 +21,13 @@ MAP_NUMBER = (1 << INNER_SHIFT) - 1
 INNER_NUMBER = (EXCLUDE_INGRESS - 1) >> INNER_SHIFT
 
 
-def broadcast_target(map_number, exclude_ingress, inner=0):
-    """The target a broadcast over map ``map_number`` (its inner map ``inner``)
-    leaves in batch.redirect; None where the numbers do not fit."""
-    if not (0 <= map_number <= MAP_NUMBER and 0 <= inner <= INNER_NUMBER):
+def broadcast_target(map_number, exclude_ingress):
+    """The target a broadcast over map ``map_number`` leaves in batch.redirect
+    (an inner map's: with its number in the pool << INNER_SHIFT); None where
+    the number does not fit."""
+    if not 0 <= map_number <= MAP_NUMBER:
         return None
-    return BROADCAST | (EXCLUDE_INGRESS if exclude_ingress else 0) | inner << INNER_SHIFT \
-        | map_number
+    return BROADCAST | (EXCLUDE_INGRESS if exclude_ingress else 0) | map_number
 
 
 def redirect_groups(batch, idx, maps):

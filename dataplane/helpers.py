@@ -7,6 +7,13 @@ from .action import XDP_ABORTED, XDP_REDIRECT
 from .jit import api, kernel, lazy
 
 
+@kernel(**config.INLINE_JIT)
+def redirect_target(ifindex):
+    """The verdict XDP_REDIRECT to ``ifindex``: the target in the upper 32 bits,
+    plus one (0: none); the runner takes it apart (runner.store_verdict)."""
+    return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | XDP_REDIRECT
+
+
 @api
 @kernel(**config.INLINE_JIT)
 def bpf_redirect(ifindex, flags):
@@ -21,7 +28,7 @@ def bpf_redirect(ifindex, flags):
     """
     if flags != 0 or np.int64(ifindex) & 0x80000000:
         return np.int64(XDP_ABORTED)
-    return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | XDP_REDIRECT
+    return redirect_target(ifindex)
 
 
 def _xdp(name):

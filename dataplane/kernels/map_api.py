@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from .. import config
+from .. import config, helpers
 from ..action import BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS
 from ..broadcast import INNER_NUMBER, INNER_SHIFT, broadcast_target
 from ..errors import ProgramError
@@ -484,14 +484,9 @@ def bpf_redirect_map(m, key, flags):
 
 
 _ACTION_MASK = 3  # BPF_F_ACTION_MASK: XDP_ABORTED .. XDP_TX
-ABORTED, REDIRECT = 0, 4
+ABORTED = 0
+redirect_target = helpers.redirect_target.dispatcher
 KNOWN_REDIRECT_FLAGS = _ACTION_MASK | BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS
-
-
-@njit(**config.INLINE_JIT)
-def redirect_target(ifindex):
-    """The verdict XDP_REDIRECT to ``ifindex`` (runner.py takes it apart)."""
-    return (((np.int64(ifindex) & 0xFFFFFFFF) + 1) << 32) | REDIRECT
 
 
 @njit(**config.INLINE_JIT)

@@ -165,16 +165,13 @@ def inner_numbers(mapdefs):
     """{index of a bound inner map: (index of its outer map, its number in the
     outer's pool, 1-based: what a lookup in the outer gives)}, numbered in slot
     order as _map_of_maps fills the pool."""
-    bound, out = bound_inner_maps(mapdefs), {}
+    bound, index, out = bound_inner_maps(mapdefs), {m.name: k for k, m in enumerate(mapdefs)}, {}
     for outer, m in enumerate(mapdefs):
-        if m.type in MAPS_OF_MAPS:
-            numbers = {}
-            for _, name in sorted(m.init_values.items()):
-                k = next((j for j, d in enumerate(mapdefs)
-                          if d.name == name and bound.get(j) == outer), None)
-                if k is not None and k not in numbers:
-                    numbers[k] = len(numbers) + 1
-                    out[k] = (outer, numbers[k])
+        if m.type not in MAPS_OF_MAPS:
+            continue
+        held = (index.get(name) for _, name in sorted(m.init_values.items()))
+        for number, k in enumerate(dict.fromkeys(k for k in held if bound.get(k) == outer), 1):
+            out[k] = (outer, number)
     return out
 
 
@@ -226,7 +223,7 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
         return out, fns[0]
     verified = map_infos(mapdefs, names)
     infos = [i.as_tuple() for i in verified]
-    bound = bound_inner_maps(mapdefs)
+    bound, rows = bound_inner_maps(mapdefs), inner_numbers(mapdefs)
     formats, helpers, records = {}, set(), {}
     for (prog_name, insns), analysis in zip(programs, verify_programs(programs, verified)):
         formats[prog_name] = trace_formats(analysis, mapdefs, prog_name, insns)
@@ -252,7 +249,7 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
         if m.type not in EBPF_MAP_TYPES or index in bound:
             continue
         if m.type in MAPS_OF_MAPS:
-            lines += _map_of_maps(m, n, mapdefs, index, btf)
+            lines += _map_of_maps(m, n, index, rows, mapdefs, btf)
             continue
         if m.type == BPF_MAP_TYPE_RINGBUF:
             record = _dtype_text(bytes_dtype(_record_size(m, records.get(index))))
@@ -270,7 +267,6 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
             for slot, target in sorted(m.init_values.items()):
                 if target in ident:
                     lines.append(f"{n}.update({slot}, {ident[target]!r})")
-    rows = inner_numbers(mapdefs)
     handles = ", ".join(n if m.type in EBPF_MAP_TYPES and k not in bound else "None"
                         for k, (m, n) in enumerate(zip(mapdefs, names)))
     for (prog_name, insns), fn in zip(programs, fns):
@@ -339,9 +335,9 @@ def trace_formats(analysis, mapdefs, name, insns):
     return out
 
 
-def _map_of_maps(m, n, mapdefs, index, btf):
-    """Lines making a map of maps, its pool holding the inner maps the object
-    puts in it (each at the next pool number, in slot order)."""
+def _map_of_maps(m, n, index, rows, mapdefs, btf):
+    """Lines making map of maps ``index``, its pool holding the inner maps the
+    object puts in it (``rows``: inner_numbers)."""
     from .btf_dtype import map_dtypes
     key_dt, _ = map_dtypes(btf, m)
     ik, iv = map_dtypes(btf, m.inner)
@@ -349,8 +345,7 @@ def _map_of_maps(m, n, mapdefs, index, btf):
              f"value=np.dtype('<u4'), max_entries={m.max_entries}, inner=InnerMap("
              f"{m.inner.type}, np.dtype({_dtype_text(ik)}), np.dtype({_dtype_text(iv)}), "
              f"{m.inner.max_entries}))"]
-    number = {mapdefs[k].name: num for k, (outer, num) in inner_numbers(mapdefs).items()
-              if outer == index}
+    number = {mapdefs[k].name: num for k, (outer, num) in rows.items() if outer == index}
     for slot, name in sorted(m.init_values.items()):
         if name in number:
             lines.append(f"{n}.update({slot}, {number[name] - 1})  # {name}")

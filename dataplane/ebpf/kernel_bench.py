@@ -225,20 +225,18 @@ def measure(ref, name, captures, harness, frames, repeat, fill=None, with_kernel
     sides, not on the one timed then (all of ours were timed first, and a
     resolved loss of bounded_loop, 2.6 ns to 1.5, came and went from run to run)."""
     path, _ = elf.split_object_ref(ref)
-    sides = {"ours": [], "kernel": []}
     with ours_rounds(ref, captures, harness, fill) as ours, \
             kernel_rounds(path, name, frames, repeat, fill) if with_kernel \
             else contextlib.nullcontext() as theirs:
+        sides = {s: [] for s in (ours, theirs) if s is not None}
         for r in range(rounds):
-            order = [("ours", ours), ("kernel", theirs)][::1 if r % 2 == 0 else -1]
-            for side, one_round in order:
-                if one_round is not None:
-                    sides[side].append(one_round())
-    ours = best_of_rounds(*map(list, zip(*sides["ours"])))
-    if not sides["kernel"]:
-        return ours, (None, None, None)
-    cost, base, (lo, hi) = best_of_rounds(*map(list, zip(*sides["kernel"])))
-    return ours, (cost, base, (lo - KERNEL_TIMER_NS, hi + KERNEL_TIMER_NS))
+            for side in list(sides)[::1 if r % 2 == 0 else -1]:
+                sides[side].append(side())
+    ours_fig, *kernel_rows = [best_of_rounds(*map(list, zip(*rows))) for rows in sides.values()]
+    if not kernel_rows:
+        return ours_fig, (None, None, None)
+    cost, base, (lo, hi) = kernel_rows[0]
+    return ours_fig, (cost, base, (lo - KERNEL_TIMER_NS, hi + KERNEL_TIMER_NS))
 
 
 def whole_runs(v):

@@ -426,8 +426,7 @@ def _add_loops(module, gen, tree, names):
             handle._dp_ringbuf = m  # kernels/ringbuf.py; the element helpers refuse it
         else:
             handle._dp_map = m
-            handle._dp_map_number = number  # Program.numbered_maps: broadcast.py
-            m._dp_map_number = number  # and its inner maps' (map_api._inner_builder)
+            handle._dp_map_number = number  # Program.numbered_maps, broadcast.py
             handle._dp_worker_rows = runner_kernels.worker_rows(m)
         module.__dict__[f"_dp_H_{g}"] = handle
         module.__dict__[f"_dp_VT_{g}"] = m.value_dtype

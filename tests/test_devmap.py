@@ -1,6 +1,7 @@
 """DEVMAP / DEVMAP_HASH and bpf_redirect_map: the kernel's semantics from Python
 and programs, and l2_fwd against a dpkt reference."""
 
+import sys
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -185,6 +186,41 @@ def test_broadcast_over_an_inner_device_map(tmp_path):
         (0, 1, 2): ("XDP_REDIRECT", (8,)), (1, 1, 2): ("XDP_REDIRECT", (6,)),
         (0, 0, BROADCAST | EXCLUDE_INGRESS): ("XDP_REDIRECT", (7, 9)),
         (0, 3, 2): ("XDP_PASS", ())}
+
+
+SHARED_PORTS = """
+import numpy as np
+from dataplane.maps import *
+ports = Map("ports", BPF_MAP_TYPE_ARRAY_OF_MAPS, key=np.uint32, max_entries=2, pool=3,
+            inner=InnerMap(BPF_MAP_TYPE_DEVMAP, np.uint32, np.uint32, 4))
+"""
+
+
+def test_broadcast_through_a_map_of_maps_two_programs_share(tmp_path, monkeypatch):
+    """Two program files importing one map of device maps, where it has a
+    different number (a.py has a map sorted before it): each program's
+    broadcasts reach that map's devices. The number was kept on the map, so
+    the program compiled second read the other's (no devices)."""
+    (tmp_path / "dp_shared_ports.py").write_text(SHARED_PORTS)
+    body = INNER_PROGRAM.replace(
+        'ports = Map("ports", BPF_MAP_TYPE_ARRAY_OF_MAPS, key=np.uint32, max_entries=2, pool=3,\n'
+        '            inner=InnerMap(BPF_MAP_TYPE_DEVMAP, np.uint32, np.uint32, 4))\n',
+        "from dp_shared_ports import ports\n")
+    assert "from dp_shared_ports" in body
+    (tmp_path / "a.py").write_text(body)
+    (tmp_path / "b.py").write_text(body.replace('counts = Map("counts"', 'zcounts = Map("zcounts"'))
+    monkeypatch.delitem(sys.modules, "dp_shared_ports", raising=False)
+    a, b = load_program(str(tmp_path / "a.py")), load_program(str(tmp_path / "b.py"))
+    assert [m.name for m in a.numbered_maps].index("ports") != \
+        [m.name for m in b.numbered_maps].index("ports")
+    outer = a.maps["ports"]
+    assert b.maps["ports"] is outer
+    for slot, ifindex in enumerate((7, 8, 9)):
+        outer.inner_maps[0].update(slot, ifindex)
+    outer.update(0, 0)
+    for prog in (a, b):
+        r = prog.test_run(bytes((0, 0, BROADCAST)) + bytes(60), ingress_ifindex=8)
+        assert (XdpAction(r.action).name, r.targets) == ("XDP_REDIRECT", (7, 8, 9)), prog.name
 
 
 def test_l2_fwd_against_dpkt(tmp_path):

@@ -422,7 +422,7 @@ def _inner_lookup(m, number, key):
     spec = _spec(m)
     if spec is None or not spec.is_map_in_map:
         return None
-    build = _inner_builder(spec)
+    build = _inner_builder(m)
     return lambda m, number, key: map_lookup(build(m.pool[number - 1], number), key)
 
 
@@ -431,7 +431,7 @@ def _inner_update(m, number, key, value, flags):
     spec = _spec(m)
     if spec is None or not spec.is_map_in_map:
         return None
-    build = _inner_builder(spec)
+    build = _inner_builder(m)
     return lambda m, number, key, value, flags: map_update(build(m.pool[number - 1], number), key,
                                                            value, flags)
 
@@ -441,7 +441,7 @@ def _inner_delete(m, number, key):
     spec = _spec(m)
     if spec is None or not spec.is_map_in_map:
         return None
-    build = _inner_builder(spec)
+    build = _inner_builder(m)
     return lambda m, number, key: map_delete(build(m.pool[number - 1], number), key)
 
 
@@ -454,7 +454,7 @@ def _inner_redirect_map(m, number, key, flags):
     spec = _spec(m)
     if spec is None or not spec.is_map_in_map:
         return None
-    build = _inner_builder(spec)
+    build = _inner_builder(m)
     return lambda m, number, key, flags: bpf_redirect_map(build(m.pool[number - 1], number),
                                                           key, flags)
 

@@ -240,19 +240,26 @@ def _lpm_delete(spec, key):
 
 # ---------------------------------------------------------------- overloads
 
-#: Each outer map's builder, by the map itself: keyed by the map's name, a
+#: Each outer map's builders, by the map itself: keyed by the map's name, a
 #: second object's outer map of the same name got the first's inner layout
-#: and type (wrong verdicts, loops that never ended, kept in the code cache).
+#: and type (wrong verdicts, loops that never ended, kept in the code cache);
+#: then by the outer map's number in the program using it (a map shared by
+#: two program files may have a number in each).
 _inner_builders = weakref.WeakKeyDictionary()
 
 
-def _inner_builder(spec):
-    """A compiled ``build(row, number)`` giving the handle of inner map
-    ``number`` (1-based) from its row of the outer map's pool: the same views
-    at the same offsets as the inner spec. A device map's handle keeps the
-    number (``pool_number``), which its broadcasts name (broadcast.py)."""
-    if spec in _inner_builders:
-        return _inner_builders[spec]
+def _inner_builder(m):
+    """For the handle type ``m`` of a map of maps, a compiled ``build(row,
+    number)`` giving the handle of inner map ``number`` (1-based) from its row
+    of the outer map's pool: the same views at the same offsets as the inner
+    spec. A device map's handle keeps the number (``pool_number``), and its
+    type the outer map's number in the program (``_dp_outer_number``): its
+    broadcasts name both (broadcast.py)."""
+    spec = _spec(m)
+    outer_number = getattr(m.instance_class, "_dp_map_number", None)
+    builders = _inner_builders.setdefault(spec, {})
+    if outer_number in builders:
+        return builders[outer_number]
     from collections import namedtuple
 
     from .runner import map_param_names
@@ -265,6 +272,7 @@ def _inner_builder(spec):
                         fields + (["pool_number"] if numbered else []))
     handle._dp_map = inner
     handle._dp_outer = spec
+    handle._dp_outer_number = outer_number
     ns, parts = {"H": handle, "view_bytes": view_bytes}, []
     for i, (field, a) in enumerate(zip(fields, inner.program_arrays())):
         off = a.ctypes.data - base
@@ -278,7 +286,7 @@ def _inner_builder(spec):
     if numbered:
         parts.append("number")
     exec(f"def build(row, number):\n    return H({', '.join(parts)})\n", ns)
-    _inner_builders[spec] = build = njit(**config.INLINE_JIT)(ns["build"])
+    builders[outer_number] = build = njit(**config.INLINE_JIT)(ns["build"])
     return build
 
 
@@ -288,7 +296,7 @@ def _lookup(m, key):
     if spec is None:
         return None
     if spec.is_map_in_map:
-        return _lookup_inner(spec)
+        return _lookup_inner(m, spec)
     if spec.is_lpm:
         return _lpm_lookup(spec, key)
     base, n, lru, scalar = _slot_base(spec, m), spec.max_entries, spec.lru, \
@@ -343,9 +351,9 @@ def _value_type(spec):
     return vt.type if vt.names is None else vt
 
 
-def _lookup_inner(spec):
+def _lookup_inner(m, spec):
     """Lookup in an ARRAY_OF_MAPS / HASH_OF_MAPS: the inner map's handle, or None."""
-    build, n = _inner_builder(spec), spec.max_entries
+    build, n = _inner_builder(m), spec.max_entries
     if not spec.is_hash:
         def impl(m, key):
             i = np.int64(key) & 0xFFFFFFFF
@@ -525,7 +533,7 @@ def _redirect_map(m, key, flags):
     if outer is None:
         pool_number = _no_pool_number
     else:  # an inner map: its broadcasts name the outer map and its number there
-        number = getattr(outer, "_dp_map_number", None)
+        number = m.instance_class._dp_outer_number
         if len(outer.inner_maps) > INNER_NUMBER:
             number = None
         pool_number = _pool_number

@@ -211,6 +211,59 @@ def test_map_of_maps_tables_set_from_both_sides():
             k.close()
 
 
+LPM_PREFIXLEN_C = r"""#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct lkey { __u32 prefixlen; __u8 data[4]; };
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16);
+	__type(key, struct lkey);
+	__type(value, __u32);
+} t SEC(".maps");
+
+SEC("xdp")
+int prog(struct xdp_md *ctx)
+{
+	__u8 *p = (void *)(long)ctx->data;
+	struct lkey key;
+	__u32 *v;
+
+	if ((void *)(p + 14) > (void *)(long)ctx->data_end)
+		return XDP_ABORTED;
+	key.prefixlen = p[0];
+	__builtin_memcpy(key.data, p + 1, 4);
+	v = bpf_map_lookup_elem(&t, &key);
+	if (!v)
+		return XDP_DROP;
+	*v += 1;
+	return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_lpm_lookup_with_a_prefixlen_past_the_width(tmp_path):
+    """A lookup key whose prefixlen is above the trie's 32 bits finds nothing
+    (trie_lookup_elem returns NULL); it matched the longest prefix here, and
+    the program then counted in an entry the kernel left alone."""
+    obj = c_object(tmp_path, "lpm_plen", LPM_PREFIXLEN_C)
+    prog = load_program(obj)
+    entries = ((8, 0x0A000000), (16, 0x0A010000))
+    for plen, addr in entries:
+        prog.maps["t"].update((plen, addr), 0)
+    sent = [bytes([plen, 10, 1, 2, 3]) + bytes(9) for plen in (0, 8, 16, 32, 33, 40, 255)]
+    verdicts = [XdpAction(prog.test_run(f).action).name for f in sent]
+    assert verdicts == ["XDP_DROP"] + ["XDP_PASS"] * 3 + ["XDP_DROP"] * 3
+    assert [int(prog.maps["t"].lookup((p, a))) for p, a in entries] == [1, 2]
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        for plen, addr in entries:
+            k.map_update("t", plen.to_bytes(4, "little") + addr.to_bytes(4, "big"), bytes(4))
+        assert [XdpAction(k.test_run("prog", f)[0]).name for f in sent] == verdicts
+        assert [k.map_lookup("t", p.to_bytes(4, "little") + a.to_bytes(4, "big"))
+                for p, a in entries] == [(1).to_bytes(4, "little"), (2).to_bytes(4, "little")]
+
 def test_lpm_trie_longest_prefix_like_the_kernel():
     import ipaddress
     import struct

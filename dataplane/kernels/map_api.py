@@ -167,7 +167,8 @@ def lpm_entry(spec):
     """A compiled ``entry(m, plen, hi, lo)``: the entry number of the longest
     prefix of at most ``plen`` bits (the key's prefixlen, as the kernel's
     trie_lookup_elem limits its match) that matches the left-aligned words
-    ``hi``, ``lo``, or -1. Python programs and eBPF objects both look up so."""
+    ``hi``, ``lo``, or -1; -1 too for a prefixlen above the trie's width, as
+    trie_lookup_elem. Python programs and eBPF objects both look up so."""
     # numpy scalars, not Python ints: a literal type would compile the kernels
     # again for each width (the control plane's calls pass int64 and uint64)
     width, shift = np.int64(spec.lpm_width), np.uint64(spec.lpm_shift)
@@ -176,7 +177,7 @@ def lpm_entry(spec):
     one_word = spec.lpm_width <= 64
 
     def entry(m, plen, hi, lo):
-        if m.hdr[H_COUNT] == 0:  # the kernel's trie: a NULL root, no walk
+        if m.hdr[H_COUNT] == 0 or plen > width:  # the kernel's trie: NULL at once
             return np.int64(-1)
         if plen < width:  # a shorter prefixlen: the general walk
             return slow(m.buckets, m.keys, m.index, m.rchild, m.nhdr, m.nent, m.bhi,

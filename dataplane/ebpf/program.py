@@ -39,6 +39,8 @@ EBPF_MAP_TYPES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_HAS
                   BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_ARRAY_OF_MAPS,
                   BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_LPM_TRIE}
 MAPS_OF_MAPS = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
+#: Inner maps of these types are refused (a pool row of a ring buffer: not yet).
+NOT_INNER = MAPS_OF_MAPS | {BPF_MAP_TYPE_RINGBUF}
 DEVMAPS = {BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH}
 #: Helpers an object may call so far (ids; verifier.HELPERS has their prototypes).
 EBPF_HELPERS = {h: verifier.HELPERS[h]
@@ -121,11 +123,12 @@ def check_supported(obj, prog):
         m = obj.maps[k]
         inner = m.inner if m.type in MAPS_OF_MAPS else None
         for what in (m, inner) if inner is not None else (m,):
-            if what.type not in EBPF_MAP_TYPES or (what is inner and what.type in MAPS_OF_MAPS):
+            if what.type not in EBPF_MAP_TYPES or (what is inner and what.type in NOT_INNER):
                 from ..maps import MAP_TYPE_NAMES
                 raise ProgramError(f"{obj.path}: map '{what.name}': type "
                                    f"{MAP_TYPE_NAMES.get(what.type, what.type)} is not "
-                                   "supported for eBPF objects yet")
+                                   f"supported{' inside a map of maps' if what is inner else ''}"
+                                   " for eBPF objects yet")
         if k in bound and k in value_refs:
             raise ProgramError(f"{obj.path}: map '{m.name}' is an inner map of "
                                f"'{obj.maps[bound[k]].name}': the address of its value "
@@ -517,17 +520,22 @@ class XdpTarget:
         the verifier saw one map here, else a branch per possible map. An inner
         map of a map of maps goes to ``inner_call(outer handle type, outer
         handle, its number in the outer's pool)``: R1 holds the number when a
-        lookup in the outer gave it; the object names it (rows) otherwise."""
+        lookup in the outer gave it (a small number, where a map the object
+        names is MAP_TOKEN | index: clang merges calls on both into one); the
+        object names it (rows) otherwise."""
         i64 = ir.IntType(64)
         indices = sorted(self.analysis.map_args[pc])
         inner = [k for k in indices if k in self.owner]
         if (inner or any(k in self.rows for k in indices)) and inner_call is None:
             from .jit import JitError
             raise JitError(f"insn {pc}: this helper on an inner map is not supported")
-        if inner:
-            if len(indices) > 1:
-                from .jit import JitError
-                raise JitError(f"insn {pc}: an inner map and other maps at one call")
+        if len(inner) > 1:
+            from .jit import JitError
+            raise JitError(f"insn {pc}: inner maps of two maps of maps at one call are not "
+                           "supported yet")
+        indices = [k for k in indices if k not in self.owner]
+
+        def looked_up():  # the inner map a lookup in its outer map gave
             return inner_call(*self._handle(builder, self.owner[inner[0]]), token)
 
         def on(k):
@@ -536,7 +544,9 @@ class XdpTarget:
                 return inner_call(*self._handle(builder, outer), ir.Constant(i64, number))
             return call(*self._handle(builder, k))
 
-        if len(indices) == 1:
+        if not indices:
+            return looked_up()
+        if len(indices) == 1 and not inner:
             return on(indices[0])
         fn = builder.function
         done = fn.append_basic_block(f"pc{pc}_maps_done")
@@ -550,8 +560,8 @@ class XdpTarget:
             results.append((on(k), builder.block))
             builder.branch(done)
             builder.position_at_end(other)
+        results.append((looked_up() if inner else ir.Constant(i64, 0), builder.block))
         builder.branch(done)
-        results.append((ir.Constant(i64, 0), builder.block))
         builder.position_at_end(done)
         phi = builder.phi(i64)
         for v, b in results:

@@ -73,6 +73,9 @@ HELPERS = {
 HELPER_MAP_TYPES = {12: {3}, 51: {14, 25}, 130: {27}}
 HELPER_REFUSED_MAP_TYPES = {1: {3, 27}, 2: {3, 12, 13, 14, 25, 27},
                             3: {3, 12, 13, 14, 25, 27}}
+#: Helpers whose memory arguments may point into the packet (the kernel's
+#: ``pkt_access`` in their bpf_func_proto); others refuse a packet pointer.
+HELPER_PKT_ACCESS = frozenset({1, 2, 3, 28})
 #: Helpers after which every packet pointer is stale (clear_all_pkt_pointers).
 MOVES_PACKET = frozenset({44, 54, 65})
 
@@ -1283,6 +1286,9 @@ class Verifier:
             elif kind == "ctx":
                 if t != CTX:
                     self.fail(pc, f"{name}: R{r} type={_name(t)} expected=ctx")
+            elif kind in ("key", "value", "mem") and t[0] in "PZ" and \
+                    hid not in HELPER_PKT_ACCESS:
+                self.fail(pc, f"{name}: R{r} helper access to the packet is not allowed")
             elif kind in ("key", "value"):
                 m = self.maps[map_index]
                 size = m.key_size if kind == "key" else m.value_size

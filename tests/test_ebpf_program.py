@@ -963,6 +963,49 @@ def test_ring_buffer_inside_a_map_of_maps_is_refused(tmp_path, capsys):
     assert err.count("\n") == 1 and "not supported inside a map of maps" in err
 
 
+RINGBUF_SIZE_C = r"""#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} rb SEC(".maps");
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, char[4096]);
+	__uint(max_entries, 1);
+} buf SEC(".maps");
+
+SEC("xdp")
+int prog(struct xdp_md *ctx)
+{
+	__u32 k = 0;
+	char *v = bpf_map_lookup_elem(&buf, &k);
+
+	if (!v)
+		return XDP_ABORTED;
+	return bpf_ringbuf_output(&rb, v, SIZE, 0) == 0 ? XDP_PASS : XDP_DROP;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.parametrize("size,what", [(0, "empty"), (4081, "larger than the ring")])
+def test_ring_records_the_ring_cannot_keep(tmp_path, size, what):
+    """bpf_ringbuf_output of 0 bytes, or of more than a 4096-byte ring can hold:
+    the kernel loads both (an empty record; -EAGAIN each call); here a line
+    saying so, where they were refused as bad maps ("needs at least one field",
+    "-E2BIG")."""
+    obj = c_object(tmp_path, "rb_size", RINGBUF_SIZE_C.replace("SIZE", str(size)))
+    with pytest.raises(ProgramError, match=f"records of {size} bytes, {what}: not "
+                                           "supported yet"):
+        load_program(obj)
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        assert k.test_run("prog", bytes(64))[0] == \
+            (XdpAction.XDP_PASS if size == 0 else XdpAction.XDP_DROP)
+
+
 def test_devmap_of_bpf_devmap_val(tmp_path):
     """A DEVMAP whose values are struct bpf_devmap_val (ifindex, program): loaded
     (it was refused: "a 4-byte integer value"), the kernel's verdicts."""

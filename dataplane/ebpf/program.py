@@ -364,7 +364,14 @@ def _record_size(m, sizes):
         raise ProgramError(f"map '{m.name}': bpf_ringbuf_output writes records of "
                            f"{' and '.join(map(str, sorted(sizes)))} bytes; records of "
                            "different sizes in one ring are not supported yet")
-    return next(iter(sizes))
+    size = next(iter(sizes))
+    # a record (8-byte header, padded to 8) fits when the ring keeps 8 bytes free
+    if size == 0 or 8 + (size + 7) // 8 * 8 > m.max_entries - 8:
+        raise ProgramError(f"map '{m.name}': bpf_ringbuf_output writes records of {size} "
+                           f"bytes, {'empty' if size == 0 else 'larger than the ring'}: "
+                           "not supported yet (the kernel "
+                           f"{'writes empty records' if size == 0 else 'fails each call'})")
+    return size
 
 
 def _dtype_text(dt):

@@ -1301,7 +1301,8 @@ class Verifier:
                                       f"type={_name(t)} expected=pointer to memory")
                     continue
                 if not is_const(size_t):
-                    self.fail(pc, f"{name}: R{r + 1} size must be a known constant")
+                    self.fail(pc, f"{name}: R{r + 1} size must be a known constant (a size "
+                                  "known only by its bounds is not supported yet)")
                 self.check_mem_arg(pc, st, r, t, size_t[1], name)
                 if hid == 6:
                     self.trace_format(pc, st, t, size_t[1])

@@ -55,7 +55,10 @@ class VerdictPcaps:
             if action != XdpAction.XDP_REDIRECT:
                 self._writer(ACTION_NAMES[action]).write_batch(batch, order, off, start)
                 continue
-            for t, sel in redirect_groups(batch, order[start:off], batch.maps):
+            redirects = batch.redirects
+            if redirects is None:  # (not from replay, which groups them once)
+                redirects = redirect_groups(batch, order[start:off], batch.maps)
+            for t, sel in redirects:
                 self._writer(f"redirect-{t}").write_batch(batch, sel, sel.size)
 
     def close(self):
@@ -178,7 +181,7 @@ def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None
             group_by_action(batch.meta, n, order, counts, pos)
             stats.actions += counts
             if counts[XdpAction.XDP_REDIRECT]:
-                _count_redirects(stats, batch, order, counts)
+                _group_redirects(stats, batch, order, counts)
             if sinks is not None:
                 sinks.write(batch, order, counts)
             stats.packets += n
@@ -216,10 +219,13 @@ def _emit_trace(program, stats, stream, progress):
     stream.flush()
 
 
-def _count_redirects(stats, batch, order, counts):
-    """Frames redirected to each device (a broadcast: one to each of its map's);
-    ``order``, ``counts``: the batch grouped by verdict (group_by_action)."""
+def _group_redirects(stats, batch, order, counts):
+    """Group the batch's redirected packets by device, once, for the sinks
+    (batch.redirects), and count the frames each device gets (a broadcast: one
+    to each of its map's); ``order``, ``counts``: the batch grouped by verdict
+    (group_by_action)."""
     start = int(counts[:XdpAction.XDP_REDIRECT].sum())
     idx = order[start:start + int(counts[XdpAction.XDP_REDIRECT])]
-    for t, sel in redirect_groups(batch, idx, batch.maps):
+    batch.redirects = list(redirect_groups(batch, idx, batch.maps))
+    for t, sel in batch.redirects:
         stats.redirect[t] = stats.redirect.get(t, 0) + sel.size

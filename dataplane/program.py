@@ -223,7 +223,7 @@ class Program:
         used to report faults by packet index. ``batch.maps`` becomes the maps
         its redirect targets name.
         """
-        batch.maps = self.numbered_maps
+        batch.ran_by(self.numbered_maps)
         if self._trace is not None:
             self._trace.hdr[runner_kernels.TRACE_BASE] = base_index
         self._call(batch, start, batch.count if stop is None else stop)

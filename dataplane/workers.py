@@ -172,7 +172,7 @@ class Workers:
     def run_batch(self, batch, base_index=0):
         """Program.run_batch with the packets spread over the workers."""
         program, n, count = self.program, self.n, batch.count
-        batch.maps = program.numbered_maps
+        batch.ran_by(program.numbered_maps)
         steered = self._arrays(batch)
         steer(batch.buf, batch.meta, count, n, self._worker_of, self._perm, self._bounds,
               self._meta)

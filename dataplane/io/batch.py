@@ -78,11 +78,20 @@ class PacketBatch:
         self.ifindex, self.rx_queue = m[layout.IFINDEX], m[layout.RX_QUEUE]
         self.action, self.redirect = m[layout.ACTION], m[layout.REDIRECT]
         self.data_meta = m[layout.DATA_META]
-        #: The maps of the program that ran the batch, by number (run_batch sets
-        #: them): a broadcast's target names its device map among them (broadcast.py).
+        #: The maps of the program that ran the batch, by number (ran_by): a
+        #: broadcast's target names its device map among them (broadcast.py).
         self.maps = ()
+        #: The redirected packets by device, [(ifindex, positions)], once replay
+        #: has grouped them (broadcast.redirect_groups) for its counts and its
+        #: sinks; None until then.
+        self.redirects = None
         self.count = 0
         self._native = None
+
+    def ran_by(self, maps):
+        """A program with ``maps`` (by number) ran the batch: its redirects are
+        to be grouped again."""
+        self.maps, self.redirects = maps, None
 
     @property
     def native_args(self):

@@ -226,7 +226,7 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
         return out, fns[0]
     verified = map_infos(mapdefs, names)
     infos = [i.as_tuple() for i in verified]
-    bound, rows = bound_inner_maps(mapdefs), inner_numbers(mapdefs)
+    rows = inner_numbers(mapdefs)  # the bound inner maps: rows of their outer's pool
     formats, helpers, records = {}, set(), {}
     for (prog_name, insns), analysis in zip(programs, verify_programs(programs, verified)):
         formats[prog_name] = trace_formats(analysis, mapdefs, prog_name, insns)
@@ -249,7 +249,7 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
              f"__dataplane_shared_atomics__ = {shared}", ""]
     ident = dict(zip((p for p, _ in programs), fns))
     for index, (m, n) in enumerate(zip(mapdefs, names)):
-        if m.type not in EBPF_MAP_TYPES or index in bound:
+        if m.type not in EBPF_MAP_TYPES or index in rows:
             continue
         if m.type in MAPS_OF_MAPS:
             lines += _map_of_maps(m, n, index, rows, mapdefs, btf)
@@ -270,7 +270,7 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
             for slot, target in sorted(m.init_values.items()):
                 if target in ident:
                     lines.append(f"{n}.update({slot}, {ident[target]!r})")
-    handles = ", ".join(n if m.type in EBPF_MAP_TYPES and k not in bound else "None"
+    handles = ", ".join(n if m.type in EBPF_MAP_TYPES and k not in rows else "None"
                         for k, (m, n) in enumerate(zip(mapdefs, names)))
     for (prog_name, insns), fn in zip(programs, fns):
         trace_ids = {pc: (table.index(t), t) for pc, t in formats[prog_name].items()}

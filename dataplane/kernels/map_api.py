@@ -23,7 +23,7 @@ from numba import njit, types
 from numba.extending import overload
 
 from .. import config, helpers
-from ..action import BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS
+from ..action import BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, XDP_ABORTED
 from ..broadcast import INNER_NUMBER, INNER_SHIFT, broadcast_target
 from ..errors import ProgramError
 from ..map_layout import pack_source
@@ -493,7 +493,6 @@ def bpf_redirect_map(m, key, flags):
 
 
 _ACTION_MASK = 3  # BPF_F_ACTION_MASK: XDP_ABORTED .. XDP_TX
-ABORTED = 0
 redirect_target = helpers.redirect_target.dispatcher
 KNOWN_REDIRECT_FLAGS = _ACTION_MASK | BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS
 
@@ -514,7 +513,7 @@ def _broadcast(number):
     map itself; broadcast.py); XDP_ABORTED where the map has no number."""
     everywhere, elsewhere = broadcast_target(number, False), broadcast_target(number, True)
     if everywhere is None:
-        return njit(**config.INLINE_JIT)(lambda f, inner: np.int64(ABORTED))
+        return njit(**config.INLINE_JIT)(lambda f, inner: np.int64(XDP_ABORTED))
 
     @njit(**config.INLINE_JIT)
     def broadcast(f, inner):
@@ -543,7 +542,7 @@ def _redirect_map(m, key, flags):
         def impl(m, key, flags):
             f = np.int64(flags)
             if f & ~KNOWN_REDIRECT_FLAGS:
-                return np.int64(ABORTED)
+                return np.int64(XDP_ABORTED)
             if f & BPF_F_BROADCAST:
                 return broadcast(f, pool_number(m))
             i = np.int64(key) & 0xFFFFFFFF
@@ -556,7 +555,7 @@ def _redirect_map(m, key, flags):
     def impl(m, key, flags):
         f = np.int64(flags)
         if f & ~KNOWN_REDIRECT_FLAGS:
-            return np.int64(ABORTED)
+            return np.int64(XDP_ABORTED)
         if f & BPF_F_BROADCAST:
             return broadcast(f, pool_number(m))
         k = pack(key)

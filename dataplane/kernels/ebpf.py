@@ -417,46 +417,45 @@ def inner_delete(m, number, key):
     """bpf_map_delete_elem on an inner map found in ``m``."""
 
 
-@overload(inner_lookup)
-def _inner_lookup(m, number, key):
-    spec = _spec(m)
-    if spec is None or not spec.is_map_in_map:
-        return None
-    build = _inner_builder(m)
-    return lambda m, number, key: map_lookup(build(m.pool[number - 1], number), key)
-
-
-@overload(inner_update)
-def _inner_update(m, number, key, value, flags):
-    spec = _spec(m)
-    if spec is None or not spec.is_map_in_map:
-        return None
-    build = _inner_builder(m)
-    return lambda m, number, key, value, flags: map_update(build(m.pool[number - 1], number), key,
-                                                           value, flags)
-
-
-@overload(inner_delete)
-def _inner_delete(m, number, key):
-    spec = _spec(m)
-    if spec is None or not spec.is_map_in_map:
-        return None
-    build = _inner_builder(m)
-    return lambda m, number, key: map_delete(build(m.pool[number - 1], number), key)
-
-
 def inner_redirect_map(m, number, key, flags):
     """bpf_redirect_map on an inner device map found in ``m``."""
 
 
-@overload(inner_redirect_map)
-def _inner_redirect_map(m, number, key, flags):
+def _inner_of(m):
+    """For the handle type ``m`` of a map of maps, a compiled ``inner(m,
+    number)``: the handle of its inner map ``number`` (what a lookup in it
+    gave); None for other maps."""
     spec = _spec(m)
     if spec is None or not spec.is_map_in_map:
         return None
     build = _inner_builder(m)
-    return lambda m, number, key, flags: bpf_redirect_map(build(m.pool[number - 1], number),
-                                                          key, flags)
+    return njit(**config.INLINE_JIT)(lambda m, number: build(m.pool[number - 1], number))
+
+
+@overload(inner_lookup)
+def _inner_lookup(m, number, key):
+    inner = _inner_of(m)
+    return inner and (lambda m, number, key: map_lookup(inner(m, number), key))
+
+
+@overload(inner_update)
+def _inner_update(m, number, key, value, flags):
+    inner = _inner_of(m)
+    return inner and (lambda m, number, key, value, flags:
+                      map_update(inner(m, number), key, value, flags))
+
+
+@overload(inner_delete)
+def _inner_delete(m, number, key):
+    inner = _inner_of(m)
+    return inner and (lambda m, number, key: map_delete(inner(m, number), key))
+
+
+@overload(inner_redirect_map)
+def _inner_redirect_map(m, number, key, flags):
+    inner = _inner_of(m)
+    return inner and (lambda m, number, key, flags:
+                      bpf_redirect_map(inner(m, number), key, flags))
 
 
 def call_inner_redirect_map(m, number, key, flags):

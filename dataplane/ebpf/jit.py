@@ -177,6 +177,10 @@ class _Emitter:
                 self.put(frame, i + 1, v)
         if getattr(self.t, "zero_stack", False):  # a variable-offset read may see any byte
             self.b.store(ir.Constant(frame.stack.type.pointee, None), frame.stack)
+        else:  # slots read before written (LLVM: an undefined value, not even a number)
+            for off in sorted(getattr(self.t, "zero_slots", ())):
+                slot = self.b.gep(frame.stack, [I32(0), I32(isa.STACK_SIZE + off)])
+                self.b.store(ir.Constant(I64, 0), self.b.bitcast(slot, I64.as_pointer()))
         top = self.b.ptrtoint(self.b.gep(frame.stack, [I32(0), I32(isa.STACK_SIZE)]), I64)
         self.put(frame, 10, top)
         blocks = {}

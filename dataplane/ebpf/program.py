@@ -471,6 +471,7 @@ class XdpTarget:
         self.rows = rows  # an inner map named directly: (outer, its number)
         self.ctx_loads, self.checks = analysis.ctx_loads, analysis.checks
         self.zero_stack = analysis.zero_stack
+        self.zero_slots = analysis.zero_slots
         self.stack_slots = analysis.stack_slots
         self.stack_args = analysis.stack_args
         self.calls = {}  # (kernel, signature) -> its function in this module (_call)

@@ -11,9 +11,12 @@ Two passes, as Documentation/bpf/verifier.rst describes the kernel's:
    register types (the kernel's NOT_INIT, SCALAR_VALUE, PTR_TO_CTX,
    PTR_TO_PACKET, PTR_TO_PACKET_END, PTR_TO_STACK, PTR_TO_MAP_VALUE(_OR_NULL),
    CONST_PTR_TO_MAP), joined where paths meet and widened in loops. No read of
-   an uninitialised register or stack byte, context loads only of xdp_md's
-   fields, map values within their size and NULL-checked, stack within 512
-   bytes, helper arguments of the prototype's types, R0 a scalar at exit.
+   an uninitialised register, context loads only of xdp_md's fields, map
+   values within their size and NULL-checked, stack within 512 bytes, helper
+   arguments of the prototype's types, R0 a scalar at exit. A stack byte read
+   before it is written is allowed, as the kernel allows a privileged loader
+   (``allow_uninit_stack``: a key struct's padding, passed to a map helper, is
+   the common case), and reads as zero here: ``Analysis.zero_slots``.
 
 Where the kernel would reject an access it cannot prove, this verifier lets
 the program run with a run-time check instead, when the memory is known
@@ -682,6 +685,9 @@ class Analysis:
     ``checks``: {pc: "packet" | "meta" | "stack"}: accesses checked at run time;
     ``map_args``: {pc: set of map indices} a helper call's map argument may hold;
     ``zero_stack``: the stack must start zeroed (a variable-offset stack read);
+    ``zero_slots``: offsets from R10 of the 8-byte stack slots some path reads,
+    directly or through a helper, before writing all their bytes: each frame
+    starts with them zeroed;
     ``trace_formats``: {pc: (map index, offset, size)} of each bpf_trace_printk
     call's format, a constant string in read-only global data;
     ``record_sizes``: {map index: set of sizes} bpf_ringbuf_output writes;
@@ -696,6 +702,7 @@ class Analysis:
         self.checks = {}
         self.map_args = {}
         self.zero_stack = False
+        self.zero_slots = set()
         self.trace_formats = {}
         self.record_sizes = {}
         self.stack_slots = {}
@@ -1024,11 +1031,11 @@ class Verifier:
         if size == 8 and start % 8 == 0 and stack.get(start, ("",))[0] == "spill":
             return stack[start][1]
         for b in range(start, start + size):
-            slot = b - (b % 8) if b % 8 == 0 else b - ((b % 8) + 8) % 8
+            slot = b - ((b % 8) + 8) % 8
             info = stack.get(slot)
             if info is None or (info[0] == "bytes" and not info[1] >> (b - slot) & 1):
-                self.fail(pc, f"invalid read from stack off {start}+{b - start} size {size}")
-            if info[0] == "spill" and info[1][0] != "S":  # part of a pointer: a number
+                self.out.zero_slots.add(slot)
+            elif info[0] == "spill" and info[1][0] != "S":  # part of a pointer: a number
                 self.fail(pc, "invalid size of register fill")
         return scalar(0, (1 << (8 * size)) - 1)
 
@@ -1360,8 +1367,7 @@ class Verifier:
                 slot = b - ((b % 8) + 8) % 8
                 info = stack.get(slot)
                 if info is None or (info[0] == "bytes" and not info[1] >> (b - slot) & 1):
-                    self.fail(pc, f"{name}: R{r} invalid indirect read from stack off "
-                                  f"{start}+{b - start} size {size}")
+                    self.out.zero_slots.add(slot)  # (a key's padding, say)
         elif t[0] == "V":
             if t[5]:
                 self.fail(pc, f"{name}: R{r} map_value_or_null as argument (null-check it)")

@@ -728,6 +728,8 @@ RB_WRITTEN = 10     # records written
 RB_AUX = 11         # free for internal rings (the trace ring's packet index, program.py)
 RB_LOCK = 15        # producers' lock: workers write one ring (the kernel's rb->spinlock)
 RB_HDR_WORDS = 16
+#: A record header's length word: reserved, not submitted yet / discarded.
+BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT = 1 << 31, 1 << 30
 #: The kernel wants the ring's size a power of 2 and a multiple of the page size.
 RB_PAGE = 4096
 ENOTSUPP = 524      # the kernel's answer to element operations on a ring
@@ -745,14 +747,18 @@ class RingBuf(Map):
 
     A program writes with ``bpf_ringbuf_output(events, (f1, f2, ...), 0)`` (an
     int for a scalar value): 0, or -EAGAIN when the ring has no room (the record
-    is dropped, counted in ``dropped``; the program may count it too).
+    is dropped, counted in ``dropped``; the program may count it too). An eBPF
+    object may also reserve a record, fill it in place and submit or discard
+    it (bpf_ringbuf_reserve / submit / discard): the record's header carries
+    the kernel's busy bit until then (a reader stops at it) and its discard
+    bit after a discard (a reader skips the record).
 
     From Python: ``read()`` (or ``poll()``) drains the pending records as a
     numpy array of the value dtype; ``peek()`` gives them without draining;
     ``items()`` / ``to_json()`` decode them (structured -> dicts, ``*addr*``
     fields as addresses) without draining, so ``--dump-maps`` shows them;
     ``len()`` is the number pending, ``dropped`` the records refused for lack
-    of room, ``written`` those accepted; ``clear()`` discards the pending
+    of room, ``written`` those accepted (submitted, not discarded); ``clear()`` discards the pending
     records and zeroes both counters. Element operations (lookup, update,
     delete, dump) fail with -ENOTSUPP, as in the kernel.
 
@@ -847,12 +853,18 @@ class RingBuf(Map):
             idx = (first + words * np.arange(n, dtype=np.int64)[:, None]
                    + np.arange(words, dtype=np.int64)) & (self.ring.size - 1)
             rows = self.ring[idx]
-        bad = np.flatnonzero((rows[:, 0] & np.uint64(0xFFFFFFFF)) != size)
+        head = rows[:, 0] & np.uint64(0xFFFFFFFF)
+        busy = np.flatnonzero(head & np.uint64(BPF_RINGBUF_BUSY_BIT))
+        if busy.size:  # reserved, not submitted yet: it and those after it wait
+            n = int(busy[0])
+            rows, head = rows[:n], head[:n]
+        bad = np.flatnonzero((head & ~np.uint64(BPF_RINGBUF_DISCARD_BIT)) != size)
         if bad.size:
             raise MapError(self.name, f"corrupt ring: record at {cons + rec * int(bad[0])} has "
                                       f"header {int(rows[bad[0], 0]):#x}")
+        rows = rows[(head & np.uint64(BPF_RINGBUF_DISCARD_BIT)) == 0]
         data = np.ascontiguousarray(rows[:, 1:]).view(np.uint8)[:, :size]
-        out = np.ascontiguousarray(data).view(self.value_dtype).reshape(n)
+        out = np.ascontiguousarray(data).view(self.value_dtype).reshape(len(rows))
         if drain:
             hdr[RB_CONSUMER] = cons + n * rec
         return out
@@ -871,7 +883,7 @@ class RingBuf(Map):
         return self._records(max_records, False)
 
     def __len__(self):
-        return (int(self.hdr[RB_PRODUCER]) - int(self.hdr[RB_CONSUMER])) // self.record_bytes
+        return len(self._records(None, False))
 
     @property
     def dropped(self):

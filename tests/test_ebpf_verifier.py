@@ -360,9 +360,8 @@ def test_falling_off_the_end():
 
 def test_unknown_helper():
     rejects("call 9999   # <-\nmov %r0, 0\nexit", "unknown helper id 9999")
-    # ringbuf_reserve is a kernel helper, but not one an XDP object may call here yet
-    rejects("call 131   # <-\nmov %r0, 0\nexit",
-            "helper 131 (bpf_ringbuf_reserve) is not supported here")
+    # bpf_loop is a kernel helper, but not one an XDP object may call here yet
+    rejects("call 181   # <-\nmov %r0, 0\nexit", "helper 181 (bpf_loop) is not supported here")
 
 
 def test_invalid_encodings():
@@ -1324,3 +1323,83 @@ def test_objects_verify():
             if "map_in_map" in path:
                 continue
             assert isinstance(verify(prog.insns, maps, prog.name, EBPF_HELPERS), Analysis)
+
+
+# ---------------------------------------------------------------- ring buffer reservations
+
+RING_MAPS = MAPS + [MapInfo("rb", 27, 0, 0)]
+# R0 = bpf_ringbuf_reserve(map 1, 16 bytes, 0): slots 0-4, the call at 4
+RESERVE = """
+    lddw %r1, map_idx[1]
+    mov %r2, 16
+    mov %r3, 0
+    call 131
+"""
+SUBMIT_R0 = """
+    mov %r1, %r0
+    mov %r2, 0
+    call 132
+"""
+
+
+def test_reservation_filled_then_submitted_or_discarded():
+    a = check(RESERVE + "jeq %r0, 0, out\nstdw [%r0], 1\nstdw [%r0+8], 2\n" + SUBMIT_R0
+              + "out:\nmov %r0, 2\nexit", RING_MAPS)
+    assert a.record_sizes == {1: {16}} and a.map_args == {4: {1}, 10: {1}}
+    # through a spill, discarded
+    check(RESERVE + """
+        stxdw [%r10-8], %r0
+        jeq %r0, 0, out
+        ldxdw %r1, [%r10-8]
+        mov %r2, 0
+        call 133
+    out:
+        mov %r0, 2
+        exit""", RING_MAPS)
+
+
+@pytest.mark.parametrize("body,reason", [
+    # never submitted on the non-NULL path (the kernel's "Unreleased reference")
+    ("jeq %r0, 0, out\nstdw [%r0], 1\nout:\nmov %r0, 2\nexit   # <-",
+     "unreleased reference: the ring buffer reservation of insn 4"),
+    ("mov %r1, %r0\nmov %r2, 0\ncall 132   # <-\nmov %r0, 2\nexit",
+     "ringbuf_mem_or_null as argument (null-check it)"),
+    ("jeq %r0, 0, out\nstdw [%r0+16], 1   # <-\n" + SUBMIT_R0 + "out:\nmov %r0, 2\nexit",
+     "invalid access to memory, mem_size=16 off=16..16 size=8"),
+    ("jeq %r0, 0, out\nmov %r6, %r0\n" + SUBMIT_R0 + "mov %r1, %r6\nmov %r2, 0\n"
+     "call 133   # <-\nout:\nmov %r0, 2\nexit", "R1 type=mixed expected=ringbuf_mem"),
+    ("jeq %r0, 0, out\nmov %r6, %r0\n" + SUBMIT_R0 + "stdw [%r6], 1   # <-\nout:\n"
+     "mov %r0, 2\nexit", "R6 invalid mem access 'mixed'"),
+    ("jeq %r0, 0, out\nadd %r0, 8\nmov %r1, %r0\nmov %r2, 0\ncall 132   # <-\nout:\n"
+     "mov %r0, 2\nexit", "R1 must have zero offset when passed to release func"),
+])
+def test_reservation_misuse(body, reason):
+    rejects(RESERVE + body, reason, maps=RING_MAPS)
+
+
+def test_tail_call_with_a_reservation_held():
+    rejects("mov %r7, %r1\n" + RESERVE + """
+        jeq %r0, 0, out
+        mov %r6, %r0
+        mov %r1, %r7
+        lddw %r2, map_idx[2]
+        mov %r3, 0
+        call 12   # <-
+        mov %r1, %r6
+        mov %r2, 0
+        call 132
+    out:
+        mov %r0, 2
+        exit""", "tail_call would lead to reference leak",
+            maps=RING_MAPS + [MapInfo("progs", 3, 4, 4)])
+
+
+def test_reservation_arguments():
+    rejects("ldxw %r2, [%r1+12]\nlddw %r1, map_idx[1]\nmov %r3, 0\ncall 131   # <-\n"
+            "mov %r0, 2\nexit", "R2 size must be a known constant", maps=RING_MAPS)
+    rejects("lddw %r1, map_idx[0]\nmov %r2, 8\nmov %r3, 0\ncall 131   # <-\nmov %r0, 2\nexit",
+            "map 'm' of type 1 cannot be used here", maps=RING_MAPS)
+    rejects("stw [%r10-4], 1\nmov %r2, %r10\nadd %r2, -4\nlddw %r1, map_idx[0]\ncall 1\n"
+            "jeq %r0, 0, out\n" + SUBMIT_R0.replace("call 132", "call 132   # <-")
+            + "out:\nmov %r0, 2\nexit", "R1 type=map_value expected=ringbuf_mem",
+            maps=RING_MAPS)

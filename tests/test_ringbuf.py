@@ -14,7 +14,8 @@ import pytest
 
 from dataplane import PacketBatch, ProgramError, XdpAction, load_program
 from dataplane.maps import (BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_RINGBUF, BPF_RB_FORCE_WAKEUP,
-                            BPF_RB_NO_WAKEUP, RB_PRODUCER, Map, MapError, RingBuf)
+                            BPF_RB_NO_WAKEUP, BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT,
+                            RB_CONSUMER, RB_PRODUCER, Map, MapError, RingBuf)
 from dataplane.pin import open_pinned
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,6 +257,22 @@ def test_a_pinned_ring_is_drained_by_another_reader(tmp_path, prog):
     assert len(pinned.maps["events"]) == 0
     pinned.run_batch(b)
     assert other.read()["seq"].tolist() == [10, 11, 12]
+
+
+def test_reader_skips_discarded_and_waits_at_busy_records():
+    """Records an eBPF object reserved (bpf_ringbuf_reserve): one discarded (its
+    header's discard bit) is skipped; one still busy (not submitted yet) is not
+    read, nor any after it, until it is submitted."""
+    ring = Map("held", BPF_MAP_TYPE_RINGBUF, key=None, value=np.uint64, max_entries=4096)
+    heads = [8, 8 | BPF_RINGBUF_DISCARD_BIT, 8, 8 | BPF_RINGBUF_BUSY_BIT, 8]
+    for i, head in enumerate(heads):
+        ring.ring[2 * i], ring.ring[2 * i + 1] = head, 100 + i
+    ring.hdr[RB_PRODUCER] = ring.record_bytes * len(heads)
+    assert list(ring.peek()) == [100, 102] and len(ring) == 2
+    assert list(ring.read()) == [100, 102]
+    assert ring.hdr[RB_CONSUMER] == 3 * ring.record_bytes
+    ring.ring[6] = 8  # submitted
+    assert list(ring.read()) == [103, 104] and len(ring) == 0
 
 
 def test_control_plane_cannot_declare_a_hash_with_no_key():

@@ -20,10 +20,11 @@ from dataplane.ebpf.isa import (
 HELPER_NAMES = {1: "bpf_map_lookup_elem", 2: "bpf_map_update_elem", 3: "bpf_map_delete_elem",
                 5: "bpf_ktime_get_ns", 6: "bpf_trace_printk", 7: "bpf_get_prandom_u32",
                 8: "bpf_get_smp_processor_id", 12: "bpf_tail_call", 23: "bpf_redirect",
-                28: "bpf_csum_diff", 44: "bpf_xdp_adjust_head", 51: "bpf_redirect_map",
+                25: "bpf_perf_event_output", 28: "bpf_csum_diff", 44: "bpf_xdp_adjust_head",
+                51: "bpf_redirect_map",
                 54: "bpf_xdp_adjust_meta", 65: "bpf_xdp_adjust_tail", 130: "bpf_ringbuf_output",
                 131: "bpf_ringbuf_reserve", 132: "bpf_ringbuf_submit",
-                133: "bpf_ringbuf_discard", 160: "bpf_ktime_get_coarse_ns"}
+                133: "bpf_ringbuf_discard", 160: "bpf_ktime_get_coarse_ns", 181: "bpf_loop"}
 
 _ALU_NAMES = {op: name for op, name in isa.ALU_NAMES.items() if op not in (isa.NEG, isa.END)}
 _PSEUDO_NAMES = {1: "map_fd", 2: "map_value", 3: "btf_id", 4: "func", 5: "map_idx",

@@ -481,6 +481,33 @@ class KernelObject:
         except OSError as e:
             raise KernelError(f"map '{name}': update failed: {e.strerror}", e.errno) from None
 
+    def ring_read(self, name):
+        """Drain ring buffer ``name`` as a libbpf consumer does: the data of each
+        submitted record (bytes), oldest first; a discarded one is skipped, a
+        busy one (reserved, not submitted) ends the read."""
+        import mmap
+        from ..maps import BPF_RINGBUF_BUSY_BIT as BUSY, BPF_RINGBUF_DISCARD_BIT as DISCARD
+        fd, info = self._map(name)
+        size, page = info.max_entries, mmap.PAGESIZE
+        # the consumer's page (read-write), then the producer's page and the
+        # data pages, mapped twice so that a record across the end reads whole
+        with mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as cp, \
+                mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                          offset=page) as pp:
+            cons, prod = struct.unpack_from("=Q", cp)[0], struct.unpack_from("=Q", pp)[0]
+            out = []
+            while cons < prod:
+                at = page + (cons & (size - 1))
+                length = struct.unpack_from("=I", pp, at)[0]
+                if length & BUSY:
+                    break
+                n = length & ~(BUSY | DISCARD)
+                if not length & DISCARD:
+                    out.append(bytes(pp[at + 8:at + 8 + n]))
+                cons += (n + 8 + 7) // 8 * 8
+            struct.pack_into("=Q", cp, 0, cons)
+        return out
+
     def map_delete(self, name, key):
         fd, info = self._map(name)
         k = _sized(key, info.key_size, "key", name)

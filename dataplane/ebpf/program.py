@@ -44,7 +44,8 @@ NOT_INNER = MAPS_OF_MAPS | {BPF_MAP_TYPE_RINGBUF}
 DEVMAPS = {BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH}
 #: Helpers an object may call so far (ids; verifier.HELPERS has their prototypes).
 EBPF_HELPERS = {h: verifier.HELPERS[h]
-                for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 130, 160)}
+                for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 130, 131, 132, 133,
+                          160)}
 #: R1's value at entry: the context is reached only through loads the JIT rewrites.
 CTX_TOKEN = 0
 #: Register value of ``lddw rX, map`` (map index in the low bits).
@@ -475,6 +476,7 @@ class XdpTarget:
         self.stack_slots = analysis.stack_slots
         self.stack_args = analysis.stack_args
         self.calls = {}  # (kernel, signature) -> its function in this module (_call)
+        self.scratch = {}  # ring map index -> its scratch record (_ringbuf_record)
         with builder.goto_entry_block():
             self.redirect = builder.alloca(ir.IntType(64), name="bpf_redirect_target")
         builder.store(ir.Constant(ir.IntType(64), 0), self.redirect)
@@ -650,11 +652,41 @@ class XdpTarget:
             return on_map_ctx(k.call_tail_call, r3)
         if helper == 130:
             return on_map(k.call_ringbuf_output, r2, u32(r3), r4)
+        if helper in (131, 132, 133):
+            return self._ringbuf_record(builder, pc, helper, r1, r2, r3)
         simple = {5: k.call_ktime, 7: k.call_prandom, 8: k.call_smp_id,
                   160: k.call_ktime_coarse}
         if helper in simple:
             return ci(builder, simple[helper], types.int64(), [])
         raise ProgramError(f"insn {pc}: helper {helper} is not supported")
+
+    def _ringbuf_record(self, builder, pc, helper, r1, r2, r3):
+        """bpf_ringbuf_reserve (R1 the ring) / submit / discard (R1 the record:
+        the verifier names its ring), with this program's scratch record for
+        the ring (kernels/ebpf.ringbuf_reserve: a record across the ring's end)."""
+        from numba import types
+        from ..kernels import ebpf as k
+        rings = self.analysis.map_args[pc]
+        if len(rings) != 1:
+            from .jit import JitError
+            raise JitError(f"insn {pc}: bpf_ringbuf_reserve on two ring buffers at one call "
+                           "is not supported yet")
+        ring = next(iter(rings))
+        scratch = self.scratch.get(ring)
+        if scratch is None:
+            size = max(self.analysis.record_sizes[ring])
+            with builder.goto_entry_block():
+                buf = builder.alloca(ir.ArrayType(ir.IntType(64), max(1, (size + 7) // 8)),
+                                     name=f"ringbuf{ring}_scratch")
+            scratch = self.scratch[ring] = buf
+        i64t, i64 = types.int64, ir.IntType(64)
+        address = builder.ptrtoint(scratch, i64)
+        t, h = self._handle(builder, ring)
+        if helper == 131:
+            return self._call(builder, k.call_ringbuf_reserve, i64t(t, i64t, i64t, i64t),
+                              [h, r2, r3, address])
+        return self._call(builder, k.call_ringbuf_commit, i64t(t, i64t, i64t, i64t),
+                          [h, r1, ir.Constant(i64, int(helper == 133)), address])
 
     def _trace(self, builder, pc, args):
         """bpf_trace_printk: a record (format id, R3-R5) in the trace ring,

@@ -69,11 +69,16 @@ HELPERS = {
     54: ("bpf_xdp_adjust_meta", ("ctx", "any"), "scalar"),
     65: ("bpf_xdp_adjust_tail", ("ctx", "any"), "scalar"),
     130: ("bpf_ringbuf_output", ("map", "mem", "size", "any"), "scalar"),
+    131: ("bpf_ringbuf_reserve", ("map", "size", "any"), "reservation_or_null"),
+    132: ("bpf_ringbuf_submit", ("reservation", "any"), "void"),
+    133: ("bpf_ringbuf_discard", ("reservation", "any"), "void"),
     160: ("bpf_ktime_get_coarse_ns", (), "scalar"),
 }
 #: Map types a helper's map argument must have, or must not (the kernel's
 #: check_map_func_compatibility): 3 PROG_ARRAY, 14/25 DEVMAP(_HASH), 27 RINGBUF.
-HELPER_MAP_TYPES = {12: {3}, 51: {14, 25}, 130: {27}}
+HELPER_MAP_TYPES = {12: {3}, 51: {14, 25}, 130: {27}, 131: {27}}
+#: Helpers that release a ring buffer reservation (the kernel's release funcs).
+RELEASES = frozenset({132, 133})
 HELPER_REFUSED_MAP_TYPES = {1: {3, 27}, 2: {3, 12, 13, 14, 25, 27},
                             3: {3, 12, 13, 14, 25, 27}}
 #: Helpers whose memory arguments may point into the packet (the kernel's
@@ -437,7 +442,7 @@ def covers(old, new, live=0x7ff):
     """True when state ``new`` needs no exploring: ``old`` (explored, or being
     explored) is at least as general (the kernel's states_equal / regsafe).
     Registers outside the ``live`` mask are never read again: ignored."""
-    if old.frames != new.frames:
+    if old.frames != new.frames or old.refs != new.refs:
         return False
     ro, rn = old.regs, new.regs
     if ro != rn:  # (most comparisons fail here, on one register)
@@ -510,21 +515,24 @@ def _widen(t):
 class State:
     """Registers of the current frame, every frame's stack, packet ranges."""
 
-    __slots__ = ("regs", "stacks", "ranges", "frames")
+    __slots__ = ("regs", "stacks", "ranges", "frames", "refs")
 
-    def __init__(self, regs, stacks, ranges, frames):
+    def __init__(self, regs, stacks, ranges, frames, refs):
         self.regs = regs        # tuple of 11 types
         self.stacks = stacks    # tuple per frame of dict slot byte offset (-512..-1) -> info
         # frozenset of (base, n): bytes [0, n) from base proven; and of
         # (("short", base), n): data_end is below base + n (a failed check)
         self.ranges = ranges
         self.frames = frames    # tuple of (return pc, saved R6-R9) of the callers
+        # frozenset of the identities of ring buffer reservations not yet
+        # submitted or discarded (the kernel's acquired references)
+        self.refs = refs
 
     def with_reg(self, r, t):
         """This state with register ``r`` holding ``t``."""
         regs = list(self.regs)
         regs[r] = t
-        return State(tuple(regs), self.stacks, self.ranges, self.frames)
+        return State(tuple(regs), self.stacks, self.ranges, self.frames, self.refs)
 
     def short_of(self, base):
         """n when data_end is known to be below base + n, else None."""
@@ -547,7 +555,7 @@ def _map_types(st, f, ranges):
     stacks = tuple({o: ("spill", f(v[1])) if v[0] == "spill" else v for o, v in s.items()}
                    for s in st.stacks)
     frames = tuple((ret, tuple(f(t) for t in saved)) for ret, saved in st.frames)
-    return State(regs, stacks, ranges, frames)
+    return State(regs, stacks, ranges, frames, st.refs)
 
 
 def _retire(st, stale, drop_range=None):
@@ -566,7 +574,7 @@ def _forget_spills(st):
     initialised bytes of an unknown number."""
     stacks = tuple({o: ("init",) if v[0] == "spill" else v for o, v in s.items()}
                    for s in st.stacks)
-    return State(st.regs, stacks, st.ranges, st.frames)
+    return State(st.regs, stacks, st.ranges, st.frames, st.refs)
 
 
 def _ident(t):
@@ -613,7 +621,10 @@ def _join_states(a, b, pc):
         ra, rb = dict(a.ranges), dict(b.ranges)  # what both paths know
         ranges = frozenset((k, (max if _is_short(k) else min)(ra[k], rb[k]))
                            for k in ra.keys() & rb.keys())
-    st = State(regs, tuple(stacks), ranges, a.frames)
+    # a reservation held on one path only stays held: released later, the
+    # other path's copy (joined with a number, unusable) cannot be passed; never
+    # released, the exit finds it
+    st = State(regs, tuple(stacks), ranges, a.frames, a.refs | b.refs)
     for t in minted:
         # A name this join gives out again (a loop, a subprogram called from
         # two sites) is a new value: the range proven for the last one, and
@@ -663,6 +674,20 @@ def _agree(table, key, slot):
     if table.get(key, slot) != slot:
         slot = None
     table[key] = slot
+
+
+class Reservation:
+    """What a bpf_ringbuf_reserve call gives: ``value_size`` bytes of ring
+    ``ring`` (a map index), typed as a map value of this pseudo-map (the
+    kernel's PTR_TO_MEM | MEM_RINGBUF), released by submit or discard."""
+
+    read_only = False
+    key_size = 0
+    type = None
+
+    def __init__(self, ring, size, name):
+        self.ring, self.value_size = ring, size
+        self.name = f"{name} record"
 
 
 def expand_maps(maps):
@@ -721,6 +746,7 @@ class Verifier:
         self.insns, self.name, self.helpers = insns, name, helpers
         self.maps, self.inner_of = expand_maps(maps)
         self.nmaps = len(maps)  # what lddw may name (the inner templates come after)
+        self.reservations = {}  # (ring, size) -> index of its Reservation in self.maps
         self.out = Analysis()
 
     def fail(self, pc, reason):
@@ -733,7 +759,7 @@ class Verifier:
         regs = [NOT_INIT] * 11
         regs[1] = CTX
         regs[10] = ("K", 0, 0)
-        start = State(tuple(regs), ({},), frozenset(), ())
+        start = State(tuple(regs), ({},), frozenset(), (), frozenset())
         # Paths are followed apart, as the kernel does (a parse that took the
         # VLAN branch keeps its own offsets), and a path whose state an earlier
         # one at the same instruction covers is pruned. Past PATHS_PER_INSN
@@ -785,7 +811,8 @@ class Verifier:
             return None
         merged = _join_states(summary, st, pc)
         if merged.regs == summary.regs and merged.stacks == summary.stacks and \
-                merged.ranges == summary.ranges:  # (frames: the summary's, by construction)
+                merged.ranges == summary.ranges and merged.refs == summary.refs:
+            # (frames: the summary's, by construction)
             return None
         point.changes += 1
         if point.changes > WIDEN_AFTER:
@@ -796,7 +823,7 @@ class Verifier:
                                  for t, o in zip(merged.regs, summary.regs)), tuple(
                 {o: ("spill", _widen(v[1])) if v[0] == "spill" and was.get(o) != v else v
                  for o, v in s.items()} for s, was in zip(merged.stacks, summary.stacks)),
-                merged.ranges, merged.frames)
+                merged.ranges, merged.frames, merged.refs)
         point.summary = merged
         return merged
 
@@ -1005,7 +1032,9 @@ class Verifier:
                               "the lookup's result first)")
             m = self.maps[t[1]]
             if t[2] + off < 0 or t[3] + off + size > m.value_size:
-                self.fail(pc, f"invalid access to map value, value_size={m.value_size} "
+                what = "memory, mem_size" if isinstance(m, Reservation) else \
+                    "map value, value_size"
+                self.fail(pc, f"invalid access to {what}={m.value_size} "
                               f"off={t[2] + off}..{t[3] + off} size={size}")
             if write and getattr(m, "read_only", False):
                 self.fail(pc, f"write into read-only map '{m.name}'")
@@ -1053,7 +1082,7 @@ class Verifier:
                 mask = 0 if info is None else (0xff if info[0] != "bytes" else info[1])
                 s[slot] = ("bytes", mask | (1 << (b - slot)))
         stacks[depth] = s
-        return State(st.regs, tuple(stacks), st.ranges, st.frames)
+        return State(st.regs, tuple(stacks), st.ranges, st.frames, st.refs)
 
     def load(self, pc, st, insn):
         t = self.access(pc, st, insn.src, insn.off, insn.size, False, insn)
@@ -1115,6 +1144,10 @@ class Verifier:
                 r0 = self.read(st, pc, 0)
                 if r0[0] != "S":
                     self.fail(pc, f"R0 is {_name(r0)} at exit, not a scalar (leaks a pointer)")
+                if st.refs:
+                    self.fail(pc, "unreleased reference: the ring buffer reservation of insn "
+                                  f"{min(r[1] for r in st.refs)} (submit or discard it on "
+                                  "every path)")
                 return []
             # a subprogram returns R0 as it is, as the kernel's prepare_func_exit:
             # unset (clang drops a return value no caller reads) or a pointer
@@ -1125,7 +1158,7 @@ class Verifier:
             (ret, saved), frames = st.frames[-1], st.frames[:-1]
             fp = st.regs[10][:1] + (len(frames), 0)
             regs = (r0,) + (NOT_INIT,) * 5 + tuple(saved) + (fp,)
-            return [(ret, State(regs, st.stacks[:-1], st.ranges, frames))]
+            return [(ret, State(regs, st.stacks[:-1], st.ranges, frames, st.refs))]
         if op == JA:
             return [(pc + 1 + (insn.imm if c == JMP32 else insn.off), st)]
         if op == CALL:
@@ -1146,7 +1179,7 @@ class Verifier:
         depth = len(st.frames) + 1
         regs = (NOT_INIT,) + st.regs[1:6] + (NOT_INIT,) * 4 + (("K", depth, 0),)
         frames = st.frames + ((pc + 1, st.regs[6:10]),)
-        return (pc + 1 + insn.imm, State(regs, st.stacks + ({},), st.ranges, frames))
+        return (pc + 1 + insn.imm, State(regs, st.stacks + ({},), st.ranges, frames, st.refs))
 
     def refine(self, pc, st, insn, d, s):
         """(state if taken, state if not), None for a branch that cannot happen."""
@@ -1231,7 +1264,8 @@ class Verifier:
                     n = off + (r == ">=")
                     short = ranges.get(("short", base))
                     ranges[("short", base)] = n if short is None else min(short, n)
-                out.append(State(st.regs, st.stacks, frozenset(ranges.items()), st.frames))
+                out.append(State(st.regs, st.stacks, frozenset(ranges.items()), st.frames,
+                                 st.refs))
             return tuple(out)
         if d[0] in "NX" or s[0] in "NX":
             self.fail(pc, f"comparison of {_name(d)} and {_name(s)}")
@@ -1256,7 +1290,9 @@ class Verifier:
             regs = tuple(f(t) for t in st.regs)
             stacks = tuple({o: ("spill", f(v[1])) if v[0] == "spill" else v
                             for o, v in s.items()} for s in st.stacks)
-            return State(regs, stacks, st.ranges, st.frames)
+            # a reservation that failed holds nothing (the kernel releases it)
+            refs = st.refs if nonnull else st.refs - {ident}
+            return State(regs, stacks, st.ranges, st.frames, refs)
         return subst(False), subst(True)
 
     # -- helpers
@@ -1321,8 +1357,17 @@ class Verifier:
         regs = list(st.regs)
         for r in range(1, 6):
             regs[r] = NOT_INIT
-        new = State(tuple(regs), st.stacks, st.ranges, st.frames)
-        if ret == "value_or_null":
+        new = State(tuple(regs), st.stacks, st.ranges, st.frames, st.refs)
+        if hid in RELEASES:
+            new = self.release(pc, new, st.regs[1])
+        if hid == 12 and st.refs:
+            self.fail(pc, "tail_call would lead to reference leak (submit or discard the ring "
+                          "buffer reservation first)")
+        if ret == "void":
+            new = new.with_reg(0, NOT_INIT)
+        elif ret == "reservation_or_null":
+            new = self.reserve(pc, new, map_index, st.regs[2])
+        elif ret == "value_or_null":
             ident = ("lookup", pc, len(st.frames))
             # The identity is this insn's: a result of an earlier run of it (a
             # loop, a subprogram called twice) still unchecked would be taken
@@ -1341,6 +1386,46 @@ class Verifier:
             # after it), and no number can be dereferenced.
             new = _map_types(new, lambda t: UNKNOWN if t[0] in "PEZ" else t, frozenset())
         return new
+
+    def reserve(self, pc, st, ring, size_t):
+        """``st`` after bpf_ringbuf_reserve on ring ``ring``: R0 a record of the
+        constant size asked for, or NULL, held until submitted or discarded."""
+        if not is_const(size_t):
+            self.fail(pc, "bpf_ringbuf_reserve: R2 size must be a known constant")
+        size = size_t[1]
+        self.out.record_sizes.setdefault(ring, set()).add(size)
+        ident = ("reserve", pc, len(st.frames))
+        if ident in st.refs:
+            self.fail(pc, "unreleased reference: the reservation of this call's last run "
+                          "(submit or discard it first)")
+        j = self.reservations.get((ring, size))
+        if j is None:
+            j = self.reservations[ring, size] = len(self.maps)
+            self.maps.append(Reservation(ring, size, self.maps[ring].name))
+        st = State(st.regs, st.stacks, st.ranges, st.frames, st.refs | {ident})
+        return st.with_reg(0, ("V", j, 0, 0, ident, True))
+
+    def release(self, pc, st, t):
+        """``st`` after bpf_ringbuf_submit / discard of ``t``: the reservation
+        is no longer held, and no copy of its pointer can be used."""
+        name = self.helpers[self.insns[pc].imm][0]
+        if t[0] != "V" or not isinstance(self.maps[t[1]], Reservation):
+            self.fail(pc, f"{name}: R1 type={_name(t)} expected=ringbuf_mem (what "
+                          "bpf_ringbuf_reserve returned)")
+        if t[5]:
+            self.fail(pc, f"{name}: R1 ringbuf_mem_or_null as argument (null-check it)")
+        if t[2] != 0 or t[3] != 0:
+            self.fail(pc, f"{name}: R1 must have zero offset when passed to release func")
+        if t[4] not in st.refs:
+            self.fail(pc, f"{name}: R1 is not a reservation held here (released twice?)")
+        rings = self.out.map_args.setdefault(pc, set())
+        rings.add(self.maps[t[1]].ring)
+        if len(rings) > 1:
+            self.fail(pc, f"{name}: records of two ring buffers at one call are not "
+                          "supported yet")
+        ident = t[4]
+        st = _retire(st, lambda x: x[0] == "V" and x[4] == ident)
+        return State(st.regs, st.stacks, st.ranges, st.frames, st.refs - {ident})
 
     def trace_format(self, pc, st, t, size):
         """bpf_trace_printk's format must be a constant: read-only global data

@@ -18,12 +18,14 @@ from numba.extending import intrinsic, overload
 from .. import config
 from . import htab, lpm
 from .htab import H_LOCK
-from .memory import spin_lock, spin_unlock
+from .memory import load_acquire, spin_lock, spin_unlock, store_release
 from .csum import _diff as _diff_kernel
 from ..helpers import bpf_redirect
 from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, array_update_error,
                       bpf_redirect_map, bpf_tail_call, lpm_entry, seed_of)
 from .ringbuf import _ring_spec, ringbuf_write
+from ..maps import (BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, RB_AUX, RB_CONSUMER,
+                    RB_DROPPED, RB_LOCK, RB_PRODUCER, RB_WRITTEN)
 from .trace import trace_printk
 from .xdp import (bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns,
                   bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
@@ -400,6 +402,111 @@ def _ringbuf_output(rb, data, size, flags):
 
 def call_ringbuf_output(rb, data, size, flags):
     return ringbuf_output(rb, data, size, flags)
+
+
+@njit(**config.INLINE_JIT)
+def ringbuf_reserve(hdr, ring, head, nwords, flags, scratch):
+    """bpf_ringbuf_reserve: room for a record of ``nwords`` words, its header
+    ``head`` marked busy and the producer position moved past it at once (the
+    kernel's order: a reader stops at a busy record). The address of the data,
+    or 0: no room (counted in ``dropped``), or flags (the kernel takes none).
+    A record whose data would run past the ring's end is written at
+    ``scratch`` (nwords words of the caller's) instead, and copied into place
+    by the submit; its header's word is kept in the ring's header (RB_AUX):
+    only one record can span the end at a time."""
+    if flags != 0:
+        return np.int64(0)
+    nbytes = np.int64(8 * (nwords + 1))
+    wmask = np.int64(ring.size - 1)
+    spin_lock(hdr, RB_LOCK)
+    cons = load_acquire(hdr, RB_CONSUMER)
+    prod = hdr[RB_PRODUCER]
+    if prod + nbytes - cons > 8 * wmask + 7:
+        hdr[RB_DROPPED] += 1
+        spin_unlock(hdr, RB_LOCK)
+        return np.int64(0)
+    w = prod >> 3
+    ring[w & wmask] = head | np.uint64(BPF_RINGBUF_BUSY_BIT)
+    first = (w + 1) & wmask
+    if first + nwords > ring.size:
+        hdr[RB_AUX] = w
+    store_release(hdr, RB_PRODUCER, prod + nbytes)
+    spin_unlock(hdr, RB_LOCK)
+    if first + nwords > ring.size:
+        return scratch
+    return array_address(ring) + 8 * first
+
+
+@njit(**config.INLINE_JIT)
+def ringbuf_commit(hdr, ring, head, nwords, data, discard, scratch):
+    """bpf_ringbuf_submit / discard of the record at ``data``: its header
+    without the busy bit (with the discard bit to discard), a release store
+    after the data (copied from ``scratch`` into place first, if there)."""
+    wmask = np.int64(ring.size - 1)
+    if data == scratch:
+        w = hdr[RB_AUX]
+        if not discard:
+            for k in range(nwords):
+                ring[(w + 1 + k) & wmask] = peek8(scratch + 8 * k)
+    else:
+        w = ((data - array_address(ring)) >> 3) - 1
+    if discard:
+        store_release(ring, w & wmask, head | np.uint64(BPF_RINGBUF_DISCARD_BIT))
+    else:
+        store_release(ring, w & wmask, head)
+        spin_lock(hdr, RB_LOCK)  # (ringbuf_write counts under it)
+        hdr[RB_WRITTEN] += 1
+        spin_unlock(hdr, RB_LOCK)
+
+
+def _record_words(rb):
+    spec = _ring_spec(rb)
+    if spec is None:
+        return None
+    size = spec.value_dtype.itemsize
+    return (size + 7) // 8, np.uint64(size)
+
+
+def ringbuf_reserve_in(rb, size, flags, scratch):
+    """bpf_ringbuf_reserve on a ring handle (``size``: the verifier's constant,
+    the ring's record size)."""
+
+
+@overload(ringbuf_reserve_in)
+def _ringbuf_reserve_in(rb, size, flags, scratch):
+    words = _record_words(rb)
+    if words is None:
+        return None
+    nwords, head = words
+
+    def impl(rb, size, flags, scratch):
+        return ringbuf_reserve(rb.hdr, rb.ring, head, nwords, flags, scratch)
+    return impl
+
+
+def call_ringbuf_reserve(rb, size, flags, scratch):
+    return ringbuf_reserve_in(rb, size, flags, scratch)
+
+
+def ringbuf_commit_in(rb, data, discard, scratch):
+    """bpf_ringbuf_submit (discard 0) / bpf_ringbuf_discard on a ring handle."""
+
+
+@overload(ringbuf_commit_in)
+def _ringbuf_commit_in(rb, data, discard, scratch):
+    words = _record_words(rb)
+    if words is None:
+        return None
+    nwords, head = words
+
+    def impl(rb, data, discard, scratch):
+        ringbuf_commit(rb.hdr, rb.ring, head, nwords, data, discard, scratch)
+        return np.int64(0)
+    return impl
+
+
+def call_ringbuf_commit(rb, data, discard, scratch):
+    return ringbuf_commit_in(rb, data, discard, scratch)
 
 
 # -- maps of maps: a lookup gives the inner map's number in the outer's pool

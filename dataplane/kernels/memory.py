@@ -188,6 +188,10 @@ def _is_int64_array(arr):
     return isinstance(arr, types.Array) and arr.dtype == types.int64
 
 
+def _is_word_array(arr):
+    return isinstance(arr, types.Array) and arr.dtype in (types.int64, types.uint64)
+
+
 @intrinsic
 def load_acquire(typingctx, arr, index):
     """``arr[index]`` of an int64 array, an acquire load (the other side's release)."""
@@ -203,13 +207,13 @@ def load_acquire(typingctx, arr, index):
 
 @intrinsic
 def store_release(typingctx, arr, index, value):
-    """``arr[index] = value`` of an int64 array, a release store: every store
-    before it is visible to a reader that sees this one."""
-    if not _is_int64_array(arr):
+    """``arr[index] = value`` of an int64 or uint64 array, a release store:
+    every store before it is visible to a reader that sees this one."""
+    if not _is_word_array(arr):
         return None
 
     def codegen(context, builder, signature, args):
-        v = context.cast(builder, args[2], signature.args[2], types.int64)
+        v = context.cast(builder, args[2], signature.args[2], signature.args[0].dtype)
         builder.store_atomic(v, _int64_element(context, builder, signature, args), "release", 8)
         return context.get_dummy_value()
 

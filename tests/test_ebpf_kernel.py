@@ -24,7 +24,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from dataplane.ebpf.kernel import (KernelError, KernelLoadError, KernelObject,
                                    kernel_available)
-from test_ebpf_verifier import KERNEL_LOADS
+from test_ebpf_verifier import KERNEL_LOADS, STRICT_REJECTS
 
 ROOT = Path(__file__).resolve().parent.parent
 BPF = ROOT / "programs" / "bpf"
@@ -456,3 +456,18 @@ def test_loads_what_the_kernel_loads(case):
     assert fd is not None, fail
     os.close(fd)
     verify(insns, (), "agree", EBPF_HELPERS)
+
+
+# What strict verification rejects, the kernel rejects, for the same reason.
+@needs_kernel
+@pytest.mark.parametrize("case", sorted(STRICT_REJECTS))
+def test_refuses_what_strict_refuses(case):
+    from dataplane.ebpf import isa
+    from dataplane.ebpf.asm import assemble
+    from dataplane.ebpf.kernel import prog_load
+
+    text, _, kernel_says = STRICT_REJECTS[case]
+    fd, fail = prog_load(isa.encode(assemble(text)), "GPL", "dp_strict", log_level=1)
+    if fd is not None:
+        os.close(fd)
+    assert fd is None and kernel_says in fail[1], fail

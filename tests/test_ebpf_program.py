@@ -1155,6 +1155,31 @@ def test_verify_command_accepts_and_rejects_like_the_kernel_log(capsys, tmp_path
     assert err == "error: drop_udp: insn 0: mov %r10, 0: frame pointer is read only"
 
 
+def test_verify_strict_rejects_what_the_kernel_would(capsys, tmp_path):
+    """``verify --strict``: a packet read with no data_end check, which runs here
+    under a run-time check, is refused at its instruction, exit 1, as the
+    kernel's verifier refuses it; a bundled object with a loop still passes."""
+    obj = c_object(tmp_path, "unchecked", r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("xdp")
+int unchecked(struct xdp_md *ctx)
+{
+	unsigned char *data = (void *)(long)ctx->data;
+	return data[12] == 8 ? XDP_DROP : XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+""")
+    assert main(["verify", obj]) == 0
+    assert capsys.readouterr().out.strip().endswith("1 run-time checks (insns 1)")
+    assert main(["verify", "--strict", obj]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unchecked: insn 1: ldxb %r1, [%r1+12]: invalid access to "
+                          "packet, off=12 size=1") and "\n" not in err
+    assert main(["prog", "verify", "--strict", str(BPF / "bounded_loop.o")]) == 0
+    assert "0 run-time checks" in capsys.readouterr().out
+
+
 def test_bench_compares_with_the_kernel(capsys):
     import json
     assert main(["bench", "-p", str(BPF / "drop_udp.o"), "--repeat", "3", "-j"]) == 0

@@ -54,8 +54,8 @@ LOOKUP = """
 """
 
 
-def check(text, maps=MAPS, helpers=EBPF_HELPERS):
-    return verify(assemble(text), maps, "t", helpers)
+def check(text, maps=MAPS, helpers=EBPF_HELPERS, strict=False):
+    return verify(assemble(text), maps, "t", helpers, strict)
 
 
 def _at(text, mark="# <-"):
@@ -75,12 +75,12 @@ def _at(text, mark="# <-"):
     raise AssertionError(f"no line marked {mark!r}")
 
 
-def rejects(text, reason, insn=None, maps=MAPS, helpers=EBPF_HELPERS):
+def rejects(text, reason, insn=None, maps=MAPS, helpers=EBPF_HELPERS, strict=False):
     """Assert ``text`` is rejected at ``insn`` (default: the marked line) with
     ``reason`` in the message; returns the error."""
     want = _at(text) if insn is None else insn
     with pytest.raises(VerifierError) as info:
-        check(text, maps, helpers)
+        check(text, maps, helpers, strict)
     err = info.value
     assert err.insn == want, f"rejected at insn {err.insn}, want {want}: {err}"
     assert reason in str(err), str(err)
@@ -1231,9 +1231,9 @@ def _random_program(rnd):
     return "\n".join(lines + body + [f"L{n}: mov %r0, 0", "exit"] + sub)
 
 
-def _assert_verifies_or_rejects(insns, maps, label):
+def _assert_verifies_or_rejects(insns, maps, label, strict=False):
     try:
-        out = verify(insns, maps, "fuzz", EBPF_HELPERS)
+        out = verify(insns, maps, "fuzz", EBPF_HELPERS, strict)
     except VerifierError as exc:
         assert exc.insn is None or 0 <= exc.insn < len(insns), (label, str(exc))
         return False
@@ -1254,7 +1254,11 @@ def test_fuzz_random_programs():
             except Exception:  # noqa: BLE001: a generated line the assembler refuses
                 continue
             total += 1
-            accepted += _assert_verifies_or_rejects(insns, MAPS, f"program {i}:\n{text}")
+            ok = _assert_verifies_or_rejects(insns, MAPS, f"program {i}:\n{text}")
+            accepted += ok
+            # strict refuses more, never less, and as cleanly
+            strict_ok = _assert_verifies_or_rejects(insns, MAPS, f"strict {i}:\n{text}", True)
+            assert ok or not strict_ok, f"program {i}: only strict accepts it:\n{text}"
     assert total > 2500
     assert accepted > 50  # some get all the way through the type pass
 
@@ -1403,3 +1407,73 @@ def test_reservation_arguments():
             "jeq %r0, 0, out\n" + SUBMIT_R0.replace("call 132", "call 132   # <-")
             + "out:\nmov %r0, 2\nexit", "R1 type=map_value expected=ringbuf_mem",
             maps=RING_MAPS)
+
+
+# ---------------------------------------------------------------- strict: the kernel's rejections
+
+#: What the kernel's verifier rejects and this one runs under a run-time check,
+#: unless strict: (program, the reason, the kernel log's line).
+STRICT_REJECTS = {
+    "packet read without a data_end check": (
+        PROLOGUE + "ldxb %r0, [%r2+12]   # <-\nexit",
+        "invalid access to packet, off=12 size=1, proven r=0: R2 offset is outside",
+        "R2 offset is outside of the packet"),
+    "a check one byte short": (
+        PROLOGUE + """
+        mov %r4, %r2
+        add %r4, 12
+        jgt %r4, %r3, out
+        ldxb %r0, [%r2+12]   # <-
+        exit
+    out:
+        mov %r0, 2
+        exit""", "invalid access to packet, off=12 size=1, proven r=12",
+        "R2 offset is outside of the packet"),
+    "a jump to itself": (
+        "mov %r0, 0\nL: ja L   # <-", "infinite loop detected at insn 1",
+        "infinite loop detected at insn 1"),
+    "a loop that changes nothing": (
+        "mov %r0, 0\nL: jeq %r0, 1, out   # <-\nja L\nout: exit",
+        "infinite loop detected at insn 1", "infinite loop detected at insn 1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRICT_REJECTS))
+def test_strict_rejects_at_the_instruction(case):
+    text, reason, _ = STRICT_REJECTS[case]
+    rejects(text, reason, strict=True)
+    check(text)  # runs, under its run-time check or the loop budget
+
+
+def test_strict_loads_loops_the_kernel_walks_through():
+    """Strict explores paths apart, as the kernel does (no joins): a bounded
+    loop over packet bytes proves each turn's access, where a join would lose
+    the range; what the kernel loads, strict loads."""
+    loop = PROLOGUE + """
+        mov %r0, 0
+        mov %r4, 0
+    next:
+        mov %r5, %r2
+        add %r5, %r4
+        mov %r6, %r5
+        add %r6, 1
+        jgt %r6, %r3, out
+        ldxb %r7, [%r5]
+        add %r0, %r7
+        add %r4, 1
+        jlt %r4, 24, next
+    out:
+        and %r0, 3
+        exit"""
+    assert check(loop, strict=True).checks == {}
+    assert check(BOUNDED_LOOP, strict=True).checks == {}
+    for text in KERNEL_LOADS.values():
+        check(text, strict=True)
+
+
+@pytest.mark.parametrize("path", OBJECTS, ids=lambda p: Path(p).stem)
+def test_strict_verifies_every_bundled_object(path):
+    """programs/bpf/*.o load into the kernel (test_ebpf_kernel.py): so under strict."""
+    obj = elf.load_object(path)
+    for prog in obj.programs.values():
+        verify(prog.insns, map_infos(obj.maps), prog.name, EBPF_HELPERS, strict=True)

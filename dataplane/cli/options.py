@@ -139,6 +139,11 @@ OPTIONS = {
     "extended": (("-e", "--extended"), dict(action="store_true",
                  help="with --interval: more rates per interface (aborted, bytes in, out and "
                       "refused, to and from the host, ring and interface drops)")),
+    "strict": (("--strict",), dict(action="store_true",
+               help="also reject what the kernel's verifier rejects and dataplane runs "
+                    "under a run-time check: a packet access not proven by a comparison "
+                    "with data_end, a loop that comes back to a state it was in (paths "
+                    "explored apart, as the kernel's)")),
     "json": (("-j", "--json"), dict(action="store_true",
              help="print one JSON object instead of the human summary")),
     "quiet": (("-q", "--quiet"), dict(action="store_true",

@@ -14,7 +14,8 @@ DESCRIPTION = """dump: the instructions of an object's program after linking (su
 programs appended, map references resolved), with helpers and maps named, like
 bpftool prog dump xlated. verify: run the verifier and print what it proved
 and which accesses it left to run-time checks; exit 1 with the instruction and
-the reason when it rejects the program."""
+the reason when it rejects the program; with --strict also where the kernel's
+verifier would reject what runs here under a run-time check."""
 
 
 VERIFY_HELP = "verify the programs of an eBPF object (.o)"
@@ -24,7 +25,10 @@ def register(sub):
     p = sub.add_parser("prog", help=HELP, description=DESCRIPTION)
     ops = p.add_subparsers(dest="op", metavar="OP", required=True)
     for name, help_ in (("dump", "disassemble a program"), ("verify", VERIFY_HELP)):
-        _object_arguments(ops.add_parser(name, help=help_, description=help_))
+        op = ops.add_parser(name, help=help_, description=help_)
+        _object_arguments(op)
+        if name == "verify":
+            add_options(op, "strict")
     return p
 
 
@@ -35,6 +39,7 @@ def register_verify(sub):
                        "accesses it left to run-time checks; exit 1 with the instruction "
                        "and the reason when it rejects a program (the same as prog verify)")
     _object_arguments(p, verbose=False)  # a command's own -v comes from main
+    add_options(p, "strict")
     p.set_defaults(op="verify")
     return p
 
@@ -86,7 +91,7 @@ def run(args):
     results = []
     for prog in progs:
         check_supported(obj, prog)
-        a = verifier.verify(prog.insns, infos, prog.name, EBPF_HELPERS)
+        a = verifier.verify(prog.insns, infos, prog.name, EBPF_HELPERS, args.strict)
         results.append({"program": prog.name, "insns": len(prog.insns), "states": a.states,
                         "runtime_checks": sorted(a.checks), "context_loads": len(a.ctx_loads)})
     if args.json:

@@ -44,6 +44,8 @@ PATHS_PER_INSN = 16
 WIDEN_AFTER = 8
 #: States the type pass may process before it gives up (the kernel's 1M insns).
 MAX_STATES = 200_000
+#: Strict, paths are never joined: the kernel's own limit of instructions processed.
+MAX_STRICT_INSNS = 1_000_000
 
 #: struct xdp_md: offset -> field (all u32; data, data_end and data_meta become pointers)
 XDP_MD_FIELDS = {0: "data", 4: "data_end", 8: "data_meta", 12: "ingress_ifindex",
@@ -515,7 +517,7 @@ def _widen(t):
 class State:
     """Registers of the current frame, every frame's stack, packet ranges."""
 
-    __slots__ = ("regs", "stacks", "ranges", "frames", "refs")
+    __slots__ = ("regs", "stacks", "ranges", "frames", "refs", "path")
 
     def __init__(self, regs, stacks, ranges, frames, refs):
         self.regs = regs        # tuple of 11 types
@@ -527,6 +529,8 @@ class State:
         # frozenset of the identities of ring buffer reservations not yet
         # submitted or discarded (the kernel's acquired references)
         self.refs = refs
+        # (strict only, set by Verifier.run: the states the path was in at
+        # its prune points, a linked list)
 
     def with_reg(self, r, t):
         """This state with register ``r`` holding ``t``."""
@@ -742,8 +746,10 @@ class Verifier:
     ``value_size`` (and ``name``), indexed as the lddw instructions refer to them.
     """
 
-    def __init__(self, insns, maps=(), name="prog", helpers=HELPERS):
+    def __init__(self, insns, maps=(), name="prog", helpers=HELPERS, strict=False):
         self.insns, self.name, self.helpers = insns, name, helpers
+        self.strict = strict
+        self.max_states = MAX_STRICT_INSNS if strict else MAX_STATES
         self.maps, self.inner_of = expand_maps(maps)
         self.nmaps = len(maps)  # what lddw may name (the inner templates come after)
         self.reservations = {}  # (ring, size) -> index of its Reservation in self.maps
@@ -767,24 +773,58 @@ class Verifier:
         # after WIDEN_AFTER changes: loops converge.
         seen = {}     # (frames' return pcs, pc) -> _PrunePoint
         todo = [(0, start)]
+        strict = self.strict
+        start.path = None
         while todo:
             pc, st = todo.pop()
             if pc in prune:
+                if strict:
+                    st = self._no_repeat(pc, st)
                 st = self._arrive(seen, pc, st)
                 if st is None:
                     continue
             self.out.states += 1
-            if self.out.states > MAX_STATES:
-                self.fail(pc, f"program too complex: over {MAX_STATES} states")
-            todo.extend(self.step(pc, st))
+            if self.out.states > self.max_states:
+                self.fail(pc, "BPF program is too large: over 1000000 instructions processed "
+                              "(the kernel's limit)" if self.strict else
+                          f"program too complex: over {MAX_STATES} states")
+            successors = self.step(pc, st)
+            if strict:
+                for _, s in successors:
+                    s.path = st.path
+            todo.extend(successors)
         return self.out
+
+    @staticmethod
+    def _where(pc, st):
+        """A prune point's key: one per call context; outside any call the pc
+        alone (no tuple to build)."""
+        return (tuple([f[0] for f in st.frames]), pc) if st.frames else pc
+
+    def _no_repeat(self, pc, st):
+        """With ``strict``: fail when ``st`` is the state its path was in at
+        ``pc`` before (the kernel's "infinite loop detected"); returns a copy
+        of ``st`` whose path (``st.path``: (where, state, the path before) at
+        each prune point) has it added. Strict keeps every point's states exact: once a point
+        joins them (never, strict), a bounded loop's joined state may come back
+        unchanged."""
+        where = self._where(pc, st)
+        key = (st.regs, st.stacks, st.ranges, st.frames, st.refs)
+        a = st.path
+        while a is not None:
+            if a[0] == where and a[1] == key:
+                self.fail(pc, f"infinite loop detected at insn {pc} (the loop comes back "
+                              "to a state it was in)")
+            a = a[2]
+        new = State(*key)  # (a successor may be this very object on another branch)
+        new.path = (where, key, st.path)
+        return new
 
     def _arrive(self, seen, pc, st):
         """The state to explore from prune point ``pc`` when ``st`` arrives there:
         None when one already explored covers it, ``st`` while fewer than
         PATHS_PER_INSN are kept apart, else the summary joined with it."""
-        # one point per call context; outside any call the pc alone (no tuple to build)
-        where = (tuple([f[0] for f in st.frames]), pc) if st.frames else pc
+        where = self._where(pc, st)
         point = seen.get(where)
         if point is None:
             point = seen[where] = _PrunePoint()
@@ -796,7 +836,9 @@ class Verifier:
                 near = files.get(_constants(st, mask))
                 if near and any(covers(old, st, live) for old in near):
                     return None
-            if len(point.states) < PATHS_PER_INSN:
+            # (strict: never joined, as the kernel's are not: a join loses the
+            # range a loop's next turn proves, and the kernel would have it)
+            if len(point.states) < PATHS_PER_INSN or self.strict:
                 point.states.append(st)
                 mask = sum(1 << r for r, t in enumerate(st.regs)
                            if live >> r & 1 and t[0] == "S" and t[1] == t[2])
@@ -1022,6 +1064,12 @@ class Verifier:
             if t[1] == "meta":
                 self.out.checks[pc] = "meta"
             elif lo < 0 or lo + size > st.range_of(t[1]):
+                if self.strict:
+                    self.fail(pc, f"invalid access to packet, off={lo} size={size}, proven "
+                                  f"r={st.range_of(t[1])}: R{reg} offset is outside of the "
+                                  "packet (compare with data_end first; the kernel's verifier "
+                                  "rejects this, dataplane without --strict checks it at run "
+                                  "time)")
                 self.out.checks[pc] = "packet"
             return scalar(0, (1 << (8 * size)) - 1)
         if kind == "K":
@@ -1467,6 +1515,9 @@ class Verifier:
             self.fail(pc, f"{name}: R{r} type={_name(t)} expected=pointer to memory")
 
 
-def verify(insns, maps=(), name="prog", helpers=HELPERS):
-    """Both passes -> Analysis (VerifierError on a rejection)."""
-    return Verifier(insns, maps, name, helpers).run()
+def verify(insns, maps=(), name="prog", helpers=HELPERS, strict=False):
+    """Both passes -> Analysis (VerifierError on a rejection). ``strict``: also
+    reject what the kernel's verifier rejects and this one would let run under
+    a run-time check: a packet access not proven by a comparison with
+    data_end, a loop that comes back to a state it was in (no progress)."""
+    return Verifier(insns, maps, name, helpers, strict).run()

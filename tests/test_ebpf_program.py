@@ -1509,3 +1509,60 @@ def test_python_program_with_a_big_endian_value_field_is_refused(tmp_path):
     with pytest.raises(ProgramError, match=r"^map 'addrs': value field addr in big-endian "
                                            r"order: programs read values in the machine's"):
         load_program(str(path))
+
+
+CLAMPED_INDEX = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct hv { __u64 b[8]; };
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct hv);
+} hist SEC(".maps");
+SEC("xdp")
+int clamped_index(struct xdp_md *ctx)
+{
+	__u32 len = ctx->data_end - ctx->data;
+	__u32 k = 0, one = 1;
+	struct hv *h = bpf_map_lookup_elem(&hist, &k), *g = bpf_map_lookup_elem(&hist, &one);
+	if (!h || !g)
+		return XDP_ABORTED;
+	__u32 b = len >> 6;
+	if (b >= 8)		/* clang: the 7 in a register, on the left */
+		b = 7;
+	h->b[b]++;
+#ifdef WORDS	/* -mcpu=v3: a 32-bit compare (built v1, the kernel refuses it too) */
+	__u32 w = len >> 3;
+	if (w > 7)
+		return XDP_DROP;
+	g->b[w]++;
+#endif
+	return len > 200 ? XDP_DROP : XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.parametrize("flags", [["-mcpu=v1"], ["-mcpu=v3", "-DWORDS"]])
+def test_clamped_indexes_like_the_kernel(tmp_path, flags):
+    """Indexes clamped the ways clang writes them (a constant register on the
+    left of a compare; a 32-bit compare under -mcpu=v3, clang 18's default):
+    loaded, and the same verdicts and histogram as the kernel's."""
+    if CLANG is None:
+        pytest.skip("clang not installed")
+    src = tmp_path / "clamped_index.c"
+    src.write_text(CLAMPED_INDEX)
+    obj = compile_bpf(src, tmp_path / "clamped_index.o", extra=flags)
+    prog = load_program(obj)
+    prog.maps["hist"].clear()
+    sent = frames(300) + [bytes(n) for n in (14, 40, 63, 64)]
+    ours = [int(prog.test_run(f).action) for f in sent]
+    assert set(ours) == {int(XdpAction.XDP_DROP), int(XdpAction.XDP_PASS)}
+    _, values = prog.maps["hist"].dump()
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        assert [k.test_run("clamped_index", f)[0] for f in sent] == ours
+        assert [k.map_lookup("hist", i.to_bytes(4, "little")) for i in (0, 1)] == \
+            [v.tobytes() for v in values]

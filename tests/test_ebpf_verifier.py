@@ -1477,3 +1477,54 @@ def test_strict_verifies_every_bundled_object(path):
     obj = elf.load_object(path)
     for prog in obj.programs.values():
         verify(prog.insns, map_infos(obj.maps), prog.name, EBPF_HELPERS, strict=True)
+
+
+# ---------------------------------------------------------------- bounds from compares
+
+HIST_MAPS = [MapInfo("m", 1, 4, 8), MapInfo("hist", 2, 4, 64)]
+# R0 = a 64-byte value of map 1 (null-checked), R7 = the packet's length
+HIST = """
+    ldxw %r2, [%r1]
+    ldxw %r7, [%r1+4]
+    sub %r7, %r2
+    stw [%r10-4], 0
+    mov %r2, %r10
+    add %r2, -4
+    lddw %r1, map_idx[1]
+    call 1
+    jeq %r0, 0, out
+"""
+INDEX = """
+    add %r0, %r7
+    ldxdw %r1, [%r0]
+out:
+    mov %r0, 2
+    exit"""
+
+
+@pytest.mark.parametrize("bound", [
+    # "if (b >= 8) b = 7", b counting 8-byte words: clang keeps the 7 in a register
+    "rsh %r7, 6\nmov %r1, 7\njgt %r1, %r7, +1\nmov %r7, 7\nlsh %r7, 3",
+    # a 32-bit compare (-mcpu=v3) on a 32-bit result, then the word's offset masked
+    "sub32 %r7, 0\njgt32 %r7, 63, out\nand32 %r7, -8",
+    # signed, both sides not negative
+    "and %r7, 0xffff\njsgt %r7, 56, out",
+    "and %r7, 7\nmov %r1, 7\njslt %r1, %r7, out\nlsh %r7, 3",
+])
+def test_a_compare_bounds_an_index_into_a_map_value(bound):
+    """Ways clang writes a bounded index (found against the kernel, which loads
+    each): the index into a 64-byte value is proven, no rejection."""
+    assert check(HIST + bound + INDEX, HIST_MAPS).checks == {}
+
+
+def test_an_unbounded_index_is_still_refused():
+    end = "\nout:\nmov %r0, 2\nexit"
+    rejects(HIST + "sub32 %r7, 0\njgt32 %r7, 64, out\nadd %r0, %r7\nldxdw %r1, [%r0]   # <-"
+            + end, "invalid access to map value, value_size=64 off=0..64 size=8",
+            maps=HIST_MAPS)
+    # a 32-bit compare says nothing of a register wider than 32 bits
+    rejects(HIST + "lsh %r7, 32\njgt32 %r7, 63, out\nadd %r0, %r7   # <-" + end,
+            "unbounded offset into map value", maps=HIST_MAPS)
+    # nor a signed compare of a number that may be negative
+    rejects(HIST + "jsgt %r7, 56, out\nadd %r0, %r7   # <-" + end,
+            "unbounded offset into map value", maps=HIST_MAPS)

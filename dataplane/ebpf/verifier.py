@@ -90,6 +90,14 @@ HELPER_PKT_ACCESS = frozenset({1, 2, 3, 28})
 MOVES_PACKET = frozenset({44, 54, 65})
 
 
+#: A compare with its operands swapped (k OP r is r FLIPPED k).
+_FLIPPED = {isa.JEQ: isa.JEQ, isa.JNE: isa.JNE, isa.JGT: isa.JLT, isa.JGE: isa.JLE,
+            isa.JLT: isa.JGT, isa.JLE: isa.JGE, isa.JSGT: isa.JSLT, isa.JSGE: isa.JSLE,
+            isa.JSLT: isa.JSGT, isa.JSLE: isa.JSGE}
+#: Signed compares, and the unsigned one each is on numbers that are not negative.
+_SIGNED = {isa.JSGT: isa.JGT, isa.JSGE: isa.JGE, isa.JSLT: isa.JLT, isa.JSLE: isa.JLE}
+
+
 class VerifierError(ProgramError):
     """A program the verifier rejects: ``insn`` is the instruction index."""
 
@@ -497,6 +505,19 @@ def covers(old, new, live=0x7ff):
             elif not full and info[1] & ~other[1]:
                 return False
     return True
+
+
+def _max_and(hi, mask):
+    """The largest ``x & mask`` for 0 <= x <= hi (``len & ~7`` of a length up to
+    63 is at most 56: a range keeps what the kernel's known bits would give):
+    ``hi`` itself, or ``hi`` with one of its bits cleared and every lower bit set."""
+    if mask & (mask + 1) == 0:  # 0xff, 0xffffffff...: the low bits of hi
+        return min(hi, mask)
+    best = hi & mask
+    for i in range(hi.bit_length()):
+        if hi >> i & 1:
+            best = max(best, ((hi & ~((2 << i) - 1)) | ((1 << i) - 1)) & mask)
+    return best
 
 
 def _name(t):
@@ -976,8 +997,7 @@ class Verifier:
                 return const(r(a[1], b[1], 64 if wide else 32) & mask)
         lo, hi = a[1], a[2]
         if op == isa.AND:
-            bound = b[2] if is_const(b) else top
-            return scalar(0, min(hi, bound))
+            return scalar(0, _max_and(hi, b[1]) if is_const(b) else min(hi, b[2]))
         if op == isa.RSH and is_const(b):
             k = b[1] & (63 if wide else 31)
             return scalar(lo >> k, hi >> k)
@@ -1237,11 +1257,21 @@ class Verifier:
             if not wide:
                 self.fail(pc, "pointer comparison in 32 bits prohibited")
             return self.refine_pointers(pc, st, insn, d, s)
-        if not wide or op in (isa.JSET, isa.JSGT, isa.JSGE, isa.JSLT, isa.JSLE) \
-                or not is_const(s) or not insn.uses_reg_src and False:
+        reg = insn.dst
+        if is_const(d) and not is_const(s):  # clang's "r1 = 7; if r1 > r7": r7 < 7
+            op, d, s, reg = _FLIPPED.get(op), s, d, insn.src
+        if op is None or op == isa.JSET or not is_const(s):
             return st, st
         k = s[1]
         lo, hi = d[1], d[2]
+        if not wide:  # a 32-bit compare tells of a register that fits in 32 bits
+            if hi > U32:
+                return st, st
+            k &= U32
+        if op in _SIGNED:  # the unsigned compare, where both sides are not negative
+            if hi > (U64 >> 1 if wide else U32 >> 1) or k > (U64 >> 1 if wide else U32 >> 1):
+                return st, st
+            op = _SIGNED[op]
         # unsigned compare with a constant: narrow the register on each side
         fixed = lo == hi == k  # the register holds k: one side cannot happen
         if op == isa.JEQ:
@@ -1270,7 +1300,7 @@ class Verifier:
             if nlo > nhi:
                 out.append(None)  # this side cannot be taken
             else:
-                out.append(st.with_reg(insn.dst, ("S", nlo, nhi)))
+                out.append(st.with_reg(reg, ("S", nlo, nhi)))
         return tuple(out)
 
     def refine_pointers(self, pc, st, insn, d, s):

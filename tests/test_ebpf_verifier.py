@@ -806,6 +806,55 @@ def test_variable_offset_stack_write_forgets_spills():
                         : "stack"}
 
 
+@pytest.mark.parametrize("index,reaches", [
+    ("and %r6, 15\nlsh %r6, 2", False),   # hist[i & 15] of a u32 hist[16] at fp-64
+    ("and %r6, 31\nlsh %r6, 2", True),    # up to fp+60: past the array, onto the spill
+    ("mov %r6, %r6", True),                # no bound at all
+])
+def test_variable_offset_stack_write_forgets_only_spills_it_can_reach(index, reaches):
+    """A bounded index into a stack array writes only within its span: a
+    packet pointer spilled beside the array keeps its type (clang spills such
+    pointers next to a histogram on the stack; the kernel loads that), one the
+    write may reach does not."""
+    text = PROLOGUE + """
+        mov %r4, %r2
+        add %r4, 16
+        jgt %r4, %r3, out
+        stxdw [%r10-72], %r2
+        ldxb %r6, [%r2+12]
+        """ + index + """
+        mov %r7, %r10
+        add %r7, -64
+        add %r7, %r6
+        stw [%r7], 1
+        ldxdw %r9, [%r10-72]
+        ldxb %r0, [%r9+14]   # <-
+    out:
+        mov %r0, 2
+        exit"""
+    if reaches:
+        rejects(text, "invalid mem access")
+    else:
+        assert check(text).checks == {_at(text.replace("stw [%r7], 1", "stw [%r7], 1 # <-"))
+                                      : "stack"}
+
+
+def test_a_loop_moving_a_stack_pointer_converges():
+    check("""
+        mov %r0, 0
+        mov %r6, %r10
+        add %r6, -256
+        mov %r7, 0
+    loop:
+        stb [%r6], 1
+        ldxb %r1, [%r1+0]
+        and %r1, 3
+        add %r6, %r1
+        add %r7, 1
+        jlt %r7, 64, loop
+        exit""".replace("ldxb %r1, [%r1+0]", "mov %r1, %r7"))
+
+
 @pytest.mark.parametrize("op", ["lock add [%r10-16], %r1", "lock xchg [%r10-16], %r1",
                                 "lock fetch or [%r10-16], %r1"])
 def test_atomic_on_a_spilled_pointer_makes_it_a_number(op):

@@ -384,7 +384,8 @@ CTX = ("C", 0)               # ("C", off): PTR_TO_CTX
 PKT_END = ("E",)             # PTR_TO_PACKET_END
 # ("P", base, off): PTR_TO_PACKET: ``base`` names the variable part (0: data
 # itself, "meta": data_meta, other: a pointer moved by an unknown amount)
-# ("K", depth, off): PTR_TO_STACK of frame ``depth`` (off < 0), off None: variable
+# ("K", depth, off): PTR_TO_STACK of frame ``depth`` (off < 0), off None: variable,
+#   and ("K", depth, None, lo, hi): variable within lo..hi (a bounded index)
 # ("V", map, lo, hi, id, nullable): PTR_TO_MAP_VALUE(_OR_NULL), offsets lo..hi
 # ("M", inner, 0, 0, id, nullable): an inner map found in a map of maps (the
 #   kernel's CONST_PTR_TO_MAP from a lookup), ``inner`` its index in Verifier.maps
@@ -419,7 +420,10 @@ def _join(a, b, pc, reg):
     if ka == kb == "P" and a[1] != "meta" and b[1] != "meta":
         return ("P", ("join", pc, reg), 0)  # an unknown offset: accesses checked at run time
     if ka == kb == "K" and a[1] == b[1]:
-        return ("K", a[1], None)
+        sa, sb = _stack_span(a), _stack_span(b)
+        if sa is None or sb is None:
+            return ("K", a[1], None)
+        return ("K", a[1], None, min(sa[0], sb[0]), max(sa[1], sb[1]))
     for v, o in ((a, b), (b, a)):  # a pointer on one path, NULL on the other
         if v[0] in "VM" and o == ("S", 0, 0):
             return v[:5] + (True,)
@@ -530,8 +534,8 @@ def _name(t):
 def _widen(t):
     if t[0] == "S":
         return UNKNOWN
-    if t[0] == "V":
-        return t
+    if t[0] == "K" and len(t) == 5:  # a stack pointer a loop moves: anywhere
+        return t[:3]
     return t
 
 
@@ -593,10 +597,25 @@ def _retire(st, stale, drop_range=None):
     return _map_types(st, lambda t: MIXED if stale(t) else t, ranges)
 
 
-def _forget_spills(st):
-    """``st`` after a stack write at an unknown offset: every spilled value, in
-    every frame (the run-time check only bounds the address to a stack), is now
-    initialised bytes of an unknown number."""
+def _stack_span(t):
+    """(lo, hi): the offsets a stack pointer may hold, or None: unknown."""
+    if t[2] is not None:
+        return t[2], t[2]
+    return (t[3], t[4]) if len(t) == 5 else None
+
+
+def _forget_spills(st, t=None, off=0, size=8):
+    """``st`` after a stack write at a variable offset through ``t``: the spilled
+    values it may land on are now initialised bytes of an unknown number. All of
+    them, in every frame (the run-time check only bounds the address to a
+    stack), unless ``t`` is known to stay inside its frame (a bounded index)."""
+    span = None if t is None else _stack_span(t)
+    if span is not None and -isa.STACK_SIZE <= span[0] + off and span[1] + off + size <= 0:
+        first, end = span[0] + off, span[1] + off + size
+        stacks = list(st.stacks)
+        stacks[t[1]] = {o: ("init",) if v[0] == "spill" and o < end and o + 8 > first else v
+                        for o, v in stacks[t[1]].items()}
+        return State(st.regs, tuple(stacks), st.ranges, st.frames, st.refs)
     stacks = tuple({o: ("init",) if v[0] == "spill" else v for o, v in s.items()}
                    for s in st.stacks)
     return State(st.regs, stacks, st.ranges, st.frames, st.refs)
@@ -1047,6 +1066,10 @@ class Verifier:
         if kind == "K":
             if known and p[2] is not None:
                 return ("K", p[1], p[2] + delta)
+            span = _stack_span(p)
+            if span is not None and s[2] <= isa.STACK_SIZE:  # a bounded index
+                lo, hi = (s[1], s[2]) if op == isa.ADD else (-s[2], -s[1])
+                return ("K", p[1], None, span[0] + lo, span[1] + hi)
             return ("K", p[1], None)
         # map value: offsets must stay within the value (no run-time check here)
         if p[5]:
@@ -1176,7 +1199,7 @@ class Verifier:
             if dt[0] == "K" and dt[2] is not None:
                 st = self._stack_write(st, dt, insn.off, insn.size, None)
             elif dt[0] == "K":
-                st = _forget_spills(st)
+                st = _forget_spills(st, dt, insn.off, insn.size)
             if insn.imm == isa.ATOMIC_CMPXCHG:
                 self.read(st, pc, 0)
                 return st.with_reg(0, UNKNOWN if insn.size == 8 else scalar(0, U32))
@@ -1193,10 +1216,10 @@ class Verifier:
                           "stack of a caller")
         self.access(pc, st, insn.dst, insn.off, insn.size, True, insn)
         if dt[0] == "K" and dt[2] is None:
-            # A write at a variable offset may land on any slot (the run-time
-            # check keeps it inside the stack): no spill keeps its type, or a
-            # number written over a spilled pointer was filled as that pointer.
-            return _forget_spills(st)
+            # A write at a variable offset may land on any slot it can reach: no
+            # spill there keeps its type, or a number written over a spilled
+            # pointer was filled as that pointer.
+            return _forget_spills(st, dt, insn.off, insn.size)
         if dt[0] == "K" and dt[2] is not None:
             if value[0] != "S" and insn.size != 8:
                 value = None

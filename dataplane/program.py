@@ -410,21 +410,17 @@ def _generated_module(path):
     return module, names
 
 
-def _loop_value_dtype(module, g, m):
+def _loop_value_dtype(module, m):
     """The record type the loop views map ``m``'s values as. numba types no
     big-endian field (``>u4``: a ``__u8 x[4]`` of an eBPF object's BTF, which
     btf_dtype reads as one number): an eBPF object reaches its values by
-    address, so it gets the native-order twin of the same layout; a Python
-    program, whose fields are read by name, is refused with a line saying so."""
+    address, so it gets the native-order twin of the same layout. (A Python
+    program keeps its own: a ring buffer's records, packed by words, are never
+    viewed.)"""
     dt = m.value_dtype
-    if dt is None or dt.isnative:
+    if dt is None or dt.isnative or not getattr(module, "__dataplane_trusted__", False):
         return dt
-    if getattr(module, "__dataplane_trusted__", False):
-        return dt.newbyteorder("=")
-    swapped = [n for n in dt.names or () if not dt.fields[n][0].isnative]
-    raise ProgramError(f"map '{m.name}': value field{'s' if len(swapped) > 1 else ''} "
-                       f"{', '.join(swapped) or dt.str} in big-endian order: programs read "
-                       "values in the machine's byte order (keys may be big-endian)")
+    return dt.newbyteorder("=")
 
 
 def _add_loops(module, gen, tree, names):
@@ -446,7 +442,7 @@ def _add_loops(module, gen, tree, names):
             handle._dp_map_number = number  # Program.numbered_maps, broadcast.py
             handle._dp_worker_rows = runner_kernels.worker_rows(m)
         module.__dict__[f"_dp_H_{g}"] = handle
-        module.__dict__[f"_dp_VT_{g}"] = _loop_value_dtype(module, g, m)
+        module.__dict__[f"_dp_VT_{g}"] = _loop_value_dtype(module, m)
     # (eBPF objects' generated files say it: ebpf/program.py)
     reads_packet = getattr(module, "__dataplane_reads_packet__", False) or any(
         isinstance(n, ast.Attribute) and n.attr == "pkt" for n in ast.walk(tree))

@@ -1490,26 +1490,6 @@ def test_byte_array_globals_and_values_like_the_kernel(tmp_path):
         assert k.map_lookup("seen", bytes(4)) == counts
 
 
-def test_python_program_with_a_big_endian_value_field_is_refused(tmp_path):
-    """A Python program reads value fields by name, in the machine's order: a
-    big-endian one is refused with a line naming the map and the field."""
-    path = tmp_path / "be_value.py"
-    path.write_text(
-        "import numpy as np\n"
-        "from dataplane import XDP_PASS, xdp\n"
-        "from dataplane.maps import BPF_MAP_TYPE_ARRAY, Map, bpf_map_lookup_elem\n"
-        "addrs = Map('addrs', BPF_MAP_TYPE_ARRAY, key=np.uint32,\n"
-        "            value=np.dtype([('addr', '>u4'), ('hits', '<u4')]), max_entries=4)\n"
-        "@xdp\n"
-        "def prog(ctx):\n"
-        "    v = bpf_map_lookup_elem(addrs, 0)\n"
-        "    if v is not None:\n"
-        "        v.hits += 1\n"
-        "    return XDP_PASS\n")
-    with pytest.raises(ProgramError, match=r"^map 'addrs': value field addr in big-endian "
-                                           r"order: programs read values in the machine's"):
-        load_program(str(path))
-
 
 CLAMPED_INDEX = r"""
 #include <linux/bpf.h>

@@ -675,7 +675,10 @@ class Map:
             keys = np.ascontiguousarray(raw).view(self.key_dtype).reshape(-1)
         else:
             keys = used.astype(self.key_dtype)
-        values = self.values[:, used].T.copy()
+        # as raw records: a structured copy would leave a value's padding bytes
+        # uninitialised (numpy copies fields), where the map holds what was written
+        raw = self.values.view(np.dtype((np.void, self.value_dtype.itemsize)))
+        values = raw[:, used].T.copy().view(self.value_dtype)
         return keys, (values if self.percpu else values[:, 0])
 
     def update_batch(self, keys, values, flags=BPF_ANY):

@@ -448,3 +448,23 @@ def test_dump_maps_with_a_bad_name_is_a_usage_error_before_the_replay(tmp_path, 
     assert r.returncode == 2 and r.stdout == ""
     assert message in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()  # nothing replayed, nothing written
+
+
+@pytest.mark.parametrize("map_type", [BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY,
+                                      BPF_MAP_TYPE_PERCPU_HASH])
+def test_dump_gives_the_stored_bytes_padding_included(map_type):
+    """A value type with gaps (a C struct's padding, as an eBPF object's BTF
+    gives it): dump() returns each value's bytes as stored, gaps included (a
+    field-by-field copy left them uninitialised: they differed from the
+    kernel's in a comparison of raw bytes)."""
+    dt = np.dtype({"names": ["a", "b"], "formats": ["<u8", "u1"], "offsets": [0, 8],
+                   "itemsize": 16})
+    m = Map("padded", map_type, key=np.uint32, value=dt, max_entries=4)
+    m.update(1, (5, 6))
+    records = m.values.view(np.dtype((np.void, 16)))  # (a hash map's rows: strided)
+    for at in np.ndindex(records.shape):  # what a program wrote into the padding
+        records[at] = np.void(records[at].tobytes()[:9] + b"\xab" * 7)
+    keys, values = m.dump()
+    row = values[list(keys).index(1)]
+    assert row.tobytes() == (5).to_bytes(8, "little") + b"\x06" + b"\xab" * 7 if row.ndim == 0 \
+        else all(r.tobytes() == (5).to_bytes(8, "little") + b"\x06" + b"\xab" * 7 for r in row)

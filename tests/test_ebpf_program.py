@@ -1584,3 +1584,51 @@ def test_stack_array_beside_a_spilled_pointer_like_the_kernel(tmp_path):
     require_kernel()
     with kernel.KernelObject(obj) as k:
         assert [k.test_run("stack_histogram", f)[0] for f in sent] == ours
+
+
+XDP_BYTES = r"""
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+SEC("xdp")
+int xdp_bytes(struct xdp_md *ctx)
+{
+	struct ethhdr eth;		/* never initialised: load_bytes writes it */
+	__u8 tail[4];
+	__u32 len = bpf_xdp_get_buff_len(ctx);
+	if (bpf_xdp_load_bytes(ctx, 0, &eth, sizeof(eth)))
+		return XDP_DROP;
+	if (bpf_xdp_load_bytes(ctx, len - 4, tail, 4))	/* past the end when len < 4 */
+		return XDP_ABORTED;
+	if (bpf_xdp_load_bytes(ctx, len - 3, tail, 4) == 0)	/* always past the end */
+		return XDP_ABORTED;
+	if (eth.h_proto != bpf_htons(ETH_P_IP))
+		return tail[3] & 1 ? XDP_DROP : XDP_PASS;
+	__u8 tmp[ETH_ALEN];
+	__builtin_memcpy(tmp, eth.h_dest, ETH_ALEN);
+	__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
+	__builtin_memcpy(eth.h_source, tmp, ETH_ALEN);
+	if (bpf_xdp_store_bytes(ctx, 0, &eth, sizeof(eth)))
+		return XDP_ABORTED;
+	return len > 60 ? XDP_TX : XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_xdp_load_and_store_bytes_like_the_kernel(tmp_path):
+    """bpf_xdp_get_buff_len, bpf_xdp_load_bytes into a stack buffer never
+    written before, bpf_xdp_store_bytes back (a MAC swap), -EINVAL past the
+    end: verdicts and output bytes as the kernel's (on a linear frame)."""
+    obj = c_object(tmp_path, "xdp_bytes", XDP_BYTES)
+    prog = load_program(obj)
+    sent = [f for f in frames(300) if len(f) >= 14]
+    ours = [(int(r.action), bytes(r.data)) for r in (prog.test_run(f) for f in sent)]
+    tx = [(f, out) for f, (a, out) in zip(sent, ours) if a == int(XdpAction.XDP_TX)]
+    assert tx and all(out[:6] == f[6:12] and out[6:12] == f[:6] and out[12:] == f[12:]
+                      for f, out in tx)
+    assert {a for a, _ in ours} >= {int(XdpAction.XDP_TX), int(XdpAction.XDP_PASS)}
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        assert [k.test_run("xdp_bytes", f)[:2] for f in sent] == ours

@@ -1577,3 +1577,55 @@ def test_an_unbounded_index_is_still_refused():
     # nor a signed compare of a number that may be negative
     rejects(HIST + "jsgt %r7, 56, out\nadd %r0, %r7   # <-" + end,
             "unbounded offset into map value", maps=HIST_MAPS)
+
+
+# ---------------------------------------------------------------- bpf_xdp_load_bytes / store_bytes
+
+LOAD_BYTES = """
+    mov %r2, 0
+    mov %r3, %r10
+    add %r3, -16
+    mov %r4, 14
+    call 189
+"""
+
+
+def test_load_bytes_initialises_the_buffer_it_writes():
+    """bpf_xdp_load_bytes writes its buffer (the kernel's ARG_PTR_TO_UNINIT_MEM):
+    the bytes it wrote read as initialised after the call, not zeroed first."""
+    a = check(LOAD_BYTES + "ldxdw %r0, [%r10-16]\nldxh %r1, [%r10-3]\nexit")
+    assert a.zero_slots == {-8}  # it wrote fp-16..fp-3: fp-2 was not written
+    assert check(LOAD_BYTES + "ldxdw %r0, [%r10-16]\nexit").zero_slots == set()
+
+
+@pytest.mark.parametrize("text,reason", [
+    (LOAD_BYTES.replace("mov %r4, 14", "mov %r4, 0").replace("call 189", "call 189   # <-")
+     + "mov %r0, 2\nexit", "invalid zero-sized read"),
+    (LOAD_BYTES.replace("add %r3, -16", "add %r3, -8").replace("call 189", "call 189   # <-")
+     + "mov %r0, 2\nexit", "stack buffer of 14 bytes at -8 is out of the stack"),
+    (PROLOGUE + "mov %r6, %r2\nadd %r6, 14\njgt %r6, %r3, out\nmov %r3, %r2\nmov %r2, 0\n"
+     "mov %r4, 14\ncall 190   # <-\nout:\nmov %r0, 2\nexit",
+     "helper access to the packet is not allowed"),
+])
+def test_load_and_store_bytes_arguments(text, reason):
+    rejects(text, reason)
+
+
+def test_load_bytes_into_a_read_only_map_value_is_refused():
+    ro = [MapInfo("cfg", 2, 4, 16, True)]
+    rejects("""
+        stw [%r10-4], 0
+        mov %r2, %r10
+        add %r2, -4
+        lddw %r1, map_idx[0]
+        call 1
+        jeq %r0, 0, out
+        mov %r3, %r0
+        mov %r1, %r6
+        mov %r2, 0
+        mov %r4, 8
+        call 189   # <-
+    out:
+        mov %r0, 2
+        exit""".replace("stw [%r10-4], 0", "mov %r6, %r1\nstw [%r10-4], 0"),
+            "write into map 'cfg', which is read-only", maps=ro)

@@ -24,7 +24,9 @@ HELPER_NAMES = {1: "bpf_map_lookup_elem", 2: "bpf_map_update_elem", 3: "bpf_map_
                 51: "bpf_redirect_map",
                 54: "bpf_xdp_adjust_meta", 65: "bpf_xdp_adjust_tail", 130: "bpf_ringbuf_output",
                 131: "bpf_ringbuf_reserve", 132: "bpf_ringbuf_submit",
-                133: "bpf_ringbuf_discard", 160: "bpf_ktime_get_coarse_ns", 181: "bpf_loop"}
+                133: "bpf_ringbuf_discard", 160: "bpf_ktime_get_coarse_ns", 181: "bpf_loop",
+                188: "bpf_xdp_get_buff_len", 189: "bpf_xdp_load_bytes",
+                190: "bpf_xdp_store_bytes"}
 
 _ALU_NAMES = {op: name for op, name in isa.ALU_NAMES.items() if op not in (isa.NEG, isa.END)}
 _PSEUDO_NAMES = {1: "map_fd", 2: "map_value", 3: "btf_id", 4: "func", 5: "map_idx",

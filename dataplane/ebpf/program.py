@@ -45,7 +45,7 @@ DEVMAPS = {BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH}
 #: Helpers an object may call so far (ids; verifier.HELPERS has their prototypes).
 EBPF_HELPERS = {h: verifier.HELPERS[h]
                 for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 130, 131, 132, 133,
-                          160)}
+                          160, 188, 189, 190)}
 #: R1's value at entry: the context is reached only through loads the JIT rewrites.
 CTX_TOKEN = 0
 #: Register value of ``lddw rX, map`` (map index in the low bits).
@@ -654,6 +654,12 @@ class XdpTarget:
             return on_map(k.call_ringbuf_output, r2, u32(r3), r4)
         if helper in (131, 132, 133):
             return self._ringbuf_record(builder, pc, helper, r1, r2, r3)
+        if helper == 188:
+            return ci(builder, k.call_xdp_get_buff_len, i64t(self.ctxty), [self.ctx_value])
+        if helper in (189, 190):
+            fn = k.call_xdp_load_bytes if helper == 189 else k.call_xdp_store_bytes
+            return ci(builder, fn, i64t(self.ctxty, i64t, i64t, i64t),
+                      [self.ctx_value, u32(r2), r3, u32(r4)])
         simple = {5: k.call_ktime, 7: k.call_prandom, 8: k.call_smp_id,
                   160: k.call_ktime_coarse}
         if helper in simple:

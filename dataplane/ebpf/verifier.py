@@ -75,6 +75,10 @@ HELPERS = {
     132: ("bpf_ringbuf_submit", ("reservation", "any"), "void"),
     133: ("bpf_ringbuf_discard", ("reservation", "any"), "void"),
     160: ("bpf_ktime_get_coarse_ns", (), "scalar"),
+    # wmem: a pointer to size bytes the helper writes (ARG_PTR_TO_UNINIT_MEM)
+    188: ("bpf_xdp_get_buff_len", ("ctx",), "scalar"),
+    189: ("bpf_xdp_load_bytes", ("ctx", "any", "wmem", "size"), "scalar"),
+    190: ("bpf_xdp_store_bytes", ("ctx", "any", "mem", "size"), "scalar"),
 }
 #: Map types a helper's map argument must have, or must not (the kernel's
 #: check_map_func_compatibility): 3 PROG_ARRAY, 14/25 DEVMAP(_HASH), 27 RINGBUF.
@@ -1400,6 +1404,7 @@ class Verifier:
     def helper(self, pc, st, hid):
         name, args, ret = self.helpers[hid]
         map_index = None
+        written = []  # (pointer, size) of the memory the helper writes
         for r in range(1, len(args) + 1):
             t = st.regs[r]
             _agree(self.out.stack_args, (pc, r),
@@ -1430,14 +1435,14 @@ class Verifier:
             elif kind == "ctx":
                 if t != CTX:
                     self.fail(pc, f"{name}: R{r} type={_name(t)} expected=ctx")
-            elif kind in ("key", "value", "mem") and t[0] in "PZ" and \
+            elif kind in ("key", "value", "mem", "wmem") and t[0] in "PZ" and \
                     hid not in HELPER_PKT_ACCESS:
                 self.fail(pc, f"{name}: R{r} helper access to the packet is not allowed")
             elif kind in ("key", "value"):
                 m = self.maps[map_index]
                 size = m.key_size if kind == "key" else m.value_size
                 self.check_mem_arg(pc, st, r, t, size, name)
-            elif kind == "mem":
+            elif kind in ("mem", "wmem"):
                 size_t = st.regs[r + 1]
                 if optional and is_const(t) and t[1] == 0:  # NULL: nothing to read
                     if size_t != const(0):
@@ -1447,7 +1452,11 @@ class Verifier:
                 if not is_const(size_t):
                     self.fail(pc, f"{name}: R{r + 1} size must be a known constant (a size "
                                   "known only by its bounds is not supported yet)")
-                self.check_mem_arg(pc, st, r, t, size_t[1], name)
+                if hid in (189, 190) and size_t[1] == 0:
+                    self.fail(pc, f"{name}: R{r + 1} invalid zero-sized read")
+                if kind == "wmem":
+                    written.append((t, size_t[1]))
+                self.check_mem_arg(pc, st, r, t, size_t[1], name, kind == "wmem")
                 if hid == 6:
                     self.trace_format(pc, st, t, size_t[1])
                 elif hid == 130:
@@ -1459,6 +1468,9 @@ class Verifier:
         for r in range(1, 6):
             regs[r] = NOT_INIT
         new = State(tuple(regs), st.stacks, st.ranges, st.frames, st.refs)
+        for t, size in written:  # stack bytes the helper wrote are initialised now
+            if t[0] == "K":
+                new = self._stack_write(new, t, 0, size, None)
         if hid in RELEASES:
             new = self.release(pc, new, st.regs[1])
         if hid == 12 and st.refs:
@@ -1539,8 +1551,9 @@ class Verifier:
             self.fail(pc, "bpf_trace_printk: one call site, two different formats")
         self.out.trace_formats[pc] = where
 
-    def check_mem_arg(self, pc, st, r, t, size, name):
-        """A helper's pointer argument to ``size`` readable bytes."""
+    def check_mem_arg(self, pc, st, r, t, size, name, write=False):
+        """A helper's pointer argument to ``size`` readable bytes (``write``:
+        bytes the helper writes, which need not be initialised)."""
         if t[0] == "K":
             if t[2] is None:
                 self.fail(pc, f"{name}: R{r} variable stack offset as a helper argument")
@@ -1552,6 +1565,8 @@ class Verifier:
             for b in range(start, start + size):
                 slot = b - ((b % 8) + 8) % 8
                 info = stack.get(slot)
+                if write:
+                    continue
                 if info is None or (info[0] == "bytes" and not info[1] >> (b - slot) & 1):
                     self.out.zero_slots.add(slot)  # (a key's padding, say)
         elif t[0] == "V":
@@ -1560,6 +1575,8 @@ class Verifier:
             m = self.maps[t[1]]
             if t[2] < 0 or t[3] + size > m.value_size:
                 self.fail(pc, f"{name}: R{r} {size} bytes past map value of {m.value_size}")
+            if write and getattr(m, "read_only", False):
+                self.fail(pc, f"{name}: R{r} write into map '{m.name}', which is read-only")
         elif t[0] == "P":
             if t[1] == "meta" or t[2] < 0 or t[2] + size > st.range_of(t[1]):
                 self.fail(pc, f"{name}: R{r} packet range of {size} bytes not proven "

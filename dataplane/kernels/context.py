@@ -223,6 +223,20 @@ def ctx_memmove(typingctx, ctx, dst, src, length):
 
 
 @intrinsic
+def ctx_address(typingctx, ctx, offset):
+    """The address of byte ``offset`` of the batch buffer (checked by the caller)."""
+    if not isinstance(ctx, XdpMdType):
+        return None
+
+    def codegen(context, builder, signature, args):
+        c = cgutils.create_struct_proxy(ctx)(context, builder, value=args[0])
+        off = context.cast(builder, args[1], signature.args[1], types.int64)
+        return builder.ptrtoint(builder.gep(c.buf, [off]), ir.IntType(64))
+
+    return types.int64(ctx, offset), codegen
+
+
+@intrinsic
 def ctx_memzero(typingctx, ctx, start, length):
     """Zero bytes of the batch buffer (offsets checked by the caller)."""
     if not isinstance(ctx, XdpMdType):

@@ -19,6 +19,7 @@ from .. import config
 from . import htab, lpm
 from .htab import H_LOCK
 from .memory import load_acquire, spin_lock, spin_unlock, store_release
+from .context import ctx_address, ctx_bounds
 from .csum import _diff as _diff_kernel
 from ..helpers import bpf_redirect
 from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, array_update_error,
@@ -357,6 +358,35 @@ def call_adjust_meta(ctx, delta):
 
 def call_adjust_tail(ctx, delta):
     return bpf_xdp_adjust_tail(ctx, delta)
+
+
+@njit(**config.INLINE_JIT)
+def xdp_bytes(ctx, offset, buf, n, store):
+    """bpf_xdp_load_bytes (``buf`` <- packet) / bpf_xdp_store_bytes (packet <-
+    ``buf``): ``n`` bytes at ``offset`` from data, 0 or -EINVAL past data_end
+    (the frame is linear here: no fragments to walk)."""
+    _, data, end, _, _ = ctx_bounds(ctx)
+    if n <= 0 or offset + n > end - data:
+        return np.int64(-htab.EINVAL)
+    at = ctx_address(ctx, data + offset)
+    if store:
+        copy_bytes(at, buf, n)
+    else:
+        copy_bytes(buf, at, n)
+    return np.int64(0)
+
+
+def call_xdp_load_bytes(ctx, offset, buf, n):
+    return xdp_bytes(ctx, offset, buf, n, False)
+
+
+def call_xdp_store_bytes(ctx, offset, buf, n):
+    return xdp_bytes(ctx, offset, buf, n, True)
+
+
+def call_xdp_get_buff_len(ctx):
+    _, data, end, _, _ = ctx_bounds(ctx)
+    return end - data
 
 
 def call_ktime():

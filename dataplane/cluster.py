@@ -31,6 +31,7 @@ import glob
 import json
 import os
 import shutil
+import socket
 import sys
 import urllib.parse
 
@@ -197,6 +198,9 @@ def connect(spec):
     except ValueError:
         raise bad from None
     try:
+        # a port nobody listens on refuses at once; Dask's client retried it for
+        # its whole timeout (10 s to say "refused")
+        socket.create_connection((url.hostname, url.port), timeout=10).close()
         return distributed.Client(spec, timeout=10), None
     except (OSError, TimeoutError) as exc:
         raise DataplaneError(f"--cluster {spec}: cannot reach the scheduler ({exc})") from None

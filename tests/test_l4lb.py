@@ -511,6 +511,69 @@ def test_exact_vip_preferred_over_wildcard(prog, lb):
     assert real_of(out) == REALS4[1]
 
 
+def test_established_flows_see_each_vip_change_a_lookup_would(prog, lb):
+    """An established flow's packets skip the VIP lookup while the VIP that took
+    the flow stands unchanged (the tag in its entry): every change that would
+    make the lookup find another VIP, none, or a VIP that skips the table, is
+    seen as if the lookup had been made. Trace and counters say which VIP."""
+    keeper = {"address": VIP4_ANY, "port": 443, "proto": "tcp", "reals": reals(REALS4[:2])}
+    wild = {"address": VIP4, "port": 0, "proto": "tcp", "reals": reals(REALS4[1:2])}
+    exact = {"address": VIP4, "port": 80, "proto": "tcp", "reals": reals(REALS4[:1])}
+    other = {"address": VIP4_ANY, "port": 80, "proto": "tcp", "reals": reals(REALS4[:1])}
+    configure(prog, lb, doc([keeper, wild]))  # keeper: the reals stay, and their ids
+    lb.set_trace(True)
+    syn, ack = tcp(client4(1), VIP4, 1000, 80), tcp(client4(1), VIP4, 1000, 80, flags="A")
+
+    def send(frame):
+        action, out = run(prog, frame)
+        rec = prog.maps["lb_trace"].read()[-1]
+        vips = {v["number"]: v["vip"] for v in lb.list()}
+        return (action, real_of(out) if action == TX else None,
+                vips.get(int(rec["vip_num"])), L.CONN_STATES[rec["conn"]])
+
+    def use(*vips):
+        lb.apply(from_dict(doc(list(vips)), "test"))
+
+    exact_name, wild_name = f"{VIP4}:80/tcp", f"{VIP4}:0/tcp"
+    assert send(syn) == (TX, REALS4[1], wild_name, "miss")  # a SYN never reads the table
+    assert send(ack) == (TX, REALS4[1], wild_name, "hit")
+    # an exact VIP added after a port-0 VIP took the flow: the lookup finds it;
+    # the flow keeps its real (the table's word, as for any hit)
+    use(keeper, wild, exact)
+    assert send(ack) == (TX, REALS4[1], exact_name, "hit")
+    assert {v["vip"]: v["packets"] for v in lb.stats()["vips"]} == \
+        {f"{VIP4_ANY}:443/tcp": 0, wild_name: 2, exact_name: 1}
+    assert send(syn) == (TX, REALS4[0], exact_name, "miss")
+    assert send(ack) == (TX, REALS4[0], exact_name, "hit")
+    # a flag that skips the table, set on the VIP the entry names, and cleared
+    use(keeper, wild, dict(exact, flags=["lru_bypass"]))
+    assert send(ack) == (TX, REALS4[0], exact_name, "bypass")
+    use(keeper, wild, exact)
+    assert send(ack) == (TX, REALS4[0], exact_name, "hit")
+    # the exact VIP removed and its number given to another VIP: the lookup finds
+    # the port-0 VIP again
+    use(keeper, wild, other)
+    assert lb.list()[-1]["number"] == 2 and lb.list()[-1]["vip"] == f"{VIP4_ANY}:80/tcp"
+    assert send(ack) == (TX, REALS4[0], wild_name, "hit")
+    # no VIP left for the address: whatever the table remembers, PASS
+    use(keeper, other)
+    assert send(ack) == (PASS, None, None, "-")
+    # the VIP the entry names removed, its number not taken again
+    use(keeper, exact)
+    assert send(syn) == (TX, REALS4[0], exact_name, "miss")
+    assert send(ack) == (TX, REALS4[0], exact_name, "hit")
+    use(keeper)
+    assert send(ack) == (PASS, None, None, "-")
+    lb.set_trace(False)
+
+
+def test_established_flow_to_an_address_that_is_no_vip_passes(prog, path_lb):
+    before = counters(prog)
+    for flags in ("S", "A", "A"):
+        expect(prog, tcp(client4(3), "10.9.9.9", 1000, 80, flags=flags), PASS, "pass_no_vip")
+    assert moved(before, counters(prog)) == {"pass_no_vip": 3}
+
+
 def test_frame_above_max_pkt_size_dropped(prog, lb):
     configure(prog, lb, doc(PATH_VIPS))  # max_pkt_size: 1514 by default
     for src, dst in ((client4(1), VIP4), (client6(1), VIP6)):

@@ -23,8 +23,8 @@ from .maglev import maglev_ring
 
 STATE_FILE = "lb.json"
 #: The maps the control plane writes or reads.
-CONTROL_MAPS = ("vip_map", "vip_addrs", "reals", "ch_rings", "ctl", "server_ids", "vip_stats",
-                "real_stats", "lb_stats")
+CONTROL_MAPS = ("vip_map", "vip_tags", "vip_addrs", "reals", "ch_rings", "ctl", "server_ids",
+                "vip_stats", "real_stats", "lb_stats")
 _MASK64 = (1 << 64) - 1
 
 
@@ -219,8 +219,13 @@ class LoadBalancer:
         return self.maps["ch_rings"].values[0, start:start + L.RING_SIZE]
 
     def _write_vip(self, vip):
-        """Put a VIP (new or changed) in the maps: number, flags, address, ring."""
-        vips = self.maps["vip_map"]
+        """Put a VIP (new or changed) in the maps: number, flags, tag, address, ring.
+
+        The tag (the number, and above it a count of the VIPs that had it) goes
+        into the connection-table entries of the VIP's flows: the program skips
+        the VIP lookup of an established flow while vip_tags still holds its
+        entry's tag, so a number taken again gets a new one."""
+        vips, tags = self.maps["vip_map"], self.maps["vip_tags"]
         num = self._vip_num(vip)
         if num is None:
             used = {v["vip_num"] for _, v in vips.items()}
@@ -228,6 +233,10 @@ class LoadBalancer:
             hi, lo = address_words(vip.address)
             addrs = self.maps["vip_addrs"]
             addrs.update((hi, lo), (addrs.lookup((hi, lo)) or 0) + 1)
+            generation = int(tags.lookup(num)["tag"]) >> L.TAG_BITS
+            tag = (generation % ((1 << 32 - L.TAG_BITS) - 1) + 1) << L.TAG_BITS | num
+        else:
+            tag = int(tags.lookup(num)["tag"])
         flags = sum(L.VIP_FLAGS[f] for f in vip.flags)
         ids = self.real_ids()
         ring = maglev_ring([(self._real_id(r.address, True, ids), r.address, r.weight)
@@ -235,12 +244,15 @@ class LoadBalancer:
         current = self._ring(num)
         moved = np.flatnonzero(current != ring)
         current[moved] = ring[moved]  # only the slots that changed
-        vips.update(self._vip_key(vip), (num, flags))
+        tags.update(num, (flags | (L.F_PORT_WILDCARD if vip.port == 0 else 0), tag))
+        vips.update(self._vip_key(vip), (num, flags, tag))
 
     def _drop_vip(self, vip):
         num = self._vip_num(vip)
         if num is None:
             return
+        tags = self.maps["vip_tags"]  # first: no packet skips the lookup from here on
+        tags.update(num, (L.F_REMOVED, tags.lookup(num)["tag"]))
         self.maps["vip_map"].delete(self._vip_key(vip))
         self._ring(num)[:] = 0
         hi, lo = address_words(vip.address)

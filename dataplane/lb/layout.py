@@ -29,12 +29,18 @@ TRACE_BATCH = 1024
 V4_MAPPED = 0xFFFF00000000  # the low word of ::ffff:0.0.0.0
 
 VIP_KEY = np.dtype([("addr_hi", ">u8"), ("addr_lo", ">u8"), ("port", ">u2"), ("proto", "u1")])
-VIP_META = np.dtype([("vip_num", "<u4"), ("flags", "<u4")])
+VIP_META = np.dtype([("vip_num", "<u4"), ("flags", "<u4"), ("tag", "<u4")])
+#: vip_tags' values, by VIP number: the VIP's flags and tag. A tag is the VIP's
+#: number in its low TAG_BITS, and above them how many VIPs have had the number;
+#: connection-table entries keep the tag of the VIP that took their flow.
+VIP_TAG = np.dtype([("flags", "<u4"), ("tag", "<u4")])
+TAG_BITS = 8
+assert MAX_VIPS <= 1 << TAG_BITS
 ADDR_KEY = np.dtype([("addr_hi", ">u8"), ("addr_lo", ">u8")])
 REAL = np.dtype([("addr_hi", "<u8"), ("addr_lo", "<u8"), ("v6", "u1")])  # values: host order
 FLOW_KEY = np.dtype([("saddr_hi", ">u8"), ("saddr_lo", ">u8"), ("daddr_hi", ">u8"),
                      ("daddr_lo", ">u8"), ("sport", ">u2"), ("dport", ">u2"), ("proto", "u1")])
-CONN = np.dtype([("real", "<u4"), ("atime", "<u8")])
+CONN = np.dtype([("real", "<u4"), ("atime", "<u8"), ("vip", "<u4")])
 STAT = np.dtype([("packets", "<u8"), ("bytes", "<u8")])
 CTL = np.dtype([("gateway_mac", "<u8"), ("max_pkt_size", "<u4"), ("encap", "u1"),
                 ("trace", "u1"), ("udp_timeout_ns", "<u8"), ("max_new_conns", "<u8")])
@@ -47,6 +53,10 @@ F_HASH_NO_SRC_PORT = 1
 F_LRU_BYPASS = 2
 F_QUIC_VIP = 4
 F_HASH_DPORT_ONLY = 8
+# vip_tags' own flags (the control plane's, not a user's): a port-0 VIP, and a
+# VIP number whose VIP was removed (its tag kept, so the next one's differs).
+F_PORT_WILDCARD = 1 << 16
+F_REMOVED = 1 << 17
 VIP_FLAGS = {"hash_no_src_port": F_HASH_NO_SRC_PORT, "lru_bypass": F_LRU_BYPASS,
              "quic": F_QUIC_VIP, "hash_dport_only": F_HASH_DPORT_ONLY}
 

@@ -5,7 +5,9 @@ Per packet: short frames DROP; not IPv4/IPv6 PASS; IPv4 with options and
 fragments DROP; an ICMP/ICMPv6 echo request to a VIP gets its reply (XDP_TX);
 ICMP destination-unreachable and ICMPv6 packet-too-big / unreachable are
 balanced on the flow they quote (addresses and ports swapped back); TCP and
-UDP find their VIP ({addr, port, proto}, then port 0), else PASS; frames above
+UDP find their VIP ({addr, port, proto}, then port 0), else PASS (a packet
+of an established flow reads its connection-table entry first, and the VIP
+lookup is skipped while the VIP the entry names stands: see l4lb); frames above
 the max packet size DROP. The real: QUIC VIPs route by the server id in the
 destination connection id; otherwise the connection table (per worker, LRU,
 UDP entries expire) remembers the flow's real, unless the packet is a SYN or
@@ -45,6 +47,8 @@ lru_mapping = Map("lru_mapping", BPF_MAP_TYPE_ARRAY_OF_MAPS, key=np.uint32,
                   inner=InnerMap(BPF_MAP_TYPE_LRU_HASH, L.FLOW_KEY, L.CONN, L.CONN_TABLE_SIZE))
 fallback_conns = Map("fallback_conns", BPF_MAP_TYPE_LRU_HASH, key=L.FLOW_KEY, value=L.CONN,
                      max_entries=L.FALLBACK_TABLE_SIZE)
+vip_tags = Map("vip_tags", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=L.VIP_TAG,
+               max_entries=L.MAX_VIPS)
 server_ids = Map("server_ids", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.uint32,
                  max_entries=L.MAX_SERVER_IDS)
 ctl = Map("ctl", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=L.CTL, max_entries=1)
@@ -74,6 +78,10 @@ F_HASH_NO_SRC_PORT = L.F_HASH_NO_SRC_PORT
 F_LRU_BYPASS = L.F_LRU_BYPASS
 F_QUIC_VIP = L.F_QUIC_VIP
 F_HASH_DPORT_ONLY = L.F_HASH_DPORT_ONLY
+# the VIP an entry names is not what the lookup would find: a port-0 VIP (an exact
+# one added since wins), a removed one
+LOOK_UP_AGAIN = L.F_PORT_WILDCARD | L.F_REMOVED
+TAG_NUMBER = (1 << L.TAG_BITS) - 1
 ENCAP_GUE = L.ENCAP_GUE
 GUE_PORT = L.GUE_PORT
 CONN_NONE, CONN_HIT, CONN_MISS = L.CONN_NONE, L.CONN_HIT, L.CONN_MISS
@@ -113,18 +121,27 @@ def add_stat(stats, index, length):
 
 
 def conn_get(table, key, udp, timeout):
-    """The flow's remembered real, 0 for none (a UDP entry past its timeout is none).
-    Time is the coarse clock (milliseconds are plenty for a 30 s timeout)."""
+    """The flow's remembered real and the tag of the VIP that took it, (0, 0)
+    for none (a UDP entry past its timeout is none). Time is the coarse clock
+    (milliseconds are plenty for a 30 s timeout)."""
     c = bpf_map_lookup_elem(table, key)
     if c is None:
-        return np.uint32(0)
+        return np.uint32(0), np.uint32(0)
     if udp:
         now = bpf_ktime_get_coarse_ns()
         # both int64: numba compares int64 with uint64 as float64
         if np.int64(now) - np.int64(c.atime) > np.int64(timeout):
-            return np.uint32(0)
+            return np.uint32(0), np.uint32(0)
         c.atime = now
-    return c.real
+    return c.real, c.vip
+
+
+def conn_lookup(key, udp, timeout):
+    """conn_get in the worker's table (the shared fallback without one)."""
+    table = bpf_map_lookup_elem(lru_mapping, bpf_get_smp_processor_id())
+    if table is not None:
+        return conn_get(table, key, udp, timeout)
+    return conn_get(fallback_conns, key, udp, timeout)
 
 
 def live_real(real):
@@ -421,21 +438,37 @@ def l4lb(ctx):
     else:
         return verdict(cfg, XDP_PASS, R_PASS_NOT_L4, -1, -1, 0, CONN_NONE)
 
-    vip = bpf_map_lookup_elem(vip_map, (daddr_hi, daddr_lo, dport, proto))
-    if vip is None:
-        vip = bpf_map_lookup_elem(vip_map, (daddr_hi, daddr_lo, 0, proto))
+    udp = proto == IPPROTO_UDP
+    key = (saddr_hi, saddr_lo, daddr_hi, daddr_lo, np.uint64(sport), np.uint64(dport),
+           np.uint64(proto))
+    # An established flow's entry names the VIP that took it (its tag): while
+    # vip_tags holds that tag for an exact VIP, the lookup below would find that
+    # VIP, and is skipped (its flags are read here: a flag set since applies).
+    # Else the entry read here serves the table step below.
+    looked = not syn and not icmp_error
+    remembered, tag = np.uint32(0), np.uint32(0)
+    vnum = np.int64(-1)
+    if looked:
+        remembered, tag = conn_lookup(key, udp, cfg.udp_timeout_ns)
+        if remembered != 0:
+            known = bpf_map_lookup_elem(vip_tags, tag & TAG_NUMBER)
+            if known is not None and known.tag == tag and (known.flags & LOOK_UP_AGAIN) == 0:
+                vnum = np.int64(tag & TAG_NUMBER)
+                flags = known.flags
+    if vnum < 0:
+        vip = bpf_map_lookup_elem(vip_map, (daddr_hi, daddr_lo, dport, proto))
         if vip is None:
-            return verdict(cfg, XDP_PASS, R_PASS_NO_VIP, -1, -1, 0, CONN_NONE)
-    vnum = np.int64(vip.vip_num)
-    flags = vip.flags
+            vip = bpf_map_lookup_elem(vip_map, (daddr_hi, daddr_lo, 0, proto))
+            if vip is None:
+                return verdict(cfg, XDP_PASS, R_PASS_NO_VIP, -1, -1, 0, CONN_NONE)
+        vnum = np.int64(vip.vip_num)
+        flags = vip.flags
+        tag = vip.tag
     if n > cfg.max_pkt_size:
         return verdict(cfg, XDP_DROP, R_DROP_TOO_BIG, vnum, -1, 0, CONN_NONE)
     if inner_len < 20 or inner_len > n - l3:  # the IP length claims bytes not there
         return verdict(cfg, XDP_DROP, R_DROP_TRUNCATED, vnum, -1, 0, CONN_NONE)
 
-    udp = proto == IPPROTO_UDP
-    key = (saddr_hi, saddr_lo, daddr_hi, daddr_lo, np.uint64(sport), np.uint64(dport),
-           np.uint64(proto))
     real = np.uint32(0)
     slot = -1
     conn = CONN_NONE
@@ -449,15 +482,9 @@ def l4lb(ctx):
             conn = CONN_BYPASS
         else:
             if not syn:
-                # the worker's table, looked up where used: a handle kept from
-                # here to the update below stayed in registers and on the stack
-                # through every hit (icount: -31 instructions a packet)
-                table = bpf_map_lookup_elem(lru_mapping, bpf_get_smp_processor_id())
-                if table is not None:
-                    real = conn_get(table, key, udp, cfg.udp_timeout_ns)
-                else:
-                    real = conn_get(fallback_conns, key, udp, cfg.udp_timeout_ns)
-                real = live_real(real)
+                if not looked:
+                    remembered, _ = conn_lookup(key, udp, cfg.udp_timeout_ns)
+                real = live_real(remembered)
             conn = CONN_HIT if real != 0 else CONN_MISS
             bump(C_CONN_HIT if real != 0 else C_CONN_MISS)
     if real == 0:
@@ -472,9 +499,9 @@ def l4lb(ctx):
             if new_flow_allowed(now, cfg.max_new_conns):
                 table = bpf_map_lookup_elem(lru_mapping, bpf_get_smp_processor_id())
                 if table is not None:
-                    bpf_map_update_elem(table, key, (real, now), BPF_ANY)
+                    bpf_map_update_elem(table, key, (real, now, tag), BPF_ANY)
                 else:
-                    bpf_map_update_elem(fallback_conns, key, (real, now), BPF_ANY)
+                    bpf_map_update_elem(fallback_conns, key, (real, now, tag), BPF_ANY)
                 bump(C_NEW_CONN)
             else:
                 bump(C_FLOOD_SKIP)

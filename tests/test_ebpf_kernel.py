@@ -24,7 +24,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from dataplane.ebpf.kernel import (KernelError, KernelLoadError, KernelObject,
                                    kernel_available)
-from test_ebpf_verifier import KERNEL_LOADS, STRICT_REJECTS
+from test_ebpf_verifier import CSUM_OF_A_BOUNDED_SIZE, KERNEL_LOADS, STRICT_REJECTS
 
 ROOT = Path(__file__).resolve().parent.parent
 BPF = ROOT / "programs" / "bpf"
@@ -456,6 +456,33 @@ def test_loads_what_the_kernel_loads(case):
     assert fd is not None, fail
     os.close(fd)
     verify(insns, (), "agree", EBPF_HELPERS)
+
+
+# A helper's size known by its bounds: both refuse a bound past the buffer and
+# no bound at all, at the call.
+@needs_kernel
+@pytest.mark.parametrize("change,ours,kernel_says", [
+    (("add %r4, 60", "add %r4, 59"), "R3 packet range of 60 bytes not proven",
+     "invalid access to packet, off=0 size=60"),
+    (("ldxb %r4, [%r2+14]\n    and %r4, 60", "ldxw %r4, [%r1+12]"), "R4 unbounded memory access",
+     "R4 unbounded memory access")],
+    ids=["past the proven range", "unbounded"])
+def test_refuses_a_size_bound_as_the_kernel_does(change, ours, kernel_says):
+    from dataplane.ebpf import isa
+    from dataplane.ebpf.asm import assemble
+    from dataplane.ebpf.kernel import prog_load
+    from dataplane.ebpf.program import EBPF_HELPERS
+    from dataplane.ebpf.verifier import VerifierError, verify
+
+    text = CSUM_OF_A_BOUNDED_SIZE.replace(*change)  # (the ingress ifindex: any u32)
+    assert text != CSUM_OF_A_BOUNDED_SIZE
+    insns = assemble(text)
+    with pytest.raises(VerifierError, match=ours):
+        verify(insns, (), "size", EBPF_HELPERS)
+    fd, fail = prog_load(isa.encode(insns), "GPL", "dp_size", log_level=1)
+    if fd is not None:
+        os.close(fd)
+    assert fd is None and kernel_says in fail[1], fail
 
 
 # What strict verification rejects, the kernel rejects, for the same reason.

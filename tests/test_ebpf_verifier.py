@@ -972,6 +972,63 @@ def test_csum_diff_takes_null_only_with_size_0():
     assert check(text.replace("mov %r2, 64", "mov %r2, 0")).checks == {}
 
 
+# bpf_csum_diff over the first ``ihl * 4``-like bytes of the packet: a size
+# known only by its bounds (0 .. 60 here), checked at its largest
+CSUM_OF_A_BOUNDED_SIZE = PROLOGUE + """
+    mov %r4, %r2
+    add %r4, 60
+    jgt %r4, %r3, out
+    ldxb %r4, [%r2+14]
+    and %r4, 60
+    mov %r3, %r2
+    mov %r1, 0
+    mov %r2, 0
+    mov %r5, 0
+    call 28   # <-
+out:
+    mov %r0, 2
+    exit"""
+
+
+def test_a_size_known_by_its_bounds_is_checked_at_its_largest():
+    """The kernel passes a helper's size argument known only by its bounds
+    (check_mem_size_reg) and checks the buffer at the largest; here it was
+    refused ("not supported yet")."""
+    text = CSUM_OF_A_BOUNDED_SIZE
+    assert check(text).checks == {}
+    rejects(text.replace("add %r4, 60", "add %r4, 59"), "R3 packet range of 60 bytes not proven")
+    rejects(text.replace("and %r4, 60", "and %r4, 63"), "R3 packet range of 63 bytes not proven")
+    rejects(text.replace("ldxb %r4, [%r2+14]", "ldxw %r4, [%r1+12]").replace("and %r4, 60", ""),
+            "R4 unbounded memory access, use 'var &= const' or 'if (var < const)'")
+    # a stack buffer: 16 bytes at fp-16, a size of at most 16, then 24
+    stack = """
+        ldxw %r2, [%r1+12]
+        and %r2, SIZE
+        mov %r1, %r10
+        add %r1, -16
+        mov %r3, 0
+        mov %r4, 0
+        mov %r5, 0
+        call 28   # <-
+        mov %r0, 2
+        exit"""
+    assert check(stack.replace("SIZE", "16")).checks == {}
+    rejects(stack.replace("SIZE", "24"), "stack buffer of 24 bytes at -16 is out of the stack")
+    # what the program reads at load time still needs a constant: a record size
+    rb = [MapInfo("rb", 27, 0, 0)]
+    rejects("""
+        ldxw %r3, [%r1+12]
+        and %r3, 8
+        stdw [%r10-8], 0
+        mov %r2, %r10
+        add %r2, -8
+        lddw %r1, map_idx[0]
+        mov %r4, 0
+        call 130   # <-
+        mov %r0, 2
+        exit""", "R3 size must be a known constant", maps=rb)
+
+
 def test_pruning_keeps_the_range_of_data_reloaded_from_the_context():
     """Two paths prove 4000 and 8 bytes of data and meet where no packet
     pointer is live: the 8-byte one was pruned as covered by the other, and
@@ -1080,6 +1137,7 @@ KERNEL_LOADS = {
         mov %r0, %r3
         and %r0, 3
         exit""",
+    "a csum_diff size known by its bounds": CSUM_OF_A_BOUNDED_SIZE,
     "reads of stack never written": """
         ldxdw %r0, [%r10-8]
         ldxb %r1, [%r10-511]

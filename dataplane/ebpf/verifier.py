@@ -90,6 +90,13 @@ HELPER_REFUSED_MAP_TYPES = {1: {3, 27}, 2: {3, 12, 13, 14, 25, 27},
 #: Helpers whose memory arguments may point into the packet (the kernel's
 #: ``pkt_access`` in their bpf_func_proto); others refuse a packet pointer.
 HELPER_PKT_ACCESS = frozenset({1, 2, 3, 28})
+#: Helpers whose size argument must be a known constant here: what the call
+#: reads is taken at load time (bpf_trace_printk's format, the record size of
+#: bpf_ringbuf_output). Elsewhere a size known by its bounds passes, checked
+#: at its largest, as in the kernel.
+CONSTANT_SIZES = frozenset({6, 130})
+#: The kernel's BPF_MAX_VAR_SIZ: a size bound at or above it is "unbounded".
+MAX_VAR_SIZE = 1 << 29
 #: Helpers after which every packet pointer is stale (clear_all_pkt_pointers).
 MOVES_PACKET = frozenset({44, 54, 65})
 
@@ -1449,14 +1456,20 @@ class Verifier:
                         self.fail(pc, f"{name}: R{r} NULL with R{r + 1} not 0: "
                                       f"type={_name(t)} expected=pointer to memory")
                     continue
-                if not is_const(size_t):
+                if size_t[0] != "S":
+                    self.fail(pc, f"{name}: R{r + 1} type={_name(size_t)} expected=scalar")
+                if not is_const(size_t) and (hid in CONSTANT_SIZES or kind == "wmem"):
                     self.fail(pc, f"{name}: R{r + 1} size must be a known constant (a size "
                                   "known only by its bounds is not supported yet)")
+                if size_t[2] >= MAX_VAR_SIZE:  # (the kernel's check_mem_size_reg)
+                    self.fail(pc, f"{name}: R{r + 1} unbounded memory access, use 'var &= "
+                                  "const' or 'if (var < const)'")
                 if hid in (189, 190) and size_t[1] == 0:
                     self.fail(pc, f"{name}: R{r + 1} invalid zero-sized read")
                 if kind == "wmem":
                     written.append((t, size_t[1]))
-                self.check_mem_arg(pc, st, r, t, size_t[1], name, kind == "wmem")
+                # a size known by its bounds: the buffer must hold the largest
+                self.check_mem_arg(pc, st, r, t, size_t[2], name, kind == "wmem")
                 if hid == 6:
                     self.trace_format(pc, st, t, size_t[1])
                 elif hid == 130:

@@ -765,6 +765,11 @@ class RingBuf(Map):
     records and zeroes both counters. Element operations (lookup, update,
     delete, dump) fail with -ENOTSUPP, as in the kernel.
 
+    A raw value (``value="V64"``: bytes, no fields) makes a ring of records of
+    any size up to that many bytes, as an eBPF object's ring that takes events
+    of several structs: ``read()`` and ``peek()`` give each record's bytes (a
+    list), ``to_json()`` their hex.
+
     Storage (one buffer, so ``--pin`` shares it and another process can drain
     it): an int64 header of 16 words (RB_*: consumer position, then on its own
     cache line the producer position and the counters) and the ring's bytes.
@@ -794,7 +799,10 @@ class RingBuf(Map):
             raise MapError(name, f"ringbuf maps have no key: give key=None (the kernel "
                                  f"requires key_size 0), not {key!r}")
         self.value_dtype = np.dtype(value)
-        _field_list(self.value_dtype, "value", name)
+        #: records of any size up to the value's (a raw ``V<n>`` value): bytes
+        self.variable = self.value_dtype.kind == "V" and self.value_dtype.names is None
+        if not self.variable:
+            _field_list(self.value_dtype, "value", name)
         if self.value_dtype.itemsize == 0:
             raise MapError(name, "a ringbuf record needs at least one field")
         try:
@@ -838,6 +846,8 @@ class RingBuf(Map):
 
     # -- reading ------------------------------------------------------------
     def _records(self, max_records, drain):
+        if self.variable:
+            return self._variable_records(max_records, drain)
         hdr = self.hdr
         cons, prod = int(hdr[RB_CONSUMER]), int(hdr[RB_PRODUCER])
         rec, size = self.record_bytes, self.value_dtype.itemsize
@@ -872,9 +882,36 @@ class RingBuf(Map):
             hdr[RB_CONSUMER] = cons + n * rec
         return out
 
+    def _variable_records(self, max_records, drain):
+        """The records of a raw ring, walked by their headers as libbpf does:
+        [bytes], oldest first, discarded ones skipped, up to a busy one."""
+        hdr, size = self.hdr, self.max_entries
+        ring = self.ring.view(np.uint8)
+        cons, prod = int(hdr[RB_CONSUMER]), int(hdr[RB_PRODUCER])
+        if cons & 7 or not 0 <= prod - cons <= size:
+            raise MapError(self.name, f"corrupt ring: consumer at {cons}, producer at {prod}")
+        limit = None if max_records is None else max(0, int(max_records))
+        out, pos = [], cons
+        while pos < prod and (limit is None or len(out) < limit):
+            head = int(self.ring[(pos >> 3) & (self.ring.size - 1)]) & 0xFFFFFFFF
+            if head & BPF_RINGBUF_BUSY_BIT:
+                break
+            length = head & ~BPF_RINGBUF_DISCARD_BIT
+            step = 8 + (length + 7) // 8 * 8
+            if length == 0 or length > self.value_dtype.itemsize or pos + step > prod:
+                raise MapError(self.name, f"corrupt ring: record at {pos} has header {head:#x}")
+            if not head & BPF_RINGBUF_DISCARD_BIT:
+                at = (pos + 8 + np.arange(length)) & (size - 1)
+                out.append(ring[at].tobytes())
+            pos += step
+        if drain:
+            hdr[RB_CONSUMER] = pos
+        return out
+
     def read(self, max_records=None):
         """Drain the pending records (at most ``max_records``): a numpy array of the
-        value dtype, oldest first. Their room is free for the program again."""
+        value dtype, oldest first (a raw ring: a list of bytes). Their room is free
+        for the program again."""
         return self._records(max_records, True)
 
     def poll(self, max_records=None):
@@ -899,11 +936,17 @@ class RingBuf(Map):
         return int(self.hdr[RB_WRITTEN])
 
     def items(self):
-        """The pending records decoded (dicts for structured values), not drained."""
+        """The pending records decoded (dicts for structured values, bytes from a
+        raw ring), not drained."""
+        if self.variable:
+            return self.peek()
         return [_to_python(self.value_dtype, r) for r in self.peek()]
 
     def to_json(self):
-        """The pending records as JSON values (what ``--dump-maps -j`` prints)."""
+        """The pending records as JSON values (what ``--dump-maps -j`` prints; a raw
+        ring's records as hex)."""
+        if self.variable:
+            return [r.hex() for r in self.peek()]
         return self.items()
 
     def clear(self):

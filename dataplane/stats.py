@@ -190,7 +190,7 @@ def format_maps(maps):
     lines = []
     for name, m in maps.items():
         if getattr(m, "is_ringbuf", False):
-            records = m.items()
+            records = m.to_json()  # (a raw ring's records as hex)
             lines.append(f"map {name}: ringbuf, {_n(len(records))} records pending, "
                          f"{_n(m.dropped)} dropped, {_n(m.max_entries)} bytes")
             lines.extend(f"  value: {json.dumps(v)}" for v in records)

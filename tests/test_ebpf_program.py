@@ -1404,6 +1404,40 @@ char _license[] SEC("license") = "GPL";
 """
 
 
+def ring_run(obj, sent, drain_each, pin=None):
+    """(verdicts, records' bytes) of ``sent`` through ``obj``, its ring "events"
+    drained after each packet or once at the end (then, with ``pin``, from a
+    pinned copy of the ring)."""
+    from dataplane.pin import open_pinned
+    prog = load_program(obj, pin=pin)
+    ring = prog.maps["events"]
+    ring.clear()
+    prog.maps["bss"].clear()  # seq
+    verdicts, records = [], []
+
+    def drain(r):
+        return [x if isinstance(x, bytes) else x.tobytes() for x in r.read()]
+    for f in sent:
+        verdicts.append(int(prog.test_run(f).action))
+        if drain_each:
+            records += drain(ring)
+    records += drain(open_pinned(pin, "events") if pin else ring)
+    assert ring.written == len(records)
+    return verdicts, records
+
+
+def kernel_ring_run(obj, name, sent, drain_each):
+    """ring_run on the kernel: its ring read as libbpf reads one."""
+    with kernel.KernelObject(obj) as k:
+        verdicts, records = [], []
+        for f in sent:
+            verdicts.append(k.test_run(name, f)[0])
+            if drain_each:
+                records += k.ring_read("events")
+        records += k.ring_read("events")
+    return verdicts, records
+
+
 def test_ringbuf_reserve_submit_discard_like_the_kernel(tmp_path):
     """bpf_ringbuf_reserve, then submit or discard: the same verdicts and the
     same records (their bytes) as the kernel's ring, read as libbpf does, drained
@@ -1414,37 +1448,15 @@ def test_ringbuf_reserve_submit_discard_like_the_kernel(tmp_path):
     arp = sum(f[12:14] == b"\x08\x06" for f in sent)
     assert 0 < arp < len(sent) // 4
 
-    def ours(drain_each):
-        prog = load_program(obj)
-        ring = prog.maps["events"]
-        ring.clear()
-        prog.maps["bss"].clear()  # seq
-        verdicts, records = [], []
-        for f in sent:
-            verdicts.append(int(prog.test_run(f).action))
-            if drain_each:
-                records += [r.tobytes() for r in ring.read()]
-        records += [r.tobytes() for r in ring.read()]
-        assert ring.written == len(records)
-        return verdicts, records
-
-    drained, full = ours(True), ours(False)
+    drained, full = ring_run(obj, sent, True), ring_run(obj, sent, False)
     assert drained[0].count(int(XdpAction.XDP_PASS)) == len(drained[1]) == len(sent) - arp
     kept = [(i + 1, f) for i, f in enumerate(sent) if f[12:14] != b"\x08\x06"]
     assert [(int.from_bytes(r[20:24], "little"), r[14:20], r[24:36]) for r in drained[1]] == \
         [(seq, f[6:12], f[14:26]) for seq, f in kept]
     assert int(XdpAction.XDP_DROP) in full[0]  # 4096 bytes hold 85 records
     require_kernel()
-    for drain_each, (verdicts, records) in ((True, drained), (False, full)):
-        with kernel.KernelObject(obj) as k:
-            theirs, kept = [], []
-            for f in sent:
-                theirs.append(k.test_run("ring_reserve", f)[0])
-                if drain_each:
-                    kept += k.ring_read("events")
-            kept += k.ring_read("events")
-        assert theirs == verdicts
-        assert kept == records
+    assert kernel_ring_run(obj, "ring_reserve", sent, True) == drained
+    assert kernel_ring_run(obj, "ring_reserve", sent, False) == full
 
 
 BYTE_ARRAYS = r"""
@@ -1710,3 +1722,100 @@ def test_csum_diff_of_sizes_known_by_their_bounds_like_the_kernel(tmp_path):
     with kernel.KernelObject(obj) as k:
         assert [k.test_run("csum_options", f)[0] for f in sent] == ours
         assert k.map_items("sums") == [(bytes(4), prog.maps["sums"].values[0, 0].tobytes())]
+
+
+RING_MIXED = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+/* three record sizes in one ring of 4096 bytes: 12 (output), 37 and 56
+ * (reserved), so records of every size run across the ring's end */
+struct small { __u32 seq; __u16 proto; __u8 mac[6]; };
+struct odd { __u32 seq; __u8 bytes[33]; };
+struct big { __u64 first; __u32 seq; __u32 len; __u8 head[40]; };
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} events SEC(".maps");
+__u32 seq;
+SEC("xdp")
+int ring_mixed(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	if (data + 54 > end)
+		return XDP_ABORTED;
+	__u8 kind = ((__u8 *)data)[11] % 3;
+	__u32 n = ++seq;
+	if (kind == 0) {
+		struct small s = { .seq = n, .proto = *(__u16 *)(data + 12) };
+		__builtin_memcpy(s.mac, data + 6, 6);
+		return bpf_ringbuf_output(&events, &s, sizeof(s), 0) ? XDP_DROP : XDP_PASS;
+	}
+	if (kind == 1) {
+		struct odd *o = bpf_ringbuf_reserve(&events, sizeof(*o), 0);
+		if (!o)
+			return XDP_DROP;
+		__builtin_memset(o, 0, sizeof(*o));
+		o->seq = n;
+		__builtin_memcpy(o->bytes, data + 14, 33);
+		if (((__u8 *)data)[5] & 1) {
+			bpf_ringbuf_discard(o, 0);
+			return XDP_TX;
+		}
+		bpf_ringbuf_submit(o, 0);
+		return XDP_PASS;
+	}
+	struct big *b = bpf_ringbuf_reserve(&events, sizeof(*b), 0);
+	if (!b)
+		return XDP_DROP;
+	b->first = *(__u64 *)data;
+	b->seq = n;
+	b->len = end - data;
+	__builtin_memcpy(b->head, data + 14, 40);
+	bpf_ringbuf_submit(b, 0);
+	return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_ringbuf_records_of_several_sizes_like_the_kernel(tmp_path):
+    """One ring, records of three sizes: bpf_ringbuf_output of 12 bytes, reserve
+    and submit (or discard) of 40 and 56, in a ring of 4096 bytes that each size
+    runs across. Read by their headers (a raw ring: bytes), drained after each
+    packet and left to fill: the same verdicts and records as the kernel's ring
+    read as libbpf does; and what each frame put there. A pinned copy of the
+    ring reads the same (the records' layout is in its spec)."""
+    obj = c_object(tmp_path, "ring_mixed", RING_MIXED)
+    sent = [f for f in frames(400) if len(f) >= 54]
+
+    def expected(seq, f):
+        kind = f[11] % 3
+        if kind == 0:
+            return seq.to_bytes(4, "little") + f[12:14] + f[6:12]
+        if kind == 1:
+            return None if f[5] & 1 else seq.to_bytes(4, "little") + f[14:47] + bytes(3)
+        return f[:8] + seq.to_bytes(4, "little") + len(f).to_bytes(4, "little") + f[14:54]
+
+    drained, full = ring_run(obj, sent, True), ring_run(obj, sent, False, tmp_path / "pin")
+    want = [e for e in (expected(i + 1, f) for i, f in enumerate(sent)) if e is not None]
+    assert drained[1] == want and {len(r) for r in want} == {12, 40, 56}
+    assert int(XdpAction.XDP_DROP) in full[0] and full[1] == want[:len(full[1])]
+    require_kernel()
+    assert kernel_ring_run(obj, "ring_mixed", sent, True) == drained
+    assert kernel_ring_run(obj, "ring_mixed", sent, False) == full
+
+
+def test_a_ring_of_several_record_sizes_dumps_each_record_as_hex(tmp_path, capsys):
+    import json
+    obj = c_object(tmp_path, "ring_mixed", RING_MIXED)
+    args = ["replay", "-r", str(SMALL), "-p", str(obj), "-c", "6", "--dump-maps", "events"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("map events: ringbuf"))
+    records = [json.loads(line.split("value: ", 1)[1]) for line in lines[head + 1:]
+               if line.startswith("  value: ")]
+    assert main(args + ["-j"]) == 0
+    # (the ring lives on in this process: the second run's records follow the first's)
+    assert json.loads(capsys.readouterr().out)["maps"]["events"][:len(records)] == records
+    sizes = sorted({len(bytes.fromhex(r)) for r in records})
+    assert records and set(sizes) <= {12, 40, 56} and len(sizes) > 1

@@ -256,7 +256,7 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
             lines += _map_of_maps(m, n, index, rows, mapdefs, btf)
             continue
         if m.type == BPF_MAP_TYPE_RINGBUF:
-            record = _dtype_text(bytes_dtype(_record_size(m, records.get(index))))
+            record = _dtype_text(_record_dtype(m, records.get(index)))
             lines.append(f"{n} = Map({n!r}, {m.type}, key=None, value=np.dtype({record}), "
                          f"max_entries={m.max_entries})")
             continue
@@ -356,23 +356,21 @@ def _map_of_maps(m, n, index, rows, mapdefs, btf):
     return lines
 
 
-def _record_size(m, sizes):
-    """The record size of a ring buffer: the one size its bpf_ringbuf_output
-    calls write (RingBuf keeps records of one dtype)."""
-    if not sizes:
-        return 8
+def _record_dtype(m, sizes):
+    """The record dtype of a ring buffer: of the one size its programs write
+    (bpf_ringbuf_output, bpf_ringbuf_reserve), or raw bytes up to the largest
+    of several sizes (RingBuf reads those by their headers)."""
+    sizes = sizes or {8}
+    for size in sorted(sizes):
+        # a record (8-byte header, padded to 8) fits when the ring keeps 8 bytes free
+        if size == 0 or 8 + (size + 7) // 8 * 8 > m.max_entries - 8:
+            raise ProgramError(f"map '{m.name}': records of {size} bytes, "
+                               f"{'empty' if size == 0 else 'larger than the ring'}: "
+                               "not supported yet (the kernel "
+                               f"{'writes empty records' if size == 0 else 'fails each call'})")
     if len(sizes) > 1:
-        raise ProgramError(f"map '{m.name}': bpf_ringbuf_output writes records of "
-                           f"{' and '.join(map(str, sorted(sizes)))} bytes; records of "
-                           "different sizes in one ring are not supported yet")
-    size = next(iter(sizes))
-    # a record (8-byte header, padded to 8) fits when the ring keeps 8 bytes free
-    if size == 0 or 8 + (size + 7) // 8 * 8 > m.max_entries - 8:
-        raise ProgramError(f"map '{m.name}': bpf_ringbuf_output writes records of {size} "
-                           f"bytes, {'empty' if size == 0 else 'larger than the ring'}: "
-                           "not supported yet (the kernel "
-                           f"{'writes empty records' if size == 0 else 'fails each call'})")
-    return size
+        return np.dtype(f"V{max(sizes)}")
+    return bytes_dtype(next(iter(sizes)))
 
 
 def _dtype_text(dt):

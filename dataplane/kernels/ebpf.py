@@ -18,15 +18,16 @@ from numba.extending import intrinsic, overload
 from .. import config
 from . import htab, lpm
 from .htab import H_LOCK
-from .memory import load_acquire, spin_lock, spin_unlock, store_release
+from .memory import spin_lock, spin_unlock, store_release
 from .context import ctx_address, ctx_bounds
 from .csum import _diff as _diff_kernel
 from ..helpers import bpf_redirect
 from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, array_update_error,
                       bpf_redirect_map, bpf_tail_call, lpm_entry, seed_of)
-from .ringbuf import _ring_spec, ringbuf_write
-from ..maps import (BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, RB_AUX, RB_CONSUMER,
-                    RB_DROPPED, RB_LOCK, RB_PRODUCER, RB_WRITTEN)
+from .ringbuf import (_FLAGS as RB_FLAGS, EAGAIN, EINVAL, _ring_spec, ringbuf_claim,
+                      ringbuf_publish, ringbuf_write)
+from ..maps import (BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, RB_AUX, RB_LOCK,
+                    RB_PRODUCER, RB_WRITTEN)
 from .trace import trace_printk
 from .xdp import (bpf_get_prandom_u32, bpf_get_smp_processor_id, bpf_ktime_get_coarse_ns,
                   bpf_ktime_get_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_meta,
@@ -417,11 +418,37 @@ def ringbuf_output(rb, data, size, flags):
     """bpf_ringbuf_output by address: one record of the ring's record size."""
 
 
+@njit(**config.INLINE_JIT)
+def ringbuf_write_raw(hdr, ring, data, size, flags):
+    """bpf_ringbuf_output of ``size`` bytes at address ``data`` into a ring of
+    raw records (records of several sizes): 0, -EAGAIN or -EINVAL. The bytes
+    past the last whole word are read one by one (never past the buffer)."""
+    if np.int64(flags) & ~np.int64(RB_FLAGS):
+        return np.int64(-EINVAL)
+    whole = size >> 3
+    nbytes = 8 * (((size + 7) >> 3) + 1)
+    prod = ringbuf_claim(hdr, ring, nbytes)
+    if prod < 0:
+        return np.int64(-EAGAIN)
+    wmask, w = np.int64(ring.size - 1), prod >> 3
+    for k in range(whole):
+        ring[(w + 1 + k) & wmask] = peek8(data + 8 * k)
+    if size & 7:
+        last = np.uint64(0)
+        for b in range(size & 7):
+            last |= np.uint64(peek1(data + 8 * whole + b)) << np.uint64(8 * b)
+        ring[(w + 1 + whole) & wmask] = last
+    return ringbuf_publish(hdr, ring, prod, nbytes, np.uint64(size))
+
+
 @overload(ringbuf_output)
 def _ringbuf_output(rb, data, size, flags):
     spec = _ring_spec(rb)
     if spec is None:
         return None
+    if spec.variable:  # records of several sizes: each call's own
+        return lambda rb, data, size, flags: ringbuf_write_raw(rb.hdr, rb.ring, data,
+                                                               np.int64(size), flags)
     nbytes = spec.value_dtype.itemsize
     read, head = key_reader(nbytes), np.uint64(nbytes)
 
@@ -448,12 +475,8 @@ def ringbuf_reserve(hdr, ring, head, nwords, flags, scratch):
         return np.int64(0)
     nbytes = np.int64(8 * (nwords + 1))
     wmask = np.int64(ring.size - 1)
-    spin_lock(hdr, RB_LOCK)
-    cons = load_acquire(hdr, RB_CONSUMER)
-    prod = hdr[RB_PRODUCER]
-    if prod + nbytes - cons > 8 * wmask + 7:
-        hdr[RB_DROPPED] += 1
-        spin_unlock(hdr, RB_LOCK)
+    prod = ringbuf_claim(hdr, ring, nbytes)
+    if prod < 0:
         return np.int64(0)
     w = prod >> 3
     ring[w & wmask] = head | np.uint64(BPF_RINGBUF_BUSY_BIT)
@@ -490,9 +513,13 @@ def ringbuf_commit(hdr, ring, head, nwords, data, discard, scratch):
 
 
 def _record_words(rb):
+    """(words, header word) of the ring's records, or "variable" (raw records:
+    each call's size)."""
     spec = _ring_spec(rb)
     if spec is None:
         return None
+    if spec.variable:
+        return "variable"
     size = spec.value_dtype.itemsize
     return (size + 7) // 8, np.uint64(size)
 
@@ -507,6 +534,11 @@ def _ringbuf_reserve_in(rb, size, flags, scratch):
     words = _record_words(rb)
     if words is None:
         return None
+    if words == "variable":
+        def impl(rb, size, flags, scratch):
+            n = np.int64(size)
+            return ringbuf_reserve(rb.hdr, rb.ring, np.uint64(n), (n + 7) >> 3, flags, scratch)
+        return impl
     nwords, head = words
 
     def impl(rb, size, flags, scratch):
@@ -522,11 +554,26 @@ def ringbuf_commit_in(rb, data, discard, scratch):
     """bpf_ringbuf_submit (discard 0) / bpf_ringbuf_discard on a ring handle."""
 
 
+@njit(**config.INLINE_JIT)
+def reserved_head(hdr, ring, data, scratch):
+    """The header word of the record reserved at ``data`` (its length: a ring of
+    raw records), busy bit cleared."""
+    w = hdr[RB_AUX] if data == scratch else ((data - array_address(ring)) >> 3) - 1
+    return ring[w & (ring.size - 1)] & np.uint64(0xFFFFFFFF & ~BPF_RINGBUF_BUSY_BIT)
+
+
 @overload(ringbuf_commit_in)
 def _ringbuf_commit_in(rb, data, discard, scratch):
     words = _record_words(rb)
     if words is None:
         return None
+    if words == "variable":
+        def impl(rb, data, discard, scratch):
+            head = reserved_head(rb.hdr, rb.ring, data, scratch)
+            ringbuf_commit(rb.hdr, rb.ring, head, (np.int64(head) + 7) >> 3, data, discard,
+                           scratch)
+            return np.int64(0)
+        return impl
     nwords, head = words
 
     def impl(rb, data, discard, scratch):

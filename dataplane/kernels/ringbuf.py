@@ -45,30 +45,46 @@ def bpf_ringbuf_output(ringbuf, data, flags):
 
 
 @njit(**config.INLINE_JIT)
+def ringbuf_claim(hdr, ring, nbytes):
+    """Take the ring's lock and room for ``nbytes``: the producer position, or -1
+    (no room: counted in RB_DROPPED, the lock given back)."""
+    spin_lock(hdr, RB_LOCK)
+    cons = load_acquire(hdr, RB_CONSUMER)
+    prod = hdr[RB_PRODUCER]
+    if prod + nbytes - cons > 8 * ring.size - 1:  # the kernel's "new_prod - cons > mask"
+        hdr[RB_DROPPED] += 1
+        spin_unlock(hdr, RB_LOCK)
+        return np.int64(-1)
+    return prod
+
+
+@njit(**config.INLINE_JIT)
+def ringbuf_publish(hdr, ring, prod, nbytes, head):
+    """Write a claimed record's header word and publish it (a release store after
+    its data), then give the lock back."""
+    ring[(prod >> 3) & (ring.size - 1)] = head
+    hdr[RB_WRITTEN] += 1
+    store_release(hdr, RB_PRODUCER, prod + nbytes)
+    spin_unlock(hdr, RB_LOCK)
+    return np.int64(0)
+
+
+@njit(**config.INLINE_JIT)
 def ringbuf_write(hdr, ring, head, words, flags):
     """Append one record (header word ``head``, then ``words``) to the ring
     ``hdr`` (int64 positions) / ``ring`` (uint64 words): 0, -EAGAIN or -EINVAL."""
     if np.int64(flags) & ~np.int64(_FLAGS):
         return np.int64(-EINVAL)
     nbytes = np.int64(8 * (len(words) + 1))
-    wmask = np.int64(ring.size - 1)
-    spin_lock(hdr, RB_LOCK)
-    cons = load_acquire(hdr, RB_CONSUMER)
-    prod = hdr[RB_PRODUCER]
-    if prod + nbytes - cons > 8 * wmask + 7:  # the kernel's "new_prod - cons > mask"
-        hdr[RB_DROPPED] += 1
-        spin_unlock(hdr, RB_LOCK)
+    prod = ringbuf_claim(hdr, ring, nbytes)
+    if prod < 0:
         return np.int64(-EAGAIN)
-    w = prod >> 3
+    wmask, w = np.int64(ring.size - 1), prod >> 3
     k = np.int64(1)
     for x in words:
         ring[(w + k) & wmask] = x
         k += 1
-    ring[w & wmask] = head
-    hdr[RB_WRITTEN] += 1
-    store_release(hdr, RB_PRODUCER, prod + nbytes)
-    spin_unlock(hdr, RB_LOCK)
-    return np.int64(0)
+    return ringbuf_publish(hdr, ring, prod, nbytes, head)
 
 
 def _ring_spec(rb):
@@ -86,6 +102,9 @@ def _output(rb, data, flags):
         return None
     dtype = spec.value_dtype
     names = dtype.names
+    if spec.variable:
+        raise ProgramError(f"map '{spec.name}': a ring of raw records ({dtype}) takes them "
+                           "from eBPF objects only: give it a record dtype")
     if names is None:
         ok = _is_int(data)
         want = f"an int ({dtype})"

@@ -74,14 +74,17 @@ def xdp(fn=None, *, name=None, prefetch=None):
 
 class TestRun(tuple):
     """``(action, output_bytes)`` of Program.test_run, plus ``.redirect`` (the
-    target ifindex of a redirect to one device, else 0) and ``.targets`` (the
-    devices the frame goes out of: the one, or a broadcast's, or none)."""
+    target ifindex of a redirect to one device, else 0), ``.targets`` (the
+    devices the frame goes out of: the one, or a broadcast's, or none) and
+    ``.meta``: the metadata left in front of the frame (bpf_xdp_adjust_meta),
+    which the kernel's BPF_PROG_TEST_RUN gives as the start of its output
+    (``meta + data`` is the kernel's data_out)."""
 
     __test__ = False  # not a pytest class
 
-    def __new__(cls, action, data, redirect, targets=()):
+    def __new__(cls, action, data, redirect, targets=(), meta=b""):
         self = super().__new__(cls, (action, data))
-        self.redirect, self.targets = redirect, targets
+        self.redirect, self.targets, self.meta = redirect, targets, meta
         return self
 
     action = property(lambda self: self[0])
@@ -282,7 +285,7 @@ class Program:
         if action == XdpAction.XDP_REDIRECT:
             targets = tuple(t for t, _ in redirect_groups(b, np.zeros(1, np.int64), b.maps))
             redirect = int(b.redirect[0]) if b.redirect[0] < BROADCAST else 0
-        return TestRun(action, b.packet(0), redirect, targets)
+        return TestRun(action, b.packet(0), redirect, targets, b.metadata(0))
 
     def __repr__(self):
         mode = "" if self.checked else ", unchecked"

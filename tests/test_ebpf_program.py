@@ -1819,3 +1819,53 @@ def test_a_ring_of_several_record_sizes_dumps_each_record_as_hex(tmp_path, capsy
     assert json.loads(capsys.readouterr().out)["maps"]["events"][:len(records)] == records
     sizes = sorted({len(bytes.fromhex(r)) for r in records})
     assert records and set(sizes) <= {12, 40, 56} and len(sizes) > 1
+
+
+XDP_META = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("xdp")
+int xdp_meta(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	if (data + 14 > end)
+		return XDP_ABORTED;
+	__u8 kind = ((__u8 *)data)[5] & 3;	/* 0: no metadata; else 4, 8 or 12 bytes */
+	if (kind == 0)
+		return XDP_PASS;
+	if (bpf_xdp_adjust_meta(ctx, -(int)(4 * kind)))
+		return XDP_DROP;
+	__u32 *meta = (void *)(long)ctx->data_meta;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if ((void *)(meta + 1) > data)
+		return XDP_DROP;
+	meta[0] = (__u32)(end - data) | (kind << 24);
+	if (kind > 1 && (void *)(meta + 2) <= data)
+		meta[1] = 0xfeedbeef;
+	if (kind == 3 && (void *)(meta + 3) <= data)
+		meta[2] = ~meta[0];
+	return kind == 3 ? XDP_TX : XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_metadata_left_in_front_of_the_frame_like_the_kernel(tmp_path):
+    """bpf_xdp_adjust_meta, then words written there: Program.test_run gives them
+    as ``.meta``, and ``meta + data`` is the kernel's BPF_PROG_TEST_RUN output
+    (which starts at data_meta); before, the metadata was not in the result."""
+    obj = c_object(tmp_path, "xdp_meta", XDP_META)
+    prog = load_program(obj)
+    sent = [f for f in frames(200) if len(f) >= 14]
+    ours = [prog.test_run(f) for f in sent]
+    for f, r in zip(sent, ours):
+        kind = f[5] & 3
+        words = [int.from_bytes(r.meta[i:i + 4], "little") for i in range(0, len(r.meta), 4)]
+        want = [len(f) | kind << 24, 0xFEEDBEEF, ~(len(f) | kind << 24) & 0xFFFFFFFF][:kind]
+        assert (r.data, words) == (f, want)
+    assert {len(r.meta) for r in ours} == {0, 4, 8, 12}
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        assert [k.test_run("xdp_meta", f)[:2] for f in sent] == \
+            [(int(r.action), r.meta + r.data) for r in ours]

@@ -150,5 +150,11 @@ class PacketBatch:
             raise IndexError(f"packet {i} not in batch of {self.count}")
         return self.buf[self.data[i]:self.data_end[i]].tobytes()
 
+    def metadata(self, i):
+        """The metadata in front of packet ``i`` (bpf_xdp_adjust_meta's; b"" for none)."""
+        if not 0 <= i < self.count:
+            raise IndexError(f"packet {i} not in batch of {self.count}")
+        return self.buf[self.data_meta[i]:self.data[i]].tobytes()
+
     def __len__(self):
         return self.count

@@ -6,6 +6,7 @@ root and bpf() are there), and dpkt for encapsulated output.
 """
 
 import os
+import random
 import re
 from pathlib import Path
 
@@ -1869,3 +1870,63 @@ def test_metadata_left_in_front_of_the_frame_like_the_kernel(tmp_path):
     with kernel.KernelObject(obj) as k:
         assert [k.test_run("xdp_meta", f)[:2] for f in sent] == \
             [(int(r.action), r.meta + r.data) for r in ours]
+
+
+# One store reached with a fixed stack offset and with a variable one (below
+# the asm barrier), and a subprogram writing its caller's buffer at a bounded
+# variable offset; the program checks the bytes it wrote: PASS when right.
+STACK_PATHS = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+/* a subprogram writes its caller's buffer at a bounded variable offset */
+static __attribute__((noinline)) int poke(__u8 *buf, __u32 x)
+{
+	buf[x & 7] += 2;
+	return 0;
+}
+SEC("xdp")
+int stack_paths(struct xdp_md *ctx)
+{
+	__u8 *p = (void *)(long)ctx->data, *end = (void *)(long)ctx->data_end;
+	if (p + 2 > end)
+		return XDP_ABORTED;
+	__u8 buf[16] = {};
+	__u8 *q = buf + 3;
+	__u32 x = p[0] & 7;
+	if (x) {	/* one store, reached with a fixed offset and a variable one */
+		q += x;
+		asm volatile("" : "+r"(q));
+	}
+	*q = 1;
+	poke(buf, p[1]);
+	__u64 lo = *(__u64 *)buf, hi = *(__u64 *)(buf + 8), wlo = 0, whi = 0;
+	__u32 at = 3 + (p[0] & 7);
+	if (at < 8)
+		wlo = 1ULL << 8 * at;
+	else
+		whi = 1ULL << 8 * (at - 8);
+	wlo += 2ULL << 8 * (p[1] & 7);
+	return lo == wlo && hi == whi ? XDP_PASS : XDP_DROP;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+@pytest.mark.parametrize("callee", [False, True], ids=["one store, two paths", "callee"])
+def test_variable_stack_offsets_land_where_they_point(tmp_path, callee):
+    """Found by the second differential campaign. A store reached both with a
+    fixed stack offset and a variable one was compiled to the fixed slot on
+    every path (DROP where the kernel PASSes); a callee writing its caller's
+    buffer at a variable offset was checked against its own frame, and every
+    packet ended XDP_ABORTED."""
+    source = STACK_PATHS if callee else STACK_PATHS.replace("\tpoke(buf, p[1]);\n", "") \
+        .replace("\twlo += 2ULL << 8 * (p[1] & 7);\n", "")
+    assert ("poke(buf" in source) == callee
+    obj = c_object(tmp_path, "stack_paths", source)
+    rnd = random.Random(7)
+    sent = [bytes(rnd.randrange(256) for _ in range(20)) for _ in range(200)]
+    prog = load_program(obj)
+    assert {int(prog.test_run(f).action) for f in sent} == {int(XdpAction.XDP_PASS)}
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        assert {k.test_run("stack_paths", f)[0] for f in sent} == {int(XdpAction.XDP_PASS)}

@@ -93,9 +93,11 @@ class Target:
 
 
 class _Frame:
-    """One activation of a (sub)program: its registers and stack."""
+    """One activation of a (sub)program: its registers and stack, and the
+    frame of its caller (None for the program's own)."""
 
-    def __init__(self, builder, depth):
+    def __init__(self, builder, depth, caller=None):
+        self.caller = caller
         # allocas in the entry block (before its branch): LLVM promotes them
         with builder.goto_entry_block():
             self.regs = [builder.alloca(I64, name=f"r{i}_{depth}") for i in range(11)]
@@ -164,14 +166,14 @@ class _Emitter:
             phi.add_incoming(v, blk)
         return phi
 
-    def emit_function(self, start, args, done, depth):
+    def emit_function(self, start, args, done, depth, caller=None):
         """Emit the (sub)program at ``start``; returns [(r0, block)] of its exits,
         each ending with a branch to ``done``."""
         if depth > isa.MAX_CALL_DEPTH:
             raise JitError(f"insn {start}: call depth over {isa.MAX_CALL_DEPTH}")
         end = self.funcs[start]
         self.check_no_fall_off(start, end)
-        frame = _Frame(self.b, depth)
+        frame = _Frame(self.b, depth, caller)
         for i, v in enumerate(args):
             if v is not None:
                 self.put(frame, i + 1, v)
@@ -306,14 +308,19 @@ class _Emitter:
             self.jmp(frame, pc, insn, blocks, exits, done, depth)
 
     def checked(self, pc, addr, size, write):
-        if getattr(self.t, "checks", {}).get(pc) == "stack":  # a variable offset: this frame
-            # addr <= base + 512 - size, not addr + size <= base + 512: near
-            # 2**64 the sum wraps round and passes (an address made of a
-            # leaked pointer: 0 - base - 4 + base)
-            base = self.b.ptrtoint(self.b.gep(self.frame.stack, [I32(0), I32(0)]), I64)
-            last = self.b.add(base, I64(isa.STACK_SIZE - size))
-            ok = self.b.and_(self.b.icmp_unsigned(">=", addr, base),
-                             self.b.icmp_unsigned("<=", addr, last))
+        if getattr(self.t, "checks", {}).get(pc) == "stack":
+            # a variable offset: inside a frame of the call chain (a callee may
+            # write its caller's buffer). addr <= base + 512 - size, not addr +
+            # size <= base + 512: near 2**64 the sum wraps round and passes (an
+            # address made of a leaked pointer: 0 - base - 4 + base)
+            ok, frame = None, self.frame
+            while frame is not None:
+                base = self.b.ptrtoint(self.b.gep(frame.stack, [I32(0), I32(0)]), I64)
+                last = self.b.add(base, I64(isa.STACK_SIZE - size))
+                inside = self.b.and_(self.b.icmp_unsigned(">=", addr, base),
+                                     self.b.icmp_unsigned("<=", addr, last))
+                ok = inside if ok is None else self.b.or_(ok, inside)
+                frame = frame.caller
         else:
             ok = self.t.access_ok(self.b, pc, addr, size, write)
         if ok is None:
@@ -512,7 +519,7 @@ class _Emitter:
                 raise JitError(f"insn {pc}: call to {start}, not a function")
             args = [self.get(frame, r) for r in range(1, 6)]
             ret = self.fn.append_basic_block(f"d{depth}_pc{pc}_return")
-            exits = self.emit_function(start, args, ret, depth + 1)
+            exits = self.emit_function(start, args, ret, depth + 1, frame)
             b.position_at_end(ret)
             phi = b.phi(I64)
             for v, blk in exits:

@@ -1146,7 +1146,13 @@ class Verifier:
     def stack_access(self, pc, st, t, off, size, write, insn):
         depth = t[1]
         if t[2] is None:
-            self.out.checks[pc] = "stack"
+            # an address, never a fixed slot of the running frame (another path
+            # may have come here with one); inside the frame by its span, else
+            # checked at run time to lie in a frame of the call chain
+            _agree(self.out.stack_slots, pc, None)
+            span = _stack_span(t)
+            if span is None or span[0] + off < -isa.STACK_SIZE or span[1] + off + size > 0:
+                self.out.checks[pc] = "stack"
             if not write:
                 self.out.zero_stack = True
             return scalar(0, (1 << (8 * size)) - 1)

@@ -1930,3 +1930,44 @@ def test_variable_stack_offsets_land_where_they_point(tmp_path, callee):
     require_kernel()
     with kernel.KernelObject(obj) as k:
         assert {k.test_run("stack_paths", f)[0] for f in sent} == {int(XdpAction.XDP_PASS)}
+
+
+LOOP_MAP_INDEX = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8[128]);
+} snap SEC(".maps");
+SEC("xdp")
+int loop_map_index(struct xdp_md *ctx)
+{
+	__u32 k = 0;
+	__u8 *v = bpf_map_lookup_elem(&snap, &k);
+	if (!v)
+		return XDP_PASS;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < 128; i++)	/* i != 128: a bound only each turn proves */
+		v[i] += i;
+	return XDP_DROP;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_a_loop_counter_indexing_a_map_value_like_the_kernel(tmp_path):
+    """128 turns of a loop indexing a map value by its counter: the turns joined
+    after 16 lost the counter's bound and the object was refused ('unbounded
+    offset into map value'); the kernel follows each turn, and so does the
+    second try with paths kept apart (found by the second differential campaign)."""
+    obj = c_object(tmp_path, "loop_map_index", LOOP_MAP_INDEX)
+    prog = load_program(obj)
+    sent = frames(30)
+    assert [int(prog.test_run(f).action) for f in sent] == [int(XdpAction.XDP_DROP)] * 30
+    assert prog.maps["snap"].values.tobytes()[:128] == bytes(30 * i % 256 for i in range(128))
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        assert [k.test_run("loop_map_index", f)[0] for f in sent] == [int(XdpAction.XDP_DROP)] * 30
+        assert k.map_items("snap") == [(bytes(4), prog.maps["snap"].values.tobytes()[:128])]

@@ -110,7 +110,10 @@ _SIGNED = {isa.JSGT: isa.JGT, isa.JSGE: isa.JGE, isa.JSLT: isa.JLT, isa.JSLE: is
 
 
 class VerifierError(ProgramError):
-    """A program the verifier rejects: ``insn`` is the instruction index."""
+    """A program the verifier rejects: ``insn`` is the instruction index;
+    ``too_large``: it gave up at its limit of states (no type was wrong)."""
+
+    too_large = False
 
     def __init__(self, name, insns, pc, reason):
         self.insn, self.reason = pc, reason
@@ -797,9 +800,12 @@ class Verifier:
     ``value_size`` (and ``name``), indexed as the lddw instructions refer to them.
     """
 
-    def __init__(self, insns, maps=(), name="prog", helpers=HELPERS, strict=False):
+    def __init__(self, insns, maps=(), name="prog", helpers=HELPERS, strict=False,
+                 apart=False):
         self.insns, self.name, self.helpers = insns, name, helpers
         self.strict = strict
+        # paths never joined: strict's way, or ``apart`` (verify's second try)
+        self.apart = strict or apart
         self.max_states = MAX_STRICT_INSNS if strict else MAX_STATES
         self.maps, self.inner_of = expand_maps(maps)
         self.nmaps = len(maps)  # what lddw may name (the inner templates come after)
@@ -836,9 +842,12 @@ class Verifier:
                     continue
             self.out.states += 1
             if self.out.states > self.max_states:
-                self.fail(pc, "BPF program is too large: over 1000000 instructions processed "
-                              "(the kernel's limit)" if self.strict else
-                          f"program too complex: over {MAX_STATES} states")
+                err = VerifierError(self.name, self.insns, pc,
+                                    "BPF program is too large: over 1000000 instructions "
+                                    "processed (the kernel's limit)" if self.strict else
+                                    f"program too complex: over {MAX_STATES} states")
+                err.too_large = True
+                raise err
             successors = self.step(pc, st)
             if strict:
                 for _, s in successors:
@@ -889,7 +898,7 @@ class Verifier:
                     return None
             # (strict: never joined, as the kernel's are not: a join loses the
             # range a loop's next turn proves, and the kernel would have it)
-            if len(point.states) < PATHS_PER_INSN or self.strict:
+            if len(point.states) < PATHS_PER_INSN or self.apart:
                 point.states.append(st)
                 mask = sum(1 << r for r, t in enumerate(st.regs)
                            if live >> r & 1 and t[0] == "S" and t[1] == t[2])
@@ -1608,5 +1617,19 @@ def verify(insns, maps=(), name="prog", helpers=HELPERS, strict=False):
     """Both passes -> Analysis (VerifierError on a rejection). ``strict``: also
     reject what the kernel's verifier rejects and this one would let run under
     a run-time check: a packet access not proven by a comparison with
-    data_end, a loop that comes back to a state it was in (no progress)."""
-    return Verifier(insns, maps, name, helpers, strict).run()
+    data_end, a loop that comes back to a state it was in (no progress).
+
+    Without ``strict``, a program refused once is tried again with its paths
+    never joined (as the kernel follows them, up to MAX_STATES): a loop of
+    more turns than PATHS_PER_INSN whose counter indexes a map value loses the
+    counter's bound where the turns join (the kernel follows each turn). The
+    first refusal is the one reported."""
+    try:
+        return Verifier(insns, maps, name, helpers, strict).run()
+    except VerifierError as refused:
+        if strict or refused.too_large:  # (paths kept apart are only more)
+            raise
+        try:
+            return Verifier(insns, maps, name, helpers, apart=True).run()
+        except VerifierError:
+            raise refused from None

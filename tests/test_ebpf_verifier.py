@@ -1562,6 +1562,27 @@ STRICT_REJECTS = {
         "mov %r0, 0\nL: jeq %r0, 1, out   # <-\nja L\nout: exit",
         "infinite loop detected at insn 1", "infinite loop detected at insn 1"),
 }
+# A stack index through BPF_MOD or BPF_DIV: bounded here, not by the kernel's
+# verifier (6.18), which refuses the pointer arithmetic (found by the second
+# differential campaign: clang's buf[x % 12] as x - x / 12 * 12, and w %= 10)
+_STACK_INDEX = PROLOGUE + """
+    mov %r4, %r2
+    add %r4, 16
+    jgt %r4, %r3, out
+    ldxb %r5, [%r2+12]
+    OP
+    mov %r6, %r10
+    add %r6, -256
+    add %r6, %r5   # <-
+    stb [%r6], 1
+out:
+    mov %r0, 2
+    exit"""
+for _op in ("mod %r5, 10", "div %r5, 4", "mod32 %r5, 10"):
+    STRICT_REJECTS[f"a stack index through {_op.split()[0]}"] = (
+        _STACK_INDEX.replace("OP", _op),
+        "R6 math between fp pointer and register with unbounded min value is not allowed",
+        "math between fp pointer and register with unbounded min value is not allowed")
 
 
 @pytest.mark.parametrize("case", sorted(STRICT_REJECTS))

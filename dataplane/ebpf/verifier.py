@@ -999,7 +999,10 @@ class Verifier:
         else:
             s = const(insn.imm)  # sign-extended
         if dt[0] == "S" and s[0] == "S":
-            return st.with_reg(d, self._scalar_op(op, dt, s, wide, insn.off))
+            t = self._scalar_op(op, dt, s, wide, insn.off)
+            if self.strict and op in (isa.DIV, isa.MOD) and not is_const(t):
+                t = UNKNOWN if wide else scalar(0, U32)  # (6.18's verifier bounds neither)
+            return st.with_reg(d, t)
         if not wide:
             if op == isa.SUB:  # (w6 -= w7: clang's __u32 len = data_end - data)
                 return st.with_reg(d, scalar(0, U32))  # a number, as the kernel for root
@@ -1090,6 +1093,9 @@ class Verifier:
             if span is not None and s[2] <= isa.STACK_SIZE:  # a bounded index
                 lo, hi = (s[1], s[2]) if op == isa.ADD else (-s[2], -s[1])
                 return ("K", p[1], None, span[0] + lo, span[1] + hi)
+            if self.strict:  # (without: any offset, checked at run time)
+                self.fail(pc, f"R{d} math between fp pointer and register with unbounded min "
+                              "value is not allowed")
             return ("K", p[1], None)
         # map value: offsets must stay within the value (no run-time check here)
         if p[5]:

@@ -271,9 +271,11 @@ class Program:
         view._bound = None
         return view
 
-    def test_run(self, frame, ingress_ifindex=0, rx_queue_index=0):
+    def test_run(self, frame, ingress_ifindex=1, rx_queue_index=0):
         """Run one frame (BPF_PROG_TEST_RUN): a TestRun, ``(XdpAction, output
-        bytes)`` with ``.redirect`` and ``.targets``."""
+        bytes)`` with ``.redirect``, ``.targets`` and ``.meta``. The frame comes
+        in on ``ingress_ifindex``: by default 1, the loopback device, where the
+        kernel's test run puts a frame given without a context."""
         frame = bytes(frame)
         b = PacketBatch(1, buffer_bytes=len(frame) + config.HEADROOM + self.tailroom
                         + config.SLOT_ALIGN, tailroom=self.tailroom)

@@ -605,7 +605,7 @@ def test_subprograms_returning_a_packet_pointer_or_nothing(tmp_path):
     obj = c_object(tmp_path, "subptr", SUBPROGRAM_RETURNS_C)
     prog = load_program(obj)
     sent = frames(200) + [bytes(20)]
-    ours = [prog.test_run(f, ingress_ifindex=1) for f in sent]  # the kernel's test runs: lo
+    ours = [prog.test_run(f) for f in sent]  # (on lo, ifindex 1, as the kernel's test runs)
     assert {r.action for r in ours} == {XdpAction.XDP_ABORTED, XdpAction.XDP_DROP,
                                         XdpAction.XDP_PASS}
     require_kernel()
@@ -620,7 +620,7 @@ def test_a_callers_spilled_null_survives_loops_in_its_callees(tmp_path):
     obj = c_object(tmp_path, "widen_spill")
     prog = load_program(obj)
     sent = frames(120) + [bytes(range(40))]
-    ours = [prog.test_run(f, ingress_ifindex=1) for f in sent]
+    ours = [prog.test_run(f) for f in sent]
     require_kernel()
     with kernel.KernelObject(obj) as k:
         for i, (f, r) in enumerate(zip(sent, ours)):
@@ -677,7 +677,7 @@ def test_redirect_through_an_inner_device_map(tmp_path):
         prog.maps["outer"].inner_map(0).update(port, port)
     sent = [bytes([key, flags, outer]) + bytes(61)
             for key in (0, 1, 3) for flags in (0, 1, 2, 3, 8, 24, 40) for outer in (0, 1)]
-    ours = [prog.test_run(f, ingress_ifindex=1) for f in sent]
+    ours = [prog.test_run(f) for f in sent]
     redirects = {(f[0], f[1]): r.targets for f, r in zip(sent, ours)
                  if r.action == XdpAction.XDP_REDIRECT and f[2] == 0}
     assert redirects == {**{(k, flags): (k,) for k in (1, 3) for flags in range(4)},
@@ -1971,3 +1971,28 @@ def test_a_loop_counter_indexing_a_map_value_like_the_kernel(tmp_path):
     with kernel.KernelObject(obj) as k:
         assert [k.test_run("loop_map_index", f)[0] for f in sent] == [int(XdpAction.XDP_DROP)] * 30
         assert k.map_items("snap") == [(bytes(4), prog.maps["snap"].values.tobytes()[:128])]
+
+
+INGRESS = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("xdp")
+int ingress(struct xdp_md *ctx)
+{
+	return ctx->ingress_ifindex == 1 ? XDP_PASS : ctx->ingress_ifindex ? XDP_TX : XDP_DROP;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_a_frame_given_without_a_context_comes_in_on_loopback_like_the_kernel(tmp_path):
+    """The kernel's test run puts a frame given without a context on the loopback
+    device (ingress_ifindex 1); test_run's default was 0 (the second campaign)."""
+    obj = c_object(tmp_path, "ingress", INGRESS)
+    prog = load_program(obj)
+    assert prog.test_run(bytes(60)).action == XdpAction.XDP_PASS
+    assert prog.test_run(bytes(60), ingress_ifindex=0).action == XdpAction.XDP_DROP
+    assert prog.test_run(bytes(60), ingress_ifindex=9).action == XdpAction.XDP_TX
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        assert k.test_run("ingress", bytes(60))[0] == int(XdpAction.XDP_PASS)

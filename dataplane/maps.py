@@ -615,9 +615,11 @@ class Map:
         return out[:n]
 
     def _lpm_prefix(self, e):
-        """(prefixlen, address int) of LPM entry ``e``."""
+        """(prefixlen, address int) of LPM entry ``e``: the address as the update
+        gave it, host bits included, as the kernel's trie keeps it."""
         row = self.keys[e]
-        return int(row[1]), _lpm_join(int(row[2]), int(row[3]), self.lpm_width)
+        hi, lo = (row[lpm.RAW_HI], row[lpm.RAW_LO]) if row[lpm.RAW_SET] else (row[2], row[3])
+        return int(row[1]), _lpm_join(int(hi), int(lo), self.lpm_width)
 
     def _decode_key(self, e):
         if self.is_lpm:

@@ -1996,3 +1996,50 @@ def test_a_frame_given_without_a_context_comes_in_on_loopback_like_the_kernel(tm
     require_kernel()
     with kernel.KernelObject(obj) as k:
         assert k.test_run("ingress", bytes(60))[0] == int(XdpAction.XDP_PASS)
+
+
+LPM_HOST_BITS = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+struct v4k { __u32 prefixlen; __u8 a[4]; };
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 8);
+	__type(key, struct v4k);
+	__type(value, __u32);
+} t SEC(".maps");
+SEC("xdp")
+int lpm_host_bits(struct xdp_md *ctx)
+{
+	struct v4k k = { 16, { 10, 0, 0, 255 } }, k2 = { 8, { 10, 0, 0, 0 } };
+	struct v4k k3 = { 8, { 10, 9, 9, 9 } }, q = { 32, { 10, 200, 0, 1 } };
+	__u32 v = 1, *got;
+	bpf_map_update_elem(&t, &k, &v, BPF_ANY);	/* host bits set */
+	v = 2;
+	bpf_map_update_elem(&t, &k2, &v, BPF_NOEXIST);
+	v = 3;
+	if (bpf_map_update_elem(&t, &k3, &v, BPF_EXIST))	/* the /8 again, other bytes */
+		return XDP_ABORTED;
+	got = bpf_map_lookup_elem(&t, &q);
+	return got && *got == 3 ? XDP_PASS : XDP_DROP;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_lpm_keys_keep_the_bytes_their_update_gave_like_the_kernel(tmp_path):
+    """An LPM key with host bits past its prefixlen: lookups ignore them, and the
+    trie keeps the key's bytes as the (last) update gave them, which its dump
+    shows; ours gave the prefix masked (found by the second campaign)."""
+    obj = c_object(tmp_path, "lpm_host_bits", LPM_HOST_BITS)
+    prog = load_program(obj)
+    assert prog.test_run(bytes(60)).action == XdpAction.XDP_PASS
+    t = prog.maps["t"]
+    assert sorted(t.items()) == [("10.0.0.255/16", 1), ("10.9.9.9/8", 3)]
+    keys, values = t.dump()
+    ours = sorted(zip((k.tobytes() for k in keys), (v.tobytes() for v in values)))
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        assert k.test_run("lpm_host_bits", bytes(60))[0] == int(XdpAction.XDP_PASS)
+        assert sorted(k.map_items("t")) == ours

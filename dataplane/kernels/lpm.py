@@ -77,6 +77,10 @@ N_START_HI, N_START_LO, N_END_HI, N_END_LO, N_POS, N_FIXED = 0, 1, 2, 3, 4, 5
 HEAVY = 16
 #: Words of the exact-prefix hash key: (prefixlen, hi, lo).
 KEY_WORDS = 3
+#: Words of an entry's row (hash word, then the key words) past the key: the
+#: key's address as given (RAW_HI, RAW_LO), and RAW_SET = 1 once they are (a
+#: map pinned before they were kept has 0 there: its dump gives the prefix).
+RAW_HI, RAW_LO, RAW_SET = 1 + KEY_WORDS, 2 + KEY_WORDS, 3 + KEY_WORDS
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -469,12 +473,16 @@ def lpm_insert(hdr, buckets, refs, free, keys, index, rchild, nhdr, nent, bhi,
     -ENOSPC (full). The caller writes the value."""
     if flags < 0 or flags > BPF_EXIST or plen < 0 or plen > width:
         return np.int64(-EINVAL)
+    raw_hi, raw_lo = hi, lo
     hi, lo = mask128(hi, lo, plen)
     key = (np.uint64(plen), hi, lo)
     e, created = htab_insert(hdr, buckets, refs, free, keys, key,
                              np.int64(flags), False, PREFIX_SEED)
     if e < 0:
         return np.int64(-ENOSPC) if e == -E2BIG else e
+    # the key's bytes as given, host bits included, in the row's spare words:
+    # what the kernel's trie keeps (its node takes the update's key) and dumps
+    keys[e, RAW_HI], keys[e, RAW_LO], keys[e, RAW_SET] = raw_hi, raw_lo, np.uint64(1)
     if created:
         start = _add_bound(hdr, index, rchild, nhdr, nent, bhi, blo, rval, hi, lo, shift, width)
         ehi, elo, wrapped = span_end(hi, lo, plen)

@@ -512,37 +512,19 @@ def ringbuf_commit(hdr, ring, head, nwords, data, discard, scratch):
         spin_unlock(hdr, RB_LOCK)
 
 
-def _record_words(rb):
-    """(words, header word) of the ring's records, or "variable" (raw records:
-    each call's size)."""
-    spec = _ring_spec(rb)
-    if spec is None:
-        return None
-    if spec.variable:
-        return "variable"
-    size = spec.value_dtype.itemsize
-    return (size + 7) // 8, np.uint64(size)
-
-
 def ringbuf_reserve_in(rb, size, flags, scratch):
     """bpf_ringbuf_reserve on a ring handle (``size``: the verifier's constant,
-    the ring's record size)."""
+    the record's size, which its header carries)."""
 
 
 @overload(ringbuf_reserve_in)
 def _ringbuf_reserve_in(rb, size, flags, scratch):
-    words = _record_words(rb)
-    if words is None:
+    if _ring_spec(rb) is None:
         return None
-    if words == "variable":
-        def impl(rb, size, flags, scratch):
-            n = np.int64(size)
-            return ringbuf_reserve(rb.hdr, rb.ring, np.uint64(n), (n + 7) >> 3, flags, scratch)
-        return impl
-    nwords, head = words
 
     def impl(rb, size, flags, scratch):
-        return ringbuf_reserve(rb.hdr, rb.ring, head, nwords, flags, scratch)
+        n = np.int64(size)
+        return ringbuf_reserve(rb.hdr, rb.ring, np.uint64(n), (n + 7) >> 3, flags, scratch)
     return impl
 
 
@@ -556,28 +538,21 @@ def ringbuf_commit_in(rb, data, discard, scratch):
 
 @njit(**config.INLINE_JIT)
 def reserved_head(hdr, ring, data, scratch):
-    """The header word of the record reserved at ``data`` (its length: a ring of
-    raw records), busy bit cleared."""
+    """The header word of the record reserved at ``data`` (its length), busy bit
+    cleared: the kernel's submit reads the size back from the header too."""
     w = hdr[RB_AUX] if data == scratch else ((data - array_address(ring)) >> 3) - 1
     return ring[w & (ring.size - 1)] & np.uint64(0xFFFFFFFF & ~BPF_RINGBUF_BUSY_BIT)
 
 
 @overload(ringbuf_commit_in)
 def _ringbuf_commit_in(rb, data, discard, scratch):
-    words = _record_words(rb)
-    if words is None:
+    if _ring_spec(rb) is None:
         return None
-    if words == "variable":
-        def impl(rb, data, discard, scratch):
-            head = reserved_head(rb.hdr, rb.ring, data, scratch)
-            ringbuf_commit(rb.hdr, rb.ring, head, (np.int64(head) + 7) >> 3, data, discard,
-                           scratch)
-            return np.int64(0)
-        return impl
-    nwords, head = words
 
     def impl(rb, data, discard, scratch):
-        ringbuf_commit(rb.hdr, rb.ring, head, nwords, data, discard, scratch)
+        head = reserved_head(rb.hdr, rb.ring, data, scratch)
+        ringbuf_commit(rb.hdr, rb.ring, head, (np.int64(head) + 7) >> 3, data, discard,
+                       scratch)
         return np.int64(0)
     return impl
 

@@ -245,7 +245,7 @@ class LoadBalancer:
         moved = np.flatnonzero(current != ring)
         current[moved] = ring[moved]  # only the slots that changed
         tags.update(num, (flags | (L.F_PORT_WILDCARD if vip.port == 0 else 0), tag))
-        vips.update(self._vip_key(vip), (num, flags, tag))
+        vips.update(self._vip_key(vip), (num, flags))
 
     def _drop_vip(self, vip):
         num = self._vip_num(vip)

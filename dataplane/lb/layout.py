@@ -29,7 +29,7 @@ TRACE_BATCH = 1024
 V4_MAPPED = 0xFFFF00000000  # the low word of ::ffff:0.0.0.0
 
 VIP_KEY = np.dtype([("addr_hi", ">u8"), ("addr_lo", ">u8"), ("port", ">u2"), ("proto", "u1")])
-VIP_META = np.dtype([("vip_num", "<u4"), ("flags", "<u4"), ("tag", "<u4")])
+VIP_META = np.dtype([("vip_num", "<u4"), ("flags", "<u4")])
 #: vip_tags' values, by VIP number: the VIP's flags and tag. A tag is the VIP's
 #: number in its low TAG_BITS, and above them how many VIPs have had the number;
 #: connection-table entries keep the tag of the VIP that took their flow.

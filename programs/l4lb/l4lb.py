@@ -463,7 +463,6 @@ def l4lb(ctx):
                 return verdict(cfg, XDP_PASS, R_PASS_NO_VIP, -1, -1, 0, CONN_NONE)
         vnum = np.int64(vip.vip_num)
         flags = vip.flags
-        tag = vip.tag
     if n > cfg.max_pkt_size:
         return verdict(cfg, XDP_DROP, R_DROP_TOO_BIG, vnum, -1, 0, CONN_NONE)
     if inner_len < 20 or inner_len > n - l3:  # the IP length claims bytes not there
@@ -497,6 +496,8 @@ def l4lb(ctx):
         if conn == CONN_MISS and not rst and not icmp_error:
             now = bpf_ktime_get_coarse_ns()
             if new_flow_allowed(now, cfg.max_new_conns):
+                known = bpf_map_lookup_elem(vip_tags, vnum)  # the VIP's tag, for the entry
+                tag = known.tag if known is not None else np.uint32(0)
                 table = bpf_map_lookup_elem(lru_mapping, bpf_get_smp_processor_id())
                 if table is not None:
                     bpf_map_update_elem(table, key, (real, now, tag), BPF_ANY)

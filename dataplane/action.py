@@ -27,6 +27,17 @@ class XdpAction(enum.IntEnum):
 #: Verdict names in kernel order, as used for JSON keys and output file names.
 ACTION_NAMES = tuple(a.short for a in XdpAction)
 
+
+def invalid_verdict_text(code):
+    """Why a program's return value ``code`` (its low 32 bits, the kernel's
+    u32) was no verdict: the kernel's bpf_warn_invalid_xdp_action cases."""
+    if code == XDP_REDIRECT:
+        return "returned XDP_REDIRECT without a target (no bpf_redirect call)"
+    if code < XDP_REDIRECT:
+        return f"returned {code} with a redirect target in the upper 32 bits"
+    return f"returned {code}, no XDP action"
+
+
 #: bpf_redirect_map's flags beside the fallback action in its low two bits
 #: (BPF_F_ACTION_MASK): redirect to every device of the map, and not to the
 #: packet's ingress device (include/uapi/linux/bpf.h).

@@ -78,13 +78,17 @@ class TestRun(tuple):
     devices the frame goes out of: the one, or a broadcast's, or none) and
     ``.meta``: the metadata left in front of the frame (bpf_xdp_adjust_meta),
     which the kernel's BPF_PROG_TEST_RUN gives as the start of its output
-    (``meta + data`` is the kernel's data_out)."""
+    (``meta + data`` is the kernel's data_out), and ``.retval``: the value
+    the program returned, the test run's retval (an invalid one, 7 say, is
+    ``retval`` 7 with ``action`` XDP_ABORTED, the verdict an attached program's
+    packet gets)."""
 
     __test__ = False  # not a pytest class
 
-    def __new__(cls, action, data, redirect, targets=(), meta=b""):
+    def __new__(cls, action, data, redirect, targets=(), meta=b"", retval=None):
         self = super().__new__(cls, (action, data))
         self.redirect, self.targets, self.meta = redirect, targets, meta
+        self.retval = int(action) if retval is None else retval
         return self
 
     action = property(lambda self: self[0])
@@ -112,7 +116,10 @@ class Program:
     ``run_batch(batch)`` sets ``batch.action`` and ``batch.redirect`` for every
     packet; a fault (out-of-bounds access, exception, loop budget) makes that
     packet XDP_ABORTED and is counted in ``faults``, the first one kept in
-    ``first_fault`` (packet index) and ``fault_reason``.
+    ``first_fault`` (packet index) and ``fault_reason``; a return value that is
+    no XDP action (or XDP_REDIRECT without a target) makes it XDP_ABORTED too,
+    as bpf_warn_invalid_xdp_action does, counted in ``invalid``, the first one in
+    ``first_invalid`` and the value it returned in ``invalid_return``.
 
     A program whose file calls ``bpf_trace_printk`` has a trace ring
     (``traces``): after each run_batch its records are kept, and
@@ -152,6 +159,8 @@ class Program:
         self.fault_reason = None
         self.invalid = 0
         self.first_invalid = None
+        self.invalid_return = None  # what the program returned there (a u32)
+        self._batch_invalid_return = None
         # the trace ring (a RingBuf) and the file's formats, parsed when first used
         self._trace, self.trace_formats = trace if trace is not None else (None, [])
         self._trace_render = []  # each format's TraceFormat.render, by id
@@ -253,9 +262,11 @@ class Program:
                 self.fault_reason = runner_kernels.FAULT_REASONS[first >> 56]
         if scratch[layout.SCRATCH_INVALID]:
             self.invalid += int(scratch[layout.SCRATCH_INVALID])
-            index = base_index + at(int(scratch[layout.SCRATCH_FIRST_INVALID]))
+            first, code = runner_kernels.first_invalid_of(scratch[layout.SCRATCH_FIRST_INVALID])
+            index = base_index + at(first)
             if self.first_invalid is None or index < self.first_invalid:
-                self.first_invalid = index
+                self.first_invalid, self.invalid_return = index, code
+            self._batch_invalid_return = code  # (test_run's retval)
         scratch[:layout.SCRATCH_FAULT] = runner_kernels.new_scratch()[:layout.SCRATCH_FAULT]
 
     def for_worker(self, worker):
@@ -273,7 +284,7 @@ class Program:
 
     def test_run(self, frame, ingress_ifindex=1, rx_queue_index=0):
         """Run one frame (BPF_PROG_TEST_RUN): a TestRun, ``(XdpAction, output
-        bytes)`` with ``.redirect``, ``.targets`` and ``.meta``. The frame comes
+        bytes)`` with ``.redirect``, ``.targets``, ``.meta`` and ``.retval``. The frame comes
         in on ``ingress_ifindex``: by default 1, the loopback device, where the
         kernel's test run puts a frame given without a context."""
         frame = bytes(frame)
@@ -281,13 +292,15 @@ class Program:
                         + config.SLOT_ALIGN, tailroom=self.tailroom)
         if not b.append(frame, ifindex=ingress_ifindex, rx_queue=rx_queue_index):
             raise AssertionError("test_run: frame does not fit its batch")
+        invalid = self.invalid
         self.run_batch(b)
         action = XdpAction(int(b.action[0]))
+        retval = self._batch_invalid_return if self.invalid > invalid else None
         targets, redirect = (), 0
         if action == XdpAction.XDP_REDIRECT:
             targets = tuple(t for t, _ in redirect_groups(b, np.zeros(1, np.int64), b.maps))
             redirect = int(b.redirect[0]) if b.redirect[0] < BROADCAST else 0
-        return TestRun(action, b.packet(0), redirect, targets, b.metadata(0))
+        return TestRun(action, b.packet(0), redirect, targets, b.metadata(0), retval)
 
     def __repr__(self):
         mode = "" if self.checked else ", unchecked"

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from .action import ACTION_NAMES, XdpAction
+from .action import ACTION_NAMES, XdpAction, invalid_verdict_text
 
 #: bpf_trace_printk lines kept for the JSON summary (all are printed on stderr).
 TRACE_KEEP = 1000
@@ -32,6 +32,7 @@ class RunStats:
         self.fault_reason = None
         self.invalid = 0              # packets aborted for an invalid verdict
         self.first_invalid = None
+        self.invalid_return = None    # the value the first one returned
         self.elapsed_ns = 0           # processing time, compiling left out
         self.compile_ns = 0           # time spent compiling kernels during the run
         self.files = {}               # output name -> path
@@ -55,6 +56,7 @@ class RunStats:
         self.faults, self.first_fault = program.faults, program.first_fault
         self.fault_reason = program.fault_reason
         self.invalid, self.first_invalid = program.invalid, program.first_invalid
+        self.invalid_return = program.invalid_return
         self.trace_dropped = getattr(program, "trace_dropped", 0)
         if hasattr(program, "per_worker"):
             self.workers = program.per_worker()
@@ -84,6 +86,8 @@ class RunStats:
             "faults": self.faults,
             "first_fault": self.first_fault,
             "invalid_verdicts": self.invalid,
+            "first_invalid": self.first_invalid,
+            "invalid_return": self.invalid_return,
             "files": self.files,
             "warnings": self.warnings,
             "interrupted": self.interrupted,
@@ -143,7 +147,7 @@ def format_summary(stats):
                      f"{stats.first_fault}, {stats.fault_reason})")
     if stats.invalid:
         lines.append(f"  aborted for invalid verdicts: {_n(stats.invalid)} (first: packet "
-                     f"{stats.first_invalid})")
+                     f"{stats.first_invalid}, {invalid_verdict_text(stats.invalid_return)})")
     if stats.trace_lines or stats.trace_dropped:
         lines.append(f"  trace lines: {_n(stats.trace_lines)} (on stderr)"
                      + (f", {_n(stats.trace_dropped)} dropped: the trace ring was full"

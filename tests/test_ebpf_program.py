@@ -5,6 +5,7 @@ bundled capture), the kernel's BPF_PROG_TEST_RUN on the same object (where
 root and bpf() are there), and dpkt for encapsulated output.
 """
 
+import json
 import os
 import random
 import re
@@ -2043,3 +2044,45 @@ def test_lpm_keys_keep_the_bytes_their_update_gave_like_the_kernel(tmp_path):
     with kernel.KernelObject(obj) as k:
         assert k.test_run("lpm_host_bits", bytes(60))[0] == int(XdpAction.XDP_PASS)
         assert sorted(k.map_items("t")) == ours
+
+
+RETURN_7 = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("xdp")
+int ret7(struct xdp_md *ctx)
+{
+	return ctx->data_end - ctx->data == 60 ? 7 : XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_a_return_value_that_is_no_verdict_is_the_test_runs_retval_like_the_kernels(
+        tmp_path, capsys):
+    """The kernel's BPF_PROG_TEST_RUN gives 7 back for ``return 7``; an attached
+    program's packet is XDP_ABORTED (the second campaign: ours gave only that).
+    A replay counts the packet aborted and names the first one and its value."""
+    obj = c_object(tmp_path, "ret7", RETURN_7)
+    prog = load_program(obj)
+    r = prog.test_run(bytes(60))
+    assert (r.retval, r.action) == (7, XdpAction.XDP_ABORTED)
+    assert prog.test_run(bytes(61)).retval == int(XdpAction.XDP_PASS)
+    frames = [bytes(61), bytes(60), bytes(62), bytes(60)]
+    cap = tmp_path / "in.pcap"
+    with open(cap, "wb") as f:
+        w = dpkt.pcap.Writer(f)
+        for i, fr in enumerate(frames):
+            w.writepkt(fr, ts=i)
+    assert main(["replay", "-r", str(cap), "-p", str(obj), "-w", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr()
+    assert "aborted for invalid verdicts: 2 (first: packet 1, returned 7, no XDP action)" \
+        in out.out + out.err
+    assert main(["replay", "-r", str(cap), "-p", str(obj), "-j"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["invalid_verdicts"], s["first_invalid"], s["invalid_return"]) == (2, 1, 7)
+    assert s["actions"]["aborted"] == 2 and s["actions"]["pass"] == 2
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        assert k.test_run("ret7", bytes(60))[0] == 7
+        assert k.test_run("ret7", bytes(61))[0] == int(XdpAction.XDP_PASS)

@@ -122,6 +122,30 @@ def test_redirect_carries_its_target(tmp_path):
     assert (short.action, short.redirect) == (XdpAction.XDP_REDIRECT, 5)
 
 
+def test_an_invalid_verdict_is_aborted_and_test_run_gives_what_was_returned(tmp_path):
+    """BPF_PROG_TEST_RUN's retval is the program's return value, any u32; an
+    attached program's packet gets XDP_ABORTED for one that is no verdict
+    (bpf_warn_invalid_xdp_action), and the run names it."""
+    p = write_prog(tmp_path, """
+        @xdp
+        def prog(ctx):
+            n = len(ctx.pkt)
+            if n == 20:
+                return 7
+            if n == 21:
+                return -1
+            if n == 22:
+                return XDP_REDIRECT  # without bpf_redirect: no target
+            return XDP_TX
+        """)
+    prog = load_program(str(p))
+    for size, retval in [(20, 7), (21, 0xFFFFFFFF), (22, 4), (23, 3), (20, 7)]:
+        r = prog.test_run(bytes(size))
+        assert r.retval == retval
+        assert r.action == (XdpAction.XDP_TX if size == 23 else XdpAction.XDP_ABORTED)
+    assert prog.invalid == 4 and prog.invalid_return == 7
+
+
 @pytest.mark.parametrize("body, message", [
     ("import os\n    return XDP_PASS", "import is not allowed"),
     ("x = ctx.pkt._base\n    return XDP_PASS", "attribute '_base' is not allowed"),

@@ -55,6 +55,13 @@ TRACE_BASE = RB_AUX
 TRACE_HANDLE = "_dp_trace"
 
 
+def first_invalid_of(word):
+    """scratch[SCRATCH_FIRST_INVALID] -> (the packet's index in the loop, the
+    value its program returned: the low 32 bits, the kernel's u32 retval)."""
+    word = int(word)
+    return word & 0xFFFFFFFF, (word >> 32) & 0xFFFFFFFF
+
+
 def new_scratch():
     """A zeroed scratch array with 'first' indices set to none (-1)."""
     s = np.zeros(SCRATCH_SIZE, np.int64)
@@ -71,7 +78,9 @@ def store_verdict(ret, fault, i, meta, scratch):
     As in the kernel, an unknown action or a redirect without a target is
     treated as XDP_ABORTED (bpf_warn_invalid_xdp_action / xdp_do_redirect -EINVAL).
     A faulting packet is XDP_ABORTED; the first fault's index and kind are kept
-    (the kind in the upper bits of scratch[SCRATCH_FIRST_FAULT]).
+    (the kind in the upper bits of scratch[SCRATCH_FIRST_FAULT]), and the first
+    invalid verdict's index with the value returned in the upper half of
+    scratch[SCRATCH_FIRST_INVALID] (first_invalid_of decodes it).
     """
     r = np.int64(ret)
     code = r & 0xFFFFFFFF
@@ -83,10 +92,10 @@ def store_verdict(ret, fault, i, meta, scratch):
             scratch[SCRATCH_FIRST_FAULT] = np.int64(i) | (fault << 56)
     elif code > XDP_REDIRECT or (code == XDP_REDIRECT and target == 0) \
             or (code != XDP_REDIRECT and target != 0):
-        code = XDP_ABORTED
         scratch[SCRATCH_INVALID] += 1
-        if scratch[SCRATCH_FIRST_INVALID] < 0:
-            scratch[SCRATCH_FIRST_INVALID] = i
+        if scratch[SCRATCH_INVALID] == 1:  # (a word with a value >= 2**31 is negative)
+            scratch[SCRATCH_FIRST_INVALID] = (np.int64(i) & 0xFFFFFFFF) | (code << 32)
+        code = XDP_ABORTED
     meta[ACTION, i] = code
     if code == XDP_REDIRECT:  # read only for redirected packets: no store for the rest
         meta[REDIRECT, i] = target - 1

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import struct
 from pathlib import Path
 
 import dpkt
@@ -2086,3 +2087,136 @@ def test_a_return_value_that_is_no_verdict_is_the_test_runs_retval_like_the_kern
     with kernel.KernelObject(obj) as k:
         assert k.test_run("ret7", bytes(60))[0] == 7
         assert k.test_run("ret7", bytes(61))[0] == int(XdpAction.XDP_PASS)
+
+
+BPF_LOOP = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64[4]);
+} out SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__type(value, __u64);
+} hist SEC(".maps");
+
+struct loop_ctx {
+	__u64 sum;
+	__u64 turns;
+	__u64 stop_at;
+	void *data;
+	void *data_end;
+};
+
+static long add_byte(__u64 i, void *arg)
+{
+	struct loop_ctx *c = arg;
+	unsigned char *p = c->data;
+	__u64 k = i & 0xff;
+	__u32 h = i & 7;
+	__u64 *n;
+
+	if ((void *)(p + k + 1) > c->data_end)
+		return 1;
+	c->sum += p[k];
+	c->turns++;
+	n = bpf_map_lookup_elem(&hist, &h);
+	if (n)
+		*n += p[k];
+	return i == c->stop_at;
+}
+
+SEC("xdp")
+int loop_sum(struct xdp_md *xdp)
+{
+	struct loop_ctx c = {};
+	void *data = (void *)(long)xdp->data;
+	void *data_end = (void *)(long)xdp->data_end;
+	__u32 key = 0, nr;
+	__u64 *v, flags = 0;
+	long r;
+
+	if (data + 16 > data_end)
+		return XDP_ABORTED;
+	c.data = data;
+	c.data_end = data_end;
+	c.stop_at = ((unsigned char *)data)[14];
+	nr = ((unsigned char *)data)[15];
+	if (nr == 0xff)
+		nr = (1 << 23) + 1;	/* over BPF_MAX_LOOPS: -E2BIG */
+	if (nr == 0xfe)
+		flags = 1;		/* -EINVAL */
+	r = bpf_loop(nr, add_byte, &c, flags);
+	v = bpf_map_lookup_elem(&out, &key);
+	if (v) {
+		v[0] = c.sum;
+		v[1] = r;
+		v[2] = c.turns;
+		v[3] += 1;
+	}
+	return c.sum & 1 ? XDP_PASS : XDP_DROP;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_bpf_loop_runs_its_callback_like_the_kernel(tmp_path):
+    """bpf_loop (helper 181): the callback (an lddw of its address, PSEUDO_FUNC)
+    runs with each index and the caller's context until it returns 1 or the
+    count is reached; flags give -EINVAL and a count over BPF_MAX_LOOPS -E2BIG.
+    The callback reads the packet through pointers the caller left in its
+    stack and looks up a map. Verdicts, bpf_loop's return, what the callback
+    left in the caller's stack and the maps, against the kernel's test run."""
+    obj = c_object(tmp_path, "bpf_loop", BPF_LOOP)
+    for strict in ([], ["--strict"]):
+        assert main(["verify", *strict, str(obj)]) == 0
+    prog = load_program(obj)
+    rnd = random.Random(3)
+    frames = []
+    for size, stop, nr in [(60, 200, 10), (60, 5, 40), (100, 200, 200), (64, 0, 0),
+                           (64, 3, 0xff), (64, 3, 0xfe), (20, 200, 30), (1500, 7, 100),
+                           (300, 250, 253)]:
+        f = bytearray(rnd.randrange(256) for _ in range(size))
+        f[14], f[15] = stop, nr
+        frames.append(bytes(f))
+    ours = []
+    for f in frames:
+        r = prog.test_run(f)
+        ours.append((r.retval, r.data, tuple(prog.maps["out"].lookup(0).values()),
+                     [prog.maps["hist"].lookup(k) for k in range(8)]))
+    # what the frames should give, computed here
+    sum_, ret, turns = ours[1][2][:3]
+    assert (ret, turns) == (6, 6) and sum_ == sum(frames[1][:6])
+    assert ours[2][2][1:3] == (101, 100)  # the packet ends first: the callback's 1
+    assert ours[3][2][:3] == (0, 0, 0)
+    assert [o[2][1] for o in ours[4:6]] == [2**64 - 7, 2**64 - 22]  # -E2BIG, -EINVAL
+    assert ours[8][2][1:3] == (251, 251) and ours[8][2][0] == sum(frames[8][:251])
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        for f, (retval, data, out, hist) in zip(frames, ours):
+            got, kdata, _ = k.test_run("loop_sum", f)
+            kout = struct.unpack("<4Q", dict(k.map_items("out"))[bytes(4)])
+            khist = [struct.unpack("<Q", v)[0] for _, v in sorted(
+                k.map_items("hist"), key=lambda kv: struct.unpack("<I", kv[0]))]
+            assert (got, kdata, kout, khist) == (retval, data, out, hist)
+
+
+@pytest.mark.parametrize("ret, error", [
+    ("2", "At callback return the register R0 is a scalar in [2, 2], should have been in [0, 1]"),
+    ("(long)arg", "At callback return the register R0 is fp, should have been in [0, 1]"),
+])
+def test_a_callback_returning_other_than_0_or_1_is_refused(tmp_path, ret, error):
+    src = BPF_LOOP.replace("return i == c->stop_at;", f"return {ret};")
+    obj = c_object(tmp_path, "bpf_loop_bad", src)
+    with pytest.raises(ProgramError, match=re.escape(error)):
+        load_program(obj)
+    require_kernel()
+    with pytest.raises(kernel.KernelError):
+        kernel.KernelObject(obj).close()

@@ -360,8 +360,60 @@ def test_falling_off_the_end():
 
 def test_unknown_helper():
     rejects("call 9999   # <-\nmov %r0, 0\nexit", "unknown helper id 9999")
-    # bpf_loop is a kernel helper, but not one an XDP object may call here yet
-    rejects("call 181   # <-\nmov %r0, 0\nexit", "helper 181 (bpf_loop) is not supported here")
+    # bpf_perf_event_output is a kernel helper, but not one an XDP object may call here yet
+    rejects("call 25   # <-\nmov %r0, 0\nexit",
+            "helper 25 (bpf_perf_event_output) is not supported here")
+
+
+LOOP_CALL = """
+mov %r1, 4
+lddw %r2, func[{cb}]
+mov %r3, 0
+mov %r4, 0
+call 181
+exit
+{callback}
+"""
+
+
+@pytest.mark.parametrize("text, reason", [
+    # a callback's address is for bpf_loop only: no arithmetic, no compare
+    ("lddw %r2, func[4]\nadd %r2, 8   # <-\nmov %r0, 0\nexit\nmov %r0, 0\nexit",
+     "R2 pointer arithmetic on func prohibited"),
+    ("lddw %r2, func[4]\njeq %r2, 0, +0   # <-\nmov %r0, 0\nexit\nmov %r0, 0\nexit",
+     "pointer comparison with func prohibited"),
+    ("lddw %r2, func[3]\nmov %r0, %r2\nexit   # <-\nmov %r0, 0\nexit",
+     "R0 is func at exit, not a scalar"),
+    ("mov %r1, 1\nmov %r2, 0\nmov %r3, 0\nmov %r4, 0\ncall 181   # <-\nexit",
+     "bpf_loop: R2 type=scalar expected=func"),
+    (LOOP_CALL.format(cb=5, callback="mov %r0, 0\nexit").replace("mov %r3, 0", "mov %r3, 1")
+     .replace("call 181", "call 181   # <-"),
+     "bpf_loop: R3 type=scalar expected=fp or NULL"),
+    # the callback must answer 0 (go on) or 1 (stop), and set R0 on every path
+    (LOOP_CALL.format(cb=5, callback="mov %r0, 2\nexit   # <-"),
+     "At callback return the register R0 is a scalar in [2, 2], should have been in [0, 1]"),
+    (LOOP_CALL.format(cb=5, callback="mov %r0, %r1\nexit   # <-"),
+     "At callback return the register R0 is a scalar in [0, 18446744073709551615]"),
+    (LOOP_CALL.format(cb=5, callback="exit   # <-"), "R0 !read_ok"),
+])
+def test_bpf_loop_callbacks_refused(text, reason):
+    rejects(text, reason)
+
+
+def test_a_callbacks_index_is_any_number():
+    """R1 is the index as the kernel has it, an unknown scalar: strict refuses
+    it as a stack index (the kernel's words), else a run-time check."""
+    body = "mov %r3, %r10\nadd %r3, %r1   # <-\nstb [%r3-8], 0\nmov %r0, 0\nexit"
+    text = LOOP_CALL.format(cb=5, callback=body)
+    rejects(text, "math between fp pointer and register with unbounded min value", strict=True)
+    assert check(text).checks == {9: "stack"}
+
+
+def test_bpf_loop_callback_may_write_the_callers_stack_it_was_given():
+    check(LOOP_CALL.replace("mov %r3, 0", "mov %r3, %r10\nadd %r3, -8\nstdw [%r10-8], 0")
+          .replace("exit\n{callback}", "ldxdw %r0, [%r10-8]\nexit\n{callback}")
+          .format(cb=8, callback="ldxdw %r1, [%r2]\nadd %r1, 1\nstxdw [%r2], %r1\n"
+                                 "mov %r0, 0\nexit"))
 
 
 def test_invalid_encodings():

@@ -39,6 +39,9 @@ I8, I16, I32, I64, I1 = (ir.IntType(n) for n in (8, 16, 32, 64, 1))
 _WIDTH = {1: I8, 2: I16, 4: I32, 8: I64}
 #: ALU operations that are one LLVM instruction as they are (IRBuilder methods).
 _PLAIN_ALU = {ADD: "add", SUB: "sub", MUL: "mul", OR: "or_", AND: "and_", XOR: "xor"}
+#: bpf_loop's helper id and its limit of turns (BPF_MAX_LOOPS); its errors.
+BPF_LOOP, BPF_MAX_LOOPS = 181, 1 << 23
+EINVAL, E2BIG = 22, 7
 
 
 class JitError(ProgramError):
@@ -407,6 +410,8 @@ class _Emitter:
         elif kind in (isa.PSEUDO_MAP_IDX_VALUE, isa.PSEUDO_MAP_VALUE):
             off = self.insns[pc + 1].imm & 0xffffffff
             v = self.t.map_value_ref(self.b, pc, insn.imm, off)
+        elif kind == isa.PSEUDO_FUNC:  # a callback's address: its entry (only
+            v = ir.Constant(I64, pc + 1 + insn.imm)  # bpf_loop takes it: verified)
         else:
             raise JitError(f"insn {pc}: lddw with src {kind} is not supported")
         self.put(frame, insn.dst, v)
@@ -526,6 +531,9 @@ class _Emitter:
                 phi.add_incoming(v, blk)
             self.put(frame, 0, phi)
             return
+        if insn.src == isa.CALL_HELPER and insn.imm == BPF_LOOP:
+            self.bpf_loop(frame, pc, depth)
+            return
         args = [self.stack_arg(frame, pc, r) for r in range(1, 6)]
         if insn.uses_reg_src:  # callx: the helper id is in a register
             self.put(frame, 0, self.t.helper_call(b, pc, None, args + [self.get(frame, insn.dst)]))
@@ -542,6 +550,49 @@ class _Emitter:
             self.top_exits.append((I64(0), b.block))
             b.branch(self.top_done)
             b.position_at_end(cont)
+
+    def bpf_loop(self, frame, pc, depth):
+        """``bpf_loop(nr, callback, ctx, flags)`` (helper 181) as the kernel's
+        (kernel/bpf/bpf_iter.c): flags other than 0 give -EINVAL, more than
+        BPF_MAX_LOOPS turns -E2BIG; else the callback (the verifier's
+        ``callbacks``: one function per call) runs with R1 = 0, 1, ... and R2 =
+        ctx, inlined in a loop, until it returns non-zero (then R0 = turns
+        run) or ``nr`` turns (R0 = nr). The turns are bounded: no loop budget."""
+        b = self.b
+        entry = getattr(self.t, "callbacks", {}).get(pc)
+        if entry is None or entry not in self.funcs:
+            raise JitError(f"insn {pc}: bpf_loop without a known callback")
+        nr = b.zext(b.trunc(self.get(frame, 1), I32), I64)  # (a u32 argument)
+        ctx, flags = self.get(frame, 3), self.get(frame, 4)
+        bad_flags = b.icmp_unsigned("!=", flags, I64(0))
+        error = b.select(bad_flags, I64(-EINVAL & 0xffffffffffffffff),
+                         I64(-E2BIG & 0xffffffffffffffff))
+        refused = b.or_(bad_flags, b.icmp_unsigned(">", nr, I64(BPF_MAX_LOOPS)))
+        start = b.block
+        head = self.fn.append_basic_block(f"pc{pc}_loop")
+        body = self.fn.append_basic_block(f"pc{pc}_loop_body")
+        ret = self.fn.append_basic_block(f"d{depth}_pc{pc}_callback_return")
+        after = self.fn.append_basic_block(f"pc{pc}_loop_done")
+        b.cbranch(refused, after, head)
+        b.position_at_end(head)
+        i = b.phi(I64, name=f"pc{pc}_turn")
+        i.add_incoming(I64(0), start)
+        b.cbranch(b.icmp_unsigned("<", i, nr), body, after)
+        b.position_at_end(body)
+        exits = self.emit_function(entry, [i, ctx], ret, depth + 1, frame)
+        b.position_at_end(ret)
+        r0 = b.phi(I64)
+        for v, blk in exits:
+            r0.add_incoming(v, blk)
+        turns = b.add(i, I64(1))
+        i.add_incoming(turns, ret)
+        b.cbranch(b.icmp_unsigned("!=", r0, I64(0)), after, head)
+        b.position_at_end(after)
+        result = b.phi(I64, name=f"pc{pc}_loop_r0")
+        result.add_incoming(error, start)
+        result.add_incoming(i, head)
+        result.add_incoming(turns, ret)
+        self.put(frame, 0, result)
 
     def stack_arg(self, frame, pc, r):
         """Helper argument ``r``: a pointer to a fixed stack slot (the verifier's
@@ -590,11 +641,12 @@ def _intrinsic(module, name, fnty):
 
 def functions(insns):
     """{entry pc: end pc} of the program (entry 0) and of every subprogram a
-    ``call local`` names: each runs up to the next one's entry."""
+    ``call local`` names or an lddw takes the address of (a callback): each runs
+    up to the next one's entry."""
     starts = {0}
     for pc, insn in enumerate(insns):
         if insn.cls == JMP and insn.op == CALL and insn.src == CALL_LOCAL \
-                and not insn.is_lddw_tail:
+                and not insn.is_lddw_tail or insn.is_lddw and insn.src == isa.PSEUDO_FUNC:
             starts.add(pc + 1 + insn.imm)
     ordered = sorted(s for s in starts if 0 <= s < len(insns))
     return {s: (ordered[k + 1] if k + 1 < len(ordered) else len(insns))

@@ -45,7 +45,7 @@ DEVMAPS = {BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH}
 #: Helpers an object may call so far (ids; verifier.HELPERS has their prototypes).
 EBPF_HELPERS = {h: verifier.HELPERS[h]
                 for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 130, 131, 132, 133,
-                          160, 188, 189, 190)}
+                          160, 181, 188, 189, 190)}
 #: R1's value at entry: the context is reached only through loads the JIT rewrites.
 CTX_TOKEN = 0
 #: Register value of ``lddw rX, map`` (map index in the low bits).
@@ -473,6 +473,7 @@ class XdpTarget:
         self.zero_slots = analysis.zero_slots
         self.stack_slots = analysis.stack_slots
         self.stack_args = analysis.stack_args
+        self.callbacks = analysis.callbacks
         self.calls = {}  # (kernel, signature) -> its function in this module (_call)
         self.scratch = {}  # ring map index -> its scratch record (_ringbuf_record)
         with builder.goto_entry_block():

@@ -75,6 +75,9 @@ HELPERS = {
     132: ("bpf_ringbuf_submit", ("reservation", "any"), "void"),
     133: ("bpf_ringbuf_discard", ("reservation", "any"), "void"),
     160: ("bpf_ktime_get_coarse_ns", (), "scalar"),
+    # func: a callback (lddw of a function's address); stack?: a pointer to the
+    # caller's stack, or NULL (ARG_PTR_TO_STACK_OR_NULL)
+    181: ("bpf_loop", ("any", "func", "stack?", "any"), "scalar"),
     # wmem: a pointer to size bytes the helper writes (ARG_PTR_TO_UNINIT_MEM)
     188: ("bpf_xdp_get_buff_len", ("ctx",), "scalar"),
     189: ("bpf_xdp_load_bytes", ("ctx", "any", "wmem", "size"), "scalar"),
@@ -97,6 +100,8 @@ HELPER_PKT_ACCESS = frozenset({1, 2, 3, 28})
 CONSTANT_SIZES = frozenset({6, 130})
 #: The kernel's BPF_MAX_VAR_SIZ: a size bound at or above it is "unbounded".
 MAX_VAR_SIZE = 1 << 29
+#: Helpers that run a callback (bpf_loop): Verifier.loop_call.
+CALLBACK_HELPERS = frozenset({181})
 #: Helpers after which every packet pointer is stale (clear_all_pkt_pointers).
 MOVES_PACKET = frozenset({44, 54, 65})
 
@@ -172,9 +177,12 @@ def _check_insn(insns, pc, insn, helpers, callx=False):
         t = insns[pc + 1]
         if t.opcode or t.dst or t.src or t.off:
             return "invalid BPF_LD_IMM insn: bad second half"
-        if insn.src > isa.PSEUDO_MAP_IDX_VALUE or insn.src in (isa.PSEUDO_BTF_ID,
-                                                               isa.PSEUDO_FUNC):
+        if insn.src > isa.PSEUDO_MAP_IDX_VALUE or insn.src == isa.PSEUDO_BTF_ID:
             return f"unsupported lddw source {insn.src}"
+        if insn.src == isa.PSEUDO_FUNC:
+            tgt = pc + 1 + insn.imm
+            if not 0 <= tgt < len(insns) or insns[tgt].is_lddw_tail:
+                return f"function address of insn {tgt}, out of range"
         if insn.dst == 10:
             return "frame pointer is read only"
         return None
@@ -293,7 +301,8 @@ def check_structure(insns, name="prog", helpers=HELPERS, raw=False):
                 continue
             seen.add(pc)
             insn = insns[pc]
-            if insn.cls == JMP and insn.op == CALL and insn.src == CALL_LOCAL:
+            if insn.cls == JMP and insn.op == CALL and insn.src == CALL_LOCAL or \
+                    insn.is_lddw and insn.src == isa.PSEUDO_FUNC:  # (a callback's caller)
                 calls[start].add((pc, pc + 1 + insn.imm))  # (call insn, callee)
             for s in successors(insns, pc):
                 if not start <= s < end:
@@ -404,6 +413,7 @@ PKT_END = ("E",)             # PTR_TO_PACKET_END
 # ("M", inner, 0, 0, id, nullable): an inner map found in a map of maps (the
 #   kernel's CONST_PTR_TO_MAP from a lookup), ``inner`` its index in Verifier.maps
 # ("D", map): CONST_PTR_TO_MAP
+# ("F", entry): PTR_TO_FUNC, the address of the function at insn ``entry`` (a callback)
 # ("X",): a value no instruction may use but to move it (a merge of types, or a
 # packet pointer a helper made stale)
 MIXED = ("X",)
@@ -541,12 +551,21 @@ def _max_and(hi, mask):
 def _name(t):
     return {"N": "uninitialised", "S": "scalar", "C": "ctx", "E": "pkt_end", "P": "pkt",
             "K": "fp", "V": "map_value", "D": "map_ptr", "X": "mixed", "M": "map_ptr",
-            "Z": "pkt_or_null"}[t[0]] + \
+            "Z": "pkt_or_null", "F": "func"}[t[0]] + \
         ("_or_null" if t[0] in "VM" and t[5] else "")
+
+
+#: Bounds a growing scalar is widened to, the smallest that holds it (widening
+#: with thresholds: a flag that was 1 and is now 0 or 1 stays [0, 1], which a
+#: callback's return must be; a loop still converges, in at most five steps).
+WIDEN_STEPS = (1, 0xff, 0xffff, U32)
 
 
 def _widen(t):
     if t[0] == "S":
+        for hi in WIDEN_STEPS:
+            if t[2] <= hi:
+                return scalar(0, hi)
         return UNKNOWN
     if t[0] == "K" and len(t) == 5:  # a stack pointer a loop moves: anywhere
         return t[:3]
@@ -559,6 +578,7 @@ class State:
     __slots__ = ("regs", "stacks", "ranges", "frames", "refs", "path")
 
     def __init__(self, regs, stacks, ranges, frames, refs):
+        self.path = None        # strict: the states of the path to here (_no_repeat)
         self.regs = regs        # tuple of 11 types
         self.stacks = stacks    # tuple per frame of dict slot byte offset (-512..-1) -> info
         # frozenset of (base, n): bytes [0, n) from base proven; and of
@@ -778,6 +798,7 @@ class Analysis:
     offset in the running function's own frame on every path, or None.
     ``stack_args``: {(pc, register): offset from R10 or None} of helper call
     arguments, the same way (a map key or value on the stack).
+    ``callbacks``: {pc: entry pc} of the function each bpf_loop call runs.
     """
 
     def __init__(self):
@@ -790,6 +811,7 @@ class Analysis:
         self.record_sizes = {}
         self.stack_slots = {}
         self.stack_args = {}
+        self.callbacks = {}
         self.states = 0
 
 
@@ -810,6 +832,9 @@ class Verifier:
         self.maps, self.inner_of = expand_maps(maps)
         self.nmaps = len(maps)  # what lddw may name (the inner templates come after)
         self.reservations = {}  # (ring, size) -> index of its Reservation in self.maps
+        self.reentered = None   # a callback's first state the last step made
+        self.callback_entries = {pc + 1 + i.imm for pc, i in enumerate(insns)
+                                 if i.is_lddw and i.src == isa.PSEUDO_FUNC}
         self.out = Analysis()
 
     def fail(self, pc, reason):
@@ -848,10 +873,11 @@ class Verifier:
                                     f"program too complex: over {MAX_STATES} states")
                 err.too_large = True
                 raise err
+            self.reentered = None
             successors = self.step(pc, st)
             if strict:
                 for _, s in successors:
-                    s.path = st.path
+                    s.path = None if s is self.reentered else st.path
             todo.extend(successors)
         return self.out
 
@@ -898,7 +924,11 @@ class Verifier:
                     return None
             # (strict: never joined, as the kernel's are not: a join loses the
             # range a loop's next turn proves, and the kernel would have it)
-            if len(point.states) < PATHS_PER_INSN or self.apart:
+            # (a callback's entry joins even so: each run of it comes back with
+            # the caller's stack as the last left it, a count one higher, and
+            # without precision tracking such states never repeat)
+            if len(point.states) < PATHS_PER_INSN or \
+                    self.apart and pc not in self.callback_entries:
                 point.states.append(st)
                 mask = sum(1 << r for r, t in enumerate(st.regs)
                            if live >> r & 1 and t[0] == "S" and t[1] == t[2])
@@ -953,6 +983,8 @@ class Verifier:
         kind = insn.src
         if kind == isa.PSEUDO_IMM64:
             t = const(insn.imm64)
+        elif kind == isa.PSEUDO_FUNC:
+            t = ("F", pc + 1 + insn.imm)
         elif kind in (isa.PSEUDO_MAP_IDX, isa.PSEUDO_MAP_FD):
             if not 0 <= insn.imm < self.nmaps:
                 self.fail(pc, f"map index {insn.imm} out of range ({self.nmaps} maps)")
@@ -998,6 +1030,8 @@ class Verifier:
             s = self.read(st, pc, insn.src)
         else:
             s = const(insn.imm)  # sign-extended
+        if dt[0] == "F" or s[0] == "F":
+            self.fail(pc, f"R{d} pointer arithmetic on func prohibited")
         if dt[0] == "S" and s[0] == "S":
             t = self._scalar_op(op, dt, s, wide, insn.off)
             if self.strict and op in (isa.DIV, isa.MOD) and not is_const(t):
@@ -1272,6 +1306,8 @@ class Verifier:
                                   f"{min(r[1] for r in st.refs)} (submit or discard it on "
                                   "every path)")
                 return []
+            if isinstance(st.frames[-1][0], tuple):
+                return self.callback_exit(pc, st)
             # a subprogram returns R0 as it is, as the kernel's prepare_func_exit:
             # unset (clang drops a return value no caller reads) or a pointer
             # the caller may use, but not into the frame being left
@@ -1287,6 +1323,8 @@ class Verifier:
         if op == CALL:
             if insn.src == CALL_LOCAL:
                 return [self.call_local(pc, st, insn)]
+            if insn.imm in CALLBACK_HELPERS:
+                return self.loop_call(pc, st, insn.imm)
             return [(pc + 1, self.helper(pc, st, insn.imm))]
         d = self.read(st, pc, insn.dst)
         s = self.read(st, pc, insn.src) if insn.uses_reg_src else const(insn.imm)
@@ -1304,10 +1342,52 @@ class Verifier:
         frames = st.frames + ((pc + 1, st.regs[6:10]),)
         return (pc + 1 + insn.imm, State(regs, st.stacks + ({},), st.ranges, frames, st.refs))
 
+    def loop_call(self, pc, st, hid):
+        """bpf_loop(nr, callback, ctx, flags): the paths on from the call, the
+        callback not run (nr 0, or flags refused) and run once; each run's
+        return leads to both again (callback_exit). As the kernel's verifier
+        (since 6.8), it checks the callback for any number of runs: its
+        states at entry converge as a loop's do."""
+        after = self.helper(pc, st, hid)
+        entry = st.regs[2][1]
+        if self.out.callbacks.setdefault(pc, entry) != entry:
+            self.fail(pc, "bpf_loop: the callback differs between paths (one per call "
+                          "instruction is supported)")
+        return [(pc + 1, after), self._enter_callback(pc, st, entry, st.regs[3])]
+
+    def _enter_callback(self, pc, st, entry, ctx_t):
+        """The callback's first state: R1 the index (any number, as the kernel
+        has it), R2 the context the call passed; its frame notes the call."""
+        depth = len(st.frames) + 1
+        regs = (NOT_INIT, UNKNOWN, ctx_t) + (NOT_INIT,) * 7 + (("K", depth, 0),)
+        frames = st.frames + ((("callback", pc, entry, ctx_t, st.refs), st.regs[6:10]),)
+        new = State(regs, st.stacks + ({},), st.ranges, frames, st.refs)
+        self.reentered = new  # (strict: a new run is no repeat of the one before)
+        return (entry, new)
+
+    def callback_exit(self, pc, st):
+        """A callback's ``exit``: R0 must be 0 (go on) or 1 (stop); back in
+        the caller after the helper call, or in the callback again."""
+        (ret, saved), frames = st.frames[-1], st.frames[:-1]
+        _, call, entry, ctx_t, refs = ret
+        r0 = self.read(st, pc, 0)
+        if r0[0] != "S" or r0[2] > 1:
+            what = _name(r0) if r0[0] != "S" else f"a scalar in [{r0[1]}, {r0[2]}]"
+            self.fail(pc, f"At callback return the register R0 is {what}, should have been "
+                          "in [0, 1]")
+        if st.refs != refs:
+            self.fail(pc, "unreleased reference: a ring buffer reservation of the callback "
+                          "(submit or discard it before the callback returns)")
+        regs = (UNKNOWN,) + (NOT_INIT,) * 5 + tuple(saved) + (("K", len(frames), 0),)
+        caller = State(regs, st.stacks[:-1], st.ranges, frames, st.refs)
+        return [(call + 1, caller), self._enter_callback(call, caller, entry, ctx_t)]
+
     def refine(self, pc, st, insn, d, s):
         """(state if taken, state if not), None for a branch that cannot happen."""
         op, wide = insn.op, insn.cls == JMP
         kinds = d[0] + s[0]
+        if "F" in kinds:
+            self.fail(pc, "pointer comparison with func prohibited")
         if kinds != "SS":
             if not wide:
                 self.fail(pc, "pointer comparison in 32 bits prohibited")
@@ -1463,6 +1543,13 @@ class Verifier:
             elif kind == "ctx":
                 if t != CTX:
                     self.fail(pc, f"{name}: R{r} type={_name(t)} expected=ctx")
+            elif kind == "func":
+                if t[0] != "F":
+                    self.fail(pc, f"{name}: R{r} type={_name(t)} expected=func")
+            elif kind == "stack":
+                if not (t[0] == "K" or optional and t == const(0)):
+                    self.fail(pc, f"{name}: R{r} type={_name(t)} expected=fp"
+                                  + (" or NULL" if optional else ""))
             elif kind in ("key", "value", "mem", "wmem") and t[0] in "PZ" and \
                     hid not in HELPER_PKT_ACCESS:
                 self.fail(pc, f"{name}: R{r} helper access to the packet is not allowed")

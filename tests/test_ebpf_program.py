@@ -2220,3 +2220,86 @@ def test_a_callback_returning_other_than_0_or_1_is_refused(tmp_path, ret, error)
     require_kernel()
     with pytest.raises(kernel.KernelError):
         kernel.KernelObject(obj).close()
+
+
+BPF_LOOP_NESTED = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} cnt SEC(".maps");
+
+static __noinline __u64 weight(__u64 i)
+{
+	return (i * 7) & 3;
+}
+
+static long inner(__u64 j, void *arg)
+{
+	__u64 *acc = arg;
+	*acc += weight(j) + 1;
+	return 0;
+}
+
+static long outer(__u64 i, void *arg)
+{
+	__u64 acc = 0;
+	__u32 k = i & 3;
+	__u64 *v;
+
+	bpf_loop(i, inner, &acc, 0);
+	v = bpf_map_lookup_elem(&cnt, &k);
+	if (v)
+		*v += acc;
+	return 0;
+}
+
+static long count_only(__u64 i, void *arg)
+{
+	__u32 k = 3;
+	__u64 *v = bpf_map_lookup_elem(&cnt, &k);
+	if (v)
+		*v += 1;
+	return i >= 4;
+}
+
+SEC("xdp")
+int nest(struct xdp_md *xdp)
+{
+	void *data = (void *)(long)xdp->data;
+	void *data_end = (void *)(long)xdp->data_end;
+	long r;
+
+	if (data + 16 > data_end)
+		return XDP_ABORTED;
+	r = bpf_loop(((unsigned char *)data)[15] & 15, outer, 0, 0);
+	r += bpf_loop(10, count_only, 0, 0);
+	return r == 0 ? XDP_DROP : r & 1 ? XDP_PASS : XDP_TX;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_bpf_loop_nested_without_a_context_and_calling_a_subprogram(tmp_path):
+    """A callback that runs bpf_loop itself (its own stack as the inner one's
+    context), calls a subprogram, and two loops given NULL: the map and the
+    verdicts as the kernel's, frame after frame (the counts accumulate)."""
+    obj = c_object(tmp_path, "bpf_loop_nested", BPF_LOOP_NESTED)
+    prog = load_program(obj)
+    frames = [bytes(15) + bytes([n]) + bytes(44) for n in (0, 1, 5, 15, 7)]
+    ours = []
+    for f in frames:
+        ours.append((prog.test_run(f).retval, [prog.maps["cnt"].lookup(i) for i in range(4)]))
+    # frame 2 (5 outer turns): turn i adds sum over j < i of ((7j) & 3) + 1 to cnt[i & 3]
+    assert ours[2][1][:3] == [10, 1, 5]
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        for f, want in zip(frames, ours):
+            ret, _, _ = k.test_run("nest", f)
+            cnt = dict(k.map_items("cnt"))
+            assert (ret, [struct.unpack("<Q", cnt[struct.pack("<I", i)])[0]
+                          for i in range(4)]) == want

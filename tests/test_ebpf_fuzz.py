@@ -15,7 +15,7 @@ from dataplane.ebpf import elf, isa, verifier
 from dataplane.ebpf.program import EBPF_HELPERS, load_insns_program
 
 ROOT = Path(__file__).resolve().parents[1]
-MAPLESS = ["drop_udp", "firewall", "bpf2bpf", "bounded_loop", "adjust_head"]
+MAPLESS = ["drop_udp", "firewall", "bpf2bpf", "bounded_loop", "adjust_head", "exthdr_loop"]
 MUTANTS_RUN = 6  # accepted mutants compiled and run (about a second each)
 
 

@@ -324,10 +324,12 @@ BOUNDED_LOOP_CASES = [
 
 
 @needs_kernel
+@pytest.mark.parametrize("name", ["bounded_loop", "exthdr_loop"])
 @pytest.mark.parametrize("case,frame,want", BOUNDED_LOOP_CASES,
                          ids=[c[0] for c in BOUNDED_LOOP_CASES])
-def test_bounded_loop_verdicts(loaded, case, frame, want):
-    assert loaded["bounded_loop"].test_run("bounded_loop", frame)[0] == want
+def test_bounded_loop_verdicts(loaded, case, frame, want, name):
+    """bounded_loop's rolled loop and exthdr_loop's bpf_loop callback walk alike."""
+    assert loaded[name].test_run(name, frame)[0] == want
 
 
 def checksum_ok(header):

@@ -23,9 +23,9 @@ from dataplane.ebpf import kernel
 ROOT = Path(__file__).resolve().parents[1]
 BPF = ROOT / "programs" / "bpf"
 SMALL = ROOT / "pcaps" / "small.pcap"
-RUNNABLE = ["adjust_head", "bounded_loop", "bpf2bpf", "drop_udp", "firewall", "flood",
-            "flow_counter", "global_data", "legacy_maps", "lpm_acl", "map_in_map", "printk",
-            "redirect", "ringbuf", "tail_call:tail_call"]
+RUNNABLE = ["adjust_head", "bounded_loop", "bpf2bpf", "drop_udp", "exthdr_loop", "firewall",
+            "flood", "flow_counter", "global_data", "legacy_maps", "lpm_acl", "map_in_map",
+            "printk", "redirect", "ringbuf", "tail_call:tail_call"]
 
 
 def frames(limit=None):
@@ -2303,3 +2303,15 @@ def test_bpf_loop_nested_without_a_context_and_calling_a_subprogram(tmp_path):
             cnt = dict(k.map_items("cnt"))
             assert (ret, [struct.unpack("<Q", cnt[struct.pack("<I", i)])[0]
                           for i in range(4)]) == want
+
+
+def test_exthdr_loop_walks_as_bounded_loop():
+    """programs/bpf/exthdr_loop.o (the walk under bpf_loop) gives the verdict
+    each crafted IPv6 chain should get, as bounded_loop.o (a rolled loop) does,
+    and the same verdicts on the bundled capture."""
+    from test_ebpf_kernel import BOUNDED_LOOP_CASES
+    loop, rolled = load_program(BPF / "exthdr_loop.o"), load_program(BPF / "bounded_loop.o")
+    for case, frame, want in BOUNDED_LOOP_CASES:
+        assert (loop.test_run(frame).retval, rolled.test_run(frame).retval) == (want, want), case
+    assert [loop.test_run(f).retval for f in frames()] == \
+        [rolled.test_run(f).retval for f in frames()]

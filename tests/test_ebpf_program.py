@@ -1137,6 +1137,15 @@ def test_prog_dump_and_verify(capsys):
     assert "drop_udp: verified" in capsys.readouterr().out
     assert main(["prog", "verify", str(BPF / "map_in_map.o")]) == 0
     assert "map_in_map: verified" in capsys.readouterr().out
+    # a callback's address names the instruction it starts at, under its name
+    assert main(["prog", "dump", str(BPF / "exthdr_loop.o")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    m = next(re.search(r"(\d+): lddw %r2, func\[(\d+)\]  # function at insn (\d+)", ln)
+             for ln in lines if "func[" in ln)
+    at = int(m.group(1)) + 1 + int(m.group(2))
+    assert int(m.group(3)) == at
+    assert lines[lines.index(next(ln for ln in lines if ln.strip().startswith(f"{at}:"))) - 1] \
+        == "step:"
 
 
 def test_verify_command_accepts_and_rejects_like_the_kernel_log(capsys, tmp_path):

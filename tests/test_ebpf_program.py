@@ -2324,3 +2324,167 @@ def test_exthdr_loop_walks_as_bounded_loop():
         assert (loop.test_run(frame).retval, rolled.test_run(frame).retval) == (want, want), case
     assert [loop.test_run(f).retval for f in frames()] == \
         [rolled.test_run(f).retval for f in frames()]
+
+
+FOR_EACH = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 16);
+	__type(key, __u32);
+	__type(value, __u64);
+} arr SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u64);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64[6]);
+} out SEC(".maps");
+
+struct walk {
+	__u64 sum;
+	__u64 keys;
+	__u32 stop_at;
+};
+
+static long add_array(void *map, __u32 *key, __u64 *value, void *arg)
+{
+	struct walk *w = arg;
+
+	*value += *key;		/* each element grows by its index */
+	w->sum += *value;
+	w->keys += *key;
+	return *key == w->stop_at;
+}
+
+static long add_flow(void *map, __u32 *key, __u64 *value, void *arg)
+{
+	struct walk *w = arg;
+
+	w->sum += *value;
+	w->keys ^= *key;
+	if (*value > 3)
+		bpf_map_delete_elem(map, key);	/* old flows go */
+	return 0;
+}
+
+SEC("xdp")
+int each(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct walk a = {}, h = {};
+	__u32 k0 = 0, flow;
+	__u64 one = 1, *v, *o;
+	long ra, rh;
+
+	if (data + 16 > data_end)
+		return XDP_ABORTED;
+	flow = ((unsigned char *)data)[14];
+	v = bpf_map_lookup_elem(&flows, &flow);
+	if (v)
+		*v += 1;
+	else
+		bpf_map_update_elem(&flows, &flow, &one, BPF_ANY);
+	a.stop_at = ((unsigned char *)data)[15];
+	ra = bpf_for_each_map_elem(&arr, add_array, &a, 0);
+	rh = bpf_for_each_map_elem(&flows, add_flow, &h, 0);
+	o = bpf_map_lookup_elem(&out, &k0);
+	if (o) {
+		o[0] = ra;
+		o[1] = a.sum;
+		o[2] = a.keys;
+		o[3] = rh;
+		o[4] = h.sum;
+		o[5] = h.keys;
+	}
+	return XDP_PASS;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_bpf_for_each_map_elem_walks_arrays_and_hash_maps_like_the_kernel(tmp_path):
+    """bpf_for_each_map_elem (helper 164): the callback gets the map, each key
+    (read-only) and value (written in place), and the caller's context; it
+    stops the walk with 1, and may delete the element it is on. Thirty frames,
+    each inserting a flow and walking an ARRAY (stopping at a given index) and
+    the HASH of flows (deleting old ones): the walks' returns and sums and
+    both maps after each frame, against the kernel's test run. A hash map's
+    order differs from the kernel's (its buckets), so the walk there only sums."""
+    obj = c_object(tmp_path, "each", FOR_EACH)
+    for strict in ([], ["--strict"]):
+        assert main(["verify", *strict, str(obj)]) == 0
+    prog = load_program(obj)
+    rnd = random.Random(5)
+    frames = [bytes(14) + bytes([rnd.randrange(6), rnd.choice([3, 20, 0, 15])]) + bytes(44)
+              for _ in range(30)]
+    ours = []
+    for f in frames:
+        r = prog.test_run(f)
+        ours.append((r.retval, tuple(prog.maps["out"].lookup(0).values()),
+                     sorted(prog.maps["flows"].items()),
+                     [prog.maps["arr"].lookup(j) for j in range(16)]))
+    # the first frame: one flow, the array walked to its stop index or its end
+    stop = frames[0][15]
+    turns = min(stop, 15) + 1
+    assert ours[0][1][:3] == (turns, sum(range(turns)), sum(range(turns)))
+    assert ours[0][1][3:5] == (1, 1) and ours[0][2] == [(frames[0][14], 1)]
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        for f, want in zip(frames, ours):
+            ret, _, _ = k.test_run("each", f)
+            out = struct.unpack("<6Q", dict(k.map_items("out"))[bytes(4)])
+            flows = sorted((struct.unpack("<I", a)[0], struct.unpack("<Q", b)[0])
+                           for a, b in k.map_items("flows"))
+            arr = dict(k.map_items("arr"))
+            arr = [struct.unpack("<Q", arr[struct.pack("<I", j)])[0] for j in range(16)]
+            assert (ret, out, flows, arr) == want
+
+
+@pytest.mark.parametrize("change, error", [
+    (("*value += *key;", "*key += 1;"), "write into read-only map 'arr key'"),
+    (("return *key == w->stop_at;", "return 2;"),
+     "At callback return the register R0 is a scalar in [2, 2], should have been in [0, 1]"),
+])
+def test_bpf_for_each_map_elem_callbacks_refused(tmp_path, change, error):
+    """A callback may not write the key it is given, and answers 0 or 1; the
+    kernel refuses both too."""
+    obj = c_object(tmp_path, "each_bad", FOR_EACH.replace(*change))
+    with pytest.raises(ProgramError, match=re.escape(error)):
+        load_program(obj)
+    require_kernel()
+    with pytest.raises(kernel.KernelError):
+        kernel.KernelObject(obj).close()
+
+
+def test_bpf_for_each_map_elem_on_per_cpu_maps_walks_this_cpus_values(tmp_path):
+    """The same walks over a PERCPU_ARRAY and an LRU_PERCPU_HASH: each value
+    the callback gets is this CPU's, as in the kernel (its test run runs on
+    one CPU): the walks' results after each frame, against the kernel's."""
+    src = FOR_EACH.replace("BPF_MAP_TYPE_ARRAY);\n\t__uint(max_entries, 16)",
+                           "BPF_MAP_TYPE_PERCPU_ARRAY);\n\t__uint(max_entries, 16)")
+    src = src.replace("BPF_MAP_TYPE_HASH", "BPF_MAP_TYPE_LRU_PERCPU_HASH")
+    assert src.count("PERCPU") == 2
+    obj = c_object(tmp_path, "each_percpu", src)
+    prog = load_program(obj)
+    rnd = random.Random(5)
+    frames = [bytes(14) + bytes([rnd.randrange(6), rnd.choice([3, 20, 0, 15])]) + bytes(44)
+              for _ in range(30)]
+    ours = [(prog.test_run(f).retval, tuple(prog.maps["out"].lookup(0).values())) for f in frames]
+    assert len({o[1] for o in ours}) > 10  # the walks' results move frame by frame
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        for f, want in zip(frames, ours):
+            ret, _, _ = k.test_run("each", f)
+            assert (ret, struct.unpack("<6Q", dict(k.map_items("out"))[bytes(4)])) == want

@@ -1779,3 +1779,28 @@ def test_load_bytes_into_a_read_only_map_value_is_refused():
         mov %r0, 2
         exit""".replace("stw [%r10-4], 0", "mov %r6, %r1\nstw [%r10-4], 0"),
             "write into map 'cfg', which is read-only", maps=ro)
+
+
+EACH_CALL = """
+lddw %r1, map_fd[{m}]
+lddw %r2, func[{cb}]
+mov %r3, 0
+mov %r4, 0
+call 164   # <-
+exit
+{callback}
+"""
+
+
+def test_bpf_for_each_map_elem_takes_hash_and_array_maps_only():
+    """Hash and array maps (per-CPU or not) have a walk; an LPM trie is refused
+    at the call, as the kernel's check_map_func_compatibility does. The
+    callback's key is read-only, its value writable."""
+    maps = [MapInfo("h", 1, 4, 8), MapInfo("lpm", 11, 8, 8), MapInfo("a", 2, 4, 8)]
+    walk = "ldxw %r5, [%r2]\nldxdw %r0, [%r3]\nadd %r0, %r5\nstxdw [%r3], %r0\nmov %r0, 0\nexit"
+    for m in (0, 2):
+        check(EACH_CALL.format(m=m, cb=5, callback=walk), maps)
+    rejects(EACH_CALL.format(m=1, cb=5, callback=walk), "map 'lpm' of type 11 cannot be used here",
+            maps=maps)
+    rejects(EACH_CALL.format(m=0, cb=5, callback="stw [%r2], 1\nmov %r0, 0\nexit"),
+            "write into read-only map 'h key'", insn=8, maps=maps)

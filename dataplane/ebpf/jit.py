@@ -41,6 +41,7 @@ _WIDTH = {1: I8, 2: I16, 4: I32, 8: I64}
 _PLAIN_ALU = {ADD: "add", SUB: "sub", MUL: "mul", OR: "or_", AND: "and_", XOR: "xor"}
 #: bpf_loop's helper id and its limit of turns (BPF_MAX_LOOPS); its errors.
 BPF_LOOP, BPF_MAX_LOOPS = 181, 1 << 23
+BPF_FOR_EACH_MAP_ELEM = 164
 EINVAL, E2BIG = 22, 7
 
 
@@ -534,6 +535,9 @@ class _Emitter:
         if insn.src == isa.CALL_HELPER and insn.imm == BPF_LOOP:
             self.bpf_loop(frame, pc, depth)
             return
+        if insn.src == isa.CALL_HELPER and insn.imm == BPF_FOR_EACH_MAP_ELEM:
+            self.for_each_map_elem(frame, pc, depth)
+            return
         args = [self.stack_arg(frame, pc, r) for r in range(1, 6)]
         if insn.uses_reg_src:  # callx: the helper id is in a register
             self.put(frame, 0, self.t.helper_call(b, pc, None, args + [self.get(frame, insn.dst)]))
@@ -559,9 +563,7 @@ class _Emitter:
         ctx, inlined in a loop, until it returns non-zero (then R0 = turns
         run) or ``nr`` turns (R0 = nr). The turns are bounded: no loop budget."""
         b = self.b
-        entry = getattr(self.t, "callbacks", {}).get(pc)
-        if entry is None or entry not in self.funcs:
-            raise JitError(f"insn {pc}: bpf_loop without a known callback")
+        entry = self._callback(pc)
         nr = b.zext(b.trunc(self.get(frame, 1), I32), I64)  # (a u32 argument)
         ctx, flags = self.get(frame, 3), self.get(frame, 4)
         bad_flags = b.icmp_unsigned("!=", flags, I64(0))
@@ -592,6 +594,60 @@ class _Emitter:
         result.add_incoming(error, start)
         result.add_incoming(i, head)
         result.add_incoming(turns, ret)
+        self.put(frame, 0, result)
+
+    def _callback(self, pc):
+        entry = getattr(self.t, "callbacks", {}).get(pc)
+        if entry is None or entry not in self.funcs:
+            raise JitError(f"insn {pc}: a callback helper without a known callback")
+        return entry
+
+    def for_each_map_elem(self, frame, pc, depth):
+        """``bpf_for_each_map_elem(map, callback, ctx, flags)`` (helper 164) as
+        the kernel's (bpf_for_each_array_elem / bpf_for_each_hash_elem): flags
+        other than 0 give -EINVAL; else the callback runs on each element in
+        turn, R1 the map, R2 its key, R3 its value, R4 ctx, until it returns
+        non-zero; R0 = the elements it ran on. An array's key is the index,
+        written to a u32 of this call's."""
+        b = self.b
+        entry = self._callback(pc)
+        token, ctx, flags = self.get(frame, 1), self.get(frame, 3), self.get(frame, 4)
+        with b.goto_entry_block():
+            index = b.alloca(I32, name=f"pc{pc}_array_key")
+        bad_flags = b.icmp_unsigned("!=", flags, I64(0))
+        start = b.block
+        head = self.fn.append_basic_block(f"pc{pc}_each")
+        body = self.fn.append_basic_block(f"pc{pc}_each_body")
+        ret = self.fn.append_basic_block(f"d{depth}_pc{pc}_callback_return")
+        after = self.fn.append_basic_block(f"pc{pc}_each_done")
+        b.cbranch(bad_flags, after, head)
+        b.position_at_end(head)
+        cursor = b.phi(I64, name=f"pc{pc}_cursor")
+        cursor.add_incoming(I64(-1 & 0xffffffffffffffff), start)
+        count = b.phi(I64, name=f"pc{pc}_elements")
+        count.add_incoming(I64(0), start)
+        nxt = self.t.map_each(b, pc, token, "next", cursor)
+        head_end = b.block
+        b.cbranch(b.icmp_signed("<", nxt, I64(0)), after, body)
+        b.position_at_end(body)
+        key = self.t.map_each(b, pc, token, "key", nxt)
+        b.store(b.trunc(nxt, I32), index)
+        key = b.select(b.icmp_unsigned("==", key, I64(0)), b.ptrtoint(index, I64), key)
+        value = self.t.map_each(b, pc, token, "value", nxt)
+        exits = self.emit_function(entry, [token, key, value, ctx], ret, depth + 1, frame)
+        b.position_at_end(ret)
+        r0 = b.phi(I64)
+        for v, blk in exits:
+            r0.add_incoming(v, blk)
+        ran = b.add(count, I64(1))
+        cursor.add_incoming(nxt, ret)
+        count.add_incoming(ran, ret)
+        b.cbranch(b.icmp_unsigned("!=", r0, I64(0)), after, head)
+        b.position_at_end(after)
+        result = b.phi(I64, name=f"pc{pc}_each_r0")
+        result.add_incoming(I64(-EINVAL & 0xffffffffffffffff), start)
+        result.add_incoming(count, head_end)
+        result.add_incoming(ran, ret)
         self.put(frame, 0, result)
 
     def stack_arg(self, frame, pc, r):

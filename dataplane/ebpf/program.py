@@ -45,7 +45,7 @@ DEVMAPS = {BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH}
 #: Helpers an object may call so far (ids; verifier.HELPERS has their prototypes).
 EBPF_HELPERS = {h: verifier.HELPERS[h]
                 for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 130, 131, 132, 133,
-                          160, 181, 188, 189, 190)}
+                          160, 164, 181, 188, 189, 190)}
 #: R1's value at entry: the context is reached only through loads the JIT rewrites.
 CTX_TOKEN = 0
 #: Register value of ``lddw rX, map`` (map index in the low bits).
@@ -523,6 +523,18 @@ class XdpTarget:
         hty, h = self._handle(builder, index)
         base = self._call(builder, call_value_address, types.int64(hty), [h])
         return builder.add(base, ir.Constant(ir.IntType(64), offset))
+
+    def map_each(self, builder, pc, token, what, cursor):
+        """bpf_for_each_map_elem's walk of the map in R1 (``token``): ``what``
+        "next" (the cursor after ``cursor``, -1 at the end), "key" or "value"
+        (the element's addresses; an array's key is 0: the caller writes the
+        index). kernels/ebpf.map_each_next."""
+        from numba import types
+        from ..kernels import ebpf as k
+        fn = {"next": k.call_each_next, "key": k.call_each_key, "value": k.call_each_value}[what]
+        i64t = types.int64
+        return self._on_maps(builder, pc, token, lambda t, h: self._call(
+            builder, fn, i64t(t, i64t), [h, cursor]))
 
     def _on_maps(self, builder, pc, token, call, inner_call=None):
         """``call(handle type, handle) -> i64`` for the map in R1: one call when

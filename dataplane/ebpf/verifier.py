@@ -77,6 +77,7 @@ HELPERS = {
     160: ("bpf_ktime_get_coarse_ns", (), "scalar"),
     # func: a callback (lddw of a function's address); stack?: a pointer to the
     # caller's stack, or NULL (ARG_PTR_TO_STACK_OR_NULL)
+    164: ("bpf_for_each_map_elem", ("map", "func", "stack?", "any"), "scalar"),
     181: ("bpf_loop", ("any", "func", "stack?", "any"), "scalar"),
     # wmem: a pointer to size bytes the helper writes (ARG_PTR_TO_UNINIT_MEM)
     188: ("bpf_xdp_get_buff_len", ("ctx",), "scalar"),
@@ -85,7 +86,8 @@ HELPERS = {
 }
 #: Map types a helper's map argument must have, or must not (the kernel's
 #: check_map_func_compatibility): 3 PROG_ARRAY, 14/25 DEVMAP(_HASH), 27 RINGBUF.
-HELPER_MAP_TYPES = {12: {3}, 51: {14, 25}, 130: {27}, 131: {27}}
+HELPER_MAP_TYPES = {12: {3}, 51: {14, 25}, 130: {27}, 131: {27},
+                    164: {1, 2, 5, 6, 9, 10}}  # (hash and array maps, per-CPU or not)
 #: Helpers that release a ring buffer reservation (the kernel's release funcs).
 RELEASES = frozenset({132, 133})
 HELPER_REFUSED_MAP_TYPES = {1: {3, 27}, 2: {3, 12, 13, 14, 25, 27},
@@ -100,8 +102,8 @@ HELPER_PKT_ACCESS = frozenset({1, 2, 3, 28})
 CONSTANT_SIZES = frozenset({6, 130})
 #: The kernel's BPF_MAX_VAR_SIZ: a size bound at or above it is "unbounded".
 MAX_VAR_SIZE = 1 << 29
-#: Helpers that run a callback (bpf_loop): Verifier.loop_call.
-CALLBACK_HELPERS = frozenset({181})
+#: Helpers that run a callback (bpf_for_each_map_elem, bpf_loop): Verifier.loop_call.
+CALLBACK_HELPERS = frozenset({164, 181})
 #: Helpers after which every packet pointer is stale (clear_all_pkt_pointers).
 MOVES_PACKET = frozenset({44, 54, 65})
 
@@ -768,6 +770,19 @@ class Reservation:
         self.name = f"{name} record"
 
 
+class MapKey:
+    """A map's key as a callback of bpf_for_each_map_elem gets it: key_size
+    bytes it may read, not write (the kernel's PTR_TO_MAP_KEY)."""
+
+    read_only = True
+    key_size = 0
+    type = None
+
+    def __init__(self, m):
+        self.value_size = m.key_size
+        self.name = f"{m.name} key"
+
+
 def expand_maps(maps):
     """The maps an instruction or a register may name: the program's, then the
     inner map template of each map of maps (``.inner``, a MapInfo-like object).
@@ -832,6 +847,7 @@ class Verifier:
         self.maps, self.inner_of = expand_maps(maps)
         self.nmaps = len(maps)  # what lddw may name (the inner templates come after)
         self.reservations = {}  # (ring, size) -> index of its Reservation in self.maps
+        self.key_views = {}     # map -> index of its MapKey in self.maps
         self.reentered = None   # a callback's first state the last step made
         self.callback_entries = {pc + 1 + i.imm for pc, i in enumerate(insns)
                                  if i.is_lddw and i.src == isa.PSEUDO_FUNC}
@@ -1343,24 +1359,48 @@ class Verifier:
         return (pc + 1 + insn.imm, State(regs, st.stacks + ({},), st.ranges, frames, st.refs))
 
     def loop_call(self, pc, st, hid):
-        """bpf_loop(nr, callback, ctx, flags): the paths on from the call, the
-        callback not run (nr 0, or flags refused) and run once; each run's
-        return leads to both again (callback_exit). As the kernel's verifier
-        (since 6.8), it checks the callback for any number of runs: its
-        states at entry converge as a loop's do."""
+        """bpf_loop(nr, callback, ctx, flags) and bpf_for_each_map_elem(map,
+        callback, ctx, flags): the paths on from the call, the callback not run
+        (nr 0, an empty map, flags refused) and run once; each run's return
+        leads to both again (callback_exit). As the kernel's verifier (since
+        6.8), it checks the callback for any number of runs: its states at
+        entry converge as a loop's do."""
+        name = self.helpers[hid][0]
         after = self.helper(pc, st, hid)
         entry = st.regs[2][1]
         if self.out.callbacks.setdefault(pc, entry) != entry:
-            self.fail(pc, "bpf_loop: the callback differs between paths (one per call "
+            self.fail(pc, f"{name}: the callback differs between paths (one per call "
                           "instruction is supported)")
-        return [(pc + 1, after), self._enter_callback(pc, st, entry, st.regs[3])]
+        each = None
+        if hid == 164:
+            if st.regs[1][0] != "D" or len(self.out.map_args[pc]) > 1:
+                self.fail(pc, f"{name}: one map per call, named by the object, is supported")
+            each = st.regs[1][1]
+        return [(pc + 1, after), self._enter_callback(pc, st, entry, st.regs[3], each)]
 
-    def _enter_callback(self, pc, st, entry, ctx_t):
-        """The callback's first state: R1 the index (any number, as the kernel
-        has it), R2 the context the call passed; its frame notes the call."""
+    def _key_view(self, m):
+        """The index in self.maps of map ``m``'s key as memory a callback reads
+        (the kernel's PTR_TO_MAP_KEY: read-only, key_size bytes)."""
+        j = self.key_views.get(m)
+        if j is None:
+            j = self.key_views[m] = len(self.maps)
+            self.maps.append(MapKey(self.maps[m]))
+        return j
+
+    def _enter_callback(self, pc, st, entry, ctx_t, each=None):
+        """The callback's first state; its frame notes the call. bpf_loop: R1
+        the index (any number, as the kernel has it), R2 the context the call
+        passed. bpf_for_each_map_elem (``each``: the map): R1 the map, R2 a key
+        (read-only), R3 its value, R4 the context."""
         depth = len(st.frames) + 1
-        regs = (NOT_INIT, UNKNOWN, ctx_t) + (NOT_INIT,) * 7 + (("K", depth, 0),)
-        frames = st.frames + ((("callback", pc, entry, ctx_t, st.refs), st.regs[6:10]),)
+        if each is None:
+            args = (UNKNOWN, ctx_t, NOT_INIT)
+        else:
+            args = (("D", each), ("V", self._key_view(each), 0, 0, ("key", pc, depth), False),
+                    ("V", each, 0, 0, ("element", pc, depth), False))
+        regs = (NOT_INIT,) + args + ((ctx_t,) if each is not None else (NOT_INIT,)) + \
+            (NOT_INIT,) * 5 + (("K", depth, 0),)
+        frames = st.frames + ((("callback", pc, entry, ctx_t, st.refs, each), st.regs[6:10]),)
         new = State(regs, st.stacks + ({},), st.ranges, frames, st.refs)
         self.reentered = new  # (strict: a new run is no repeat of the one before)
         return (entry, new)
@@ -1369,7 +1409,7 @@ class Verifier:
         """A callback's ``exit``: R0 must be 0 (go on) or 1 (stop); back in
         the caller after the helper call, or in the callback again."""
         (ret, saved), frames = st.frames[-1], st.frames[:-1]
-        _, call, entry, ctx_t, refs = ret
+        _, call, entry, ctx_t, refs, each = ret
         r0 = self.read(st, pc, 0)
         if r0[0] != "S" or r0[2] > 1:
             what = _name(r0) if r0[0] != "S" else f"a scalar in [{r0[1]}, {r0[2]}]"
@@ -1380,7 +1420,7 @@ class Verifier:
                           "(submit or discard it before the callback returns)")
         regs = (UNKNOWN,) + (NOT_INIT,) * 5 + tuple(saved) + (("K", len(frames), 0),)
         caller = State(regs, st.stacks[:-1], st.ranges, frames, st.refs)
-        return [(call + 1, caller), self._enter_callback(call, caller, entry, ctx_t)]
+        return [(call + 1, caller), self._enter_callback(call, caller, entry, ctx_t, each)]
 
     def refine(self, pc, st, insn, d, s):
         """(state if taken, state if not), None for a branch that cannot happen."""

@@ -120,6 +120,76 @@ def _value_address(m):
     return lambda m: array_address(m.values)
 
 
+def map_each_next(m, cursor):
+    """bpf_for_each_map_elem's walk: the cursor of the element after ``cursor``
+    (-1: before the first), -1 after the last. Arrays: the index. Hash maps:
+    bucket << 32 | (entry + 1), each bucket's chain in order (the kernel's walk:
+    buckets in order)."""
+
+
+def map_each_key(m, cursor):
+    """The address of the key of the element at ``cursor`` (0 for an array: its
+    index is the key, which the caller writes)."""
+
+
+def map_each_value(m, cursor):
+    """The address of the value of the element at ``cursor`` (a per-CPU map's:
+    this worker's)."""
+
+
+@overload(map_each_next)
+def _each_next(m, cursor):
+    spec = _spec(m)
+    if spec is None:
+        return None
+    if not spec.is_hash:
+        n = spec.max_entries
+
+        def impl(m, cursor):
+            return cursor + 1 if cursor + 1 < n else np.int64(-1)
+        return impl
+    link = htab.link_of.dispatcher
+
+    def impl(m, cursor):
+        if cursor < 0:
+            b, e = np.int64(-1), np.int64(-1)
+        else:
+            b, e = cursor >> 32, (cursor & 0xFFFFFFFF) - 1
+            e = link(m.keys, e)
+        while e < 0:
+            b += 1
+            if b >= m.buckets.size:
+                return np.int64(-1)
+            e = np.int64(m.buckets[b])
+        return (b << 32) | (e + 1)
+    return impl
+
+
+@overload(map_each_key)
+def _each_key(m, cursor):
+    spec = _spec(m)
+    if spec is None:
+        return None
+    if not spec.is_hash:
+        return lambda m, cursor: np.int64(0)
+    row = spec.keys.strides[0]
+
+    def impl(m, cursor):  # the key's words after the row's hash word: its bytes
+        return array_address(m.keys) + ((cursor & 0xFFFFFFFF) - 1) * row + 8
+    return impl
+
+
+@overload(map_each_value)
+def _each_value(m, cursor):
+    spec = _spec(m)
+    if spec is None:
+        return None
+    slot = _value_slot(spec, m)
+    if not spec.is_hash:
+        return lambda m, cursor: slot(m, cursor)
+    return lambda m, cursor: slot(m, (cursor & 0xFFFFFFFF) - 1)
+
+
 def _value_slot(spec, m):
     """A compiled ``slot(m, e) -> address`` of entry ``e``'s value (handle type ``m``)."""
     base, vsize = _slot_base(spec, m), spec.value_dtype.itemsize
@@ -335,6 +405,18 @@ def call_delete(m, key):
 
 def call_value_address(m):
     return map_value_address(m)
+
+
+def call_each_next(m, cursor):
+    return map_each_next(m, cursor)
+
+
+def call_each_key(m, cursor):
+    return map_each_key(m, cursor)
+
+
+def call_each_value(m, cursor):
+    return map_each_value(m, cursor)
 
 
 def call_redirect_map(m, key, flags):

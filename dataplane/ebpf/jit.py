@@ -563,29 +563,20 @@ class _Emitter:
         ctx, inlined in a loop, until it returns non-zero (then R0 = turns
         run) or ``nr`` turns (R0 = nr). The turns are bounded: no loop budget."""
         b = self.b
-        entry = self._callback(pc)
         nr = b.zext(b.trunc(self.get(frame, 1), I32), I64)  # (a u32 argument)
         ctx, flags = self.get(frame, 3), self.get(frame, 4)
         bad_flags = b.icmp_unsigned("!=", flags, I64(0))
         error = b.select(bad_flags, I64(-EINVAL & 0xffffffffffffffff),
                          I64(-E2BIG & 0xffffffffffffffff))
         refused = b.or_(bad_flags, b.icmp_unsigned(">", nr, I64(BPF_MAX_LOOPS)))
-        start = b.block
-        head = self.fn.append_basic_block(f"pc{pc}_loop")
-        body = self.fn.append_basic_block(f"pc{pc}_loop_body")
-        ret = self.fn.append_basic_block(f"d{depth}_pc{pc}_callback_return")
-        after = self.fn.append_basic_block(f"pc{pc}_loop_done")
+        start, (head, body, ret, after) = b.block, self._loop_blocks(pc, depth)
         b.cbranch(refused, after, head)
         b.position_at_end(head)
         i = b.phi(I64, name=f"pc{pc}_turn")
         i.add_incoming(I64(0), start)
         b.cbranch(b.icmp_unsigned("<", i, nr), body, after)
         b.position_at_end(body)
-        exits = self.emit_function(entry, [i, ctx], ret, depth + 1, frame)
-        b.position_at_end(ret)
-        r0 = b.phi(I64)
-        for v, blk in exits:
-            r0.add_incoming(v, blk)
+        r0 = self._run_callback(frame, pc, depth, [i, ctx], ret)
         turns = b.add(i, I64(1))
         i.add_incoming(turns, ret)
         b.cbranch(b.icmp_unsigned("!=", r0, I64(0)), after, head)
@@ -596,11 +587,24 @@ class _Emitter:
         result.add_incoming(turns, ret)
         self.put(frame, 0, result)
 
-    def _callback(self, pc):
+    def _loop_blocks(self, pc, depth):
+        """The blocks of a callback helper's loop: its head, the body that runs
+        the callback, where the callback returns, and after the loop."""
+        return tuple(self.fn.append_basic_block(f"pc{pc}_{what}") for what in
+                     ("loop", "loop_body", f"d{depth}_callback_return", "loop_done"))
+
+    def _run_callback(self, frame, pc, depth, args, ret):
+        """The callback of the helper at ``pc`` (the verifier's ``callbacks``)
+        inlined with ``args``, returning to block ``ret``: its R0 there."""
         entry = getattr(self.t, "callbacks", {}).get(pc)
         if entry is None or entry not in self.funcs:
             raise JitError(f"insn {pc}: a callback helper without a known callback")
-        return entry
+        exits = self.emit_function(entry, args, ret, depth + 1, frame)
+        self.b.position_at_end(ret)
+        r0 = self.b.phi(I64)
+        for v, blk in exits:
+            r0.add_incoming(v, blk)
+        return r0
 
     def for_each_map_elem(self, frame, pc, depth):
         """``bpf_for_each_map_elem(map, callback, ctx, flags)`` (helper 164) as
@@ -610,16 +614,11 @@ class _Emitter:
         non-zero; R0 = the elements it ran on. An array's key is the index,
         written to a u32 of this call's."""
         b = self.b
-        entry = self._callback(pc)
         token, ctx, flags = self.get(frame, 1), self.get(frame, 3), self.get(frame, 4)
         with b.goto_entry_block():
             index = b.alloca(I32, name=f"pc{pc}_array_key")
         bad_flags = b.icmp_unsigned("!=", flags, I64(0))
-        start = b.block
-        head = self.fn.append_basic_block(f"pc{pc}_each")
-        body = self.fn.append_basic_block(f"pc{pc}_each_body")
-        ret = self.fn.append_basic_block(f"d{depth}_pc{pc}_callback_return")
-        after = self.fn.append_basic_block(f"pc{pc}_each_done")
+        start, (head, body, ret, after) = b.block, self._loop_blocks(pc, depth)
         b.cbranch(bad_flags, after, head)
         b.position_at_end(head)
         cursor = b.phi(I64, name=f"pc{pc}_cursor")
@@ -634,11 +633,7 @@ class _Emitter:
         b.store(b.trunc(nxt, I32), index)
         key = b.select(b.icmp_unsigned("==", key, I64(0)), b.ptrtoint(index, I64), key)
         value = self.t.map_each(b, pc, token, "value", nxt)
-        exits = self.emit_function(entry, [token, key, value, ctx], ret, depth + 1, frame)
-        b.position_at_end(ret)
-        r0 = b.phi(I64)
-        for v, blk in exits:
-            r0.add_incoming(v, blk)
+        r0 = self._run_callback(frame, pc, depth, [token, key, value, ctx], ret)
         ran = b.add(count, I64(1))
         cursor.add_incoming(nxt, ret)
         count.add_incoming(ran, ret)

@@ -1394,12 +1394,11 @@ class Verifier:
         (read-only), R3 its value, R4 the context."""
         depth = len(st.frames) + 1
         if each is None:
-            args = (UNKNOWN, ctx_t, NOT_INIT)
+            args = (UNKNOWN, ctx_t, NOT_INIT, NOT_INIT)
         else:
             args = (("D", each), ("V", self._key_view(each), 0, 0, ("key", pc, depth), False),
-                    ("V", each, 0, 0, ("element", pc, depth), False))
-        regs = (NOT_INIT,) + args + ((ctx_t,) if each is not None else (NOT_INIT,)) + \
-            (NOT_INIT,) * 5 + (("K", depth, 0),)
+                    ("V", each, 0, 0, ("element", pc, depth), False), ctx_t)
+        regs = (NOT_INIT,) + args + (NOT_INIT,) * 5 + (("K", depth, 0),)
         frames = st.frames + ((("callback", pc, entry, ctx_t, st.refs, each), st.regs[6:10]),)
         new = State(regs, st.stacks + ({},), st.ranges, frames, st.refs)
         self.reentered = new  # (strict: a new run is no repeat of the one before)

@@ -54,6 +54,10 @@ ATOMIC_OPS = frozenset({ATOMIC_ADD, ATOMIC_OR, ATOMIC_AND, ATOMIC_XOR,
 PSEUDO_IMM64, PSEUDO_MAP_FD, PSEUDO_MAP_VALUE, PSEUDO_BTF_ID, PSEUDO_FUNC, \
     PSEUDO_MAP_IDX, PSEUDO_MAP_IDX_VALUE = range(7)
 
+# -- helpers that run a function of the program (enum bpf_func_id): its address
+# is an lddw of PSEUDO_FUNC, and the verifier and the JIT treat the call apart
+BPF_FUNC_for_each_map_elem, BPF_FUNC_loop = 164, 181
+
 LDDW = LD | SIZE_DW | MODE_IMM  # 0x18
 STACK_SIZE = 512
 MAX_CALL_DEPTH = 8

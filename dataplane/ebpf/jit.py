@@ -24,6 +24,7 @@ masked, every 32-bit result is zero-extended. No instruction is emitted as an
 LLVM operation with undefined behaviour on some input (udiv by 0, shl by 64).
 """
 
+import errno
 import itertools
 
 from llvmlite import ir
@@ -39,10 +40,10 @@ I8, I16, I32, I64, I1 = (ir.IntType(n) for n in (8, 16, 32, 64, 1))
 _WIDTH = {1: I8, 2: I16, 4: I32, 8: I64}
 #: ALU operations that are one LLVM instruction as they are (IRBuilder methods).
 _PLAIN_ALU = {ADD: "add", SUB: "sub", MUL: "mul", OR: "or_", AND: "and_", XOR: "xor"}
-#: bpf_loop's helper id and its limit of turns (BPF_MAX_LOOPS); its errors.
-BPF_LOOP, BPF_MAX_LOOPS = 181, 1 << 23
-BPF_FOR_EACH_MAP_ELEM = 164
-EINVAL, E2BIG = 22, 7
+#: bpf_loop's limit of turns (BPF_MAX_LOOPS in kernel/bpf/bpf_iter.c).
+BPF_MAX_LOOPS = 1 << 23
+#: -EINVAL and -E2BIG as the 64-bit R0 a helper returns.
+_EINVAL, _E2BIG = (-e & 0xffffffffffffffff for e in (errno.EINVAL, errno.E2BIG))
 
 
 class JitError(ProgramError):
@@ -532,10 +533,10 @@ class _Emitter:
                 phi.add_incoming(v, blk)
             self.put(frame, 0, phi)
             return
-        if insn.src == isa.CALL_HELPER and insn.imm == BPF_LOOP:
+        if insn.src == isa.CALL_HELPER and insn.imm == isa.BPF_FUNC_loop:
             self.bpf_loop(frame, pc, depth)
             return
-        if insn.src == isa.CALL_HELPER and insn.imm == BPF_FOR_EACH_MAP_ELEM:
+        if insn.src == isa.CALL_HELPER and insn.imm == isa.BPF_FUNC_for_each_map_elem:
             self.for_each_map_elem(frame, pc, depth)
             return
         args = [self.stack_arg(frame, pc, r) for r in range(1, 6)]
@@ -566,8 +567,7 @@ class _Emitter:
         nr = b.zext(b.trunc(self.get(frame, 1), I32), I64)  # (a u32 argument)
         ctx, flags = self.get(frame, 3), self.get(frame, 4)
         bad_flags = b.icmp_unsigned("!=", flags, I64(0))
-        error = b.select(bad_flags, I64(-EINVAL & 0xffffffffffffffff),
-                         I64(-E2BIG & 0xffffffffffffffff))
+        error = b.select(bad_flags, I64(_EINVAL), I64(_E2BIG))
         refused = b.or_(bad_flags, b.icmp_unsigned(">", nr, I64(BPF_MAX_LOOPS)))
         start, (head, body, ret, after) = b.block, self._loop_blocks(pc, depth)
         b.cbranch(refused, after, head)
@@ -640,7 +640,7 @@ class _Emitter:
         b.cbranch(b.icmp_unsigned("!=", r0, I64(0)), after, head)
         b.position_at_end(after)
         result = b.phi(I64, name=f"pc{pc}_each_r0")
-        result.add_incoming(I64(-EINVAL & 0xffffffffffffffff), start)
+        result.add_incoming(I64(_EINVAL), start)
         result.add_incoming(count, head_end)
         result.add_incoming(ran, ret)
         self.put(frame, 0, result)

@@ -103,7 +103,7 @@ CONSTANT_SIZES = frozenset({6, 130})
 #: The kernel's BPF_MAX_VAR_SIZ: a size bound at or above it is "unbounded".
 MAX_VAR_SIZE = 1 << 29
 #: Helpers that run a callback (bpf_for_each_map_elem, bpf_loop): Verifier.loop_call.
-CALLBACK_HELPERS = frozenset({164, 181})
+CALLBACK_HELPERS = frozenset({isa.BPF_FUNC_for_each_map_elem, isa.BPF_FUNC_loop})
 #: Helpers after which every packet pointer is stale (clear_all_pkt_pointers).
 MOVES_PACKET = frozenset({44, 54, 65})
 
@@ -813,7 +813,8 @@ class Analysis:
     offset in the running function's own frame on every path, or None.
     ``stack_args``: {(pc, register): offset from R10 or None} of helper call
     arguments, the same way (a map key or value on the stack).
-    ``callbacks``: {pc: entry pc} of the function each bpf_loop call runs.
+    ``callbacks``: {pc: entry pc} of the function each bpf_loop or
+    bpf_for_each_map_elem call runs.
     """
 
     def __init__(self):
@@ -872,7 +873,6 @@ class Verifier:
         seen = {}     # (frames' return pcs, pc) -> _PrunePoint
         todo = [(0, start)]
         strict = self.strict
-        start.path = None
         while todo:
             pc, st = todo.pop()
             if pc in prune:
@@ -1372,7 +1372,7 @@ class Verifier:
             self.fail(pc, f"{name}: the callback differs between paths (one per call "
                           "instruction is supported)")
         each = None
-        if hid == 164:
+        if hid == isa.BPF_FUNC_for_each_map_elem:
             if st.regs[1][0] != "D" or len(self.out.map_args[pc]) > 1:
                 self.fail(pc, f"{name}: one map per call, named by the object, is supported")
             each = st.regs[1][1]

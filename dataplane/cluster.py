@@ -327,7 +327,8 @@ def merge_maps(results):
                     table.setdefault(_key(e), [e.get("key"), [None] * len(done)])[1][k] = total
             merged[name] = {"type": kind, "rule": "one value per task",
                             "entries": [{"key": k, "value": v} for k, v in table.values()]}
-        elif kind in ("ringbuf", "array_of_maps", "hash_of_maps", "prog_array"):
+        elif kind in ("ringbuf", "queue", "stack", "array_of_maps", "hash_of_maps",
+                      "prog_array"):
             merged[name] = {"type": kind, "rule": "listed per task",
                             "entries": [{"task": k, "entries": r["maps"][name]["entries"]}
                                         for k, r in enumerate(done)]}

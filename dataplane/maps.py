@@ -77,7 +77,7 @@ from .action import BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS  # noqa: F401 (bpf_re
 from .errors import MapError
 from .io.batch import alloc_buffer
 from .jit import api, kind_of, lazy
-from .kernels import htab, lpm
+from .kernels import htab, lpm, queue_stack as qs
 from .lpm_keys import (lpm_join as _lpm_join, lpm_key, lpm_key_text, lpm_split as _lpm_split,
                        lpm_width as _lpm_width)
 from .map_json import from_python as _from_python, to_python as _to_python
@@ -95,6 +95,8 @@ BPF_MAP_TYPE_LPM_TRIE = 11
 BPF_MAP_TYPE_ARRAY_OF_MAPS = 12
 BPF_MAP_TYPE_HASH_OF_MAPS = 13
 BPF_MAP_TYPE_DEVMAP = 14
+BPF_MAP_TYPE_QUEUE = 22
+BPF_MAP_TYPE_STACK = 23
 BPF_MAP_TYPE_DEVMAP_HASH = 25
 BPF_MAP_TYPE_RINGBUF = 27
 
@@ -108,7 +110,7 @@ MAP_TYPE_NAMES = {
     BPF_MAP_TYPE_LRU_PERCPU_HASH: "lru_percpu_hash", BPF_MAP_TYPE_LPM_TRIE: "lpm_trie",
     BPF_MAP_TYPE_ARRAY_OF_MAPS: "array_of_maps", BPF_MAP_TYPE_HASH_OF_MAPS: "hash_of_maps",
     BPF_MAP_TYPE_DEVMAP: "devmap", BPF_MAP_TYPE_DEVMAP_HASH: "devmap_hash",
-    BPF_MAP_TYPE_RINGBUF: "ringbuf",
+    BPF_MAP_TYPE_RINGBUF: "ringbuf", BPF_MAP_TYPE_QUEUE: "queue", BPF_MAP_TYPE_STACK: "stack",
 }
 _DEVMAPS = {BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH}
 _HASHES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_HASH,
@@ -132,6 +134,10 @@ HASH_MAX_ENTRIES = 1 << 30
 CHECK_TRIES = 5
 SUPPORTED = _HASHES | _ARRAYS | _MAP_IN_MAP | {BPF_MAP_TYPE_LPM_TRIE}
 SUPPORTED |= {BPF_MAP_TYPE_RINGBUF}  # a RingBuf (below): Map(...) of this type makes one
+_QUEUE_STACK = {BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_STACK}
+SUPPORTED |= _QUEUE_STACK  # a QueueStack (below)
+#: Maps without keys (the kernel's key_size 0).
+KEYLESS = _QUEUE_STACK | {BPF_MAP_TYPE_RINGBUF}
 
 #: ``struct bpf_lpm_trie_key`` of IPv4 and IPv6 LPM tries: prefixlen, then the
 #: address in network order.
@@ -165,10 +171,13 @@ class Map:
     """
 
     def __new__(cls, *args, **kwargs):
-        """``Map(name, BPF_MAP_TYPE_RINGBUF, ...)`` makes a RingBuf (no keys; below)."""
+        """``Map(name, BPF_MAP_TYPE_RINGBUF, ...)`` makes a RingBuf, a QUEUE or a
+        STACK a QueueStack (no keys; below)."""
         kind = args[1] if len(args) > 1 else kwargs.get("type")
         if cls is Map and kind == BPF_MAP_TYPE_RINGBUF:
             cls = RingBuf
+        elif cls is Map and kind in _QUEUE_STACK:
+            cls = QueueStack
         return super().__new__(cls)
 
     def __init__(self, name, type, key, value=np.uint32, max_entries=None, attach=None,
@@ -716,6 +725,9 @@ bpf_map_lookup_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_lookup_elem
 bpf_map_update_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_update_elem"))
 bpf_map_delete_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_delete_elem"))
 bpf_map_prefetch = api(lazy("dataplane.kernels.map_api", "bpf_map_prefetch"))
+bpf_map_push_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_push_elem"))
+bpf_map_pop_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_pop_elem"))
+bpf_map_peek_elem = api(lazy("dataplane.kernels.map_api", "bpf_map_peek_elem"))
 bpf_redirect_map = api(lazy("dataplane.kernels.map_api", "bpf_redirect_map"))
 bpf_tail_call = api(lazy("dataplane.kernels.map_api", "bpf_tail_call"))
 sync_fetch_and_add = api(lazy("dataplane.kernels.map_api", "sync_fetch_and_add"))
@@ -738,6 +750,33 @@ BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT = 1 << 31, 1 << 30
 #: The kernel wants the ring's size a power of 2 and a multiple of the page size.
 RB_PAGE = 4096
 ENOTSUPP = 524      # the kernel's answer to element operations on a ring
+
+
+def _storage(m, buffer):
+    """A new zeroed buffer of ``m.nbytes``, or ``buffer`` (a pinned file's) of that size."""
+    if buffer is None:
+        return alloc_buffer(m.nbytes, f"map '{m.name}'")
+    if buffer.size != m.nbytes:
+        raise MapError(m.name, f"storage of {buffer.size} bytes, the map needs {m.nbytes}")
+    return buffer
+
+
+def _keyless(m, name, type, key, value):
+    """Name, type, key and value dtypes of a map without keys (a ring, a queue,
+    a stack): ``key`` None or 0, the kernel's key_size 0, else -EINVAL."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
+        raise MapError(str(name), "map names are identifiers (letters, digits, _)")
+    m.name, m.type = name, type
+    if key is None or (isinstance(key, int) and key == 0):
+        key = np.dtype("V0")
+    try:
+        m.key_dtype = np.dtype(key)
+    except TypeError:
+        m.key_dtype = None
+    if m.key_dtype is None or m.key_dtype.itemsize != 0:
+        raise MapError(name, f"{MAP_TYPE_NAMES[type]} maps have no key: give key=None (the "
+                             f"kernel requires key_size 0), not {key!r} (-EINVAL)", errno.EINVAL)
+    m.value_dtype = np.dtype(value)
 
 
 class RingBuf(Map):
@@ -787,20 +826,7 @@ class RingBuf(Map):
 
     def __init__(self, name, type, key, value, max_entries, attach=None, workers=None):
         # ``workers``: as Map's, but one ring serves them all (the kernel's is shared)
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", name):
-            raise MapError(str(name), "map names are identifiers (letters, digits, _)")
-        self.name = name
-        self.type = BPF_MAP_TYPE_RINGBUF
-        if key is None or (isinstance(key, int) and key == 0):
-            key = np.dtype("V0")
-        try:
-            self.key_dtype = np.dtype(key)
-        except TypeError:
-            self.key_dtype = None
-        if self.key_dtype is None or self.key_dtype.itemsize != 0:
-            raise MapError(name, f"ringbuf maps have no key: give key=None (the kernel "
-                                 f"requires key_size 0), not {key!r}")
-        self.value_dtype = np.dtype(value)
+        _keyless(self, name, BPF_MAP_TYPE_RINGBUF, key, value)
         #: records of any size up to the value's (a raw ``V<n>`` value): bytes
         self.variable = self.value_dtype.kind == "V" and self.value_dtype.names is None
         if not self.variable:
@@ -833,12 +859,7 @@ class RingBuf(Map):
         uint64 words) in one buffer: a new zeroed one, or ``buffer`` as it is."""
         hdr_bytes = 8 * RB_HDR_WORDS
         self.nbytes = hdr_bytes + self.max_entries
-        if buffer is None:
-            buffer = alloc_buffer(self.nbytes, f"map '{self.name}'")
-        elif buffer.size != self.nbytes:
-            raise MapError(self.name, f"storage of {buffer.size} bytes, the map needs "
-                                      f"{self.nbytes}")
-        self.buffer = buffer
+        self.buffer = buffer = _storage(self, buffer)
         self.hdr = buffer[:hdr_bytes].view(np.int64)
         self.ring = buffer[hdr_bytes:].view(np.uint64)
 
@@ -992,3 +1013,167 @@ class RingBuf(Map):
 
 
 bpf_ringbuf_output = api(lazy("dataplane.kernels.ringbuf", "bpf_ringbuf_output"))
+
+
+class QueueStack(Map):
+    """BPF_MAP_TYPE_QUEUE / BPF_MAP_TYPE_STACK (kernel/bpf/queue_stack_maps.c):
+    values without keys, popped oldest first (queue) or newest first (stack).
+
+    Declared as ``Map("free_ports", BPF_MAP_TYPE_QUEUE, key=None, value=np.uint16,
+    max_entries=1024)``: no key (the kernel's key_size 0), a value of integer
+    fields, room for ``max_entries`` values.
+
+    From Python, as the kernel's syscalls: ``push(value, flags)`` (also
+    ``update(None, value, flags)``): MapError -E2BIG when full, unless flags is
+    BPF_EXIST, which drops the oldest value to make room, -EINVAL for
+    BPF_NOEXIST; ``pop()`` (BPF_MAP_LOOKUP_AND_DELETE_ELEM) and ``peek()``
+    (also ``lookup(None)``) give the next value, or None when empty;
+    ``delete`` is -EINVAL. ``items()`` / ``to_json()`` list the values in the
+    order pops would give them, without popping (``--dump-maps``), ``len()``
+    counts them, ``clear()`` empties the map.
+
+    Storage (one buffer: ``--pin`` shares it): an int64 header of 8 words
+    (head, tail, lock: kernels/queue_stack.py) and ``max_entries + 1`` value
+    slots, the kernel's ring with one slot always free.
+    """
+
+    is_queue_stack = True
+
+    def __init__(self, name, type, key, value, max_entries, attach=None, workers=None):
+        _keyless(self, name, type, key, value)
+        kind = self.type_name
+        _field_list(self.value_dtype, "value", name)  # (none of 0 bytes)
+        try:
+            n = int(max_entries)
+        except (TypeError, ValueError):
+            n = 0
+        if not 1 <= n <= MAX_ENTRIES_LIMIT:
+            raise MapError(name, f"max_entries of a {kind} must be 1 to {MAX_ENTRIES_LIMIT}, "
+                                 f"not {max_entries} (-EINVAL)", errno.EINVAL)
+        self.max_entries = n
+        self.ncpu = 1
+        self.pinned = None
+        self.inner_maps = ()
+        self._allocate(attach)
+
+    @property
+    def is_stack(self):
+        return self.type == BPF_MAP_TYPE_STACK
+
+    def _allocate(self, buffer=None):
+        """The header and the value slots in one buffer: a new zeroed one, or
+        ``buffer`` as it is."""
+        hdr_bytes = 8 * qs.QS_HDR_WORDS
+        slot_bytes = (self.max_entries + 1) * self.value_dtype.itemsize
+        self.nbytes = hdr_bytes + -(-slot_bytes // 8) * 8
+        self.buffer = buffer = _storage(self, buffer)
+        self.hdr = buffer[:hdr_bytes].view(np.int64)
+        self.elems = buffer[hdr_bytes:hdr_bytes + slot_bytes]
+
+    def program_arrays(self):
+        """The arrays a program's loop receives: the header, the slots' bytes."""
+        return (self.hdr, self.elems)
+
+    def check_links(self):
+        """Raise MapError when the head or the tail is outside the slots (a
+        damaged pinned file: the operations index by them unchecked)."""
+        slots = self.max_entries + 1
+        for what, word in (("head", qs.QS_HEAD), ("tail", qs.QS_TAIL)):
+            if not 0 <= int(self.hdr[word]) < slots:
+                raise MapError(self.name, f"corrupt {self.type_name}: {what} at "
+                                          f"{int(self.hdr[word])}, slots 0 to {slots - 1}")
+
+    # -- the kernel's syscalls ---------------------------------------------
+    def push(self, value, flags=BPF_ANY):
+        """BPF_MAP_UPDATE_ELEM: push ``value``; MapError -E2BIG when full (flags
+        BPF_EXIST: the oldest value makes room), -EINVAL for other flags."""
+        raw = np.zeros(1, self.value_dtype)
+        try:
+            raw[0] = tuple(value) if self.value_dtype.names else value
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise MapError(self.name, f"bad value {value!r} for {self.value_dtype}: {exc}") \
+                from None
+        err = qs.queue_stack_push_py(self.hdr, self.elems, raw.view(np.uint8), int(flags))
+        if err:
+            why = {-errno.E2BIG: f"full ({self.max_entries} values; BPF_EXIST replaces the "
+                                 f"oldest)",
+                   -errno.EINVAL: f"flags {int(flags)}: BPF_ANY or BPF_EXIST"}[int(err)]
+            raise MapError(self.name, f"push: {why} (-{errno.errorcode[-int(err)]})", -int(err))
+
+    def _get(self, delete):
+        raw = np.zeros(1, self.value_dtype)
+        if qs.queue_stack_get_py(self.hdr, self.elems, raw.view(np.uint8), self.is_stack,
+                                 delete):
+            return None
+        return _to_python(self.value_dtype, raw[0])
+
+    def pop(self):
+        """BPF_MAP_LOOKUP_AND_DELETE_ELEM: take the next value (the oldest of a
+        queue, the newest of a stack), or None when empty."""
+        return self._get(True)
+
+    def peek(self):
+        """BPF_MAP_LOOKUP_ELEM: the value pop() would give, left in place, or None."""
+        return self._get(False)
+
+    def lookup(self, key=None):
+        self._no_key(key)
+        return self.peek()
+
+    def __contains__(self, key):
+        raise MapError(self.name, f"a {self.type_name} has no keys (-EINVAL)", errno.EINVAL)
+
+    def update(self, key, value, flags=BPF_ANY):
+        self._no_key(key)
+        self.push(value, flags)
+
+    def delete(self, key=None):
+        raise MapError(self.name, f"delete: a {self.type_name} has no keys, use pop() "
+                                  f"(-EINVAL)", errno.EINVAL)
+
+    def _no_key(self, key):
+        if key is not None:
+            raise MapError(self.name, f"a {self.type_name} has no keys: give None, not "
+                                      f"{key!r} (-EINVAL)", errno.EINVAL)
+
+    def encode_key(self, obj):
+        self._no_key(obj)
+
+    def encode_value(self, obj):
+        return _from_python(self.value_dtype, obj, self.name)
+
+    # -- listing ------------------------------------------------------------
+    def values_in_order(self):
+        """The values as a numpy array of the value dtype, in the order pops
+        would give them (none popped)."""
+        size = self.value_dtype.itemsize
+        out = np.zeros(self.max_entries * size, np.uint8)
+        n = qs.queue_stack_snapshot(self.hdr, self.elems, size, self.is_stack, out)
+        return out[:n * size].view(self.value_dtype).copy()
+
+    def __len__(self):
+        return len(self.values_in_order())
+
+    def items(self):
+        """The values decoded (dicts for structured values), next pop first."""
+        return [_to_python(self.value_dtype, v) for v in self.values_in_order()]
+
+    def to_json(self):
+        return self.items()
+
+    def dump(self):
+        """(None, values): no keys, the values in pop order."""
+        return None, self.values_in_order()
+
+    def update_batch(self, keys, values, flags=BPF_ANY):
+        for v in np.asarray(values, self.value_dtype).tolist():
+            self.push(v, flags)
+
+    def clear(self):
+        """Empty the map (head and tail back to slot 0)."""
+        self.hdr[qs.QS_HEAD] = 0
+        self.hdr[qs.QS_TAIL] = 0
+
+    def __repr__(self):
+        return (f"Map({self.name!r}, {self.type_name}, value={self.value_dtype}, "
+                f"max_entries={self.max_entries})")

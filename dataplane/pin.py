@@ -96,7 +96,7 @@ def list_pinned(directory):
 def _checked(path, spec):
     """``spec`` with the fields that map list and open_pinned use checked: a
     damaged spec file is named, not a ValueError or TypeError traceback."""
-    from .maps import BPF_MAP_TYPE_RINGBUF  # (maps imports what it needs of this module)
+    from .maps import KEYLESS  # (maps imports what it needs of this module)
 
     def bad(why):
         return DataplaneError(f"{path}: not a pinned map's spec: {why}")
@@ -114,8 +114,8 @@ def _checked(path, spec):
             size = spec_dtype(spec[k]).itemsize
         except (TypeError, ValueError) as exc:
             raise bad(f"{k} {spec[k]!r} is not a dtype ({exc})") from None
-        # only a ring has no key
-        if size == 0 and not (k == "key" and spec["type"] == BPF_MAP_TYPE_RINGBUF):
+        # only a ring, a queue and a stack have no key
+        if size == 0 and not (k == "key" and spec["type"] in KEYLESS):
             raise bad(f"{k} {spec[k]!r} has no bytes")
     return spec
 

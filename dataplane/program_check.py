@@ -32,7 +32,8 @@ import numpy as np
 from .errors import ProgramError
 from .helpers import bpf_trace_printk
 from .kernels.runner import TRACE_HANDLE
-from .maps import (Map, bpf_map_delete_elem, bpf_map_lookup_elem, bpf_map_update_elem,
+from .maps import (Map, bpf_map_delete_elem, bpf_map_lookup_elem, bpf_map_peek_elem,
+                   bpf_map_pop_elem, bpf_map_push_elem, bpf_map_update_elem,
                    bpf_ringbuf_output)
 
 _ALLOWED_NODES = (
@@ -322,6 +323,15 @@ class _Checker(ast.NodeVisitor):
         if helper is not bpf_ringbuf_output and ring:
             self.fail(node, f"map '{m.name}' is a ringbuf: it has no elements for "
                             f"{node.func.id} (write records with bpf_ringbuf_output)")
+        queue = getattr(m, "is_queue_stack", False)
+        pushes_or_pops = any(helper is h for h in _QUEUE_HELPERS)
+        if pushes_or_pops and not queue:
+            self.fail(node, f"{node.func.id} needs a queue or a stack map: '{m.name}' is a "
+                            f"{m.type_name}")
+        if not pushes_or_pops and queue:
+            self.fail(node, f"map '{m.name}' is a {m.type_name}: it has no keys for "
+                            f"{node.func.id} (use bpf_map_push_elem, bpf_map_pop_elem, "
+                            "bpf_map_peek_elem)")
 
     def visit_Constant(self, node):
         if not isinstance(node.value, (bool, int, float)) and node.value is not None:
@@ -345,8 +355,9 @@ class _Checker(ast.NodeVisitor):
         self.visit_FunctionDef(self.root)
 
 
+_QUEUE_HELPERS = (bpf_map_push_elem, bpf_map_pop_elem, bpf_map_peek_elem)
 _MAP_HELPERS = (bpf_map_lookup_elem, bpf_map_update_elem, bpf_map_delete_elem,
-                bpf_ringbuf_output)
+                bpf_ringbuf_output) + _QUEUE_HELPERS
 
 
 class _TraceRewriter(ast.NodeTransformer):

@@ -199,6 +199,12 @@ def format_maps(maps):
                          f"{_n(m.dropped)} dropped, {_n(m.max_entries)} bytes")
             lines.extend(f"  value: {json.dumps(v)}" for v in records)
             continue
+        if getattr(m, "is_queue_stack", False):
+            values = m.to_json()
+            lines.append(f"map {name}: {m.type_name}, {_n(len(values))} of "
+                         f"{_n(m.max_entries)} values, next pop first")
+            lines.extend(f"  value: {json.dumps(v)}" for v in values)
+            continue
         entries = m.items()
         lines.append(f"map {name}: {m.type_name}, {_n(len(m))} of {_n(m.max_entries)} entries")
         lines.extend(f"  key: {json.dumps(k)}  value: {json.dumps(v)}" for k, v in entries)

@@ -5,6 +5,7 @@ bundled capture), the kernel's BPF_PROG_TEST_RUN on the same object (where
 root and bpf() are there), and dpkt for encapsulated output.
 """
 
+import errno
 import json
 import os
 import random
@@ -2488,3 +2489,112 @@ def test_bpf_for_each_map_elem_on_per_cpu_maps_walks_this_cpus_values(tmp_path):
         for f, want in zip(frames, ours):
             ret, _, _ = k.test_run("each", f)
             assert (ret, struct.unpack("<6Q", dict(k.map_items("out"))[bytes(4)])) == want
+
+
+QUEUE_STACK = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+struct item {
+	__u64 x;
+	__u32 y;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 4);
+	__type(value, struct item);
+} q SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK);
+	__uint(max_entries, 3);
+	__type(value, __u32);
+} st SEC(".maps");
+
+SEC("xdp")
+int qs(struct xdp_md *ctx)
+{
+	unsigned char *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct item it = {}, got = {};
+	__u32 v, sv, sgot = 0;
+	long r = -1;
+
+	if ((void *)(data + 48) > data_end)
+		return XDP_ABORTED;
+	__builtin_memcpy(&v, data + 16, 4);
+	it.x = (__u64)v << 8 | data[14];
+	it.y = v ^ 0xabcdef;
+	sv = v;
+	switch (data[14] & 7) {
+	case 0: r = bpf_map_push_elem(&q, &it, data[15]); break;
+	case 1: r = bpf_map_pop_elem(&q, &got); break;
+	case 2: r = bpf_map_peek_elem(&q, &got); break;
+	case 3: r = bpf_map_push_elem(&st, &sv, data[15]); break;
+	case 4: r = bpf_map_pop_elem(&st, &sgot); break;
+	case 5: r = bpf_map_peek_elem(&st, &sgot); break;
+	case 6: r = bpf_map_push_elem(&st, data + 16, data[15]); break;  /* from the packet */
+	}
+	__builtin_memcpy(data + 20, &r, 8);
+	__builtin_memcpy(data + 28, &got.x, 8);
+	__builtin_memcpy(data + 36, &got.y, 4);
+	__builtin_memcpy(data + 40, &sgot, 4);
+	return XDP_TX;
+}
+char _license[] SEC("license") = "GPL";
+"""
+
+
+def test_queue_and_stack_maps_push_pop_and_peek_like_the_kernel(tmp_path):
+    """BPF_MAP_TYPE_QUEUE and BPF_MAP_TYPE_STACK with bpf_map_push_elem (87),
+    bpf_map_pop_elem (88) and bpf_map_peek_elem (89): 200 frames of random
+    operations (pushes with flags 0, BPF_EXIST, BPF_NOEXIST and 5, a push from
+    the packet, pops and peeks on full and empty maps). Each frame's
+    verdict and bytes (the helper's return and the value it gave), then both
+    maps' values in pop order, against the kernel's test run on the same
+    object and the same frames."""
+    obj = c_object(tmp_path, "qs", QUEUE_STACK)
+    for strict in ([], ["--strict"]):
+        assert main(["verify", *strict, str(obj)]) == 0
+    prog = load_program(obj)
+    rnd = random.Random(11)
+    frames = [bytes(14) + bytes([rnd.randrange(7), rnd.choice([0, 0, 2, 1, 5])])
+              + rnd.randbytes(4) + bytes(28) for _ in range(200)]
+    ours = [(int(r.action), r.data) for r in map(prog.test_run, frames)]
+    returns = [struct.unpack("<q", d[20:28])[0] for _, d in ours]
+    assert set(returns) == {0, -errno.ENOENT, -errno.E2BIG, -errno.EINVAL}
+    # then pop both maps dry: the values come in the order items() lists them
+    q, st = prog.maps["q"], prog.maps["st"]
+    left = [(it["x"], it["y"]) for it in q.items()], st.items()
+    drain = [bytes(14) + bytes([op, 0]) + bytes(32) for op in [1] * 5 + [4] * 4]
+    popped = [prog.test_run(f).data for f in drain]
+    assert [struct.unpack("<QI", d[28:40]) for d in popped[:len(left[0])]] == left[0]
+    assert [struct.unpack("<I", d[40:44])[0] for d in popped[5:5 + len(left[1])]] == left[1]
+    assert len(q) == len(st) == 0
+    require_kernel()
+    with kernel.KernelObject(obj) as k:
+        for i, (f, want) in enumerate(zip(frames, ours)):
+            retval, data, _ = k.test_run("qs", f)
+            assert (retval, data) == want, f"frame {i}"
+        assert [k.test_run("qs", f)[1] for f in drain] == popped
+
+
+@pytest.mark.parametrize("change, error", [
+    (("r = bpf_map_peek_elem(&q, &got);", "r = (long)bpf_map_lookup_elem(&q, &sv);"),
+     "bpf_map_lookup_elem: map 'q' of type 22 cannot be used here"),
+    (("r = bpf_map_pop_elem(&st, &sgot);", "r = bpf_map_update_elem(&st, &sv, &sv, 0);"),
+     "bpf_map_update_elem: map 'st' of type 23 cannot be used here"),
+    (("r = bpf_map_pop_elem(&q, &got);", "r = bpf_map_pop_elem(&q, data + 16);"),
+     "bpf_map_pop_elem: R2 helper access to the packet is not allowed"),
+])
+def test_queue_and_stack_maps_refused_where_the_kernel_refuses_them(tmp_path, change, error):
+    """A queue or a stack takes push, pop and peek only (no lookup, update,
+    delete), and pop writes into memory, not the packet (a push may read the
+    packet): the kernel refuses the same."""
+    obj = c_object(tmp_path, "qs_bad", QUEUE_STACK.replace(*change))
+    with pytest.raises(ProgramError, match=re.escape(error)):
+        load_program(obj)
+    require_kernel()
+    with pytest.raises(kernel.KernelError):
+        kernel.KernelObject(obj).close()

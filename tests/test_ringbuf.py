@@ -39,7 +39,7 @@ def test_declaration_follows_the_kernel():
     (dict(max_entries=1000), "a power of 2 and a multiple of 4096, not 1000 (-EINVAL)", 22),
     (dict(max_entries=2048), "a power of 2 and a multiple of 4096, not 2048 (-EINVAL)", 22),
     (dict(max_entries=3 * 4096), "not 12288 (-EINVAL)", 22),
-    (dict(key=np.uint32), "ringbuf maps have no key: give key=None", None),
+    (dict(key=np.uint32), "ringbuf maps have no key: give key=None", 22),
     (dict(value=np.float32), "value type float32 must be an integer", None),
 ])
 def test_bad_declarations(kwargs, message, err):

@@ -1,24 +1,27 @@
 """``dataplane map``: inspect and change the maps of a program run with ``--pin``.
 
 Like ``bpftool map``: ``list``, ``dump NAME``, ``update NAME KEY VALUE``,
-``delete NAME KEY``. KEY and VALUE are JSON in the form ``dump -j`` prints
+``delete NAME KEY``; for a queue or a stack ``push NAME VALUE``, ``pop NAME``,
+``peek NAME``. KEY and VALUE are JSON in the form ``dump -j`` prints
 (an integer, an object of fields, addresses as strings), or plain integers.
 """
 
 import argparse
+import errno
 import json
 import os
 
-from ..errors import UsageError
+from ..errors import MapError, UsageError
 from ..pin import list_pinned, open_pinned, other_formats, spec_dtype
 from ..stats import format_maps, print_json, print_warning
 from .options import add_options
 
 HELP = "list, dump and change pinned maps (of a run with --pin DIR)"
 DESCRIPTION = """Inspect and change the maps of a program run with --pin DIR, like
-bpftool map: list, dump NAME, update NAME KEY VALUE, delete NAME KEY. KEY and
-VALUE are JSON in the form that dump -j prints (an integer, an object of
-fields, addresses as strings)."""
+bpftool map: list, dump NAME, update NAME KEY VALUE, delete NAME KEY; push
+NAME VALUE, pop NAME, peek NAME on a queue or a stack. KEY and VALUE are JSON
+in the form that dump -j prints (an integer, an object of fields, addresses as
+strings)."""
 
 
 def register(sub):
@@ -28,7 +31,10 @@ def register(sub):
             ("list", "the pinned maps", ()),
             ("dump", "a map's entries, decoded", ("name",)),
             ("update", "set an entry (BPF_ANY)", ("name", "key", "value")),
-            ("delete", "remove an entry", ("name", "key"))):
+            ("delete", "remove an entry", ("name", "key")),
+            ("push", "push a value onto a queue or a stack", ("name", "value")),
+            ("pop", "take the next value of a queue or a stack", ("name",)),
+            ("peek", "the next value of a queue or a stack, left there", ("name",))):
         q = ops.add_parser(name, help=help_, description=help_)
         for a in args:
             q.add_argument(a, metavar=a.upper())
@@ -76,4 +82,19 @@ def run(args):
                  m.encode_value(_json_arg(args.value, "value")))
     elif args.op == "delete":
         m.delete(m.encode_key(_json_arg(args.key, "key")))
+    else:
+        if not getattr(m, "is_queue_stack", False):
+            raise UsageError(f"map: {args.op}: map '{m.name}' is a {m.type_name}: {args.op} "
+                             "works on queue and stack maps")
+        if args.op == "push":
+            m.push(m.encode_value(_json_arg(args.value, "value")))
+            return 0
+        value = m.pop() if args.op == "pop" else m.peek()
+        if value is None:
+            raise MapError(m.name, f"{args.op}: the {m.type_name} is empty (-ENOENT)",
+                           errno.ENOENT)
+        if args.json:
+            print_json(value)
+        else:
+            print(f"value: {json.dumps(value)}", flush=True)
     return 0

@@ -68,7 +68,7 @@ MAP_TYPE_NAMES = {
     6: "percpu_array", 7: "stack_trace", 8: "cgroup_array", 9: "lru_hash",
     10: "lru_percpu_hash", 11: "lpm_trie", 12: "array_of_maps", 13: "hash_of_maps",
     14: "devmap", 15: "sockmap", 16: "cpumap", 17: "xskmap", 18: "sockhash",
-    25: "devmap_hash", 27: "ringbuf",
+    22: "queue", 23: "stack", 25: "devmap_hash", 27: "ringbuf",
 }
 _PERCPU_TYPES = frozenset({5, 6, 10})
 

@@ -28,7 +28,8 @@ from ..maps import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP
                     BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_ARRAY,
                     BPF_MAP_TYPE_PERCPU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH,
                     BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_ARRAY_OF_MAPS,
-                    BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_LPM_TRIE)
+                    BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_QUEUE,
+                    BPF_MAP_TYPE_STACK)
 from ..program_check import parse_trace_format
 from . import elf, forked_verify, isa, verifier
 
@@ -37,15 +38,17 @@ EBPF_MAP_TYPES = {BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_HAS
                   BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_LRU_HASH,
                   BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH,
                   BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_ARRAY_OF_MAPS,
-                  BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_LPM_TRIE}
+                  BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_LPM_TRIE, BPF_MAP_TYPE_QUEUE,
+                  BPF_MAP_TYPE_STACK}
+QUEUE_STACK = {BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_STACK}
 MAPS_OF_MAPS = {BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS}
 #: Inner maps of these types are refused (a pool row of a ring buffer: not yet).
-NOT_INNER = MAPS_OF_MAPS | {BPF_MAP_TYPE_RINGBUF}
+NOT_INNER = MAPS_OF_MAPS | QUEUE_STACK | {BPF_MAP_TYPE_RINGBUF}
 DEVMAPS = {BPF_MAP_TYPE_DEVMAP, BPF_MAP_TYPE_DEVMAP_HASH}
 #: Helpers an object may call so far (ids; verifier.HELPERS has their prototypes).
 EBPF_HELPERS = {h: verifier.HELPERS[h]
-                for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 130, 131, 132, 133,
-                          160, 164, 181, 188, 189, 190)}
+                for h in (1, 2, 3, 5, 6, 7, 8, 12, 23, 28, 44, 51, 54, 65, 87, 88, 89, 130,
+                          131, 132, 133, 160, 164, 181, 188, 189, 190)}
 #: R1's value at entry: the context is reached only through loads the JIT rewrites.
 CTX_TOKEN = 0
 #: Register value of ``lddw rX, map`` (map index in the low bits).
@@ -261,6 +264,10 @@ def _generate(stem, source, sha, programs, mapdefs, btf=None):
                          f"max_entries={m.max_entries})")
             continue
         key_dt, val_dt = map_dtypes(btf, m)
+        if m.type in QUEUE_STACK:
+            lines.append(f"{n} = Map({n!r}, {m.type}, key=None, "
+                         f"value=np.dtype({_dtype_text(val_dt)}), max_entries={m.max_entries})")
+            continue
         if m.type == BPF_MAP_TYPE_LPM_TRIE:  # struct bpf_lpm_trie_key: the form maps.py takes
             key_dt = np.dtype([("prefixlen", "<u4"), ("data", "u1", (m.key_size - 4,))])
         lines.append(f"{n} = Map({n!r}, {m.type}, key=np.dtype({_dtype_text(key_dt)}), "
@@ -645,6 +652,10 @@ class XdpTarget:
             return on_map(k.call_update, r2, r3, r4, inner=k.call_inner_update)
         if helper == 3:
             return on_map(k.call_delete, r2, inner=k.call_inner_delete)
+        if helper == 87:
+            return on_map(k.call_push, r2, r3)
+        if helper in (88, 89):
+            return on_map(k.call_pop if helper == 88 else k.call_peek, r2)
         if helper == 51:
             return self._keep_redirect(builder, on_map(k.call_redirect_map, u32(r2), r3,
                                                        inner=k.call_inner_redirect_map))

@@ -70,6 +70,11 @@ HELPERS = {
     51: ("bpf_redirect_map", ("map", "any", "any"), "scalar"),
     54: ("bpf_xdp_adjust_meta", ("ctx", "any"), "scalar"),
     65: ("bpf_xdp_adjust_tail", ("ctx", "any"), "scalar"),
+    # wvalue: a pointer to value_size bytes of the map's the helper writes
+    # (ARG_PTR_TO_MAP_VALUE | MEM_UNINIT)
+    87: ("bpf_map_push_elem", ("map", "value", "any"), "scalar"),
+    88: ("bpf_map_pop_elem", ("map", "wvalue"), "scalar"),
+    89: ("bpf_map_peek_elem", ("map", "wvalue"), "scalar"),
     130: ("bpf_ringbuf_output", ("map", "mem", "size", "any"), "scalar"),
     131: ("bpf_ringbuf_reserve", ("map", "size", "any"), "reservation_or_null"),
     132: ("bpf_ringbuf_submit", ("reservation", "any"), "void"),
@@ -85,16 +90,18 @@ HELPERS = {
     190: ("bpf_xdp_store_bytes", ("ctx", "any", "mem", "size"), "scalar"),
 }
 #: Map types a helper's map argument must have, or must not (the kernel's
-#: check_map_func_compatibility): 3 PROG_ARRAY, 14/25 DEVMAP(_HASH), 27 RINGBUF.
+#: check_map_func_compatibility): 3 PROG_ARRAY, 14/25 DEVMAP(_HASH), 27 RINGBUF,
+#: 22/23 QUEUE / STACK (which take no other helper).
 HELPER_MAP_TYPES = {12: {3}, 51: {14, 25}, 130: {27}, 131: {27},
+                    87: {22, 23}, 88: {22, 23}, 89: {22, 23},
                     164: {1, 2, 5, 6, 9, 10}}  # (hash and array maps, per-CPU or not)
 #: Helpers that release a ring buffer reservation (the kernel's release funcs).
 RELEASES = frozenset({132, 133})
-HELPER_REFUSED_MAP_TYPES = {1: {3, 27}, 2: {3, 12, 13, 14, 25, 27},
-                            3: {3, 12, 13, 14, 25, 27}}
+HELPER_REFUSED_MAP_TYPES = {1: {3, 22, 23, 27}, 2: {3, 12, 13, 14, 22, 23, 25, 27},
+                            3: {3, 12, 13, 14, 22, 23, 25, 27}}
 #: Helpers whose memory arguments may point into the packet (the kernel's
 #: ``pkt_access`` in their bpf_func_proto); others refuse a packet pointer.
-HELPER_PKT_ACCESS = frozenset({1, 2, 3, 28})
+HELPER_PKT_ACCESS = frozenset({1, 2, 3, 28, 87})
 #: Helpers whose size argument must be a known constant here: what the call
 #: reads is taken at load time (bpf_trace_printk's format, the record size of
 #: bpf_ringbuf_output). Elsewhere a size known by its bounds passes, checked
@@ -1589,13 +1596,17 @@ class Verifier:
                 if not (t[0] == "K" or optional and t == const(0)):
                     self.fail(pc, f"{name}: R{r} type={_name(t)} expected=fp"
                                   + (" or NULL" if optional else ""))
-            elif kind in ("key", "value", "mem", "wmem") and t[0] in "PZ" and \
+            elif kind in ("key", "value", "wvalue", "mem", "wmem") and t[0] in "PZ" and \
                     hid not in HELPER_PKT_ACCESS:
                 self.fail(pc, f"{name}: R{r} helper access to the packet is not allowed")
             elif kind in ("key", "value"):
                 m = self.maps[map_index]
                 size = m.key_size if kind == "key" else m.value_size
                 self.check_mem_arg(pc, st, r, t, size, name)
+            elif kind == "wvalue":
+                size = self.maps[map_index].value_size
+                self.check_mem_arg(pc, st, r, t, size, name, True)
+                written.append((t, size))
             elif kind in ("mem", "wmem"):
                 size_t = st.regs[r + 1]
                 if optional and is_const(t) and t[1] == 0:  # NULL: nothing to read

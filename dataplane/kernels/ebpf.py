@@ -16,7 +16,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from .. import config
-from . import htab, lpm
+from . import htab, lpm, queue_stack
 from .htab import H_LOCK
 from .memory import spin_lock, spin_unlock, store_release
 from .context import ctx_address, ctx_bounds
@@ -113,6 +113,40 @@ def map_delete(m, key):
 
 def map_value_address(m):
     """The address of a (one-entry, global data) array map's value."""
+
+
+def map_push(m, value, flags):
+    """bpf_map_push_elem (helper 87) on a queue or a stack, the value by address:
+    0 or -errno (kernels/queue_stack.py)."""
+
+
+def map_get(m, value, delete):
+    """bpf_map_pop_elem (helper 88, ``delete``) / bpf_map_peek_elem (89) into the
+    value's address: 0 or -ENOENT."""
+
+
+def _queue_stack(m):
+    spec = _spec(m)
+    return spec if getattr(spec, "is_queue_stack", False) else None
+
+
+@overload(map_push)
+def _map_push(m, value, flags):
+    spec = _queue_stack(m)
+    if spec is None:
+        return None
+    push, size = queue_stack.queue_stack_push.dispatcher, spec.value_dtype.itemsize
+    return lambda m, value, flags: push(m.hdr, m.elems, value, size, flags)
+
+
+@overload(map_get)
+def _map_get(m, value, delete):
+    spec = _queue_stack(m)
+    if spec is None:
+        return None
+    get, size, stack = queue_stack.queue_stack_get.dispatcher, spec.value_dtype.itemsize, \
+        spec.is_stack
+    return lambda m, value, delete: get(m.hdr, m.elems, value, size, stack, delete)
 
 
 @overload(map_value_address)
@@ -405,6 +439,18 @@ def call_delete(m, key):
 
 def call_value_address(m):
     return map_value_address(m)
+
+
+def call_push(m, value, flags):
+    return map_push(m, value, flags)
+
+
+def call_pop(m, value):
+    return map_get(m, value, True)
+
+
+def call_peek(m, value):
+    return map_get(m, value, False)
 
 
 def call_each_next(m, cursor):

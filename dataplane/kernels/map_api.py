@@ -27,7 +27,7 @@ from ..action import BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, XDP_ABORTED
 from ..broadcast import INNER_NUMBER, INNER_SHIFT, broadcast_target
 from ..errors import ProgramError
 from ..map_layout import pack_source
-from . import htab, lpm
+from . import htab, lpm, queue_stack
 from .htab import H_COUNT, H_LOCK
 from .layout import MEMO_ENTRIES, MEMO_WORDS
 from .memory import as_pointer, byte_address, prefetch, spin_lock, spin_unlock, view_bytes
@@ -480,6 +480,120 @@ def _prefetch(m, key):
             return np.int64(0)
         return impl
     return lambda m, key: np.int64(0)
+
+
+def bpf_map_push_elem(m, value, flags):
+    """``bpf_map_push_elem(map, value, flags)`` (helper 87) on a QUEUE or a STACK:
+    0; -E2BIG when full, unless ``flags`` is BPF_EXIST (the oldest value makes
+    room); -EINVAL for other flags. ``value`` as bpf_map_update_elem takes one:
+    an int for a scalar value type, a tuple of ints (one per field) for a record."""
+    raise NotImplementedError("bpf_map_push_elem runs only inside a program")
+
+
+def bpf_map_pop_elem(m):
+    """``bpf_map_pop_elem(map, &value)`` (helper 88) on a QUEUE (its oldest
+    value) or a STACK (its newest), taken out: ``err, value = ...``, err 0 or
+    -ENOENT when empty (the value then zero, as the kernel leaves it). The
+    value is an int for a scalar value type, a tuple of the fields for a
+    record (a copy: the slot is free again)."""
+    raise NotImplementedError("bpf_map_pop_elem runs only inside a program")
+
+
+def bpf_map_peek_elem(m):
+    """``bpf_map_peek_elem(map, &value)`` (helper 89): ``err, value`` as
+    bpf_map_pop_elem gives them, the value left in the map."""
+    raise NotImplementedError("bpf_map_peek_elem runs only inside a program")
+
+
+def _queue_stack_spec(m, helper):
+    spec = _spec(m)
+    if spec is None:
+        return None
+    if not getattr(spec, "is_queue_stack", False):
+        raise ProgramError(f"{helper} needs a queue or a stack map: '{spec.name}' is a "
+                           f"{spec.type_name}")
+    return spec
+
+
+def _field_reader(spec):
+    """Compiled ``read(view) -> value`` of a one-record view (the scalar, or a
+    tuple of the record's fields: a copy, made while the map's lock is held)
+    and ``zero() -> value`` of the same type."""
+    dtype = spec.value_dtype
+    names = dtype.names or ()
+    kinds = [dtype.fields[n][0] for n in names] if names else [dtype]
+    if any(k.shape or k.kind not in "iu" for k in kinds):
+        raise ProgramError(f"map '{spec.name}': a Python program pops integer fields, not "
+                           f"{dtype}")
+    zeros = ", ".join(f"_np.{k.name}(0)" for k in kinds)
+    if names:
+        src = ("def read(view):\n    r = view[0]\n    return (" +
+               "".join(f"r.{n}, " for n in names) + f")\ndef zero():\n    return ({zeros},)\n")
+    else:
+        src = f"def read(view):\n    return view[0]\ndef zero():\n    return {zeros}\n"
+    ns = {"_np": np}
+    exec(src, ns)
+    return njit(**config.INLINE_JIT)(ns["read"]), njit(**config.INLINE_JIT)(ns["zero"])
+
+
+def _is_int_type(t):
+    return isinstance(t, (types.Integer, types.Boolean))
+
+
+@overload(bpf_map_push_elem)
+def _push_elem(m, value, flags):
+    spec = _queue_stack_spec(m, "bpf_map_push_elem")
+    if spec is None:
+        return None
+    dtype = spec.value_dtype
+    if dtype.names is None:
+        ok, want = _is_int_type(value), f"an int ({dtype})"
+    else:
+        ok = isinstance(value, types.BaseTuple) and len(value) == len(dtype.names) \
+            and all(_is_int_type(t) for t in value)
+        want = f"a tuple of {len(dtype.names)} ints ({', '.join(dtype.names)})"
+    if not ok:
+        raise ProgramError(f"map '{spec.name}': bpf_map_push_elem takes a value as {want}, "
+                           f"not {value}")
+    write, vt, size = _writer(dtype), _value_type(spec), np.int64(dtype.itemsize)
+    slots = np.int64(spec.max_entries + 1)
+    claim, done = queue_stack.push_slot.dispatcher, queue_stack.push_done.dispatcher
+
+    def impl(m, value, flags):
+        head = claim(m.hdr, slots, flags)
+        if head < 0:
+            return head
+        write(view_bytes(m.elems, head * size, vt, (1,)), 0, value)
+        return done(m.hdr, slots, head)
+    return impl
+
+
+def _get_elem(m, helper, delete):
+    spec = _queue_stack_spec(m, helper)
+    if spec is None:
+        return None
+    (read, zero), vt = _field_reader(spec), _value_type(spec)
+    size, slots, stack = np.int64(spec.value_dtype.itemsize), \
+        np.int64(spec.max_entries + 1), spec.is_stack
+    claim, done = queue_stack.get_slot.dispatcher, queue_stack.get_done.dispatcher
+
+    def impl(m):
+        at = claim(m.hdr, slots, stack)
+        if at < 0:
+            return at, zero()
+        v = read(view_bytes(m.elems, at * size, vt, (1,)))
+        return done(m.hdr, slots, at, stack, delete), v
+    return impl
+
+
+@overload(bpf_map_pop_elem)
+def _pop_elem(m):
+    return _get_elem(m, "bpf_map_pop_elem", True)
+
+
+@overload(bpf_map_peek_elem)
+def _peek_elem(m):
+    return _get_elem(m, "bpf_map_peek_elem", False)
 
 
 def bpf_redirect_map(m, key, flags):

@@ -236,6 +236,8 @@ def map_param_names(gname, m):
     """The loop's parameters for map ``gname`` (its arrays, Map.program_arrays order)."""
     if getattr(m, "is_ringbuf", False):
         parts = ("hdr", "ring")
+    elif getattr(m, "is_queue_stack", False):
+        parts = ("hdr", "elems")
     elif getattr(m, "is_lpm", False):
         parts = ("hdr", "buckets", "refs", "free", "keys", "index", "rchild",
                  "nhdr", "nent", "bhi", "blo", "rval", "values")

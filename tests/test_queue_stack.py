@@ -250,3 +250,56 @@ def test_python_programs_misusing_a_queue_are_refused(tmp_path, call, error):
     path.write_text(src)
     with pytest.raises(ProgramError, match=re.escape(error)):
         load_program(str(path)).test_run(bytes(20))
+
+
+RELAY = """
+import numpy as np
+from dataplane import XDP_ABORTED, XDP_PASS, xdp
+from dataplane.maps import (BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_QUEUE, Map,
+                            bpf_map_lookup_elem, bpf_map_pop_elem, bpf_map_push_elem)
+
+tokens = Map("tokens", BPF_MAP_TYPE_QUEUE, key=None, value=np.uint32, max_entries=64)
+relays = Map("relays", BPF_MAP_TYPE_PERCPU_ARRAY, key=np.uint32, value=np.uint64,
+             max_entries=1)
+
+
+@xdp
+def relay(ctx):
+    for _ in range(256):  # take a token and give it back, 256 times a packet
+        err, t = bpf_map_pop_elem(tokens)
+        if err != 0:
+            return XDP_ABORTED
+        if bpf_map_push_elem(tokens, t, 0) != 0:
+            return XDP_ABORTED
+        n = bpf_map_lookup_elem(relays, 0)
+        if n is not None:
+            n[0] += 1
+    return XDP_PASS
+"""
+
+
+def test_workers_share_a_queue_under_its_lock(tmp_path):
+    """Three workers take tokens from one queue and give them back at once
+    (the kernel's per-map lock): after the capture, a million pops and as many
+    pushes, the 32 tokens are all there, once each. (Without the lock, tokens
+    were lost: 153 and 171 of the 4,000 packets passed.)"""
+    from dataplane import XdpAction, config, load_program
+    from dataplane.io.capture import open_capture
+    from dataplane.pipeline import replay
+    from dataplane.workers import use_workers
+    path = tmp_path / "relay.py"
+    path.write_text(RELAY)
+    saved = config.WORKERS
+    try:
+        use_workers(3)
+        prog = load_program(str(path))
+        for t in range(32):
+            prog.maps["tokens"].push(t)
+        with open_capture(ROOT / "pcaps" / "small.pcap") as reader:
+            stats = replay(reader, prog, None, batch_size=256, workers=3)
+    finally:
+        config.WORKERS = saved
+    assert [w["packets"] > 0 for w in stats.workers] == [True] * 3
+    assert int(stats.actions[XdpAction.XDP_PASS]) == stats.packets == 4000
+    assert sum(prog.maps["relays"].lookup(0)) == 256 * 4000
+    assert sorted(prog.maps["tokens"].items()) == list(range(32))

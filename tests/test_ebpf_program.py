@@ -5,6 +5,7 @@ bundled capture), the kernel's BPF_PROG_TEST_RUN on the same object (where
 root and bpf() are there), and dpkt for encapsulated output.
 """
 
+import collections
 import errno
 import json
 import os
@@ -26,7 +27,7 @@ BPF = ROOT / "programs" / "bpf"
 SMALL = ROOT / "pcaps" / "small.pcap"
 RUNNABLE = ["adjust_head", "bounded_loop", "bpf2bpf", "drop_udp", "exthdr_loop", "firewall",
             "flood", "flow_counter", "global_data", "legacy_maps", "lpm_acl", "map_in_map",
-            "printk", "redirect", "ringbuf", "tail_call:tail_call"]
+            "port_pool", "printk", "redirect", "ringbuf", "tail_call:tail_call"]
 
 
 def frames(limit=None):
@@ -2598,3 +2599,55 @@ def test_queue_and_stack_maps_refused_where_the_kernel_refuses_them(tmp_path, ch
     require_kernel()
     with pytest.raises(kernel.KernelError):
         kernel.KernelObject(obj).close()
+
+
+def test_port_pool_hands_out_ports_like_the_kernel():
+    """programs/bpf/port_pool.o: the pool filled with the same 2 ports on both
+    sides (push from Python; the kernel's BPF_MAP_UPDATE_ELEM), then the
+    capture's first 2,000 frames. Ours against a model read off the frames
+    (FINs and RSTs give their source port back at the queue's tail; a SYN
+    takes the head, or is dropped when the pool is empty), each rewritten
+    TCP checksum valid by dpkt; then verdict and bytes frame by frame, and
+    the counters, against the kernel's test run."""
+    prog = load_program(str(BPF / "port_pool.o"))
+    for m in prog.maps.values():  # (a process loads an object's maps once)
+        m.clear()
+    ports = [40000, 40007]
+    for p in ports:
+        prog.maps["free_ports"].push(p)
+    sent = frames(2000)
+    ours = [(int(r.action), r.data) for r in map(prog.test_run, sent)]
+    pool, want = collections.deque(ports), []
+    for f in sent:
+        tcp = len(f) >= 54 and f[12:14] == b"\x08\x00" and f[23] == 6 and f[14] & 0xF == 5
+        if tcp and f[47] & 0x05:  # FIN or RST
+            pool.append(struct.unpack(">H", f[34:36])[0])
+        elif tcp and f[47] & 0x12 == 0x02:  # SYN without ACK
+            want.append(pool.popleft() if pool else None)
+    got = [struct.unpack(">H", d[34:36])[0] if a == XdpAction.XDP_TX else None
+           for (a, d), f in zip(ours, sent) if a in (XdpAction.XDP_TX, XdpAction.XDP_DROP)]
+    assert got == want and None in want and len(want) > 50
+    assert prog.maps["stats"].lookup(0) == want.count(None)
+    assert prog.maps["free_ports"].items() == list(pool)
+    checked = 0
+    for a, d in ours:  # a valid TCP checksum sums, with the pseudo-header, to 0
+        ip = dpkt.ethernet.Ethernet(d).data
+        if a == XdpAction.XDP_TX and isinstance(ip.data, dpkt.tcp.TCP) \
+                and not (ip.mf or ip.offset):
+            segment = bytes(ip)[ip.hl * 4:ip.len]
+            pseudo = ip.src + ip.dst + struct.pack(">BBH", 0, ip.p, len(segment))
+            assert dpkt.in_cksum(pseudo + segment) == 0
+            checked += 1
+    assert checked > 50  # (a fragment's checksum covers the whole segment: not checked)
+    require_kernel()
+    with kernel.KernelObject(str(BPF / "port_pool.o")) as k:
+        for p in ports:
+            k.map_update("free_ports", b"", struct.pack(">H", p))
+        for i, (f, w) in enumerate(zip(sent, ours)):
+            retval, data, _ = k.test_run("port_pool", f)
+            assert (retval, data) == w, f"frame {i}"
+        stats = dict(k.map_items("stats"))
+        assert [struct.unpack("<Q", stats[struct.pack("<I", j)])[0] for j in (0, 1)] == \
+            [prog.maps["stats"].lookup(j) for j in (0, 1)]
+    for m in prog.maps.values():  # empty again, as the kernel's next load is
+        m.clear()

@@ -566,11 +566,12 @@ class KernelObject:
 
 
 def _sized(data, size, what, name):
-    """``data`` (bytes) in a ctypes buffer of exactly ``size`` bytes, or KernelError."""
+    """``data`` (bytes) in a ctypes buffer of exactly ``size`` bytes, or KernelError;
+    None for no bytes (a queue's or a stack's key: the syscall wants NULL)."""
     data = bytes(data)
     if len(data) != size:
         raise KernelError(f"map '{name}': a {what} is {size} bytes, not {len(data)}")
-    return ctypes.create_string_buffer(data, size)
+    return ctypes.create_string_buffer(data, size) if size else None
 
 
 @functools.cache

@@ -8,8 +8,11 @@ the next slot written, ``tail`` the oldest element. A queue pops at the tail,
 a stack at ``head - 1``; a push with BPF_EXIST into a full map first drops the
 oldest element (the tail moves on), for both. Every operation holds the map's
 spin lock (the kernel's raw_spin_lock), so workers and a process changing a
-pinned map take turns. Values are copied byte by byte from and to addresses:
-an eBPF object's stack, a Python program's record, the control plane's bytes.
+pinned map take turns. push_slot / get_slot take the lock and name the slot,
+push_done / get_done give it back: between them an eBPF object's value is
+copied byte by byte from or to its address (queue_stack_push / _get: the
+program's stack, the control plane's bytes), a Python program's written or
+read as a record (kernels/map_api.py).
 """
 
 import numpy as np

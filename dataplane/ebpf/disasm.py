@@ -22,10 +22,11 @@ HELPER_NAMES = {1: "bpf_map_lookup_elem", 2: "bpf_map_update_elem", 3: "bpf_map_
                 8: "bpf_get_smp_processor_id", 12: "bpf_tail_call", 23: "bpf_redirect",
                 25: "bpf_perf_event_output", 28: "bpf_csum_diff", 44: "bpf_xdp_adjust_head",
                 51: "bpf_redirect_map",
-                54: "bpf_xdp_adjust_meta", 87: "bpf_map_push_elem", 88: "bpf_map_pop_elem",
-                89: "bpf_map_peek_elem", 65: "bpf_xdp_adjust_tail", 130: "bpf_ringbuf_output",
+                54: "bpf_xdp_adjust_meta", 65: "bpf_xdp_adjust_tail", 87: "bpf_map_push_elem",
+                88: "bpf_map_pop_elem", 89: "bpf_map_peek_elem", 130: "bpf_ringbuf_output",
                 131: "bpf_ringbuf_reserve", 132: "bpf_ringbuf_submit",
-                133: "bpf_ringbuf_discard", 160: "bpf_ktime_get_coarse_ns", 181: "bpf_loop",
+                133: "bpf_ringbuf_discard", 160: "bpf_ktime_get_coarse_ns",
+                164: "bpf_for_each_map_elem", 181: "bpf_loop",
                 188: "bpf_xdp_get_buff_len", 189: "bpf_xdp_load_bytes",
                 190: "bpf_xdp_store_bytes"}
 

@@ -105,7 +105,7 @@ def _line(insns, i, helper_name, map_name, names):
     elif map_name and ins.opcode == LDDW and ins.src in _MAP_SOURCES:
         name = map_name(ins)
         note = f"map {name}" if name else None
-    elif ins.opcode == LDDW and ins.src == isa.PSEUDO_FUNC:
+    elif ins.is_func_address:
         note = f"function at insn {i + 1 + ins.imm}"  # (a callback: bpf_loop's, say)
     return f"{body}  # {note}" if note else body
 

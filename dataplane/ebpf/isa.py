@@ -102,6 +102,18 @@ class Insn(NamedTuple):
     def is_lddw(self):
         return self.opcode == LDDW and not self.is_lddw_tail
 
+    @property
+    def is_func_address(self):
+        """An lddw of a function's address (PSEUDO_FUNC: a callback's)."""
+        return self.is_lddw and self.src == PSEUDO_FUNC
+
+    @property
+    def names_function(self):
+        """A call of a subprogram or the address of one: the function starts
+        at this instruction's pc + 1 + imm."""
+        return self.cls == JMP and self.op == CALL and self.src == CALL_LOCAL \
+            or self.is_func_address
+
 
 _STRUCT = struct.Struct("<BBhi")
 

@@ -696,8 +696,7 @@ def functions(insns):
     up to the next one's entry."""
     starts = {0}
     for pc, insn in enumerate(insns):
-        if insn.cls == JMP and insn.op == CALL and insn.src == CALL_LOCAL \
-                and not insn.is_lddw_tail or insn.is_lddw and insn.src == isa.PSEUDO_FUNC:
+        if insn.names_function:
             starts.add(pc + 1 + insn.imm)
     ordered = sorted(s for s in starts if 0 <= s < len(insns))
     return {s: (ordered[k + 1] if k + 1 < len(ordered) else len(insns))

@@ -310,8 +310,7 @@ def check_structure(insns, name="prog", helpers=HELPERS, raw=False):
                 continue
             seen.add(pc)
             insn = insns[pc]
-            if insn.cls == JMP and insn.op == CALL and insn.src == CALL_LOCAL or \
-                    insn.is_lddw and insn.src == isa.PSEUDO_FUNC:  # (a callback's caller)
+            if insn.names_function:  # (a callback's address: its caller's too)
                 calls[start].add((pc, pc + 1 + insn.imm))  # (call insn, callee)
             for s in successors(insns, pc):
                 if not start <= s < end:
@@ -858,7 +857,7 @@ class Verifier:
         self.key_views = {}     # map -> index of its MapKey in self.maps
         self.reentered = None   # a callback's first state the last step made
         self.callback_entries = {pc + 1 + i.imm for pc, i in enumerate(insns)
-                                 if i.is_lddw and i.src == isa.PSEUDO_FUNC}
+                                 if i.is_func_address}
         self.out = Analysis()
 
     def fail(self, pc, reason):

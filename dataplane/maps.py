@@ -134,10 +134,11 @@ HASH_MAX_ENTRIES = 1 << 30
 CHECK_TRIES = 5
 SUPPORTED = _HASHES | _ARRAYS | _MAP_IN_MAP | {BPF_MAP_TYPE_LPM_TRIE}
 SUPPORTED |= {BPF_MAP_TYPE_RINGBUF}  # a RingBuf (below): Map(...) of this type makes one
-_QUEUE_STACK = {BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_STACK}
-SUPPORTED |= _QUEUE_STACK  # a QueueStack (below)
+#: Maps of values without keys, popped in order (a QueueStack, below).
+QUEUE_STACK = {BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_STACK}
+SUPPORTED |= QUEUE_STACK  # a QueueStack (below)
 #: Maps without keys (the kernel's key_size 0).
-KEYLESS = _QUEUE_STACK | {BPF_MAP_TYPE_RINGBUF}
+KEYLESS = QUEUE_STACK | {BPF_MAP_TYPE_RINGBUF}
 
 #: ``struct bpf_lpm_trie_key`` of IPv4 and IPv6 LPM tries: prefixlen, then the
 #: address in network order.
@@ -176,7 +177,7 @@ class Map:
         kind = args[1] if len(args) > 1 else kwargs.get("type")
         if cls is Map and kind == BPF_MAP_TYPE_RINGBUF:
             cls = RingBuf
-        elif cls is Map and kind in _QUEUE_STACK:
+        elif cls is Map and kind in QUEUE_STACK:
             cls = QueueStack
         return super().__new__(cls)
 
@@ -1138,9 +1139,6 @@ class QueueStack(Map):
 
     def encode_key(self, obj):
         self._no_key(obj)
-
-    def encode_value(self, obj):
-        return _from_python(self.value_dtype, obj, self.name)
 
     # -- listing ------------------------------------------------------------
     def values_in_order(self):

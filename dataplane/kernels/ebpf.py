@@ -22,8 +22,8 @@ from .memory import spin_lock, spin_unlock, store_release
 from .context import ctx_address, ctx_bounds
 from .csum import _diff as _diff_kernel
 from ..helpers import bpf_redirect
-from .map_api import (_inline_value, _inner_builder, _slot_base, _spec, array_update_error,
-                      bpf_redirect_map, bpf_tail_call, lpm_entry, seed_of)
+from .map_api import (_inline_value, _inner_builder, _queue_stack_spec, _slot_base, _spec,
+                      array_update_error, bpf_redirect_map, bpf_tail_call, lpm_entry, seed_of)
 from .ringbuf import (_FLAGS as RB_FLAGS, EAGAIN, EINVAL, _ring_spec, ringbuf_claim,
                       ringbuf_publish, ringbuf_write)
 from ..maps import (BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, RB_AUX, RB_LOCK,
@@ -125,14 +125,9 @@ def map_get(m, value, delete):
     value's address: 0 or -ENOENT."""
 
 
-def _queue_stack(m):
-    spec = _spec(m)
-    return spec if getattr(spec, "is_queue_stack", False) else None
-
-
 @overload(map_push)
 def _map_push(m, value, flags):
-    spec = _queue_stack(m)
+    spec = _queue_stack_spec(m, "bpf_map_push_elem")
     if spec is None:
         return None
     push, size = queue_stack.queue_stack_push.dispatcher, spec.value_dtype.itemsize
@@ -141,7 +136,7 @@ def _map_push(m, value, flags):
 
 @overload(map_get)
 def _map_get(m, value, delete):
-    spec = _queue_stack(m)
+    spec = _queue_stack_spec(m, "bpf_map_pop_elem")
     if spec is None:
         return None
     get, size, stack = queue_stack.queue_stack_get.dispatcher, spec.value_dtype.itemsize, \

@@ -5,8 +5,6 @@ are checked against the kernel in test_ebpf_program.py."""
 import errno
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from dataplane.maps import (BPF_EXIST, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_QUEUE,
                             BPF_MAP_TYPE_STACK, BPF_NOEXIST, Map)
 from dataplane.pin import open_pinned
 from dataplane.stats import format_maps
+from test_pin import dp
 
 ROOT = Path(__file__).resolve().parents[1]
 ITEM = np.dtype([("port", "<u2"), ("owner", "<u4")])
@@ -97,13 +96,6 @@ def test_queue_maps_refuse_keys_and_bad_declarations():
             Map("bad", BPF_MAP_TYPE_QUEUE, **args)
     q.clear()
     assert q.pop() is None and len(q) == 0
-
-
-def dp(*args, check=0):
-    r = subprocess.run([sys.executable, "-m", "dataplane.cli.main", *map(str, args)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert r.returncode == check, (r.returncode, r.stdout, r.stderr)
-    return r
 
 
 def test_a_pinned_stack_from_the_command_line(tmp_path):
@@ -278,27 +270,22 @@ def relay(ctx):
 """
 
 
-def test_workers_share_a_queue_under_its_lock(tmp_path):
+def test_workers_share_a_queue_under_its_lock(tmp_path, workers):
     """Three workers take tokens from one queue and give them back at once
     (the kernel's per-map lock): after the capture, a million pops and as many
     pushes, the 32 tokens are all there, once each. (Without the lock, tokens
     were lost: 153 and 171 of the 4,000 packets passed.)"""
-    from dataplane import XdpAction, config, load_program
+    from dataplane import XdpAction, load_program
     from dataplane.io.capture import open_capture
     from dataplane.pipeline import replay
-    from dataplane.workers import use_workers
     path = tmp_path / "relay.py"
     path.write_text(RELAY)
-    saved = config.WORKERS
-    try:
-        use_workers(3)
-        prog = load_program(str(path))
-        for t in range(32):
-            prog.maps["tokens"].push(t)
-        with open_capture(ROOT / "pcaps" / "small.pcap") as reader:
-            stats = replay(reader, prog, None, batch_size=256, workers=3)
-    finally:
-        config.WORKERS = saved
+    workers(3)
+    prog = load_program(str(path))
+    for t in range(32):
+        prog.maps["tokens"].push(t)
+    with open_capture(ROOT / "pcaps" / "small.pcap") as reader:
+        stats = replay(reader, prog, None, batch_size=256, workers=3)
     assert [w["packets"] > 0 for w in stats.workers] == [True] * 3
     assert int(stats.actions[XdpAction.XDP_PASS]) == stats.packets == 4000
     assert sum(prog.maps["relays"].lookup(0)) == 256 * 4000

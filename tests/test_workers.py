@@ -14,23 +14,14 @@ import dpkt
 import numpy as np
 import pytest
 
-from dataplane import config, load_program
+from dataplane import load_program
 from dataplane.io.capture import open_capture
 from dataplane.kernels.steer import flow_hash, steer
 from dataplane.pipeline import replay
-from dataplane.workers import use_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "pcaps" / "small.pcap"
 LB_CONFIG = ROOT / "programs" / "l4lb" / "example.toml"
-
-
-@pytest.fixture
-def workers():
-    """use_workers(n) for the test; the process's setting restored after."""
-    saved = config.WORKERS
-    yield use_workers
-    config.WORKERS = saved
 
 
 def _flow(frame):

@@ -1150,7 +1150,8 @@ class QueueStack(Map):
         return out[:n * size].view(self.value_dtype).copy()
 
     def __len__(self):
-        return len(self.values_in_order())
+        """The values held: head - tail around the ring (no copy of them)."""
+        return int(self.hdr[qs.QS_HEAD] - self.hdr[qs.QS_TAIL]) % (self.max_entries + 1)
 
     def items(self):
         """The values decoded (dicts for structured values), next pop first."""

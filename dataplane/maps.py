@@ -69,6 +69,7 @@ LPM tries (BPF_MAP_TYPE_LPM_TRIE, kernel/bpf/lpm_trie.c semantics)::
 
 import errno
 import re
+from functools import partial
 
 import numpy as np
 
@@ -77,7 +78,7 @@ from .action import BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS  # noqa: F401 (bpf_re
 from .errors import MapError
 from .io.batch import alloc_buffer
 from .jit import api, kind_of, lazy
-from .kernels import htab, lpm, queue_stack as qs
+from .kernels import htab, lpm, lru_htab, queue_stack as qs
 from .lpm_keys import (lpm_join as _lpm_join, lpm_key, lpm_key_text, lpm_split as _lpm_split,
                        lpm_width as _lpm_width)
 from .map_json import from_python as _from_python, to_python as _to_python
@@ -325,13 +326,23 @@ class Map:
         so a hit touches one cache line where a separate value array cost two."""
         return self.type in _INLINE_VALUES
 
+    @property
+    def open_addressed(self):
+        """LRU_HASH keeps its rows in the slots the keys hash to
+        (kernels/lru_htab.py): a lookup reads one line, not a bucket's and then
+        a row's."""
+        return self.type == BPF_MAP_TYPE_LRU_HASH
+
     def _allocate(self, buffer=None):
         """Lay the map's arrays out in one buffer: a new zeroed one (then reset to
         empty), or ``buffer`` as it is (a pinned map attached to: pin.py)."""
         n = self.max_entries
         parts = [] if self.inline_values else \
             [("values", self.value_dtype.itemsize * n * self.ncpu)]
-        if self.is_hash or self.is_lpm:
+        if self.open_addressed:
+            parts = [("hdr", 8 * htab.HDR_SIZE), ("rows", 4 * n), ("free", 4 * n),
+                     ("keys", 8 * lru_htab.slots_for(n) * self._row_words())]
+        elif self.is_hash or self.is_lpm:
             # 4 buckets an entry (int32 each: 16 bytes, what the kernel's htab
             # spends per bucket): chains stay ~1 entry long, and a hit rarely
             # reads a second row (flow_counter, 40k flows: 41 -> 36 ns/pkt)
@@ -363,18 +374,21 @@ class Map:
             self.values = view["values"].view(self.value_dtype).reshape(self.ncpu, n)
         if self.is_hash or self.is_lpm:
             self.hdr = view["hdr"].view(np.int64)
-            self.buckets = view["buckets"].view(np.int32)
-            self.refs = view["refs"]
             self.free = view["free"].view(np.int32)
-            # word 0 of each row is the entry's hash and chain link (kernels/htab.py)
-            self.keys = view["keys"].view(np.uint64).reshape(n, self._row_words())
-            row = self.keys.strides[0]
-            self.chain = np.ndarray((n,), np.int32, self.buffer,
-                                    offsets["keys"][0] + htab.LINK_OFFSET, (row,))
+            if self.open_addressed:  # word 0 of each slot: tag, reference, state
+                self.rows = view["rows"].view(np.int32)
+            else:  # word 0 of each row: the entry's hash and chain link (kernels/htab.py)
+                self.buckets = view["buckets"].view(np.int32)
+                self.refs = view["refs"]
+            self.keys = view["keys"].view(np.uint64).reshape(-1, self._row_words())
+            row, nrows = self.keys.strides[0], self.keys.shape[0]
+            if not self.open_addressed:
+                self.chain = np.ndarray((n,), np.int32, self.buffer,
+                                        offsets["keys"][0] + htab.LINK_OFFSET, (row,))
             if self.inline_values:  # values[0, e] is in row e, after the key
-                self.values = np.ndarray((1, n), self.value_dtype, self.buffer,
+                self.values = np.ndarray((1, nrows), self.value_dtype, self.buffer,
                                          offsets["keys"][0] + self.value_offset,
-                                         (n * row, row))
+                                         (nrows * row, row))
             if fresh:
                 self._reset_table()
         if self.is_lpm:
@@ -436,6 +450,8 @@ class Map:
 
     # -- control plane ----------------------------------------------------
     def _table(self):
+        if self.open_addressed:
+            return (self.hdr, self.rows, self.free, self.keys)
         return (self.hdr, self.buckets, self.refs, self.free, self.keys)
 
     def _ranges(self):
@@ -482,8 +498,10 @@ class Map:
                     and 0 <= index < self.max_entries and self.values[0, index] == 0:
                 return -1  # an empty device or inner-map slot
             return index if 0 <= index < self.max_entries else -1
-        return int(htab.htab_lookup_py(self.hdr, self.buckets, self.keys,
-                                       _key_bytes(self.key_dtype, key, self.name)))
+        words = _key_bytes(self.key_dtype, key, self.name)
+        if self.open_addressed:
+            return int(lru_htab.lru_lookup_py(self.hdr, self.keys, words))
+        return int(htab.htab_lookup_py(self.hdr, self.buckets, self.keys, words))
 
     def check_links(self):
         """Raise MapError when the links of a hash map's table (or an LPM trie's
@@ -493,17 +511,25 @@ class Map:
         have no links. Run by pin.open_pinned on every map it opens."""
         if not (self.is_hash or self.is_lpm):
             return
-        seen, moved = np.zeros(self.max_entries, np.int8), self.hdr[:htab.H_LOCK + 1].copy
+        seen, moved = np.zeros(self.max_entries, np.int8), \
+            self.hdr[:lru_htab.H_DELETED + 1].copy
+        if self.open_addressed:
+            faults = lru_htab.CHECK_FAULTS
+            check = partial(lru_htab.lru_check, self.hdr, self.rows, self.free, self.keys,
+                            key_words(self.key_dtype), seen)
+        else:
+            faults = htab.CHECK_FAULTS
+            check = partial(htab.htab_check, self.hdr, self.buckets, self.free, self.keys,
+                            seen)
         for _ in range(CHECK_TRIES):
             before = moved()
-            fault = htab.htab_check(self.hdr, self.buckets, self.free, self.keys,
-                                    seen)
+            fault = check()
             if not fault or np.array_equal(before, moved()):
                 break  # sound, or broken while nothing moved: conclusive
         else:
             fault = 0  # a running program kept changing it: not judged, not blamed
         if fault:
-            raise MapError(self.name, f"corrupt table: {htab.CHECK_FAULTS[fault]}")
+            raise MapError(self.name, f"corrupt table: {faults[fault]}")
         if self.is_lpm:  # its range table and index nodes too
             pool = self.nhdr.shape[0]
             fault = lpm.lpm_check(self.hdr, self.index, self.rchild, self.nhdr, self.nent,
@@ -562,6 +588,12 @@ class Map:
             e = self._lpm_op(lpm.OP_UPDATE, key, flags if 0 <= flags <= BPF_EXIST else -1)
             if e < 0:
                 self._fail(-e, f"update {key!r}")
+        elif self.open_addressed:
+            e = int(lru_htab.lru_insert_py(*self._table(),
+                                           _key_bytes(self.key_dtype, key, self.name),
+                                           int(flags)))
+            if e < 0:
+                self._fail(-e, f"update {key!r}")
         elif self.is_hash:
             e = int(htab.htab_insert_py(*self._table(),
                                         _key_bytes(self.key_dtype, key, self.name),
@@ -610,8 +642,11 @@ class Map:
             return
         if not self.is_hash:
             self._fail(errno.EINVAL, f"delete {key!r}")
-        r = int(htab.htab_delete_py(self.hdr, self.buckets, self.free, self.keys,
-                                    _key_bytes(self.key_dtype, key, self.name)))
+        words = _key_bytes(self.key_dtype, key, self.name)
+        if self.open_addressed:
+            r = int(lru_htab.lru_delete_py(self.hdr, self.rows, self.free, self.keys, words))
+        else:
+            r = int(htab.htab_delete_py(self.hdr, self.buckets, self.free, self.keys, words))
         if r < 0:
             self._fail(-r, f"delete {key!r}")
 
@@ -620,6 +655,9 @@ class Map:
             return np.flatnonzero(self.values[0])
         if not (self.is_hash or self.is_lpm):
             return np.arange(self.max_entries)
+        if self.open_addressed:
+            out = np.zeros(self.keys.shape[0], np.int64)
+            return out[:lru_htab.lru_entries(self.keys, out)]
         out = np.zeros(self.max_entries, np.int64)
         n = htab.htab_entries(self.hdr, self.free, out)
         return out[:n]
@@ -658,7 +696,10 @@ class Map:
         (kernels/htab.py); one that has a seed keeps it, as the kernel keeps a
         map's hashrnd for its life: a program inserting while the table is
         cleared must not hash with a seed that is no longer the table's."""
-        htab.htab_reset(self.hdr, self.buckets, self.refs, self.free)
+        if self.open_addressed:
+            lru_htab.lru_reset(self.hdr, self.free, self.keys)
+        else:
+            htab.htab_reset(self.hdr, self.buckets, self.refs, self.free)
         if self.is_hash and self.hdr[htab.H_SEED] == 0:
             self.hdr[htab.H_SEED] = htab.new_seed()
 

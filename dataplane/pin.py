@@ -20,8 +20,9 @@ import numpy as np
 from .errors import DataplaneError
 
 #: The layout of a pinned hash map's file: 2 since chain links moved into the
-#: rows (kernels/htab.py); a file of another format is not opened.
-_FORMAT = 2
+#: rows (kernels/htab.py), 3 since LRU hash maps keep their rows in the slots
+#: (kernels/lru_htab.py); a file of another format is not opened.
+_FORMAT = 3
 
 
 def _descr(dtype):

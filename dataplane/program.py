@@ -441,6 +441,32 @@ def _loop_value_dtype(module, m):
     return dt.newbyteorder("=")
 
 
+def _chained(m):
+    """Whether map ``m`` (or, for a map of maps, its inner maps) chains its
+    entries from buckets (kernels/htab.py)."""
+    m = getattr(m, "inner_spec", None) or m
+    return m.is_hash and not (m.is_lpm or m.open_addressed)
+
+
+def _prefetches_chains(tree, module):
+    """Whether the file may call bpf_map_prefetch on a chained hash map, whose
+    rows the loop's memo stages fetch after the hook (kernels/runner.py): a map
+    named by a global is known; any other (an inner map) may be any of the
+    file's maps of maps' inner maps."""
+    for n in ast.walk(tree):
+        if not (isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None))
+                == "bpf_map_prefetch" and n.args):
+            continue
+        m = module.__dict__.get(getattr(n.args[0], "id", None))
+        if isinstance(m, Map) and not m.is_map_in_map:
+            if _chained(m):
+                return True
+        elif any(_chained(x) for x in vars(module).values()
+                 if isinstance(x, Map) and x.is_map_in_map):
+            return True
+    return False
+
+
 def _add_loops(module, gen, tree, names):
     """Define each program's batch loops in the module, with its file's maps."""
     maps = sorted((g, m) for g, m in vars(module).items() if isinstance(m, Map))
@@ -480,12 +506,14 @@ def _add_loops(module, gen, tree, names):
     hooks = {n: getattr(getattr(module.__dict__.get(n), "prefetch", None), "__name__", None)
              for n in names}
     trusted = getattr(module, "__dataplane_trusted__", False)
+    memo = _prefetches_chains(tree, module)
     src = "".join(runner_kernels.runner_source(n, loop_maps, reads_packet,
                                                bool(module.__dataplane_trace__),
                                                module.__dataplane_tail__, grows_head,
                                                hooks[n], budget=not trusted,
                                                reads_time=getattr(
-                                                   module, "__dataplane_reads_time__", True))
+                                                   module, "__dataplane_reads_time__", True),
+                                               memo=memo)
                   for n in names)
     exec(compile(src, f"{gen}:loops", "exec"), module.__dict__)
 

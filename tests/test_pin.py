@@ -72,15 +72,25 @@ def _flows_pinned(tmp_path):
 def test_damaged_pinned_file_is_an_error_not_a_crash(tmp_path):
     """The control plane follows a pinned table's links without bounds checks:
     a damaged file segfaulted dump (random bytes), hung update (a chain looping
-    back), and raised a traceback (all 0xff); each is now one error line."""
+    back), and raised a traceback (all 0xff); each is now one error line. The
+    LRU table (kernels/lru_htab.py) has no chains: its links are the slot of
+    each entry number, which a full map's CLOCK follows."""
     pin, flows = _flows_pinned(tmp_path)
-    e = int(flows.buckets[flows.buckets >= 0][0])  # the head of some chain
-    flows.chain[e] = e  # the chain now loops
-    del flows
+    s = int(flows.rows[0])  # entry 0's slot...
+    flows.rows[0] = flows.keys.shape[0]  # ...now past the last
     for args in (("dump", "flows"), ("update", "flows", *NEW_FLOW)):
         r = dp("map", *args, "--pin", pin, check=1)
         assert r.stderr.splitlines() == [f"error: {pin / 'flows.bin'}: map 'flows': corrupt "
-                                         "table: a chain that loops, or an entry in two chains"]
+                                         "table: an entry's slot out of range, or not the slot "
+                                         "that holds it"]
+    # entry 0's row moved half the table away: its walk crosses empty slots
+    t = (s + flows.keys.shape[0] // 2) % flows.keys.shape[0]
+    assert flows.keys[t, 0] == 0 and len(flows) < flows.keys.shape[0] // 4
+    flows.keys[t], flows.keys[s, 0], flows.rows[0] = flows.keys[s], 0, t
+    del flows
+    r = dp("map", "dump", "flows", "--pin", pin, check=1)
+    assert r.stderr.splitlines() == [f"error: {pin / 'flows.bin'}: map 'flows': corrupt "
+                                     "table: a key its lookups cannot reach"]
     size = (pin / "flows.bin").stat().st_size
     for junk in (b"\xff" * size, bytes(range(256)) * (size // 256) + bytes(size % 256)):
         (pin / "flows.bin").write_bytes(junk)
@@ -97,20 +107,21 @@ def test_pinning_into_a_file_says_it_is_not_a_directory(tmp_path):
 
 
 def test_a_pin_of_another_layout_is_an_error(tmp_path):
-    """A hash map's file layout changed (format 2: chain links in the rows); a
-    pin an older dataplane wrote is refused by name, not read as garbage."""
+    """A hash map's file layout changed (format 2: chain links in the rows; 3: LRU
+    tables open-addressed); a pin an older dataplane wrote is refused by name, not
+    read as garbage."""
     pin, flows = _flows_pinned(tmp_path)
     del flows
     spec = json.loads((pin / "flows.json").read_text())
-    assert spec["format"] == 2
-    (pin / "flows.json").write_text(json.dumps(dict(spec, format=1)))
+    assert spec["format"] == 3
+    (pin / "flows.json").write_text(json.dumps(dict(spec, format=2)))
     r = dp("map", "dump", "flows", "--pin", pin, check=1)
-    assert r.stderr.splitlines()[0] == (f"error: {pin / 'flows.json'}: pinned in format 1, "
-                                        "this dataplane reads format 2")
+    assert r.stderr.splitlines()[0] == (f"error: {pin / 'flows.json'}: pinned in format 2, "
+                                        "this dataplane reads format 3")
     r = dp("map", "list", "--pin", pin, "-j")
     assert json.loads(r.stdout) == []
-    assert r.stderr.splitlines() == [f"warning: {pin / 'flows.json'}: pinned in format 1, "
-                                     "this dataplane reads format 2: not listed (pin it again)"]
+    assert r.stderr.splitlines() == [f"warning: {pin / 'flows.json'}: pinned in format 2, "
+                                     "this dataplane reads format 3: not listed (pin it again)"]
     (pin / "flows.json").write_text("[1]")  # JSON, not a spec
     r = dp("map", "list", "--pin", pin, check=1)
     assert r.stderr.splitlines() == [f"error: {pin / 'flows.json'}: not a pinned map's spec: "

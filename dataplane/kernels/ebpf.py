@@ -18,12 +18,14 @@ from numba.extending import intrinsic, overload
 from .. import config
 from . import htab, lpm, queue_stack
 from .htab import H_LOCK
+from .lru_htab import lru_next
 from .memory import spin_lock, spin_unlock, store_release
 from .context import ctx_address, ctx_bounds
 from .csum import _diff as _diff_kernel
 from ..helpers import bpf_redirect
 from .map_api import (_inline_value, _inner_builder, _queue_stack_spec, _slot_base, _spec,
-                      array_update_error, bpf_redirect_map, bpf_tail_call, lpm_entry, seed_of)
+                      array_update_error, bpf_redirect_map, bpf_tail_call, lpm_entry,
+                      table_ops)
 from .ringbuf import (_FLAGS as RB_FLAGS, EAGAIN, EINVAL, _ring_spec, ringbuf_claim,
                       ringbuf_publish, ringbuf_write)
 from ..maps import (BPF_RINGBUF_BUSY_BIT, BPF_RINGBUF_DISCARD_BIT, RB_AUX, RB_LOCK,
@@ -177,6 +179,8 @@ def _each_next(m, cursor):
         def impl(m, cursor):
             return cursor + 1 if cursor + 1 < n else np.int64(-1)
         return impl
+    if spec.open_addressed:  # the cursor is the slot
+        return lambda m, cursor: lru_next(m.keys, cursor)
     link = htab.link_of.dispatcher
 
     def impl(m, cursor):
@@ -202,6 +206,8 @@ def _each_key(m, cursor):
     if not spec.is_hash:
         return lambda m, cursor: np.int64(0)
     row = spec.keys.strides[0]
+    if spec.open_addressed:
+        return lambda m, cursor: array_address(m.keys) + cursor * row + 8
 
     def impl(m, cursor):  # the key's words after the row's hash word: its bytes
         return array_address(m.keys) + ((cursor & 0xFFFFFFFF) - 1) * row + 8
@@ -214,7 +220,7 @@ def _each_value(m, cursor):
     if spec is None:
         return None
     slot = _value_slot(spec, m)
-    if not spec.is_hash:
+    if not spec.is_hash or spec.open_addressed:
         return lambda m, cursor: slot(m, cursor)
     return lambda m, cursor: slot(m, (cursor & 0xFFFFFFFF) - 1)
 
@@ -285,16 +291,14 @@ def _lookup(m, key):
                 return np.int64(0)
             return slot(m, i)
         return impl
-    read, find, touch = key_reader(spec.key_dtype.itemsize), htab.htab_find_key.dispatcher, \
-        htab.lru_touch.dispatcher
+    read, (find, touch, _, _) = key_reader(spec.key_dtype.itemsize), table_ops(spec)
 
     def impl(m, key):
-        k = read(key)
-        e = find(m.hdr, m.buckets, m.keys, k)
+        e = find(m, read(key))
         if e < 0:
             return np.int64(0)
         if lru:
-            touch(m.refs, e)
+            touch(m, e)
         return slot(m, e)
     return impl
 
@@ -325,8 +329,7 @@ def _update(m, key, value, flags):
     spec = _spec(m)
     if spec is None:
         return None
-    slot, n, lru, vsize = _value_slot(spec, m), spec.max_entries, spec.lru, \
-        spec.value_dtype.itemsize
+    slot, n, vsize = _value_slot(spec, m), spec.max_entries, spec.value_dtype.itemsize
     if spec.is_lpm:
         (read, width, shift), insert = _lpm(spec), lpm.lpm_insert.dispatcher
 
@@ -350,12 +353,11 @@ def _update(m, key, value, flags):
             copy_bytes(slot(m, i), value, vsize)
             return np.int64(0)
         return impl
-    read, insert = key_reader(spec.key_dtype.itemsize), htab.htab_insert.dispatcher
+    read, insert = key_reader(spec.key_dtype.itemsize), table_ops(spec)[2]
 
     def impl(m, key, value, flags):
         spin_lock(m.hdr, H_LOCK)
-        e, created = insert(m.hdr, m.buckets, m.refs, m.free, m.keys, read(key),
-                            np.int64(flags), lru, seed_of(m.hdr))
+        e, created = insert(m, read(key), np.int64(flags))
         if e >= 0:
             copy_bytes(slot(m, e), value, vsize)
         spin_unlock(m.hdr, H_LOCK)
@@ -380,10 +382,10 @@ def _delete(m, key):
     if not spec.is_hash:
         EINVAL = -htab.EINVAL
         return lambda m, key: np.int64(EINVAL)
-    read, delete = key_reader(spec.key_dtype.itemsize), htab.htab_delete_locked.dispatcher
+    read, delete = key_reader(spec.key_dtype.itemsize), table_ops(spec)[3]
 
     def impl(m, key):
-        return delete(m.hdr, m.buckets, m.free, m.keys, read(key), seed_of(m.hdr))
+        return delete(m, read(key))
     return impl
 
 

@@ -1,4 +1,7 @@
-"""Hash-table kernels of BPF_MAP_TYPE_HASH / LRU_HASH (and their per-CPU forms).
+"""Hash-table kernels of BPF_MAP_TYPE_HASH (PERCPU_HASH, LRU_PERCPU_HASH,
+DEVMAP_HASH, HASH_OF_MAPS, and an LPM trie's prefixes): entries chained from
+buckets. LRU_HASH probes its slots instead (kernels/lru_htab.py), which shares
+the header, the key hash and the free stack of entry numbers.
 
 Storage (views of one buffer, see maps.py), for ``n = max_entries`` entries:
 ``hdr`` int64[8] (count, free-stack top, CLOCK hand), ``buckets`` int32[nb]
@@ -9,8 +12,8 @@ numbers), ``keys`` uint64[n, 1 + kw]: the entry's hash word, then its key as
 hash's low 32 bits and, in its high half, the entry's chain link (the next
 entry in its bucket, -1 for none): a lookup that walks past a row finds the
 next in the row it read, where a separate link array cost a third line a
-lookup (l4lb on 100,000 flows: 68-73 -> 64-65 ns/pkt). HASH and LRU_HASH
-keep the value in the row after the key (maps.py), so that a hit reads one
+lookup (l4lb on 100,000 flows: 68-73 -> 64-65 ns/pkt). HASH keeps the value
+in the row after the key (maps.py), so that a hit reads one
 line; other tables keep values apart, in the slot of the entry's number.
 Keys are compared a word at a time (numba-notes.md: 6 ns a hit against 26 ns
 for byte-by-byte compares).
@@ -356,13 +359,11 @@ CHECK_FAULTS = {1: "free-stack top out of range", 2: "entry count out of range",
                 9: "count and free entries do not add up"}
 
 
-@kernel(**config.KERNEL_JIT)
-def htab_check(hdr, buckets, free, keys, seen):
-    """0 when the table's links are sound, else the number of the first broken
-    invariant (CHECK_FAULTS): a pinned file another process wrote is checked
-    before the control plane follows its links, so that a corrupt one is an
-    error, not a read out of bounds or a walk without end. ``seen`` is int8
-    scratch of the entries' number."""
+@kernel(**config.INLINE_JIT)
+def check_free_stack(hdr, free, seen):
+    """htab_check's faults 1-5 (the header's count, free-stack top and CLOCK
+    hand; the free stack's entries), for the chained and the LRU tables: marks
+    each free entry 1 in ``seen`` (the others 0), or returns the fault."""
     n = free.size
     top = hdr[H_FREE_TOP]
     if top < 0 or top > n:
@@ -380,6 +381,20 @@ def htab_check(hdr, buckets, free, keys, seen):
         if seen[e]:
             return 5
         seen[e] = 1
+    return 0
+
+
+@kernel(**config.KERNEL_JIT)
+def htab_check(hdr, buckets, free, keys, seen):
+    """0 when the table's links are sound, else the number of the first broken
+    invariant (CHECK_FAULTS): a pinned file another process wrote is checked
+    before the control plane follows its links, so that a corrupt one is an
+    error, not a read out of bounds or a walk without end. ``seen`` is int8
+    scratch of the entries' number."""
+    n, top = free.size, hdr[H_FREE_TOP]
+    fault = check_free_stack(hdr, free, seen)
+    if fault:
+        return fault
     mask = np.uint64(buckets.size - 1)
     for b in range(buckets.size):
         e = np.int64(buckets[b])

@@ -27,7 +27,7 @@ from ..action import BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, XDP_ABORTED
 from ..broadcast import INNER_NUMBER, INNER_SHIFT, broadcast_target
 from ..errors import ProgramError
 from ..map_layout import pack_source
-from . import htab, lpm, queue_stack
+from . import htab, lpm, lru_htab, queue_stack
 from .htab import H_COUNT, H_LOCK
 from .layout import MEMO_ENTRIES, MEMO_WORDS
 from .memory import as_pointer, byte_address, prefetch, spin_lock, spin_unlock, view_bytes
@@ -36,6 +36,58 @@ from .xdp import prefetch_memo
 
 #: A hash map's key-hash seed from its header (kernels/htab.py).
 seed_of = htab.table_seed.dispatcher
+
+_table_ops = {}
+
+
+def table_ops(spec):
+    """The compiled ``(find, touch, insert, delete)`` of a hash map's table, on
+    its handle ``m`` and a key's words ``k``: ``find(m, k)`` the entry or -1;
+    ``touch(m, e)`` marks it used (LRU); ``insert(m, k, flags)`` gives
+    ``(entry, created)`` or a -errno entry, under the caller's lock;
+    ``delete(m, k)`` 0 or -errno, taking the lock. LRU_HASH probes its slots
+    (kernels/lru_htab.py), the other hash maps walk bucket chains
+    (kernels/htab.py). Python programs and eBPF objects both use these."""
+    kind = (spec.open_addressed, spec.lru)
+    if kind in _table_ops:
+        return _table_ops[kind]
+    lru = spec.lru
+    if spec.open_addressed:
+        find_key, mark = lru_htab.lru_find_key.dispatcher, lru_htab.lru_touch.dispatcher
+        put, remove = lru_htab.lru_insert.dispatcher, lru_htab.lru_delete.dispatcher
+
+        def find(m, k):
+            return find_key(m.hdr, m.keys, k)
+
+        def touch(m, e):
+            mark(m.keys, e)
+
+        def insert(m, k, flags):
+            return put(m.hdr, m.rows, m.free, m.keys, k, flags, seed_of(m.hdr))
+
+        def delete(m, k):
+            spin_lock(m.hdr, H_LOCK)
+            r = remove(m.hdr, m.rows, m.free, m.keys, k, seed_of(m.hdr))
+            spin_unlock(m.hdr, H_LOCK)
+            return r
+    else:
+        find_key, mark = htab.htab_find_key.dispatcher, htab.lru_touch.dispatcher
+        put, remove = htab.htab_insert.dispatcher, htab.htab_delete_locked.dispatcher
+
+        def find(m, k):
+            return find_key(m.hdr, m.buckets, m.keys, k)
+
+        def touch(m, e):
+            mark(m.refs, e)
+
+        def insert(m, k, flags):
+            return put(m.hdr, m.buckets, m.refs, m.free, m.keys, k, flags, lru, seed_of(m.hdr))
+
+        def delete(m, k):
+            return remove(m.hdr, m.buckets, m.free, m.keys, k, seed_of(m.hdr))
+    ops = tuple(njit(**config.INLINE_JIT)(f) for f in (find, touch, insert, delete))
+    _table_ops[kind] = ops
+    return ops
 
 
 def bpf_map_lookup_elem(m, key):
@@ -315,18 +367,16 @@ def _lookup(m, key):
                 return v
             return v[0]
         return impl
-    pack, find, touch = key_packer(spec.key_dtype), htab.htab_find_key.dispatcher, \
-        htab.lru_touch.dispatcher
+    pack, (find, touch, _, _) = key_packer(spec.key_dtype), table_ops(spec)
     inline, row, voff = _inline_value(spec)
     vt, size = _slot_form(spec)
 
     def impl(m, key):
-        k = pack(key)
-        e = find(m.hdr, m.buckets, m.keys, k)
+        e = find(m, pack(key))
         if e < 0:
             return None
         if lru:
-            touch(m.refs, e)
+            touch(m, e)
         if inline:  # compile-time constants: numba keeps one branch of each
             v = view_bytes(m.keys, e * row + voff, vt, (1,))
         else:
@@ -388,8 +438,7 @@ def _update(m, key, value, flags):
         return lambda m, key, value, flags: np.int64(-EOPNOTSUPP)
     if spec.is_lpm:
         return _lpm_update(spec, key)
-    base, n, lru, write = _slot_base(spec, m), spec.max_entries, spec.lru, \
-        _writer(spec.value_dtype)
+    base, n, write = _slot_base(spec, m), spec.max_entries, _writer(spec.value_dtype)
     if not spec.is_hash:
         def impl(m, key, value, flags):
             i = np.int64(key) & 0xFFFFFFFF
@@ -399,13 +448,12 @@ def _update(m, key, value, flags):
             write(m.values, base() + i, value)
             return np.int64(0)
         return impl
-    pack, insert = key_packer(spec.key_dtype), htab.htab_insert.dispatcher
+    pack, insert = key_packer(spec.key_dtype), table_ops(spec)[2]
     (inline, row, voff), vt = _inline_value(spec), _value_type(spec)
 
     def impl(m, key, value, flags):
         spin_lock(m.hdr, H_LOCK)  # the value too: two workers' updates never mix
-        e, created = insert(m.hdr, m.buckets, m.refs, m.free, m.keys,
-                            pack(key), np.int64(flags), lru, seed_of(m.hdr))
+        e, created = insert(m, pack(key), np.int64(flags))
         if e >= 0:
             if inline:
                 write(view_bytes(m.keys, e * row + voff, vt, (1,)), 0, value)
@@ -428,21 +476,21 @@ def _delete(m, key):
     if not spec.is_hash:
         EINVAL = -htab.EINVAL
         return lambda m, key: np.int64(EINVAL)
-    pack, delete = key_packer(spec.key_dtype), htab.htab_delete_locked.dispatcher
+    pack, delete = key_packer(spec.key_dtype), table_ops(spec)[3]
 
     def impl(m, key):
-        return delete(m.hdr, m.buckets, m.free, m.keys, pack(key), seed_of(m.hdr))
+        return delete(m, pack(key))
     return impl
 
 
 def bpf_map_prefetch(m, key):
     """Start loading the cache lines a lookup of ``key`` will read (no kernel
     counterpart: for ``@xdp(prefetch=...)`` hooks, which run a few packets
-    ahead). Arrays: the value's line. Hash maps: the key's bucket's line, and
-    the hook's memo notes the bucket, so that the loop, some packets later,
-    reads it (cached by then) and fetches the rows of the chain's first two
-    entries (kernels/runner.py). Returns 0. Changes nothing; in a program's
-    body it only fetches."""
+    ahead). Arrays: the value's line. LRU hash maps: the row of the key's slot.
+    Other hash maps: the key's bucket's line, and the hook's memo notes the
+    bucket, so that the loop, some packets later, reads it (cached by then) and
+    fetches the rows of the chain's first two entries (kernels/runner.py).
+    Returns 0. Changes nothing; in a program's body it only fetches."""
     raise NotImplementedError("bpf_map_prefetch runs only inside a program")
 
 
@@ -451,6 +499,14 @@ def _prefetch(m, key):
     spec = _spec(m)
     if spec is None:
         return None
+    if spec.open_addressed:  # the key's own slot: the line its lookup reads first
+        pack, key_hash = key_packer(spec.key_dtype), htab.key_hash.dispatcher
+        mask, row = np.uint64(spec.keys.shape[0] - 1), np.uint64(spec.keys.strides[0])
+
+        def impl(m, key):
+            prefetch(m.keys, (key_hash(pack(key), seed_of(m.hdr)) & mask) * row)
+            return np.int64(0)
+        return impl
     if spec.is_hash and not spec.is_lpm:
         pack, key_hash = key_packer(spec.key_dtype), htab.key_hash.dispatcher
         mask, row = np.uint64(spec.buckets.size - 1), spec.keys.strides[0]

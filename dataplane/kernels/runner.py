@@ -241,6 +241,8 @@ def map_param_names(gname, m):
     elif getattr(m, "is_lpm", False):
         parts = ("hdr", "buckets", "refs", "free", "keys", "index", "rchild",
                  "nhdr", "nent", "bhi", "blo", "rval", "values")
+    elif getattr(m, "open_addressed", False):  # kernels/lru_htab.py
+        parts = ("hdr", "rows", "free", "keys")
     elif m.is_hash:
         parts = ("hdr", "buckets", "refs", "free", "keys") \
             + (() if m.inline_values else ("values",))
@@ -290,12 +292,15 @@ PACKET_TIME = '''        if capture_time:
 
 HOOK_SOURCE = '''        h = i + _dp_np.uint64({ahead} * 2)  # the prefetch hook, far ahead
         if h < stop:
-            _dp_prefetch_memo_set(_dp_memo_open(scratch, h))
-            try:
+{memo_open}            try:
                 _dp_fn_{hook}(_dp_make_xdp_md{variant}(buf, meta, scratch, h){map_args})
             except Exception:
                 pass
-            _dp_prefetch_memo_set(0)
+{memo_stages}'''
+
+#: The hook's memo around its run, and the loop's later stages on it.
+MEMO_OPEN = "            _dp_prefetch_memo_set(_dp_memo_open(scratch, h))\n"
+MEMO_STAGES = '''            _dp_prefetch_memo_set(0)
         h = i + _dp_np.uint64({ahead})  # nearer: the rows of the buckets it noted
         if h < stop:
             _dp_memo_fetch_rows(scratch, h)
@@ -306,7 +311,7 @@ HOOK_SOURCE = '''        h = i + _dp_np.uint64({ahead} * 2)  # the prefetch hook
 
 
 def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
-                  grows_head=False, hook=None, budget=True, reads_time=True):
+                  grows_head=False, hook=None, budget=True, reads_time=True, memo=True):
     """The two batch loops of program ``name``: ``_dp_run_NAME`` (bounds-checked)
     and ``_dp_run_unchecked_NAME``.
 
@@ -330,6 +335,10 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
     the second row (memo_fetch_next_rows). A hook that read the bucket at once
     stalled on it (a third of the load balancer's time); running the hook a
     second time to read it cost ~130 instructions a packet (l4lb).
+
+    ``memo``: the hook may prefetch a chained hash map (kernels/htab.py). Without
+    (arrays and LRU hash maps, whose lines the hook fetches itself), the loop has
+    no memo stages: l4lb 2-3 ns/pkt less.
 
     ``grows_head``: the file calls bpf_xdp_adjust_head / _meta, so the line in
     front of data (where an outer header goes) is prefetched too: unfetched, its
@@ -359,17 +368,21 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
         setup = f"    _dp_trace_base = {hdr}[{TRACE_BASE}]\n"
         packet = "        _dp_trace_packet_set(_dp_trace_base + _dp_np.int64(i))\n"
     reset = "        _dp_tail_call_reset()\n" if tail_programs else ""
+    memo = bool(hook and memo)
+    stages = MEMO_STAGES.format(ahead=config.HOOK_AHEAD, next_ahead=NEXT_AHEAD) if memo else ""
     return "".join(RUNNER_SOURCE.format(name=name, ahead=config.PREFETCH_AHEAD,
                                         exception=FAULT_EXCEPTION,
                                         prefetch=bool(reads_packet), variant=variant,
                                         prefetch_head=bool(reads_packet and grows_head),
                                         hook=HOOK_SOURCE.format(
-                                            ahead=config.HOOK_AHEAD, next_ahead=NEXT_AHEAD,
-                                            hook=hook, variant=variant, map_args=args)
+                                            ahead=config.HOOK_AHEAD, hook=hook, variant=variant,
+                                            map_args=args, memo_stages=stages,
+                                            memo_open=MEMO_OPEN if memo else "")
                                         if hook else "",
                                         map_params=params, map_handles=handles, map_args=args,
                                         trace_setup=setup, trace_packet=packet,
-                                        hook_setup="    _dp_memo_clear(scratch)\n" if hook else "",
+                                        hook_setup="    _dp_memo_clear(scratch)\n" if memo
+                                        else "",
                                         packet_time=PACKET_TIME if reads_time else "",
                                         time_done="    _dp_coarse_clock_forget()\n"
                                         if reads_time else "",

@@ -14,7 +14,7 @@ Storage (views of one buffer, see maps.py), ``n = max_entries`` entries in
 ``S`` slots (a power of two >= 2n, at least 8):
 
 - ``hdr`` int64[8]: htab.py's H_COUNT, H_FREE_TOP, H_CLOCK, H_LOCK, H_SEED,
-  and H_DELETED, the number of deleted slots;
+  then H_DELETED, the number of deleted slots, and H_REBUILDS;
 - ``rows`` int32[n]: the slot of each entry number (the CLOCK's order);
 - ``free`` int32[n]: a stack of free entry numbers;
 - ``keys`` uint64[S, row words]: each slot's tag word, its key, its value.
@@ -54,8 +54,8 @@ spin_unlock = lazy("dataplane.kernels.memory", "spin_unlock")
 as_pointer = lazy("dataplane.kernels.memory", "as_pointer")
 byte_address = lazy("dataplane.kernels.memory", "byte_address")
 
-#: The header's count of deleted slots (tombstones).
-H_DELETED = 5
+#: The header's count of deleted slots (tombstones), and of rebuilds so far.
+H_DELETED, H_REBUILDS = 5, 6
 #: Slots an entry (at least): half the slots stay free, so a miss stops soon.
 SLOTS_PER_ENTRY = 2
 MIN_SLOTS = 8
@@ -184,13 +184,15 @@ def _move(hdr, rows, keys, s, t):
 
 
 @kernel(**config.INLINE_JIT)
-def rebuild(hdr, rows, keys, kw, seed):
+def rebuild(hdr, rows, keys, kw, seed, steps):
     """Compact the table in place: move each key to the first free slot of its
     walk, pass after pass until none moves; then no walk crosses a free slot
     and every tombstone can be emptied. Concurrent lookups still find every key
-    (each row is copied before its old slot is marked)."""
+    (each row is copied before its old slot is marked). ``steps`` >= 0 stops
+    after that many moves (tests/test_lru_htab.py looks up every key at each
+    point); returns the moves made."""
     mask = np.uint64(keys.shape[0] - 1)
-    moved = True
+    moved, moves = True, 0
     while moved:
         moved = False
         for s in range(keys.shape[0]):
@@ -201,14 +203,18 @@ def rebuild(hdr, rows, keys, kw, seed):
                 if not is_used(keys[t, 0]):
                     if state_of(keys[t, 0]) == _DELETED:
                         hdr[H_DELETED] -= 1
+                    if moves == steps:
+                        return moves
                     _move(hdr, rows, keys, np.uint64(s), t)
-                    moved = True
+                    moved, moves = True, moves + 1
                     break
                 t = (t + np.uint64(1)) & mask
     for s in range(keys.shape[0]):
         if state_of(keys[s, 0]) == _DELETED:
             keys[s, 0] = 0
     hdr[H_DELETED] = 0
+    hdr[H_REBUILDS] += 1
+    return moves
 
 
 @kernel(**config.INLINE_JIT)
@@ -217,7 +223,7 @@ def _compact(hdr, rows, keys, kw, seed):
     quarter at least is empty: a miss's walk stays short). Whether it did."""
     if hdr[H_DELETED] <= keys.shape[0] // 4:
         return False
-    rebuild(hdr, rows, keys, kw, seed)
+    rebuild(hdr, rows, keys, kw, seed, -1)
     return True
 
 
@@ -345,6 +351,17 @@ def lru_delete_py(hdr, rows, free, keys, key):
     r = lru_delete(hdr, rows, free, keys, key, table_seed(hdr))
     spin_unlock(hdr, H_LOCK)
     return r
+
+
+@kernel(**config.KERNEL_JIT)
+def lru_rebuild_py(hdr, rows, keys, kw, steps):
+    """rebuild from the control plane, under the map's lock: the moves made,
+    or -EBUSY."""
+    if not control_lock(hdr):
+        return np.int64(-EBUSY)
+    moves = rebuild(hdr, rows, keys, kw, table_seed(hdr), steps)
+    spin_unlock(hdr, H_LOCK)
+    return np.int64(moves)
 
 
 @kernel(**config.KERNEL_JIT)

@@ -486,7 +486,8 @@ def _delete(m, key):
 def bpf_map_prefetch(m, key):
     """Start loading the cache lines a lookup of ``key`` will read (no kernel
     counterpart: for ``@xdp(prefetch=...)`` hooks, which run a few packets
-    ahead). Arrays: the value's line. LRU hash maps: the row of the key's slot.
+    ahead). Arrays: the value's line. LRU hash maps: the rows of the key's slot
+    and the next (its walk's first two).
     Other hash maps: the key's bucket's line, and the hook's memo notes the
     bucket, so that the loop, some packets later, reads it (cached by then) and
     fetches the rows of the chain's first two entries (kernels/runner.py).
@@ -499,12 +500,14 @@ def _prefetch(m, key):
     spec = _spec(m)
     if spec is None:
         return None
-    if spec.open_addressed:  # the key's own slot: the line its lookup reads first
+    if spec.open_addressed:  # the key's slot and the next: a hit reads 1.3 rows (lru_htab.py)
         pack, key_hash = key_packer(spec.key_dtype), htab.key_hash.dispatcher
         mask, row = np.uint64(spec.keys.shape[0] - 1), np.uint64(spec.keys.strides[0])
 
         def impl(m, key):
-            prefetch(m.keys, (key_hash(pack(key), seed_of(m.hdr)) & mask) * row)
+            s = key_hash(pack(key), seed_of(m.hdr)) & mask
+            prefetch(m.keys, s * row)
+            prefetch(m.keys, ((s + np.uint64(1)) & mask) * row)
             return np.int64(0)
         return impl
     if spec.is_hash and not spec.is_lpm:

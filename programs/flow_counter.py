@@ -11,7 +11,7 @@ import numpy as np
 
 from dataplane import XDP_PASS, xdp
 from dataplane.maps import BPF_ANY, BPF_MAP_TYPE_LRU_HASH, Map, bpf_map_lookup_elem, \
-    bpf_map_update_elem
+    bpf_map_prefetch, bpf_map_update_elem
 from dataplane.parse import ETH_P_IP, ETH_P_IPV6, load_be16, load_be32, parse_ethhdr, \
     parse_ip6hdr, parse_iphdr
 
@@ -40,24 +40,43 @@ def count(key, length):
         bpf_map_update_elem(flows, key, (1, length), BPF_ANY)
 
 
-@xdp
-def flow_counter(ctx):
-    pkt = ctx.pkt
+def flow_key(pkt):
+    """(True, the packet's 5-tuple key), or (False, zeros) for a packet that
+    is not TCP or UDP."""
+    zero = np.uint64(0)
     proto, off = parse_ethhdr(pkt)
     if proto == ETH_P_IP:
         ipproto, l4 = parse_iphdr(pkt, off)
-        if l4 < 0 or (ipproto != IPPROTO_TCP and ipproto != IPPROTO_UDP) \
-                or len(pkt) < l4 + 4:
-            return XDP_PASS
-        key = (0, V4_MAPPED | load_be32(pkt, off + 12), 0, V4_MAPPED | load_be32(pkt, off + 16),
-               load_be16(pkt, l4), load_be16(pkt, l4 + 2), ipproto)
-        count(key, len(pkt))
+        if l4 >= 0 and (ipproto == IPPROTO_TCP or ipproto == IPPROTO_UDP) \
+                and len(pkt) >= l4 + 4:
+            return True, (zero, np.uint64(V4_MAPPED | load_be32(pkt, off + 12)), zero,
+                          np.uint64(V4_MAPPED | load_be32(pkt, off + 16)),
+                          np.uint64(load_be16(pkt, l4)), np.uint64(load_be16(pkt, l4 + 2)),
+                          np.uint64(ipproto))
     elif proto == ETH_P_IPV6:
         ipproto, l4 = parse_ip6hdr(pkt, off)
-        if l4 < 0 or (ipproto != IPPROTO_TCP and ipproto != IPPROTO_UDP) \
-                or len(pkt) < l4 + 4:
-            return XDP_PASS
-        key = (load_be64(pkt, off + 8), load_be64(pkt, off + 16), load_be64(pkt, off + 24),
-               load_be64(pkt, off + 32), load_be16(pkt, l4), load_be16(pkt, l4 + 2), ipproto)
+        if l4 >= 0 and (ipproto == IPPROTO_TCP or ipproto == IPPROTO_UDP) \
+                and len(pkt) >= l4 + 4:
+            return True, (np.uint64(load_be64(pkt, off + 8)), np.uint64(load_be64(pkt, off + 16)),
+                          np.uint64(load_be64(pkt, off + 24)),
+                          np.uint64(load_be64(pkt, off + 32)), np.uint64(load_be16(pkt, l4)),
+                          np.uint64(load_be16(pkt, l4 + 2)), np.uint64(ipproto))
+    return False, (zero, zero, zero, zero, zero, zero, zero)
+
+
+def flow_counter_prefetch(ctx):
+    """The prefetch hook, run some packets ahead: start loading the flow's row
+    (LRU_HASH: the key's slot and the next), which the lookup reads later."""
+    ok, key = flow_key(ctx.pkt)
+    if ok:
+        bpf_map_prefetch(flows, key)
+    return 0
+
+
+@xdp(prefetch=flow_counter_prefetch)
+def flow_counter(ctx):
+    pkt = ctx.pkt
+    ok, key = flow_key(pkt)
+    if ok:
         count(key, len(pkt))
     return XDP_PASS

@@ -2416,15 +2416,19 @@ char _license[] SEC("license") = "GPL";
 """
 
 
-def test_bpf_for_each_map_elem_walks_arrays_and_hash_maps_like_the_kernel(tmp_path):
+@pytest.mark.parametrize("flows", ["BPF_MAP_TYPE_HASH", "BPF_MAP_TYPE_LRU_HASH"])
+def test_bpf_for_each_map_elem_walks_arrays_and_hash_maps_like_the_kernel(tmp_path, flows):
     """bpf_for_each_map_elem (helper 164): the callback gets the map, each key
     (read-only) and value (written in place), and the caller's context; it
     stops the walk with 1, and may delete the element it is on. Thirty frames,
     each inserting a flow and walking an ARRAY (stopping at a given index) and
-    the HASH of flows (deleting old ones): the walks' returns and sums and
-    both maps after each frame, against the kernel's test run. A hash map's
-    order differs from the kernel's (its buckets), so the walk there only sums."""
-    obj = c_object(tmp_path, "each", FOR_EACH)
+    the HASH (or LRU_HASH: slots, not chains) of flows (deleting old ones): the
+    walks' returns and sums and both maps after each frame, against the
+    kernel's test run. A hash map's order differs from the kernel's (its
+    buckets), so the walk there only sums."""
+    src = FOR_EACH.replace("BPF_MAP_TYPE_HASH", flows)
+    assert src.count(flows) == 1
+    obj = c_object(tmp_path, "each", src)
     for strict in ([], ["--strict"]):
         assert main(["verify", *strict, str(obj)]) == 0
     prog = load_program(obj)

@@ -180,7 +180,8 @@ def _each_next(m, cursor):
             return cursor + 1 if cursor + 1 < n else np.int64(-1)
         return impl
     if spec.open_addressed:  # the cursor is the slot
-        return lambda m, cursor: lru_next(m.keys, cursor)
+        next_slot = lru_next.dispatcher
+        return lambda m, cursor: next_slot(m.keys, cursor)
     link = htab.link_of.dispatcher
 
     def impl(m, cursor):
@@ -205,12 +206,10 @@ def _each_key(m, cursor):
         return None
     if not spec.is_hash:
         return lambda m, cursor: np.int64(0)
-    row = spec.keys.strides[0]
-    if spec.open_addressed:
-        return lambda m, cursor: array_address(m.keys) + cursor * row + 8
+    row, entry = spec.keys.strides[0], _cursor_entry(spec)
 
     def impl(m, cursor):  # the key's words after the row's hash word: its bytes
-        return array_address(m.keys) + ((cursor & 0xFFFFFFFF) - 1) * row + 8
+        return array_address(m.keys) + entry(cursor) * row + 8
     return impl
 
 
@@ -219,10 +218,17 @@ def _each_value(m, cursor):
     spec = _spec(m)
     if spec is None:
         return None
-    slot = _value_slot(spec, m)
-    if not spec.is_hash or spec.open_addressed:
-        return lambda m, cursor: slot(m, cursor)
-    return lambda m, cursor: slot(m, (cursor & 0xFFFFFFFF) - 1)
+    slot, entry = _value_slot(spec, m), _cursor_entry(spec)
+    return lambda m, cursor: slot(m, entry(cursor))
+
+
+def _cursor_entry(spec):
+    """A compiled ``entry(cursor)``: the element map_each_next's cursor names
+    (a chained table's cursor is its bucket and entry + 1; an array's and an
+    LRU table's is the index or slot itself)."""
+    if spec.is_hash and not spec.open_addressed:
+        return njit(**config.INLINE_JIT)(lambda cursor: (cursor & 0xFFFFFFFF) - 1)
+    return njit(**config.INLINE_JIT)(lambda cursor: cursor)
 
 
 def _value_slot(spec, m):

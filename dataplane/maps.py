@@ -588,16 +588,11 @@ class Map:
             e = self._lpm_op(lpm.OP_UPDATE, key, flags if 0 <= flags <= BPF_EXIST else -1)
             if e < 0:
                 self._fail(-e, f"update {key!r}")
-        elif self.open_addressed:
-            e = int(lru_htab.lru_insert_py(*self._table(),
-                                           _key_bytes(self.key_dtype, key, self.name),
-                                           int(flags)))
-            if e < 0:
-                self._fail(-e, f"update {key!r}")
         elif self.is_hash:
-            e = int(htab.htab_insert_py(*self._table(),
-                                        _key_bytes(self.key_dtype, key, self.name),
-                                        int(flags), self.lru))
+            words = _key_bytes(self.key_dtype, key, self.name)
+            e = int(lru_htab.lru_insert_py(*self._table(), words, int(flags))
+                    if self.open_addressed else
+                    htab.htab_insert_py(*self._table(), words, int(flags), self.lru))
             if e < 0:
                 self._fail(-e, f"update {key!r}")
         else:

@@ -86,7 +86,7 @@ def state_of(word):
 
 @kernel(**config.INLINE_JIT)
 def is_used(word):
-    s = word >> _STATE_SHIFT
+    s = state_of(word)
     return (s != 0) & (s != _DELETED)
 
 
@@ -113,9 +113,10 @@ def lru_find(keys, key, h):
     s = h & mask
     for _ in range(keys.shape[0]):
         w = keys[s, 0]
-        if (w >> _STATE_SHIFT) == 0:
+        state = state_of(w)
+        if state == 0:
             return np.int64(-1)
-        if ((w & _TAG) == tag) & ((w >> _STATE_SHIFT) != _DELETED) and _same_key(keys, s, key):
+        if ((w & _TAG) == tag) & (state != _DELETED) and _same_key(keys, s, key):
             return np.int64(s)
         s = (s + np.uint64(1)) & mask
     return np.int64(-1)
@@ -173,7 +174,10 @@ def _row_hash(keys, s, kw, seed):
 
 @kernel(**config.INLINE_JIT)
 def _move(hdr, rows, keys, s, t):
-    """Copy slot ``s``'s row to slot ``t`` (its tag word last), then mark ``s`` deleted."""
+    """Copy slot ``s``'s row to free slot ``t`` (its tag word last), then mark
+    ``s`` deleted."""
+    if state_of(keys[t, 0]) == _DELETED:
+        hdr[H_DELETED] -= 1
     for i in range(1, keys.shape[1]):
         keys[t, i] = keys[s, i]
     w = keys[s, 0]
@@ -201,8 +205,6 @@ def rebuild(hdr, rows, keys, kw, seed, steps):
             t = _row_hash(keys, s, kw, seed) & mask
             while t != np.uint64(s):
                 if not is_used(keys[t, 0]):
-                    if state_of(keys[t, 0]) == _DELETED:
-                        hdr[H_DELETED] -= 1
                     if moves == steps:
                         return moves
                     _move(hdr, rows, keys, np.uint64(s), t)
@@ -250,39 +252,26 @@ def lru_insert(hdr, rows, free, keys, key, flags, seed):
     if flags > BPF_EXIST or flags < 0:
         return np.int64(-EINVAL), False
     h = key_hash(key, seed)
-    mask = np.uint64(keys.shape[0] - 1)
-    tag = tag_of(h)
-    s = h & mask
-    take = np.int64(-1)
-    for _ in range(keys.shape[0]):
-        w = keys[s, 0]
-        state = w >> _STATE_SHIFT
-        if state == 0 or state == _DELETED:
-            if take < 0:
-                take = np.int64(s)
-            if state == 0:
-                break
-        elif (w & _TAG) == tag and _same_key(keys, s, key):
-            if flags == BPF_NOEXIST:
-                return np.int64(-EEXIST), False
-            lru_touch(keys, s)
-            return np.int64(s), False
-        s = (s + np.uint64(1)) & mask
+    s = lru_find(keys, key, h)
+    if s >= 0:
+        if flags == BPF_NOEXIST:
+            return np.int64(-EEXIST), False
+        lru_touch(keys, s)
+        return s, False
     if flags == BPF_EXIST:
         return np.int64(-ENOENT), False
     if hdr[H_FREE_TOP] == 0:
         if free.size == 0:
             return np.int64(-E2BIG), False
         _release(hdr, free, keys, _victim(hdr, rows, keys))
-        # the victim's slot may have been on the walk (now empty, or a tombstone)
-        take = _first_free(keys, h)
+    take = _first_free(keys, h)  # (after an eviction: it may have freed a slot of the walk)
     hdr[H_FREE_TOP] -= 1
     e = np.int64(free[hdr[H_FREE_TOP]])
     if state_of(keys[take, 0]) == _DELETED:
         hdr[H_DELETED] -= 1
     for i in range(len(key)):
         keys[take, i + 1] = np.uint64(key[i])
-    keys[take, 0] = tag | (np.uint64(e + 1) << _STATE_SHIFT)  # last: the key is whole
+    keys[take, 0] = tag_of(h) | (np.uint64(e + 1) << _STATE_SHIFT)  # last: the key is whole
     rows[e] = take
     hdr[H_COUNT] += 1
     if _compact(hdr, rows, keys, len(key), seed):

@@ -213,3 +213,47 @@ def test_every_key_is_found_at_each_step_of_a_rebuild():
         m.buffer[:] = saved
         assert lru_htab.lru_rebuild_py(m.hdr, m.rows, m.keys, kw, steps) == steps
         assert all(m.lookup(k) == v for k, v in present.items()), steps
+
+
+def test_a_hint_starts_the_walk_and_never_changes_the_answer():
+    """lru_find_hinted: a lookup walks from the hash a prefetch hook left
+    (hint: the keys' address, a hash). Whatever the hint (the key's own hash,
+    another key's, another table's, none), the slot found is the one the key's
+    own hash finds, and a missing key stays missing; and the walk does start
+    from the hint: with the table's seed changed under it, only the hinted
+    lookup still finds its key."""
+    from dataplane.kernels import htab
+    from dataplane.maps import _key_bytes
+
+    m = Map("lru", BPF_MAP_TYPE_LRU_HASH, key=np.uint32, value=np.uint32, max_entries=64)
+    other = Map("other", BPF_MAP_TYPE_LRU_HASH, key=np.uint32, value=np.uint32, max_entries=64)
+    for k in range(40):
+        m.update(k, k + 100)
+        other.update(k, k)
+
+    def words(k):
+        return _key_bytes(m.key_dtype, k, "lru")
+
+    def own_hash(k):
+        return htab.key_hash(words(k), htab.table_seed(m.hdr))
+
+    hint = np.zeros(2, np.int64)
+
+    def find(k, table_address, h):
+        hint[0] = table_address
+        hint.view(np.uint64)[1] = int(h) & (1 << 64) - 1
+        return lru_htab.lru_find_hinted(m.hdr, m.keys, words(k), hint.ctypes.data)
+
+    here, there = m.keys.ctypes.data, other.keys.ctypes.data
+    for k in range(80):  # 0..39 present, 40..79 missing
+        want = lru_htab.lru_find_key(m.hdr, m.keys, words(k))
+        assert (want >= 0) == (k < 40)
+        for j in (k, (k + 1) % 80, (k + 41) % 80):
+            assert find(k, here, own_hash(j)) == want, (k, j)
+            assert find(k, there, own_hash(j)) == want, (k, j)
+        assert lru_htab.lru_find_hinted(m.hdr, m.keys, words(k), 0) == want
+    hashes = {k: own_hash(k) for k in range(40)}
+    m.hdr[htab.H_SEED] ^= 0x5A5A5A5A  # keys now hash elsewhere
+    unseeded = [lru_htab.lru_find_key(m.hdr, m.keys, words(k)) for k in range(40)]
+    assert unseeded.count(-1) > 30
+    assert all(find(k, here, hashes[k]) >= 0 for k in range(40))

@@ -301,6 +301,71 @@ def test_prefetch_hook_is_only_a_hint(tmp_path):
     assert results[0].count(int(XdpAction.XDP_DROP)) == 8
 
 
+def test_prefetch_hook_leaves_a_hash_hint(tmp_path):
+    """bpf_map_prefetch of an LRU hash map in the hook leaves the key's hash in
+    the packet's memo slot (with the map's keys address), and the program's
+    lookups start from it: every answer equals a dict's, whether the program
+    looks up the hook's key, another key (present or not), or the hook's key
+    in another map."""
+    import random
+
+    import numpy as np
+
+    from dataplane.kernels import htab
+    from dataplane.maps import _key_bytes
+
+    p = write_prog(tmp_path, """
+        from dataplane.maps import (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_LRU_HASH, Map,
+                                    bpf_map_lookup_elem, bpf_map_prefetch,
+                                    bpf_map_update_elem)
+        flows = Map("flows", BPF_MAP_TYPE_LRU_HASH, key=np.uint32, value=np.uint32,
+                    max_entries=64)
+        other = Map("other", BPF_MAP_TYPE_LRU_HASH, key=np.uint32, value=np.uint32,
+                    max_entries=64)
+        found = Map("found", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.uint32,
+                    max_entries=256)
+
+        def hook(ctx):
+            bpf_map_prefetch(flows, ctx.pkt[0])
+            return 0
+
+        @xdp(prefetch=hook)
+        def prog(ctx):
+            pkt = ctx.pkt
+            v = 0
+            if bpf_map_lookup_elem(flows, pkt[1]) is not None:
+                v |= 1
+            if bpf_map_lookup_elem(other, pkt[0]) is not None:
+                v |= 2
+            bpf_map_update_elem(found, pkt[2], v, 0)
+            return XDP_PASS
+        """)
+    prog = load_program(str(p))
+    flows, other = prog.maps["flows"], prog.maps["other"]
+    for k in range(40):
+        flows.update(k, 1)
+        other.update(k + 20, 1)
+    rng = random.Random(5)
+    pairs = []
+    for i in range(200):
+        a = rng.randrange(80)
+        b = a if i % 3 == 0 else rng.randrange(80)
+        pairs.append((a, b))
+    batch = PacketBatch(256)
+    for i, (a, b) in enumerate(pairs):
+        batch.append(bytes([a, b, i]) + bytes(57))
+    prog.run_batch(batch)
+    assert [int(prog.maps["found"].lookup(i)) for i in range(200)] == \
+        [(b < 40) | (20 <= a < 60) << 1 for a, b in pairs]
+    memo = prog._scratch[layout.SCRATCH_MEMO:].reshape(layout.MEMO_SLOTS, -1)
+    seed = htab.table_seed(flows.hdr)
+    for i in range(200 - layout.MEMO_SLOTS, 200):  # the last slots' hints, as left
+        key = _key_bytes(flows.key_dtype, pairs[i][0], "flows")
+        hint = memo[i % layout.MEMO_SLOTS, layout.MEMO_HINT:layout.MEMO_HINT + 2]
+        assert hint[0] == flows.keys.ctypes.data
+        assert int(hint.view(np.uint64)[1]) == int(htab.key_hash(key, seed)) & (1 << 64) - 1
+
+
 def test_prefetch_memo_slots():
     """The hook's memo ring (kernels/runner.py): packet h's slot is emptied and
     its address handed out; the first read fetches the rows of the buckets

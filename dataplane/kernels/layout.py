@@ -27,13 +27,17 @@ SCRATCH_SEED = 5          # non-zero: reseed bpf_get_prandom_u32 before the batc
 SCRATCH_KTIME = 6         # non-zero: bpf_ktime_get_ns() gives each packet's capture time
 SCRATCH_WORKER = 7        # the worker running the loop (bpf_get_smp_processor_id)
 # The prefetch hook's memo (kernels/runner.py HOOK_SOURCE): a ring of MEMO_SLOTS
-# slots, one per packet between the hook's run on it and the loop's last look;
-# a slot is [count, (bucket address, first row's address, row bytes) x
-# MEMO_ENTRIES]: the hash-map buckets bpf_map_prefetch fetched for the packet
-# (then the address of the next link, in a row: see runner.memo_fetch_rows).
+# slots, one per packet from the hook's run on it (2 * HOOK_AHEAD packets
+# ahead) to the program's; a slot is [count, (bucket address, first row's
+# address, row bytes) x MEMO_ENTRIES, hint]: the hash-map buckets
+# bpf_map_prefetch fetched for the packet (then the address of the next link,
+# in a row: see runner.memo_fetch_rows), and at MEMO_HINT the hash of the key
+# it fetched in an LRU hash map, with that map's keys address (the program's
+# lookup starts there: lru_htab.lru_find_hinted).
 SCRATCH_MEMO = 8
-MEMO_SLOTS = 16
+MEMO_SLOTS = 32
 MEMO_ENTRIES = 5
 MEMO_WORDS = 3
-MEMO_SLOT_WORDS = 1 + MEMO_WORDS * MEMO_ENTRIES
+MEMO_HINT = 1 + MEMO_WORDS * MEMO_ENTRIES
+MEMO_SLOT_WORDS = MEMO_HINT + 2
 SCRATCH_SIZE = SCRATCH_MEMO + MEMO_SLOTS * MEMO_SLOT_WORDS

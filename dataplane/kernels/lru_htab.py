@@ -129,6 +129,30 @@ def lru_find_key(hdr, keys, key):
 
 
 @kernel(**config.INLINE_JIT)
+def lru_find_hinted(hdr, keys, key, hint):
+    """Slot of ``key`` or -1, the walk starting from the hash at address
+    ``hint`` when the hint is this table's (words: the keys' address, a hash;
+    0: none), as a prefetch hook leaves it (runner.memo_hint): the program's
+    lookup then waits on no hash. The hint is only a start: a row whose whole
+    key matched is the key's entry whatever hash led there, and a miss stands
+    only once the key's own hash is the hint's (else the walk starts again
+    from it), so a hint for another key or a stale one costs a walk, never an
+    answer."""
+    if hint != 0:
+        words = as_pointer(hint, np.int64)
+        if words[0] == byte_address(keys, 0):
+            h = np.uint64(words[1])
+            s = lru_find(keys, key, h)
+            if s >= 0:
+                return s
+            own = key_hash(key, table_seed(hdr))
+            if own == h:
+                return np.int64(-1)
+            return lru_find(keys, key, own)
+    return lru_find_key(hdr, keys, key)
+
+
+@kernel(**config.INLINE_JIT)
 def _release(hdr, free, keys, s):
     """Delete the entry in slot ``s``: its number back on the free stack, the
     slot a tombstone, or empty with the tombstones before it when the next slot

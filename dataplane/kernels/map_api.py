@@ -29,10 +29,10 @@ from ..errors import ProgramError
 from ..map_layout import pack_source
 from . import htab, lpm, lru_htab, queue_stack
 from .htab import H_COUNT, H_LOCK
-from .layout import MEMO_ENTRIES, MEMO_WORDS
+from .layout import MEMO_ENTRIES, MEMO_HINT, MEMO_WORDS
 from .memory import as_pointer, byte_address, prefetch, spin_lock, spin_unlock, view_bytes
 from .budget import worker_id
-from .xdp import prefetch_memo
+from .xdp import lookup_hint, prefetch_memo
 
 #: A hash map's key-hash seed from its header (kernels/htab.py).
 seed_of = htab.table_seed.dispatcher
@@ -40,24 +40,32 @@ seed_of = htab.table_seed.dispatcher
 _table_ops = {}
 
 
-def table_ops(spec):
+def table_ops(spec, hinted=False):
     """The compiled ``(find, touch, insert, delete)`` of a hash map's table, on
     its handle ``m`` and a key's words ``k``: ``find(m, k)`` the entry or -1;
     ``touch(m, e)`` marks it used (LRU); ``insert(m, k, flags)`` gives
     ``(entry, created)`` or a -errno entry, under the caller's lock;
     ``delete(m, k)`` 0 or -errno, taking the lock. LRU_HASH probes its slots
     (kernels/lru_htab.py), the other hash maps walk bucket chains
-    (kernels/htab.py). Python programs and eBPF objects both use these."""
-    kind = (spec.open_addressed, spec.lru)
+    (kernels/htab.py). Python programs and eBPF objects both use these;
+    ``hinted``: an LRU hash map's ``find`` starts from the hash the packet's
+    prefetch hook left (lru_htab.lru_find_hinted; Python programs: eBPF objects
+    have no hook)."""
+    kind = (spec.open_addressed, spec.lru, hinted and spec.open_addressed)
     if kind in _table_ops:
         return _table_ops[kind]
     lru = spec.lru
     if spec.open_addressed:
         find_key, mark = lru_htab.lru_find_key.dispatcher, lru_htab.lru_touch.dispatcher
+        find_hinted = lru_htab.lru_find_hinted.dispatcher
         put, remove = lru_htab.lru_insert.dispatcher, lru_htab.lru_delete.dispatcher
 
-        def find(m, k):
-            return find_key(m.hdr, m.keys, k)
+        if hinted:
+            def find(m, k):
+                return find_hinted(m.hdr, m.keys, k, lookup_hint())
+        else:
+            def find(m, k):
+                return find_key(m.hdr, m.keys, k)
 
         def touch(m, e):
             mark(m.keys, e)
@@ -367,7 +375,7 @@ def _lookup(m, key):
                 return v
             return v[0]
         return impl
-    pack, (find, touch, _, _) = key_packer(spec.key_dtype), table_ops(spec)
+    pack, (find, touch, _, _) = key_packer(spec.key_dtype), table_ops(spec, hinted=True)
     inline, row, voff = _inline_value(spec)
     vt, size = _slot_form(spec)
 
@@ -487,7 +495,9 @@ def bpf_map_prefetch(m, key):
     """Start loading the cache lines a lookup of ``key`` will read (no kernel
     counterpart: for ``@xdp(prefetch=...)`` hooks, which run a few packets
     ahead). Arrays: the value's line. LRU hash maps: the rows of the key's slot
-    and the next (its walk's first two).
+    and the next (its walk's first two); in a hook, the key's hash is kept for
+    the packet, and the program's lookup in that map starts from it (the last
+    LRU map the hook fetched from: a hint, see lru_htab.lru_find_hinted).
     Other hash maps: the key's bucket's line, and the hook's memo notes the
     bucket, so that the loop, some packets later, reads it (cached by then) and
     fetches the rows of the chain's first two entries (kernels/runner.py).
@@ -505,9 +515,15 @@ def _prefetch(m, key):
         mask, row = np.uint64(spec.keys.shape[0] - 1), np.uint64(spec.keys.strides[0])
 
         def impl(m, key):
-            s = key_hash(pack(key), seed_of(m.hdr)) & mask
+            h = key_hash(pack(key), seed_of(m.hdr))
+            s = h & mask
             prefetch(m.keys, s * row)
             prefetch(m.keys, ((s + np.uint64(1)) & mask) * row)
+            memo = prefetch_memo()
+            if memo != 0:  # in the hook: the hash, where the program's lookup starts
+                slot = as_pointer(memo, np.int64)
+                slot[MEMO_HINT] = byte_address(m.keys, 0)
+                slot[MEMO_HINT + 1] = np.int64(h)
             return np.int64(0)
         return impl
     if spec.is_hash and not spec.is_lpm:

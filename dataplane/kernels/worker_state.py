@@ -19,6 +19,7 @@ WORKER_GLOBALS = {
     "dataplane_tail_target": 0,
     "dataplane_tail_count": 0,
     "dataplane_prefetch_memo": 0,
+    "dataplane_lookup_hint": 0,
     "dataplane_worker_id": 0,
     "dataplane_trace_packet": 0,
 }

@@ -257,3 +257,8 @@ _PREFETCH_MEMO = "dataplane_prefetch_memo"
 #: bpf_map_prefetch called from a program's body notes nothing.
 prefetch_memo_set = worker_global_writer(_PREFETCH_MEMO)
 prefetch_memo = worker_global_reader(_PREFETCH_MEMO)
+#: The address of the running packet's hash hint (runner.memo_hint), set by a
+#: loop with a prefetch hook before each program run, 0 after the loop: where a
+#: program's LRU-hash lookup starts (lru_htab.lru_find_hinted).
+lookup_hint_set = worker_global_writer("dataplane_lookup_hint")
+lookup_hint = worker_global_reader("dataplane_lookup_hint")

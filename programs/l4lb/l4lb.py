@@ -149,7 +149,9 @@ def live_real(real):
     or a QUIC server id can outlive its real (removing a real empties its row)."""
     if real != 0:
         rec = bpf_map_lookup_elem(reals, real)
-        if rec is None or (rec.addr_hi == 0 and rec.addr_lo == 0):
+        # one test of both words: "addr_hi == 0 and ..." branched on the real's
+        # family (an IPv4 real's addr_hi is 0), which the predictor cannot know
+        if rec is None or (rec.addr_hi | rec.addr_lo) == 0:
             return np.uint32(0)
     return real
 

@@ -222,13 +222,17 @@ def _each_value(m, cursor):
     return lambda m, cursor: slot(m, entry(cursor))
 
 
+#: The element a map_each_next cursor names: a chained table's cursor holds
+#: its bucket and entry + 1; an array's and an LRU table's is the index or slot.
+_chain_cursor_entry = njit(**config.INLINE_JIT)(lambda cursor: (cursor & 0xFFFFFFFF) - 1)
+_plain_cursor_entry = njit(**config.INLINE_JIT)(lambda cursor: cursor)
+
+
 def _cursor_entry(spec):
-    """A compiled ``entry(cursor)``: the element map_each_next's cursor names
-    (a chained table's cursor is its bucket and entry + 1; an array's and an
-    LRU table's is the index or slot itself)."""
+    """The compiled ``entry(cursor)`` of map ``spec``'s cursors."""
     if spec.is_hash and not spec.open_addressed:
-        return njit(**config.INLINE_JIT)(lambda cursor: (cursor & 0xFFFFFFFF) - 1)
-    return njit(**config.INLINE_JIT)(lambda cursor: cursor)
+        return _chain_cursor_entry
+    return _plain_cursor_entry
 
 
 def _value_slot(spec, m):

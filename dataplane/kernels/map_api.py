@@ -590,6 +590,9 @@ def _queue_stack_spec(m, helper):
     return spec
 
 
+_readers = {}  # by dtype
+
+
 def _field_reader(spec):
     """Compiled ``read(view) -> value`` of a one-record view (the scalar, or a
     tuple of the record's fields: a copy, made while the map's lock is held)
@@ -600,15 +603,19 @@ def _field_reader(spec):
     if any(k.shape or k.kind not in "iu" for k in kinds):
         raise ProgramError(f"map '{spec.name}': a Python program pops integer fields, not "
                            f"{dtype}")
-    zeros = ", ".join(f"_np.{k.name}(0)" for k in kinds)
-    if names:
-        src = ("def read(view):\n    r = view[0]\n    return (" +
-               "".join(f"r.{n}, " for n in names) + f")\ndef zero():\n    return ({zeros},)\n")
-    else:
-        src = f"def read(view):\n    return view[0]\ndef zero():\n    return {zeros}\n"
-    ns = {"_np": np}
-    exec(src, ns)
-    return njit(**config.INLINE_JIT)(ns["read"]), njit(**config.INLINE_JIT)(ns["zero"])
+    if dtype not in _readers:
+        zeros = ", ".join(f"_np.{k.name}(0)" for k in kinds)
+        if names:
+            src = ("def read(view):\n    r = view[0]\n    return ("
+                   + "".join(f"r.{n}, " for n in names)
+                   + f")\ndef zero():\n    return ({zeros},)\n")
+        else:
+            src = f"def read(view):\n    return view[0]\ndef zero():\n    return {zeros}\n"
+        ns = {"_np": np}
+        exec(src, ns)
+        _readers[dtype] = (njit(**config.INLINE_JIT)(ns["read"]),
+                           njit(**config.INLINE_JIT)(ns["zero"]))
+    return _readers[dtype]
 
 
 def _is_int_type(t):

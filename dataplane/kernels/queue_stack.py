@@ -38,6 +38,12 @@ def _copy(dst, src, size):
 
 
 @kernel(**config.INLINE_JIT)
+def _after(i, slots):
+    """The slot after ``i`` around the ring."""
+    return i + 1 if i + 1 < slots else np.int64(0)
+
+
+@kernel(**config.INLINE_JIT)
 def push_slot(hdr, slots, flags):
     """Take the lock and the slot a push writes (the head): its number; or
     -E2BIG when full (with BPF_EXIST the oldest element makes room), -EINVAL for
@@ -47,20 +53,18 @@ def push_slot(hdr, slots, flags):
         return np.int64(-EINVAL)
     spin_lock(hdr, QS_LOCK)
     head = hdr[QS_HEAD]
-    after = head + 1 if head + 1 < slots else np.int64(0)
-    if after == hdr[QS_TAIL]:
+    if _after(head, slots) == hdr[QS_TAIL]:
         if f != np.uint64(BPF_EXIST):
             spin_unlock(hdr, QS_LOCK)
             return np.int64(-E2BIG)
-        tail = hdr[QS_TAIL] + 1
-        hdr[QS_TAIL] = tail if tail < slots else np.int64(0)
+        hdr[QS_TAIL] = _after(hdr[QS_TAIL], slots)
     return head
 
 
 @kernel(**config.INLINE_JIT)
 def push_done(hdr, slots, head):
     """The value is in slot ``head``: move the head past it, give the lock back: 0."""
-    hdr[QS_HEAD] = head + 1 if head + 1 < slots else np.int64(0)
+    hdr[QS_HEAD] = _after(head, slots)
     spin_unlock(hdr, QS_LOCK)
     return np.int64(0)
 
@@ -86,7 +90,7 @@ def get_done(hdr, slots, at, stack, delete):
         if stack:
             hdr[QS_HEAD] = at
         else:
-            hdr[QS_TAIL] = at + 1 if at + 1 < slots else np.int64(0)
+            hdr[QS_TAIL] = _after(at, slots)
     spin_unlock(hdr, QS_LOCK)
     return np.int64(0)
 

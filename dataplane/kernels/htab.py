@@ -350,9 +350,11 @@ def htab_delete_py(hdr, buckets, free, keys, key):
     return r
 
 
+#: check_free_stack's faults 1-4, in htab_check's and lru_check's results alike.
+FREE_STACK_FAULTS = {1: "free-stack top out of range", 2: "entry count out of range",
+                     3: "CLOCK hand out of range", 4: "free-stack entry out of range"}
 #: What htab_check finds broken (its nonzero results).
-CHECK_FAULTS = {1: "free-stack top out of range", 2: "entry count out of range",
-                3: "CLOCK hand out of range", 4: "free-stack entry out of range",
+CHECK_FAULTS = {**FREE_STACK_FAULTS,
                 5: "an entry both free and in a chain, or free twice",
                 6: "bucket or chain link out of range", 7: "an entry in the wrong bucket",
                 8: "a chain that loops, or an entry in two chains",

@@ -47,8 +47,8 @@ import numpy as np
 from .. import config
 from ..jit import kernel, lazy
 from .htab import (BPF_EXIST, BPF_NOEXIST, E2BIG, EBUSY, EEXIST, EINVAL, ENOENT, H_CLOCK,
-                   H_COUNT, H_FREE_TOP, H_LOCK, _same_key, check_free_stack, control_lock,
-                   key_hash, table_seed)
+                   FREE_STACK_FAULTS, H_COUNT, H_FREE_TOP, H_LOCK, _same_key, check_free_stack,
+                   control_lock, key_hash, table_seed)
 
 spin_unlock = lazy("dataplane.kernels.memory", "spin_unlock")
 as_pointer = lazy("dataplane.kernels.memory", "as_pointer")
@@ -389,8 +389,7 @@ def lru_entries(keys, out):
 
 
 #: What lru_check finds broken (its nonzero results).
-CHECK_FAULTS = {1: "free-stack top out of range", 2: "entry count out of range",
-                3: "CLOCK hand out of range", 4: "free-stack entry out of range",
+CHECK_FAULTS = {**FREE_STACK_FAULTS,
                 5: "an entry both free and in a slot, or in two slots",
                 6: "a slot's entry number out of range",
                 7: "an entry's slot out of range, or not the slot that holds it",

@@ -250,6 +250,7 @@ def tail_call_reset(typingctx):
 # -- prefetch hooks: where bpf_map_prefetch notes the buckets it fetched ----------
 
 _PREFETCH_MEMO = "dataplane_prefetch_memo"
+_LOOKUP_HINT = "dataplane_lookup_hint"
 
 
 #: The address of the memo slot (layout.SCRATCH_MEMO) of the packet the prefetch
@@ -260,5 +261,5 @@ prefetch_memo = worker_global_reader(_PREFETCH_MEMO)
 #: The address of the running packet's hash hint (runner.memo_hint), set by a
 #: loop with a prefetch hook before each program run, 0 after the loop: where a
 #: program's LRU-hash lookup starts (lru_htab.lru_find_hinted).
-lookup_hint_set = worker_global_writer("dataplane_lookup_hint")
-lookup_hint = worker_global_reader("dataplane_lookup_hint")
+lookup_hint_set = worker_global_writer(_LOOKUP_HINT)
+lookup_hint = worker_global_reader(_LOOKUP_HINT)

@@ -49,6 +49,8 @@ SLOT_ALIGN = 64
 #: kernel offers them (madvise): a 1M-packet batch spans ~1 GB, and with 4 KiB
 #: pages every few packets cost a TLB miss.
 HUGE_PAGE_MIN = 4 << 20
+#: The transparent huge page (x86-64's and arm64's PMD size with 4 KiB pages).
+HUGE_PAGE = 2 << 20
 #: Workers of the programs loaded from now on (per-CPU map slots, locked eBPF
 #: atomics); set by workers.use_workers, from --workers.
 WORKERS = 1

@@ -139,6 +139,36 @@ def test_values_wider_than_a_row_line_stay_apart():
     assert sorted(keys.tolist()) == sorted(got) and values.dtype == wide
 
 
+def _vma_flags(address):
+    """The VmFlags of the mapping of this process holding ``address`` (proc(5) smaps)."""
+    lo = hi = None
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", head):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+        elif head == "VmFlags:" and lo <= address < hi:
+            return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@pytest.mark.parametrize("nbytes", [(4 << 20) + 1, 17 << 20])
+def test_large_buffers_lie_on_whole_huge_pages(nbytes):
+    """A large table starts on a huge page's boundary and is advised huge from its
+    first byte to its last: the kernel placed a mapping of an odd length on any
+    page, and its 4 KiB pages before the first boundary stayed small."""
+    from dataplane import config
+    from dataplane.io.batch import alloc_buffer
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not thp.exists() or "[never]" in thp.read_text():
+        pytest.skip("the kernel offers no transparent huge pages")
+    buf = alloc_buffer(nbytes, "a test table")
+    assert buf.size == nbytes and not buf.any()
+    assert buf.ctypes.data % config.HUGE_PAGE == 0
+    buf[-1] = 1  # writable to the end
+    for address in (buf.ctypes.data, buf.ctypes.data + nbytes - 1):
+        assert "hg" in _vma_flags(address)
+
+
 @pytest.mark.parametrize("entries", [16, 1000, 1 << 17])  # the last on huge pages
 def test_hash_rows_start_cache_lines(entries):
     """A key row and the value beside it share one line only if each row starts

@@ -58,9 +58,11 @@ class Chunk:
                    for r in (layout.DATA, layout.DATA_END, layout.DATA_META))
 
 
-def load_packets(path, limit=None, tailroom=config.TAILROOM, workers=1, warnings=None):
+def load_packets(path, limit=None, tailroom=config.TAILROOM, workers=1, warnings=None,
+                 line_offset=0):
     """Read up to ``limit`` packets of a capture into a list of large batches
-    (with ``tailroom`` bytes behind each packet: Program.tailroom); the
+    (with ``tailroom`` bytes behind each packet: Program.tailroom; each packet's
+    data ``line_offset`` bytes into a cache line: Program.line_offset); the
     reader's warnings (a truncated last record) are added to ``warnings``. With
     ``workers`` > 1 each batch is steered once (workers.py): its packets in
     worker order, worker k's from ``chunk.bounds[k]`` to ``chunk.bounds[k + 1]``."""
@@ -68,7 +70,7 @@ def load_packets(path, limit=None, tailroom=config.TAILROOM, workers=1, warnings
     with open_capture(path) as reader:
         while limit is None or total < limit:
             b = PacketBatch(_CHUNK, buffer_bytes=_CHUNK * (config.HEADROOM + tailroom + 1600),
-                            tailroom=tailroom)
+                            tailroom=tailroom, line_offset=line_offset)
             n = reader.read_batch(b)
             if n == 0:
                 break

@@ -45,6 +45,14 @@ GROW_TAILROOM = 4096 - 320 - HEADROOM
 #: Packet slots start on this boundary, so data (HEADROOM further) does too and
 #: the headers a program reads first share one cache line (XDP frames are pages).
 SLOT_ALIGN = 64
+#: A program that prepends headers (bpf_xdp_adjust_head / _meta) gets batches
+#: whose data starts this far into a cache line, so that the 48 bytes in front
+#: (an outer Ethernet + IPv6 header, or Ethernet + IPv4 + GUE's UDP) share the
+#: line of the frame's first bytes, which the source wrote: on a line of their
+#: own, they were a line nobody had touched, fetched for every packet and waited
+#: for at each call's first PREFETCH_AHEAD packets (kernels/runner.py). The
+#: kernel shifts a frame for its headers' sake likewise (NET_IP_ALIGN).
+HEAD_LINE_OFFSET = 48
 #: Buffers at least this large are backed by transparent huge pages where the
 #: kernel offers them (madvise): a 1M-packet batch spans ~1 GB, and with 4 KiB
 #: pages every few packets cost a TLB miss.

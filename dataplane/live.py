@@ -169,7 +169,7 @@ class LiveDataplane:
             tap = c.enter_context(Tap(tap_name, mac=sock.mac, mtu=sock.mtu))
             c.enter_context(HostBlock(name, sock.ifindex))  # held until the stack closes
             tap_batch = PacketBatch(self.batch_size, tailroom=0)
-        batch = PacketBatch(self.batch_size, tailroom=self.program.tailroom)
+        batch = self.program.new_batch(self.batch_size)
         return Port(row, sock, tap, batch, tap_batch)
 
     # ---- the loop ----------------------------------------------------------

@@ -16,7 +16,6 @@ from . import config, jit
 from .action import ACTION_NAMES, XdpAction
 from .broadcast import redirect_groups
 from .errors import CaptureError, DataplaneError
-from .io.batch import PacketBatch
 from .io.pcap import PcapWriter
 from .kernels.dispatch import captured_bytes, group_by_action
 from .stats import RunStats
@@ -162,7 +161,7 @@ def replay(reader, program, sinks=None, batch_size=config.BATCH_SIZE, limit=None
             pool.close()
     tracing = getattr(program, "traces", False)
     stats = RunStats(program.name, reader.path, program.checked)
-    batch = PacketBatch(batch_size, tailroom=program.tailroom)
+    batch = program.new_batch(batch_size)
     order = np.zeros(batch.capacity, np.int64)
     counts = np.zeros(len(ACTION_NAMES), np.int64)
     pos = np.zeros_like(counts)

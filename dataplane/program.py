@@ -131,6 +131,9 @@ class Program:
 
     #: Bytes of room each batch keeps behind every packet for this program.
     tailroom = config.GROW_TAILROOM
+    #: Where each packet's data starts in its cache line in this program's
+    #: batches (config.HEAD_LINE_OFFSET if it prepends headers).
+    line_offset = 0
 
     def __init__(self, spec, entry, source_path, checked=True, maps=(), map_arrays=(),
                  trace=None):
@@ -282,14 +285,19 @@ class Program:
         view._bound = None
         return view
 
+    def new_batch(self, capacity, buffer_bytes=None):
+        """A PacketBatch laid out for this program: its tailroom behind each
+        packet, each packet's data at its line offset."""
+        return PacketBatch(capacity, buffer_bytes, tailroom=self.tailroom,
+                           line_offset=self.line_offset)
+
     def test_run(self, frame, ingress_ifindex=1, rx_queue_index=0):
         """Run one frame (BPF_PROG_TEST_RUN): a TestRun, ``(XdpAction, output
         bytes)`` with ``.redirect``, ``.targets``, ``.meta`` and ``.retval``. The frame comes
         in on ``ingress_ifindex``: by default 1, the loopback device, where the
         kernel's test run puts a frame given without a context."""
         frame = bytes(frame)
-        b = PacketBatch(1, buffer_bytes=len(frame) + config.HEADROOM + self.tailroom
-                        + config.SLOT_ALIGN, tailroom=self.tailroom)
+        b = self.new_batch(1, len(frame) + config.HEADROOM + self.tailroom + config.SLOT_ALIGN)
         if not b.append(frame, ifindex=ingress_ifindex, rx_queue=rx_queue_index):
             raise AssertionError("test_run: frame does not fit its batch")
         invalid = self.invalid
@@ -501,7 +509,8 @@ def _add_loops(module, gen, tree, names):
               if isinstance(n, (ast.Name, ast.Attribute))}
     module.__dataplane_grows_tail__ = "bpf_xdp_adjust_tail" in called or \
         getattr(module, "__dataplane_grows_tail__", False)
-    grows_head = bool(called & {"bpf_xdp_adjust_head", "bpf_xdp_adjust_meta"}) or \
+    module.__dataplane_grows_head__ = grows_head = \
+        bool(called & {"bpf_xdp_adjust_head", "bpf_xdp_adjust_meta"}) or \
         getattr(module, "__dataplane_grows_head__", False)
     hooks = {n: getattr(getattr(module.__dict__.get(n), "prefetch", None), "__name__", None)
              for n in names}
@@ -729,4 +738,6 @@ def load_program(ref, name=None, checked=True, pin=None):
     program = Program(spec, entry, path, checked, [m for _, m in maps], map_arrays, trace)
     if not module.__dataplane_grows_tail__:
         program.tailroom = 0
+    if module.__dataplane_grows_head__:
+        program.line_offset = config.HEAD_LINE_OFFSET
     return program

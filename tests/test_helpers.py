@@ -22,7 +22,7 @@ def load(tmp_path, body, name="helpers_prog.py"):
 
 
 def run_one(prog, frame):
-    b = PacketBatch(1, tailroom=prog.tailroom)
+    b = prog.new_batch(1)  # as replay lays it out: the head's limits hold in its layout
     assert b.append(frame)
     prog.run_batch(b)
     return b
@@ -224,6 +224,49 @@ def test_smp_processor_id_is_the_worker(tmp_path):
             return XDP_PASS if bpf_get_smp_processor_id() == 0 else XDP_DROP
         """)
     assert prog.test_run(bytes(60))[0] == XdpAction.XDP_PASS
+
+
+def test_programs_that_grow_the_head_start_data_into_a_line(tmp_path):
+    """A file that prepends headers gets batches whose data starts
+    HEAD_LINE_OFFSET bytes into a cache line, so that 40 bytes prepended land in
+    the line of the frame's first bytes; the others' data starts a line. Replay
+    writes what the program made."""
+    import dpkt
+    from pathlib import Path
+    from dataplane.io.capture import open_capture
+    from dataplane.pipeline import VerdictPcaps, replay
+
+    plain = load_program("drop_udp")
+    enc = load(tmp_path, """
+        @xdp
+        def prog(ctx):
+            if bpf_xdp_adjust_head(ctx, -40) != 0:
+                return XDP_ABORTED
+            pkt = ctx.pkt
+            if len(pkt) < 40:
+                return XDP_ABORTED
+            for i in range(40):
+                pkt[i] = 0xE0
+            return XDP_TX
+        """, name="encap40.py")
+    assert (plain.line_offset, enc.line_offset) == (0, config.HEAD_LINE_OFFSET)
+    for prog, offset in ((plain, 0), (enc, config.HEAD_LINE_OFFSET)):
+        b = prog.new_batch(8)
+        for k in range(8):
+            assert b.append(bytes(range(60 + 7 * k)))
+        before = b.buf.ctypes.data + b.data[:8]
+        assert all(int(a) % 64 == offset for a in before)
+    enc.run_batch(b)
+    after = b.buf.ctypes.data + b.data[:8]
+    assert list(after // 64) == list(before // 64) and list(after) == list(before - 40)
+    small = Path(__file__).resolve().parent.parent / "pcaps" / "small.pcap"
+    with open_capture(small) as r:
+        stats = replay(r, enc, VerdictPcaps(tmp_path / "out"))
+    assert stats.actions[XdpAction.XDP_TX] == stats.packets == 4000
+    with open(small, "rb") as f, open(tmp_path / "out" / "tx.pcap", "rb") as g:
+        pairs = list(zip(dpkt.pcap.Reader(f), dpkt.pcap.Reader(g)))
+    assert len(pairs) == 4000 and all(after == bytes([0xE0] * 40) + before
+                                      for (_, before), (_, after) in pairs)
 
 
 def test_tailroom_only_for_programs_that_grow_the_tail(tmp_path):

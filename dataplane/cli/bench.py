@@ -41,7 +41,7 @@ def run(args):
     warnings = []
     chunks, packets = load_packets(args.read or default_capture(), args.count,
                                    max(program.tailroom, harness.tailroom), args.workers,
-                                   warnings)
+                                   warnings, program.line_offset)
     for w in warnings:  # as replay prints them: the packets measured are fewer
         print_warning(w)
     if packets == 0:

@@ -65,18 +65,24 @@ class PacketBatch:
     the shared buffer (default: room for ``capacity`` full-size Ethernet frames
     with their headroom and tailroom). A source fills it from index 0 and sets
     ``count``; it is reused batch after batch, never reallocated on the hot path.
+    ``line_offset``: ``buf`` starts that many bytes into a cache line, and so
+    does every packet's data (slots are aligned to SLOT_ALIGN within ``buf``):
+    config.HEAD_LINE_OFFSET for a program that prepends headers.
     """
 
     def __init__(self, capacity=config.BATCH_SIZE, buffer_bytes=None,
-                 headroom=config.HEADROOM, tailroom=config.TAILROOM):
+                 headroom=config.HEADROOM, tailroom=config.TAILROOM, line_offset=0):
         if capacity < 1:
             raise ValueError("batch capacity must be at least 1")
+        if not 0 <= line_offset < config.SLOT_ALIGN:
+            raise ValueError(f"line offset {line_offset} outside a {config.SLOT_ALIGN}-byte line")
         self.capacity = int(capacity)
         self.headroom = int(headroom)
         self.tailroom = int(tailroom)
+        self.line_offset = int(line_offset)
         if buffer_bytes is None:
             buffer_bytes = self.capacity * (self.headroom + 2048 + self.tailroom)
-        self.buf = alloc_buffer(buffer_bytes, f"a batch of {self.capacity:,} packets (--batch)")
+        self.buf = self._alloc(buffer_bytes, f"a batch of {self.capacity:,} packets (--batch)")
         self.meta = np.zeros((layout.ROWS, self.capacity), np.int64)
         m = self.meta
         self.data, self.data_end = m[layout.DATA], m[layout.DATA_END]
@@ -113,6 +119,9 @@ class PacketBatch:
         """Bytes a packet's slot needs besides its data."""
         return self.headroom + self.tailroom
 
+    def _alloc(self, nbytes, what="a buffer"):
+        return alloc_buffer(nbytes + self.line_offset, what)[self.line_offset:]
+
     def ensure_buffer(self, nbytes):
         """Grow the shared buffer to at least ``nbytes`` (only for an outsized frame).
 
@@ -120,7 +129,7 @@ class PacketBatch:
         still be right, but callers refill from index 0 after growing.
         """
         if nbytes > self.buf.size:
-            self.buf = alloc_buffer(nbytes)
+            self.buf = self._alloc(nbytes)
             self._native = None
 
     def clear(self):

@@ -198,8 +198,8 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
 {packet_time}{trace_packet}        j = i + ahead
         if {prefetch} and j < stop:
             _dp_prefetch(buf, meta[_dp_layout.DATA, j])
-            if {prefetch_head}:  # the line a prepended header is written to
-                _dp_prefetch(buf, meta[_dp_layout.DATA, j] - 64)
+            if {prefetch_head}:  # the headers' next line (Program.line_offset)
+                _dp_prefetch(buf, meta[_dp_layout.DATA, j] + {second_line})
 {hook}        scratch[_dp_layout.SCRATCH_FAULT] = 0
 {budget_reset}{tail_reset}{hint_set}        try:
             ret = _dp_fn_{name}(_dp_make_xdp_md{variant}(buf, meta, scratch, i){map_args})
@@ -358,9 +358,13 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
     (arrays and LRU hash maps, whose lines the hook fetches itself), the loop has
     no memo stages: l4lb 2-3 ns/pkt less.
 
-    ``grows_head``: the file calls bpf_xdp_adjust_head / _meta, so the line in
-    front of data (where an outer header goes) is prefetched too: unfetched, its
-    write stalled an encapsulating program ~40 ns a packet on the 1M capture.
+    ``grows_head``: the file calls bpf_xdp_adjust_head / _meta: its batches
+    start data HEAD_LINE_OFFSET bytes into a line (Program.line_offset), whose
+    bytes in front take a prepended header, and the loop prefetches the next
+    line too, where the headers go on. With data on a line's start, the line in
+    front was prefetched instead (unfetched, its write had stalled an
+    encapsulating program ~40 ns a packet on the 1M capture), but at a call's
+    first PREFETCH_AHEAD packets nothing had fetched it: l4lb ~3 us a call.
 
     ``budget``: reset and check the loop budget of Python programs' loops
     around each packet (eBPF bytecode bounds its loops itself: ebpf/jit.py).
@@ -392,6 +396,7 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
                                         exception=FAULT_EXCEPTION,
                                         prefetch=bool(reads_packet), variant=variant,
                                         prefetch_head=bool(reads_packet and grows_head),
+                                        second_line=config.SLOT_ALIGN - config.HEAD_LINE_OFFSET,
                                         hook=HOOK_SOURCE.format(
                                             ahead=config.HOOK_AHEAD, hook=hook, variant=variant,
                                             map_args=args, memo_stages=stages)

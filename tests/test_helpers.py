@@ -269,6 +269,19 @@ def test_programs_that_grow_the_head_start_data_into_a_line(tmp_path):
                                       for (_, before), (_, after) in pairs)
 
 
+@pytest.mark.parametrize("line_offset, line", [(config.HEAD_LINE_OFFSET, 1), (0, -1), (8, -1)])
+def test_loop_fetches_the_line_a_layout_needs_besides_datas(line_offset, line):
+    """The loop of a program that prepends headers fetches, besides data's line,
+    the next line in its own layout (the headers go on there) and the line in
+    front in a batch with data on a line's start (the outer header goes there),
+    whoever laid the batch out."""
+    from dataplane.kernels.runner import head_line
+    b = PacketBatch(4, line_offset=line_offset)
+    assert b.append(bytes(60))
+    data = b.buf.ctypes.data + int(b.data[0])
+    assert (data + head_line(b.buf)) // 64 == data // 64 + line
+
+
 def test_tailroom_only_for_programs_that_grow_the_tail(tmp_path):
     """Batches keep room behind packets only for files that call bpf_xdp_adjust_tail;
     replaying one that grows every packet by 100 bytes still works end to end."""

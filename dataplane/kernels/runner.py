@@ -101,6 +101,18 @@ def store_verdict(ret, fault, i, meta, scratch):
         meta[REDIRECT, i] = target - 1
 
 
+@kernel(**config.INLINE_JIT)
+def head_line(buf):
+    """Where, from a packet's data, the loop of a program that prepends headers
+    fetches a second line: in a batch laid out for it (data HEAD_LINE_OFFSET
+    into a line, Program.line_offset) the next line, where the headers go on;
+    with data on a line's start, the line in front, where the outer header goes
+    (unfetched, its write stalled l4lb ~40 ns a packet on the 1M capture)."""
+    line = byte_address(buf, 0) % config.SLOT_ALIGN
+    return np.int64(config.SLOT_ALIGN - line) if line >= config.HEAD_LINE_OFFSET \
+        else np.int64(-config.SLOT_ALIGN)
+
+
 #: Packets ahead the loop fetches the rows of the chains' second entries.
 NEXT_AHEAD = config.HOOK_AHEAD // 2
 # packet h's slot is last read by its program, 2 * HOOK_AHEAD packets after the
@@ -194,12 +206,12 @@ def _dp_run{variant}_{name}(buf, meta, scratch, first, end{map_params}):
     capture_time = scratch[_dp_layout.SCRATCH_KTIME] != 0
     if not capture_time:
         _dp_ktime_set_capture(0)
-{trace_setup}{hook_setup}    for i in range(start, stop):
+{head_setup}{trace_setup}{hook_setup}    for i in range(start, stop):
 {packet_time}{trace_packet}        j = i + ahead
         if {prefetch} and j < stop:
             _dp_prefetch(buf, meta[_dp_layout.DATA, j])
-            if {prefetch_head}:  # the headers' next line (Program.line_offset)
-                _dp_prefetch(buf, meta[_dp_layout.DATA, j] + {second_line})
+            if {prefetch_head}:
+                _dp_prefetch(buf, meta[_dp_layout.DATA, j] + head_line)
 {hook}        scratch[_dp_layout.SCRATCH_FAULT] = 0
 {budget_reset}{tail_reset}{hint_set}        try:
             ret = _dp_fn_{name}(_dp_make_xdp_md{variant}(buf, meta, scratch, i){map_args})
@@ -218,7 +230,8 @@ import numpy as _dp_np
 from dataplane import config as _dp_config
 from dataplane.jit import kernel as _dp_kernel, lazy as _dp_lazy
 from dataplane.kernels import layout as _dp_layout
-from dataplane.kernels.runner import (memo_clear as _dp_memo_clear,
+from dataplane.kernels.runner import (head_line as _dp_head_line,
+                                      memo_clear as _dp_memo_clear,
                                       memo_fetch_next_rows as _dp_memo_fetch_next_rows,
                                       memo_fetch_rows as _dp_memo_fetch_rows,
                                       memo_hint as _dp_memo_hint,
@@ -360,11 +373,10 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
 
     ``grows_head``: the file calls bpf_xdp_adjust_head / _meta: its batches
     start data HEAD_LINE_OFFSET bytes into a line (Program.line_offset), whose
-    bytes in front take a prepended header, and the loop prefetches the next
-    line too, where the headers go on. With data on a line's start, the line in
-    front was prefetched instead (unfetched, its write had stalled an
-    encapsulating program ~40 ns a packet on the 1M capture), but at a call's
-    first PREFETCH_AHEAD packets nothing had fetched it: l4lb ~3 us a call.
+    bytes in front take a prepended header, and the loop prefetches a second
+    line of each packet (head_line). With data on a line's start, the line in
+    front, which the loop fetched, was still cold at a call's first
+    PREFETCH_AHEAD packets: l4lb ~3 us a call.
 
     ``budget``: reset and check the loop budget of Python programs' loops
     around each packet (eBPF bytecode bounds its loops itself: ebpf/jit.py).
@@ -396,7 +408,8 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
                                         exception=FAULT_EXCEPTION,
                                         prefetch=bool(reads_packet), variant=variant,
                                         prefetch_head=bool(reads_packet and grows_head),
-                                        second_line=config.SLOT_ALIGN - config.HEAD_LINE_OFFSET,
+                                        head_setup="    head_line = _dp_head_line(buf)\n"
+                                        if reads_packet and grows_head else "",
                                         hook=HOOK_SOURCE.format(
                                             ahead=config.HOOK_AHEAD, hook=hook, variant=variant,
                                             map_args=args, memo_stages=stages)

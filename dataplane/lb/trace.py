@@ -13,7 +13,6 @@ import json
 import dpkt
 
 from ..action import XdpAction
-from ..io.batch import PacketBatch
 from ..io.capture import open_capture
 from ..program import load_program
 from . import layout as L
@@ -46,7 +45,7 @@ def trace_capture(path, config_path, limit=None, on_line=None, on_warning=None):
     reals = {rid: str(address) for address, rid in lb.real_ids().items()}
     ring = program.maps["lb_trace"]
     out = []
-    batch = PacketBatch(L.TRACE_BATCH)
+    batch = program.new_batch(L.TRACE_BATCH)
     with open_capture(path) as reader:
         while limit is None or len(out) < limit:
             n = reader.read_batch(batch)

@@ -403,13 +403,14 @@ def runner_source(name, maps, reads_packet=True, trace=False, tail_programs=(),
         packet = "        _dp_trace_packet_set(_dp_trace_base + _dp_np.int64(i))\n"
     reset = "        _dp_tail_call_reset()\n" if tail_programs else ""
     memo = bool(hook and memo)
+    head = bool(reads_packet and grows_head)  # a second line a packet (head_line)
     stages = MEMO_STAGES.format(ahead=config.HOOK_AHEAD, next_ahead=NEXT_AHEAD) if memo else ""
     return "".join(RUNNER_SOURCE.format(name=name, ahead=config.PREFETCH_AHEAD,
                                         exception=FAULT_EXCEPTION,
                                         prefetch=bool(reads_packet), variant=variant,
-                                        prefetch_head=bool(reads_packet and grows_head),
+                                        prefetch_head=head,
                                         head_setup="    head_line = _dp_head_line(buf)\n"
-                                        if reads_packet and grows_head else "",
+                                        if head else "",
                                         hook=HOOK_SOURCE.format(
                                             ahead=config.HOOK_AHEAD, hook=hook, variant=variant,
                                             map_args=args, memo_stages=stages)

@@ -515,11 +515,14 @@ def _add_loops(module, gen, tree, names):
     hooks = {n: getattr(getattr(module.__dict__.get(n), "prefetch", None), "__name__", None)
              for n in names}
     trusted = getattr(module, "__dataplane_trusted__", False)
+    # the checker ticks the budget in each loop of the file's functions, the only
+    # code of the file a program runs: a file without loops never spends it
+    loops = any(isinstance(n, (ast.For, ast.While, ast.comprehension)) for n in ast.walk(tree))
     memo = _prefetches_chains(tree, module)
     src = "".join(runner_kernels.runner_source(n, loop_maps, reads_packet,
                                                bool(module.__dataplane_trace__),
                                                module.__dataplane_tail__, grows_head,
-                                               hooks[n], budget=not trusted,
+                                               hooks[n], budget=loops and not trusted,
                                                reads_time=getattr(
                                                    module, "__dataplane_reads_time__", True),
                                                memo=memo)

@@ -83,6 +83,38 @@ def test_loop_budget_is_per_packet_across_calls(tmp_path):
     assert "loop budget" in prog.fault_reason
 
 
+@pytest.mark.parametrize("where", ["helper", "hook"])
+def test_a_loop_outside_the_program_function_keeps_the_budget(tmp_path, where):
+    """A file whose loops are all in other functions of it (a helper the program
+    calls, its prefetch hook) still gets the budget: only a file without any
+    loop runs without (program.py)."""
+    path = tmp_path / "spin.py"
+    path.write_text(textwrap.dedent(f"""
+        from dataplane import *
+
+        def spin(n):
+            while n >= 0:
+                n += 1
+            return n
+
+        def ahead(ctx):
+            return spin(len(ctx.pkt))
+
+        @xdp{"(prefetch=ahead)" if where == "hook" else ""}
+        def prog(ctx):
+            {"spin(len(ctx.pkt))" if where == "helper" else ""}
+            return XDP_PASS
+        """))
+    prog = load_program(str(path))
+    b = batch_of([b"\x00" * 60] * 40)
+    prog.run_batch(b)
+    if where == "helper":
+        assert list(b.action) == [XdpAction.XDP_ABORTED] * 40
+        assert "loop budget" in prog.fault_reason
+    else:  # the hook's loop stopped by the budget; the packets go on, reset
+        assert list(b.action) == [XdpAction.XDP_PASS] * 40 and prog.faults == 0
+
+
 def test_division_by_zero_is_zero_as_in_ebpf(tmp_path):
     """RFC 9669: division by zero gives 0 (and modulo by zero the dividend)."""
     prog = load(tmp_path, """

@@ -255,13 +255,14 @@ def gue_header(pkt, u, entropy, payload):
     store_be16(pkt, u + 6, 0)
 
 
-def encapsulate(ctx, real_v6, real_hi, real_lo, inner_v6, inner_len, tos, entropy, gw_mac,
-                gue):
+def encapsulate(ctx, frame, real_v6, real_hi, real_lo, inner_v6, inner_len, tos, entropy,
+                gw_mac, gue):
     """Prepend Ethernet + outer IP (+ UDP for GUE) toward the real: False when
     there is no headroom. Outer source: 172.16.x.y or 100::/64 with the client's
-    entropy (the real's RSS spreads flows); TTL 64; the inner TOS copied."""
-    pkt = ctx.pkt
-    orig_dst_hi, orig_dst_lo = load_be32(pkt, 0), load_be16(pkt, 4)
+    entropy (the real's RSS spreads flows); TTL 64; the inner TOS copied.
+    ``frame`` is the program's view of the packet, whose length it checked: its
+    destination MAC is read without a check (ctx.pkt, read again, needs two)."""
+    orig_dst_hi, orig_dst_lo = load_be32(frame, 0), load_be16(frame, 4)
     l3len = 40 if real_v6 else 20
     hlen = l3len + (8 if gue else 0)
     if bpf_xdp_adjust_head(ctx, -hlen) != 0:
@@ -517,7 +518,7 @@ def l4lb(ctx):
     add_stat(vip_stats, vnum, n)
     add_stat(real_stats, real, n)
     entropy = (saddr_lo ^ (saddr_lo >> 32) ^ saddr_hi ^ np.uint64(sport)) & 0xFFFFFFFF
-    if not encapsulate(ctx, rec.v6 != 0, rec.addr_hi, rec.addr_lo, v6, inner_len, tos,
+    if not encapsulate(ctx, pkt, rec.v6 != 0, rec.addr_hi, rec.addr_lo, v6, inner_len, tos,
                        entropy, cfg.gateway_mac, cfg.encap == ENCAP_GUE):
         return verdict(cfg, XDP_DROP, R_DROP_ENCAP, vnum, slot, real, conn)
     return verdict(cfg, XDP_TX, R_TX, vnum, slot, real, conn)

@@ -51,20 +51,25 @@ print(n)
 _LINE = re.compile(r"^\s*([\d,]+) .*\[(.*)\]\s*$")
 
 
+def callgrind(ref, capture, lb_config, packets, passes, env, out, *options):
+    """Run CHILD (1 + ``passes`` passes) under callgrind into file ``out``: the
+    number of packets a pass runs."""
+    cmd = ["valgrind", "--tool=callgrind", *options, f"--callgrind-out-file={out}",
+           sys.executable, "-c", CHILD, ref, capture, lb_config or "", str(packets), str(passes)]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        sys.exit(f"icount: {ref}: valgrind run failed: "
+                 f"{(run.stderr.strip().splitlines() or ['?'])[-1]}")
+    return int(run.stdout.split()[-1])
+
+
 def loop_instructions(ref, capture, lb_config, packets, passes, env):
     """Instructions executed in the program's loop object over ``passes`` passes,
     from the difference of a run with 1 + passes passes and one with 1."""
     counts = []
     for p in (0, passes):
         with tempfile.NamedTemporaryFile(suffix=".cg") as out:
-            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
-                   sys.executable, "-c", CHILD, ref, capture, lb_config or "", str(packets),
-                   str(p)]
-            run = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if run.returncode != 0:
-                sys.exit(f"icount: {ref}: valgrind run failed: "
-                         f"{(run.stderr.strip().splitlines() or ['?'])[-1]}")
-            n = int(run.stdout.split()[-1])
+            n = callgrind(ref, capture, lb_config, packets, p, env, out.name)
             report = subprocess.run(["callgrind_annotate", "--threshold=100", out.name],
                                     capture_output=True, text=True, check=True).stdout
         counts.append(sum(int(m.group(1).replace(",", "")) for m in map(_LINE.match,
@@ -104,13 +109,8 @@ def annotate(ref, capture, lb_config, packets, passes, env, out):
     if not shutil.which("objdump"):
         sys.exit("icount: --annotate needs objdump (apt-get install binutils)")
     with tempfile.NamedTemporaryFile(suffix=".cg") as cg:
-        cmd = ["valgrind", "--tool=callgrind", "--dump-instr=yes",
-               f"--callgrind-out-file={cg.name}", sys.executable, "-c", CHILD, ref, capture,
-               lb_config or "", str(packets), str(passes)]
-        run = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if run.returncode != 0:
-            sys.exit(f"icount: {ref}: valgrind run failed")
-        n = int(run.stdout.split()[-1]) * (1 + passes)
+        n = callgrind(ref, capture, lb_config, packets, passes, env, cg.name,
+                      "--dump-instr=yes") * (1 + passes)
         costs, loop = collections.Counter(), None
         for obj, address, cost in _cost_lines(cg.name):
             if obj and "_dp_run_" in obj:

@@ -130,15 +130,6 @@ def _memo_slot(scratch, h):
 
 
 @kernel(**config.INLINE_JIT)
-def memo_clear(scratch):
-    """Empty every slot of the prefetch hook's memo, hints included (a call's
-    first packets were noted by no hook run of this call)."""
-    for s in range(MEMO_SLOTS):
-        scratch[SCRATCH_MEMO + s * MEMO_SLOT_WORDS] = 0
-        scratch[SCRATCH_MEMO + s * MEMO_SLOT_WORDS + MEMO_HINT] = 0
-
-
-@kernel(**config.INLINE_JIT)
 def memo_open(scratch, h):
     """Empty packet ``h``'s memo slot and hint before the hook runs on it: its
     address, which the loop hands bpf_map_prefetch (xdp.prefetch_memo)."""
@@ -147,6 +138,14 @@ def memo_open(scratch, h):
     slot[0] = 0
     slot[MEMO_HINT] = 0
     return address
+
+
+@kernel(**config.INLINE_JIT)
+def memo_clear(scratch):
+    """Empty every slot of the prefetch hook's memo, hints included (a call's
+    first packets were noted by no hook run of this call)."""
+    for s in range(MEMO_SLOTS):
+        memo_open(scratch, np.uint64(s))
 
 
 @kernel(**config.INLINE_JIT)

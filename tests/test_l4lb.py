@@ -25,7 +25,7 @@ from scapy.packet import Raw
 from dataplane import PacketBatch, XdpAction, load_program
 from dataplane.lb import layout as L
 from dataplane.lb.config import LbConfig, LbError, from_dict, to_dict
-from dataplane.lb.control import LoadBalancer
+from dataplane.lb.control import CONN_TABLES, LoadBalancer
 
 TX, PASS, DROP = XdpAction.XDP_TX, XdpAction.XDP_PASS, XdpAction.XDP_DROP
 
@@ -81,10 +81,12 @@ def configure(prog, lb, document):
     prog.use_capture_time(False)
     lb.set_trace(False)
     lb.apply(from_dict(document, "test"))
-    for name in ("lb_stats", "vip_stats", "real_stats", "fallback_conns", "flood"):
+    for name in ("lb_stats", "vip_stats", "real_stats", "fallback_conns", "fallback_conns_v6",
+                 "flood"):
         prog.maps[name].clear()
-    for table in prog.maps["lru_mapping"].inner_maps:
-        table.clear()
+    for tables in CONN_TABLES:
+        for table in prog.maps[tables].inner_maps:
+            table.clear()
     prog.maps["server_ids"].clear()
     prog.maps["lb_trace"].read()
     return lb.cfg
@@ -106,8 +108,9 @@ def moved(before, after, names=L.COUNTERS):
     return {k: after[k] - before[k] for k in names if after[k] != before[k]}
 
 
-def conn_table(prog):
-    return prog.maps["lru_mapping"].inner_maps[0]
+def conn_table(prog, v6=False):
+    """Worker 0's connection table of IPv4 flows (IPv6 ones: ``v6``)."""
+    return prog.maps[CONN_TABLES[v6]].inner_maps[0]
 
 
 # -- frames ---------------------------------------------------------------------
@@ -607,7 +610,7 @@ def test_vip_without_reals_drops(prog, lb):
     for frame in (tcp(client4(1), VIP4, 1234, 80), tcp(client6(1), VIP6, 1234, 80),
                   established[2]):
         assert run(prog, frame)[0] == TX
-    assert len(conn_table(prog)) == 3
+    assert (len(conn_table(prog)), len(conn_table(prog, v6=True))) == (2, 1)
     for name, addresses in ((name4, REALS4), (name6, REALS6), (nameu, udp_reals)):
         for a in addresses:
             lb.remove_real(name, a)
@@ -741,7 +744,57 @@ def test_ipv6_flow_stickiness(prog, lb):
     assert "fc00::9" in again
 
 
-def test_udp_entries_expire(prog, lb):
+def test_connection_entries(prog, lb):
+    """An IPv4 flow's entry is in the IPv4 table (32-byte rows, two a cache
+    line), an IPv6 flow's in the IPv6 one; each keeps its real's id and its
+    VIP's tag in one word, and its last packet's time in milliseconds mod 2**32."""
+    configure(prog, lb, doc(PATH_VIPS))
+    assert (conn_table(prog).keys.strides[0], conn_table(prog, v6=True).keys.strides[0]) \
+        == (32, 64)
+    ids = {str(a): i for a, i in lb.real_ids().items()}
+    numbers = {v["vip"]: v["number"] for v in lb.list()}
+    t = 10**18 + 123_456_789
+    prog.use_capture_time(True)
+    try:
+        for v6, client, vip, name in ((False, client4(1), VIP4, f"{VIP4}:80/tcp"),
+                                      (True, client6(1), VIP6, f"[{VIP6}]:80/tcp")):
+            (action, out), = run_many(prog, [tcp(client, vip, 1234, 80)], ts=[t])
+            assert action == TX
+            (key, conn), = conn_table(prog, v6).items()
+            tag = int(prog.maps["vip_tags"].lookup(numbers[name])["tag"])
+            assert tag >> L.TAG_BITS and ids[real_of(out)]
+            assert conn == {"real_tag": ids[real_of(out)] | tag << L.REAL_BITS,
+                            "atime_ms": t // 10**6 % 2**32}
+            assert key == {"saddr": client, "daddr": vip, "sport": 1234, "dport": 80, "proto": 6}
+    finally:
+        prog.use_capture_time(False)
+
+
+@pytest.mark.parametrize("before,after", [(4094, 4095), (4095, 1)])
+def test_vip_tags_fit_beside_the_real(prog, lb, before, after):
+    """A VIP number taken again gets the next generation of tag, which wraps
+    (never to 0) before it outgrows the bits an entry keeps beside its real."""
+    assert (1 << L.TAG_WIDTH - L.TAG_BITS) - 1 == 4095
+    configure(prog, lb, doc([]))
+    tags = prog.maps["vip_tags"]
+    tags.update(0, (L.F_REMOVED, before << L.TAG_BITS))  # number 0's last VIP was removed
+    name = f"{VIP4}:80/tcp"
+    lb.add_vip(name)
+    lb.add_real(name, REALS4[0])
+    assert lb.list()[0]["number"] == 0 and tags.lookup(0)["tag"] == after << L.TAG_BITS
+    run(prog, tcp(client4(1), VIP4, 1000, 80))
+    before_ack = counters(prog)
+    action, out = run(prog, tcp(client4(1), VIP4, 1000, 80, flags="A"))
+    assert action == TX and real_of(out) == REALS4[0]
+    assert moved(before_ack, counters(prog)) == {"tx": 1, "conn_hit": 1}
+    (_, conn), = conn_table(prog).items()
+    assert conn["real_tag"] >> L.REAL_BITS == after << L.TAG_BITS
+
+
+# ms-wrap: the entries' milliseconds (mod 2**32) wrap 2 s after t0, between the
+# last refresh and the packet 1.1 s later that finds the entry expired
+@pytest.mark.parametrize("t0", [10**18, (2**32 - 2000) * 10**6], ids=["", "ms-wrap"])
+def test_udp_entries_expire(prog, lb, t0):
     """A UDP connection-table entry older than udp_timeout is ignored; one used
     within it is refreshed (capture timestamps make the clock deterministic)."""
     name = f"{VIP4}:53/udp"
@@ -751,7 +804,6 @@ def test_udp_entries_expire(prog, lb):
     try:
         flows = [udp(client4(i), VIP4, 3000 + i, 53) for i in range(120)]
         n = len(flows)
-        t0 = 10**18
         sec = 10**9
 
         def send(t):
@@ -1026,6 +1078,8 @@ BAD_DOCS = [
      r"10\.200\.1\.1:80/tcp"),
     ({"max_pkt_size": 10}, r"max_pkt_size"),
     ({"udp_timeout": 0}, r"udp_timeout"),
+    ({"udp_timeout": 0.0005}, r"udp_timeout 0\.0005 must be seconds from 0\.001 to 2147483"),
+    ({"udp_timeout": 2147484}, r"udp_timeout 2147484"),
     # TOML has inf and nan, and arrays where a string belongs (found by fuzzing)
     ({"vip": [{"address": VIP4, "port": 80, "reals": [{"address": "10.0.0.2",
                                                         "weight": 2**32}]}]},

@@ -21,8 +21,9 @@ from ..errors import DataplaneError
 from . import layout as L
 
 PROTOS = {"tcp": 6, "udp": 17}
-#: udp_timeout's bound (seconds): ~136 years, far inside the u64 of nanoseconds.
-MAX_UDP_TIMEOUT = 2**32
+#: udp_timeout's bounds (seconds): the connection table keeps milliseconds
+#: (layout.CONN), up to ~24.8 days.
+MIN_UDP_TIMEOUT, MAX_UDP_TIMEOUT = 0.001, L.MAX_UDP_TIMEOUT_MS // 1000
 ENCAPS = {"ipip": L.ENCAP_IPIP, "gue": L.ENCAP_GUE}
 
 
@@ -59,7 +60,7 @@ class LbConfig:
     gateway_mac: str = "00:00:00:00:00:00"
     encap: str = "ipip"
     max_pkt_size: int = L.MAX_PKT_SIZE
-    udp_timeout: float = L.UDP_TIMEOUT_NS / 1e9
+    udp_timeout: float = L.UDP_TIMEOUT_MS / 1e3
     max_new_conns: int = L.MAX_NEW_CONNS
     vips: list = field(default_factory=list)
 
@@ -209,9 +210,10 @@ def from_dict(doc, where):
     cfg.max_pkt_size = _int(doc, "max_pkt_size", cfg.max_pkt_size, 64, 65535, where)
     cfg.max_new_conns = _int(doc, "max_new_conns", cfg.max_new_conns, 1, 2**62, where)
     cfg.udp_timeout = doc.get("udp_timeout", cfg.udp_timeout)
-    t = cfg.udp_timeout  # TOML has inf and nan; the map keeps whole nanoseconds (u64)
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 1e-9 <= t <= MAX_UDP_TIMEOUT:
-        raise LbError(f"{where}: udp_timeout {t!r} must be seconds from 1e-9 to "
+    t = cfg.udp_timeout  # TOML has inf and nan; the map keeps whole milliseconds
+    if isinstance(t, bool) or not isinstance(t, (int, float)) \
+            or not MIN_UDP_TIMEOUT <= t <= MAX_UDP_TIMEOUT:
+        raise LbError(f"{where}: udp_timeout {t!r} must be seconds from {MIN_UDP_TIMEOUT} to "
                       f"{MAX_UDP_TIMEOUT}")
     vips = doc.get("vip", [])
     if not isinstance(vips, list):

@@ -25,6 +25,8 @@ STATE_FILE = "lb.json"
 #: The maps the control plane writes or reads.
 CONTROL_MAPS = ("vip_map", "vip_tags", "vip_addrs", "reals", "ch_rings", "ctl", "server_ids",
                 "vip_stats", "real_stats", "lb_stats")
+#: The maps of maps of the workers' connection tables, IPv4's and IPv6's.
+CONN_TABLES = ("lru_mapping", "lru_mapping_v6")
 _MASK64 = (1 << 64) - 1
 
 
@@ -48,9 +50,10 @@ class LoadBalancer:
             self.cfg = cfg
             return
         self.cfg = LbConfig()
-        lru = maps.get("lru_mapping")
-        for worker in range(lru.max_entries if lru is not None else 0):
-            lru.update(worker, worker)  # each worker its own connection table
+        for name in CONN_TABLES:  # each worker its own connection tables
+            lru = maps.get(name)
+            for worker in range(lru.max_entries if lru is not None else 0):
+                lru.update(worker, worker)
         self.apply(cfg or LbConfig())
 
     @classmethod
@@ -195,7 +198,7 @@ class LoadBalancer:
         c = self.cfg
         trace = int(self.maps["ctl"].values[0, 0]["trace"])
         self.maps["ctl"].update(0, (parse_mac(c.gateway_mac), c.max_pkt_size, ENCAPS[c.encap],
-                                    trace, int(c.udp_timeout * 1e9), c.max_new_conns))
+                                    trace, round(c.udp_timeout * 1e3), c.max_new_conns))
 
     def _vips_in_maps(self):
         """The VIPs the maps hold (without reals): what ``apply`` replaces, which
@@ -234,7 +237,7 @@ class LoadBalancer:
             addrs = self.maps["vip_addrs"]
             addrs.update((hi, lo), (addrs.lookup((hi, lo)) or 0) + 1)
             generation = int(tags.lookup(num)["tag"]) >> L.TAG_BITS
-            tag = (generation % ((1 << 32 - L.TAG_BITS) - 1) + 1) << L.TAG_BITS | num
+            tag = (generation % ((1 << L.TAG_WIDTH - L.TAG_BITS) - 1) + 1) << L.TAG_BITS | num
         else:
             tag = int(tags.lookup(num)["tag"])
         flags = sum(L.VIP_FLAGS[f] for f in vip.flags)

@@ -30,20 +30,32 @@ V4_MAPPED = 0xFFFF00000000  # the low word of ::ffff:0.0.0.0
 
 VIP_KEY = np.dtype([("addr_hi", ">u8"), ("addr_lo", ">u8"), ("port", ">u2"), ("proto", "u1")])
 VIP_META = np.dtype([("vip_num", "<u4"), ("flags", "<u4")])
-#: vip_tags' values, by VIP number: the VIP's flags and tag. A tag is the VIP's
-#: number in its low TAG_BITS, and above them how many VIPs have had the number;
-#: connection-table entries keep the tag of the VIP that took their flow.
+#: vip_tags' values, by VIP number: the VIP's flags and tag. A tag, TAG_WIDTH
+#: bits, is the VIP's number in its low TAG_BITS, and above them how many VIPs
+#: have had the number; connection-table entries keep the tag of the VIP that
+#: took their flow.
 VIP_TAG = np.dtype([("flags", "<u4"), ("tag", "<u4")])
 TAG_BITS = 8
 assert MAX_VIPS <= 1 << TAG_BITS
+#: A connection's real and its VIP's tag share one word (CONN.real_tag): the
+#: real's id in the low REAL_BITS, the tag above.
+REAL_BITS = 12
+TAG_WIDTH = 32 - REAL_BITS
+assert MAX_REALS <= 1 << REAL_BITS
 ADDR_KEY = np.dtype([("addr_hi", ">u8"), ("addr_lo", ">u8")])
 REAL = np.dtype([("addr_hi", "<u8"), ("addr_lo", "<u8"), ("v6", "u1")])  # values: host order
-FLOW_KEY = np.dtype([("saddr_hi", ">u8"), ("saddr_lo", ">u8"), ("daddr_hi", ">u8"),
-                     ("daddr_lo", ">u8"), ("sport", ">u2"), ("dport", ">u2"), ("proto", "u1")])
-CONN = np.dtype([("real", "<u4"), ("atime", "<u8"), ("vip", "<u4")])
+#: Connection-table keys: an IPv4 flow's fit with its entry in a 32-byte row,
+#: two a cache line (map_layout.row_words), an IPv6 flow's take a line.
+FLOW_KEY_V4 = np.dtype([("saddr", ">u4"), ("daddr", ">u4"), ("sport", ">u2"), ("dport", ">u2"),
+                        ("proto", "u1")])
+FLOW_KEY_V6 = np.dtype([("saddr_hi", ">u8"), ("saddr_lo", ">u8"), ("daddr_hi", ">u8"),
+                        ("daddr_lo", ">u8"), ("sport", ">u2"), ("dport", ">u2"), ("proto", "u1")])
+#: A connection: its real and VIP tag (REAL_BITS), its last packet's time in
+#: milliseconds (mod 2**32: ages are told apart up to MAX_UDP_TIMEOUT_MS).
+CONN = np.dtype([("real_tag", "<u4"), ("atime_ms", "<u4")])
 STAT = np.dtype([("packets", "<u8"), ("bytes", "<u8")])
 CTL = np.dtype([("gateway_mac", "<u8"), ("max_pkt_size", "<u4"), ("encap", "u1"),
-                ("trace", "u1"), ("udp_timeout_ns", "<u8"), ("max_new_conns", "<u8")])
+                ("trace", "u1"), ("udp_timeout_ms", "<u8"), ("max_new_conns", "<u8")])
 FLOOD = np.dtype([("window_start", "<u8"), ("new_conns", "<u8")])
 TRACE = np.dtype([("vip_num", "<i4"), ("slot", "<i4"), ("real", "<u4"), ("reason", "u1"),
                   ("conn", "u1")])
@@ -67,7 +79,10 @@ GUE_PORT = 6080
 
 # Defaults of the ctl map (Katran's).
 MAX_PKT_SIZE = 1514
-UDP_TIMEOUT_NS = 30 * 10**9
+UDP_TIMEOUT_MS = 30_000
+#: The longest UDP timeout: an age in milliseconds compared mod 2**32 must stay
+#: under 2**31.
+MAX_UDP_TIMEOUT_MS = 2**31 - 1
 MAX_NEW_CONNS = 125_000  # new flows a second a worker inserts before the flood guard
 
 # Why a packet got its verdict: the lb_stats counters, and trace reasons.

@@ -42,11 +42,20 @@ vip_addrs = Map("vip_addrs", BPF_MAP_TYPE_HASH, key=L.ADDR_KEY, value=np.uint32,
 reals = Map("reals", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=L.REAL, max_entries=L.MAX_REALS)
 ch_rings = Map("ch_rings", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.uint32,
                max_entries=L.MAX_VIPS * L.RING_SIZE)
+# IPv4 and IPv6 flows in tables of their own: an IPv4 connection takes half a
+# cache line, where one row for both took a line each (dataplane bench on the
+# 1M mix, alternating: see README)
 lru_mapping = Map("lru_mapping", BPF_MAP_TYPE_ARRAY_OF_MAPS, key=np.uint32,
                   max_entries=config.WORKERS, pool=config.WORKERS,
-                  inner=InnerMap(BPF_MAP_TYPE_LRU_HASH, L.FLOW_KEY, L.CONN, L.CONN_TABLE_SIZE))
-fallback_conns = Map("fallback_conns", BPF_MAP_TYPE_LRU_HASH, key=L.FLOW_KEY, value=L.CONN,
+                  inner=InnerMap(BPF_MAP_TYPE_LRU_HASH, L.FLOW_KEY_V4, L.CONN, L.CONN_TABLE_SIZE))
+lru_mapping_v6 = Map("lru_mapping_v6", BPF_MAP_TYPE_ARRAY_OF_MAPS, key=np.uint32,
+                     max_entries=config.WORKERS, pool=config.WORKERS,
+                     inner=InnerMap(BPF_MAP_TYPE_LRU_HASH, L.FLOW_KEY_V6, L.CONN,
+                                    L.CONN_TABLE_SIZE))
+fallback_conns = Map("fallback_conns", BPF_MAP_TYPE_LRU_HASH, key=L.FLOW_KEY_V4, value=L.CONN,
                      max_entries=L.FALLBACK_TABLE_SIZE)
+fallback_conns_v6 = Map("fallback_conns_v6", BPF_MAP_TYPE_LRU_HASH, key=L.FLOW_KEY_V6,
+                        value=L.CONN, max_entries=L.FALLBACK_TABLE_SIZE)
 vip_tags = Map("vip_tags", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=L.VIP_TAG,
                max_entries=L.MAX_VIPS)
 server_ids = Map("server_ids", BPF_MAP_TYPE_ARRAY, key=np.uint32, value=np.uint32,
@@ -82,6 +91,9 @@ F_HASH_DPORT_ONLY = L.F_HASH_DPORT_ONLY
 # one added since wins), a removed one
 LOOK_UP_AGAIN = L.F_PORT_WILDCARD | L.F_REMOVED
 TAG_NUMBER = (1 << L.TAG_BITS) - 1
+REAL_BITS = L.REAL_BITS
+REAL_MASK = (1 << L.REAL_BITS) - 1
+NS_PER_MS = 1_000_000
 ENCAP_GUE = L.ENCAP_GUE
 GUE_PORT = L.GUE_PORT
 CONN_NONE, CONN_HIT, CONN_MISS = L.CONN_NONE, L.CONN_HIT, L.CONN_MISS
@@ -120,7 +132,12 @@ def add_stat(stats, index, length):
         s.bytes += length
 
 
-def conn_get(table, key, udp, timeout):
+def now_ms(now):
+    """A connection's time: the coarse clock's milliseconds, mod 2**32 (CONN)."""
+    return np.int64(np.uint64(now) // NS_PER_MS) & 0xFFFFFFFF
+
+
+def conn_get(table, key, udp, timeout_ms):
     """The flow's remembered real and the tag of the VIP that took it, (0, 0)
     for none (a UDP entry past its timeout is none). Time is the coarse clock
     (milliseconds are plenty for a 30 s timeout)."""
@@ -128,20 +145,47 @@ def conn_get(table, key, udp, timeout):
     if c is None:
         return np.uint32(0), np.uint32(0)
     if udp:
-        now = bpf_ktime_get_coarse_ns()
-        # both int64: numba compares int64 with uint64 as float64
-        if np.int64(now) - np.int64(c.atime) > np.int64(timeout):
+        now = now_ms(bpf_ktime_get_coarse_ns())
+        # the age mod 2**32 (the config keeps timeouts under 2**31 ms); int64:
+        # numba compares int64 with uint64 as float64
+        if (now - np.int64(c.atime_ms)) & 0xFFFFFFFF > np.int64(timeout_ms):
             return np.uint32(0), np.uint32(0)
-        c.atime = now
-    return c.real, c.vip
+        c.atime_ms = now
+    real_tag = c.real_tag
+    return np.uint32(real_tag & REAL_MASK), np.uint32(real_tag >> REAL_BITS)
 
 
-def conn_lookup(key, udp, timeout):
-    """conn_get in the worker's table (the shared fallback without one)."""
-    table = bpf_map_lookup_elem(lru_mapping, bpf_get_smp_processor_id())
+def conn_lookup(v6, key4, key6, udp, timeout_ms):
+    """conn_get in the worker's table of the flow's family (the shared fallback
+    without one)."""
+    cpu = bpf_get_smp_processor_id()
+    if v6:
+        table = bpf_map_lookup_elem(lru_mapping_v6, cpu)
+        if table is not None:
+            return conn_get(table, key6, udp, timeout_ms)
+        return conn_get(fallback_conns_v6, key6, udp, timeout_ms)
+    table = bpf_map_lookup_elem(lru_mapping, cpu)
     if table is not None:
-        return conn_get(table, key, udp, timeout)
-    return conn_get(fallback_conns, key, udp, timeout)
+        return conn_get(table, key4, udp, timeout_ms)
+    return conn_get(fallback_conns, key4, udp, timeout_ms)
+
+
+def conn_insert(v6, key4, key6, real, tag, now):
+    """Remember the flow's real and its VIP's tag in the worker's table of its family."""
+    conn = (np.uint32(real) | (np.uint32(tag) << REAL_BITS), now_ms(now))
+    cpu = bpf_get_smp_processor_id()
+    if v6:
+        table = bpf_map_lookup_elem(lru_mapping_v6, cpu)
+        if table is not None:
+            bpf_map_update_elem(table, key6, conn, BPF_ANY)
+        else:
+            bpf_map_update_elem(fallback_conns_v6, key6, conn, BPF_ANY)
+    else:
+        table = bpf_map_lookup_elem(lru_mapping, cpu)
+        if table is not None:
+            bpf_map_update_elem(table, key4, conn, BPF_ANY)
+        else:
+            bpf_map_update_elem(fallback_conns, key4, conn, BPF_ANY)
 
 
 def live_real(real):
@@ -319,7 +363,8 @@ def l4lb_prefetch(ctx):
     UDP) picks values, not branches: the hook runs on packets 2 * HOOK_AHEAD
     ahead, whose kind the branch predictor cannot know, and each mispredicted
     branch on the mix cost more than the loads for both kinds (dataplane bench
-    -p l4lb on pcaps/l4lb.pcap, side by side: 88.5-95.9 -> 82.0-84.7 ns/pkt)."""
+    -p l4lb on pcaps/l4lb.pcap, side by side: 88.5-95.9 -> 82.0-84.7 ns/pkt).
+    The one branch left picks the family's connection table."""
     pkt = ctx.pkt
     if len(pkt) < ETH_HLEN + 40 + 4:
         return 0
@@ -339,11 +384,20 @@ def l4lb_prefetch(ctx):
            np.uint64(load_be64(pkt, ETH_HLEN + 24)) if v6 else zero,
            np.uint64(load_be64(pkt, ETH_HLEN + 32)) if v6 else d4,
            np.uint64(load_be16(pkt, l4)), np.uint64(load_be16(pkt, l4 + 2)), np.uint64(proto))
-    table = bpf_map_lookup_elem(lru_mapping, bpf_get_smp_processor_id())
-    if table is not None:
-        bpf_map_prefetch(table, key)
+    cpu = bpf_get_smp_processor_id()
+    if v6:
+        table = bpf_map_lookup_elem(lru_mapping_v6, cpu)
+        if table is not None:
+            bpf_map_prefetch(table, key)
+        else:
+            bpf_map_prefetch(fallback_conns_v6, key)
     else:
-        bpf_map_prefetch(fallback_conns, key)
+        key4 = (s4, d4, key[4], key[5], key[6])
+        table = bpf_map_lookup_elem(lru_mapping, cpu)
+        if table is not None:
+            bpf_map_prefetch(table, key4)
+        else:
+            bpf_map_prefetch(fallback_conns, key4)
     flags = pkt[l4 + 13] if l4 + 13 < len(pkt) else 0  # (a UDP datagram may end sooner)
     if (proto == IPPROTO_TCP) & ((flags & TCP_SYN) != 0):  # its VIP's ring slot is read too
         vip = bpf_map_lookup_elem(vip_map, (key[2], key[3], key[5], key[6]))
@@ -442,8 +496,9 @@ def l4lb(ctx):
         return verdict(cfg, XDP_PASS, R_PASS_NOT_L4, -1, -1, 0, CONN_NONE)
 
     udp = proto == IPPROTO_UDP
-    key = (saddr_hi, saddr_lo, daddr_hi, daddr_lo, np.uint64(sport), np.uint64(dport),
-           np.uint64(proto))
+    key6 = (saddr_hi, saddr_lo, daddr_hi, daddr_lo, np.uint64(sport), np.uint64(dport),
+            np.uint64(proto))
+    key4 = (saddr_lo, daddr_lo, np.uint64(sport), np.uint64(dport), np.uint64(proto))
     # An established flow's entry names the VIP that took it (its tag): while
     # vip_tags holds that tag for an exact VIP, the lookup below would find that
     # VIP, and is skipped (its flags are read here: a flag set since applies).
@@ -452,7 +507,7 @@ def l4lb(ctx):
     remembered, tag = np.uint32(0), np.uint32(0)
     vnum = np.int64(-1)
     if looked:
-        remembered, tag = conn_lookup(key, udp, cfg.udp_timeout_ns)
+        remembered, tag = conn_lookup(v6, key4, key6, udp, cfg.udp_timeout_ms)
         if remembered != 0:
             known = bpf_map_lookup_elem(vip_tags, tag & TAG_NUMBER)
             if known is not None and known.tag == tag and (known.flags & LOOK_UP_AGAIN) == 0:
@@ -485,7 +540,7 @@ def l4lb(ctx):
         else:
             if not syn:
                 if not looked:
-                    remembered, _ = conn_lookup(key, udp, cfg.udp_timeout_ns)
+                    remembered, _ = conn_lookup(v6, key4, key6, udp, cfg.udp_timeout_ms)
                 real = live_real(remembered)
             conn = CONN_HIT if real != 0 else CONN_MISS
             bump(C_CONN_HIT if real != 0 else C_CONN_MISS)
@@ -501,11 +556,7 @@ def l4lb(ctx):
             if new_flow_allowed(now, cfg.max_new_conns):
                 known = bpf_map_lookup_elem(vip_tags, vnum)  # the VIP's tag, for the entry
                 tag = known.tag if known is not None else np.uint32(0)
-                table = bpf_map_lookup_elem(lru_mapping, bpf_get_smp_processor_id())
-                if table is not None:
-                    bpf_map_update_elem(table, key, (real, now, tag), BPF_ANY)
-                else:
-                    bpf_map_update_elem(fallback_conns, key, (real, now, tag), BPF_ANY)
+                conn_insert(v6, key4, key6, real, tag, now)
                 bump(C_NEW_CONN)
             else:
                 bump(C_FLOOD_SKIP)

@@ -133,8 +133,9 @@ def add_stat(stats, index, length):
 
 
 def now_ms(now):
-    """A connection's time: the coarse clock's milliseconds, mod 2**32 (CONN)."""
-    return np.int64(np.uint64(now) // NS_PER_MS) & 0xFFFFFFFF
+    """A connection's time: the coarse clock's milliseconds, mod 2**32 (CONN).
+    Divided unsigned: int64's floor division adds a fix-up for negatives."""
+    return np.int64(np.uint64(now) // np.uint64(NS_PER_MS)) & 0xFFFFFFFF
 
 
 def conn_get(table, key, udp, timeout_ms):

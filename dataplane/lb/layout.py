@@ -50,8 +50,9 @@ FLOW_KEY_V4 = np.dtype([("saddr", ">u4"), ("daddr", ">u4"), ("sport", ">u2"), ("
                         ("proto", "u1")])
 FLOW_KEY_V6 = np.dtype([("saddr_hi", ">u8"), ("saddr_lo", ">u8"), ("daddr_hi", ">u8"),
                         ("daddr_lo", ">u8"), ("sport", ">u2"), ("dport", ">u2"), ("proto", "u1")])
-#: A connection: its real and VIP tag (REAL_BITS), its last packet's time in
-#: milliseconds (mod 2**32: ages are told apart up to MAX_UDP_TIMEOUT_MS).
+#: A connection: the real's id and its VIP's tag in one word (the id in the low
+#: REAL_BITS), its last packet's time in milliseconds (mod 2**32: ages are told
+#: apart up to MAX_UDP_TIMEOUT_MS).
 CONN = np.dtype([("real_tag", "<u4"), ("atime_ms", "<u4")])
 STAT = np.dtype([("packets", "<u8"), ("bytes", "<u8")])
 CTL = np.dtype([("gateway_mac", "<u8"), ("max_pkt_size", "<u4"), ("encap", "u1"),

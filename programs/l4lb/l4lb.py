@@ -9,13 +9,14 @@ UDP find their VIP ({addr, port, proto}, then port 0), else PASS (a packet
 of an established flow reads its connection-table entry first, and the VIP
 lookup is skipped while the VIP the entry names stands: see l4lb); frames above
 the max packet size DROP. The real: QUIC VIPs route by the server id in the
-destination connection id; otherwise the connection table (per worker, LRU,
-UDP entries expire) remembers the flow's real, unless the packet is a SYN or
-the VIP bypasses it; a miss hashes the flow onto the VIP's Maglev ring and
-remembers the choice (not for RST, nor past the new-flow guard). Then the
-packet is encapsulated toward its real (IPIP, ip6ip6 / 4in6, or GUE) and sent
-back out (XDP_TX) to the gateway. Every verdict is counted by reason, and with
-ctl.trace set each packet leaves a record in lb_trace (``dataplane lb trace``).
+destination connection id; otherwise the connection table of the flow's
+family (per worker, LRU, UDP entries expire) remembers the flow's real,
+unless the packet is a SYN or the VIP bypasses it; a miss hashes the flow
+onto the VIP's Maglev ring and remembers the choice (not for RST, nor past
+the new-flow guard). Then the packet is encapsulated toward its real (IPIP,
+ip6ip6 / 4in6, or GUE) and sent back out (XDP_TX) to the gateway. Every
+verdict is counted by reason, and with ctl.trace set each packet leaves a
+record in lb_trace (``dataplane lb trace``).
 """
 
 import numpy as np

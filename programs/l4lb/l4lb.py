@@ -157,37 +157,48 @@ def conn_get(table, key, udp, timeout_ms):
     return np.uint32(real_tag & REAL_MASK), np.uint32(real_tag >> REAL_BITS)
 
 
+def conn_get_in(tables, fallback, key, udp, timeout_ms):
+    """conn_get in the worker's table of ``tables`` (``fallback`` without one)."""
+    table = bpf_map_lookup_elem(tables, bpf_get_smp_processor_id())
+    if table is not None:
+        return conn_get(table, key, udp, timeout_ms)
+    return conn_get(fallback, key, udp, timeout_ms)
+
+
 def conn_lookup(v6, key4, key6, udp, timeout_ms):
     """conn_get in the worker's table of the flow's family (the shared fallback
     without one)."""
-    cpu = bpf_get_smp_processor_id()
     if v6:
-        table = bpf_map_lookup_elem(lru_mapping_v6, cpu)
-        if table is not None:
-            return conn_get(table, key6, udp, timeout_ms)
-        return conn_get(fallback_conns_v6, key6, udp, timeout_ms)
-    table = bpf_map_lookup_elem(lru_mapping, cpu)
+        return conn_get_in(lru_mapping_v6, fallback_conns_v6, key6, udp, timeout_ms)
+    return conn_get_in(lru_mapping, fallback_conns, key4, udp, timeout_ms)
+
+
+def conn_put_in(tables, fallback, key, conn):
+    """Set ``key``'s entry in the worker's table of ``tables`` (``fallback`` without one)."""
+    table = bpf_map_lookup_elem(tables, bpf_get_smp_processor_id())
     if table is not None:
-        return conn_get(table, key4, udp, timeout_ms)
-    return conn_get(fallback_conns, key4, udp, timeout_ms)
+        bpf_map_update_elem(table, key, conn, BPF_ANY)
+    else:
+        bpf_map_update_elem(fallback, key, conn, BPF_ANY)
 
 
 def conn_insert(v6, key4, key6, real, tag, now):
     """Remember the flow's real and its VIP's tag in the worker's table of its family."""
     conn = (np.uint32(real) | (np.uint32(tag) << REAL_BITS), now_ms(now))
-    cpu = bpf_get_smp_processor_id()
     if v6:
-        table = bpf_map_lookup_elem(lru_mapping_v6, cpu)
-        if table is not None:
-            bpf_map_update_elem(table, key6, conn, BPF_ANY)
-        else:
-            bpf_map_update_elem(fallback_conns_v6, key6, conn, BPF_ANY)
+        conn_put_in(lru_mapping_v6, fallback_conns_v6, key6, conn)
     else:
-        table = bpf_map_lookup_elem(lru_mapping, cpu)
-        if table is not None:
-            bpf_map_update_elem(table, key4, conn, BPF_ANY)
-        else:
-            bpf_map_update_elem(fallback_conns, key4, conn, BPF_ANY)
+        conn_put_in(lru_mapping, fallback_conns, key4, conn)
+
+
+def conn_prefetch_in(tables, fallback, key):
+    """bpf_map_prefetch of ``key`` in the worker's table of ``tables`` (``fallback``
+    without one)."""
+    table = bpf_map_lookup_elem(tables, bpf_get_smp_processor_id())
+    if table is not None:
+        bpf_map_prefetch(table, key)
+    else:
+        bpf_map_prefetch(fallback, key)
 
 
 def live_real(real):
@@ -379,29 +390,19 @@ def l4lb_prefetch(ctx):
     # bitwise, not "and"/"or": one predictable branch, not one per packet kind
     if not ((v4 | v6) & ((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP))):
         return 0
-    cpu = bpf_get_smp_processor_id()
     if v6:  # the family's key and connection table
         l4 = ETH_HLEN + 40
         key = (np.uint64(load_be64(pkt, ETH_HLEN + 8)), np.uint64(load_be64(pkt, ETH_HLEN + 16)),
                np.uint64(load_be64(pkt, ETH_HLEN + 24)), np.uint64(load_be64(pkt, ETH_HLEN + 32)),
                np.uint64(load_be16(pkt, l4)), np.uint64(load_be16(pkt, l4 + 2)), np.uint64(proto))
-        table = bpf_map_lookup_elem(lru_mapping_v6, cpu)
-        if table is not None:
-            bpf_map_prefetch(table, key)
-        else:
-            bpf_map_prefetch(fallback_conns_v6, key)
+        conn_prefetch_in(lru_mapping_v6, fallback_conns_v6, key)
     else:
         l4 = ETH_HLEN + 20
         s4 = np.uint64(V4_MAPPED | load_be32(pkt, ETH_HLEN + 12))
         d4 = np.uint64(V4_MAPPED | load_be32(pkt, ETH_HLEN + 16))
         key = (np.uint64(0), s4, np.uint64(0), d4, np.uint64(load_be16(pkt, l4)),
                np.uint64(load_be16(pkt, l4 + 2)), np.uint64(proto))
-        key4 = (s4, d4, key[4], key[5], key[6])
-        table = bpf_map_lookup_elem(lru_mapping, cpu)
-        if table is not None:
-            bpf_map_prefetch(table, key4)
-        else:
-            bpf_map_prefetch(fallback_conns, key4)
+        conn_prefetch_in(lru_mapping, fallback_conns, (s4, d4, key[4], key[5], key[6]))
     flags = pkt[l4 + 13] if l4 + 13 < len(pkt) else 0  # (a UDP datagram may end sooner)
     if (proto == IPPROTO_TCP) & ((flags & TCP_SYN) != 0):  # its VIP's ring slot is read too
         vip = bpf_map_lookup_elem(vip_map, (key[2], key[3], key[5], key[6]))

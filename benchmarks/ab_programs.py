@@ -25,8 +25,7 @@ def main():
     if args.config:
         for p in (a, b):
             load_balancer(p, args.config)
-    chunks, n = load_packets(args.read, args.count, max(a.tailroom, b.tailroom),
-                             line_offset=a.line_offset)
+    chunks, n = load_packets(args.read, args.count, (a, b, harness))
     r = bench(a, b, harness, chunks, n, batch=1024, repeats=args.repeat)
     print(f"A {args.a}: {r.ns_per_pkt:.1f} ns/pkt   B {args.b}: {r.unchecked_ns_per_pkt:.1f}   "
           f"harness {r.harness_ns_per_pkt:.1f}   ({n:,} packets, median of {r.repeats})")

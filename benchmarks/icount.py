@@ -40,8 +40,7 @@ from dataplane.bench import _one_pass, load_packets
 from dataplane.program import load_configured
 ref, capture, lb_config, packets, passes = sys.argv[1:6]
 program = load_configured(ref, lb_config=lb_config)
-chunks, n = load_packets(capture, int(packets), program.tailroom,
-                         line_offset=program.line_offset)
+chunks, n = load_packets(capture, int(packets), (program,))
 for _ in range(1 + int(passes)):
     _one_pass(program, chunks, 1024, True)
 print(n)

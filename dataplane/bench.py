@@ -58,14 +58,17 @@ class Chunk:
                    for r in (layout.DATA, layout.DATA_END, layout.DATA_META))
 
 
-def load_packets(path, limit=None, tailroom=config.TAILROOM, workers=1, warnings=None,
-                 line_offset=0):
-    """Read up to ``limit`` packets of a capture into a list of large batches
-    (with ``tailroom`` bytes behind each packet: Program.tailroom; each packet's
-    data ``line_offset`` bytes into a cache line: Program.line_offset); the
-    reader's warnings (a truncated last record) are added to ``warnings``. With
-    ``workers`` > 1 each batch is steered once (workers.py): its packets in
-    worker order, worker k's from ``chunk.bounds[k]`` to ``chunk.bounds[k + 1]``."""
+def load_packets(path, limit=None, programs=(), workers=1, warnings=None):
+    """Read up to ``limit`` packets of a capture into a list of large batches,
+    laid out for ``programs``, the programs that will run on them: the room
+    behind each packet the largest of their tailrooms, each packet's data at
+    the first one's line offset (Program.new_batch; no programs: a
+    PacketBatch's defaults). The reader's warnings (a truncated last record)
+    are added to ``warnings``. With ``workers`` > 1 each batch is steered once
+    (workers.py): its packets in worker order, worker k's from
+    ``chunk.bounds[k]`` to ``chunk.bounds[k + 1]``."""
+    tailroom = max((p.tailroom for p in programs), default=config.TAILROOM)
+    line_offset = programs[0].line_offset if programs else 0
     chunks, total = [], 0
     with open_capture(path) as reader:
         while limit is None or total < limit:

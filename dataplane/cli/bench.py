@@ -40,8 +40,7 @@ def run(args):
         harness = load_program("pass_all")
     warnings = []
     chunks, packets = load_packets(args.read or default_capture(), args.count,
-                                   max(program.tailroom, harness.tailroom), args.workers,
-                                   warnings, program.line_offset)
+                                   (program, harness), args.workers, warnings)
     for w in warnings:  # as replay prints them: the packets measured are fewer
         print_warning(w)
     if packets == 0:

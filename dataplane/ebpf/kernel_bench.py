@@ -158,9 +158,7 @@ def ours_rounds(ref, captures, harness, fill=None):
     from ..program import load_program
     program, unchecked = load_program(ref), load_program(ref, checked=False)
     with fill.into_programs(program, unchecked) if fill else contextlib.nullcontext():
-        loaded = [load_packets(cap, None, max(program.tailroom, harness.tailroom),
-                               line_offset=program.line_offset)
-                  for cap in captures]
+        loaded = [load_packets(cap, None, (program, harness)) for cap in captures]
 
         def one_round():
             runs = [bench(program, unchecked, harness, chunks, packets, repeats=1)
